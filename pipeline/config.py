@@ -1,0 +1,239 @@
+"""The pipeline's one typed configuration.
+
+Defaults live in code (the dataclasses below). A config file (TOML or JSON) overrides any of
+them section by section; command-line options override the file. Unknown sections or keys and
+values of the wrong type are rejected with a `ConfigError` naming the key. The resolved config
+is saved as JSON next to every run, so a run can always be reproduced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from pipeline.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_ROOT = PROJECT_ROOT / "data" / "mnist"
+DEFAULT_SCHEMA_PATH = PROJECT_ROOT / "schema" / "schema.pbtxt"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the raw MNIST comes from and how it is split into TFRecords."""
+
+    data_root: str = str(DEFAULT_DATA_ROOT)
+    # None: the newest span-N/ folder (or the flat folder when there are no spans).
+    span: Optional[int] = None
+    # How many of the newest spans to train on together (1 = the newest span only).
+    window_spans: int = 1
+    # Eval split = examples whose hash falls into 1 of `eval_hash_buckets` buckets.
+    eval_hash_buckets: int = 12
+    num_shards: int = 4
+    # Bucket edges of the derived `ink_density` feature (fraction of pixels above 127).
+    ink_density_edges: tuple = (0.10, 0.14, 0.18, 0.22)
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """The data gate: the curated schema and drift limits against the previous span."""
+
+    schema_path: str = str(DEFAULT_SCHEMA_PATH)
+    # L-infinity distance between label distributions of this span and the previous one.
+    label_drift_linf: float = 0.05
+    # Jensen-Shannon divergence between the pixel-value histograms of the two spans.
+    pixel_drift_jsd: float = 0.05
+    # Also infer a schema from the statistics and write its diff against the curated one.
+    infer_schema_report: bool = True
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Hyperparameters passed to `model_fn` as `params`, and the training budget."""
+
+    train_steps: int = 6000
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    conv1_filters: int = 32
+    conv2_filters: int = 64
+    kernel_size: int = 5
+    dense_units: int = 1024
+    dropout_rate: float = 0.4
+    # Evaluate on the eval split (and checkpoint) every this many steps.
+    eval_every_steps: int = 500
+    # Examples of the eval split used by each periodic evaluation (None = all).
+    eval_examples: Optional[int] = None
+    # Stop when eval accuracy has not improved for this many evaluations in a row (0 = never).
+    early_stopping_evals: int = 3
+    keep_checkpoints: int = 3
+    # Start from the weights of the latest blessed model, when there is one.
+    warm_start: bool = False
+    random_seed: int = 42
+
+
+@dataclass(frozen=True)
+class EvaluatorConfig:
+    """The promotion gate. Every threshold that is set must pass; none set means no blessing."""
+
+    # Absolute floor on overall accuracy; applies on every run, also the first.
+    accuracy_floor: Optional[float] = 0.95
+    # Candidate accuracy must be >= baseline accuracy + min_gain (0.0 = "not worse").
+    min_gain: Optional[float] = 0.0
+    # No per-label slice may fall below this accuracy.
+    slice_accuracy_floor: Optional[float] = 0.90
+    # No per-label slice may lose more than this much accuracy against the baseline.
+    slice_max_regression: Optional[float] = 0.02
+    # Examples of the test split to evaluate on (None = all).
+    max_examples: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class PusherConfig:
+    """Publishing into the serving folder."""
+
+    serving_dir: str = ""  # default: <pipeline_root>/serving
+    # Test examples the staged copy must answer before it is published.
+    verify_examples: int = 8
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything a run needs. Build with `load_config`, never from loose dicts."""
+
+    pipeline_root: str = str(PROJECT_ROOT / "pipeline_output")
+    # Extra Apache Beam pipeline options, passed through unchanged (e.g. "--runner=...").
+    beam_args: tuple = ()
+    # Seconds a run waits for another run on the same pipeline root before exiting (status 4).
+    lock_timeout_s: float = 600.0
+    data: DataConfig = field(default_factory=DataConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    pusher: PusherConfig = field(default_factory=PusherConfig)
+
+    @property
+    def serving_dir(self) -> str:
+        """The serving folder: `pusher.serving_dir`, or `<pipeline_root>/serving`."""
+        return self.pusher.serving_dir or os.path.join(self.pipeline_root, "serving")
+
+
+def _check_value(where: str, value: Any, annotation: Any) -> Any:
+    """Returns `value` coerced to `annotation`, or raises ConfigError naming `where`."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        non_none = [a for a in options if a is not type(None)]
+        return _check_value(where, value, non_none[0])
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif annotation is tuple:
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+    else:
+        raise ConfigError(f"config key {where}: unsupported type {annotation!r}")
+    type_name = getattr(annotation, "__name__", str(annotation))
+    raise ConfigError(f"config key {where}: expected {type_name}, got {value!r}")
+
+
+def _merge(where: str, current: Any, overrides: Mapping[str, Any]) -> Any:
+    """Returns a copy of dataclass `current` with `overrides` applied, checking every key."""
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"config section {where or '<top>'}: expected a table, got {overrides!r}")
+    hints = typing.get_type_hints(type(current))
+    known = {f.name for f in dataclasses.fields(current)}
+    changes = {}
+    for key, value in overrides.items():
+        path = f"{where}.{key}" if where else key
+        if key not in known:
+            raise ConfigError(f"unknown config key {path!r} (known: {', '.join(sorted(known))})")
+        if dataclasses.is_dataclass(getattr(current, key)):
+            changes[key] = _merge(path, getattr(current, key), value)
+        else:
+            changes[key] = _check_value(path, value, hints[key])
+    return dataclasses.replace(current, **changes)
+
+
+def read_config_file(path: str) -> dict:
+    """Reads a TOML (.toml) or JSON (.json) config file into a dict; ConfigError if unreadable."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    try:
+        if path.endswith(".json"):
+            return json.loads(raw)
+        return tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid {'JSON' if path.endswith('.json') else 'TOML'}: {e}") from e
+
+
+def load_config(config_file: Optional[str] = None, overrides: Optional[Mapping[str, Any]] = None) -> PipelineConfig:
+    """Builds the config: code defaults, then `config_file`, then `overrides` (nested dicts).
+
+    Raises ConfigError on unknown keys, wrong types or values out of range.
+    """
+    config = PipelineConfig()
+    if config_file:
+        config = _merge("", config, read_config_file(config_file))
+    if overrides:
+        config = _merge("", config, overrides)
+    validate_config(config)
+    return config
+
+
+def validate_config(config: PipelineConfig) -> None:
+    """Checks ranges and relations between settings; raises ConfigError naming the key."""
+
+    def require(ok: bool, key: str, why: str) -> None:
+        if not ok:
+            raise ConfigError(f"config key {key}: {why}")
+
+    require(config.data.window_spans >= 1, "data.window_spans", "must be >= 1")
+    require(config.data.eval_hash_buckets >= 2, "data.eval_hash_buckets", "must be >= 2")
+    require(config.data.num_shards >= 1, "data.num_shards", "must be >= 1")
+    edges = config.data.ink_density_edges
+    require(all(isinstance(e, (int, float)) for e in edges) and list(edges) == sorted(edges),
+            "data.ink_density_edges", "must be increasing numbers")
+    require(config.validation.label_drift_linf > 0, "validation.label_drift_linf", "must be > 0")
+    require(config.validation.pixel_drift_jsd > 0, "validation.pixel_drift_jsd", "must be > 0")
+    t = config.trainer
+    require(t.train_steps >= 1, "trainer.train_steps", "must be >= 1")
+    require(t.batch_size >= 1, "trainer.batch_size", "must be >= 1")
+    require(t.learning_rate > 0, "trainer.learning_rate", "must be > 0")
+    require(t.optimizer in ("adam", "sgd"), "trainer.optimizer", "must be 'adam' or 'sgd'")
+    require(0 <= t.dropout_rate < 1, "trainer.dropout_rate", "must be in [0, 1)")
+    require(t.eval_every_steps >= 1, "trainer.eval_every_steps", "must be >= 1")
+    require(t.early_stopping_evals >= 0, "trainer.early_stopping_evals", "must be >= 0")
+    for key in ("accuracy_floor", "slice_accuracy_floor", "slice_max_regression", "min_gain"):
+        value = getattr(config.evaluator, key)
+        require(value is None or -1.0 <= value <= 1.0, f"evaluator.{key}", "must be in [-1, 1] or unset")
+    require(config.lock_timeout_s >= 0, "lock_timeout_s", "must be >= 0")
+    require(bool(config.pipeline_root), "pipeline_root", "must not be empty")
+    for arg in config.beam_args:
+        require(isinstance(arg, str) and arg.startswith("--"), "beam_args",
+                f"each entry must be a '--name=value' option, got {arg!r}")
+
+
+def config_to_dict(config: PipelineConfig) -> dict:
+    """The config as plain JSON-ready dicts (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))

@@ -1,0 +1,53 @@
+"""Error types of the pipeline, each tied to the process exit status it ends in.
+
+Every error carries a one-line message that names what went wrong and where (a file, a
+setting, a record). `run_local.py` prints that line before any traceback.
+"""
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_DATA_GATE = 3
+EXIT_LOCKED = 4
+
+
+class PipelineError(Exception):
+    """Base class: a failure the pipeline understands, ending the run with `exit_code`."""
+
+    exit_code = EXIT_FAILURE
+
+
+class ConfigError(PipelineError):
+    """Bad usage or configuration: unknown key, bad value, path outside its root."""
+
+    exit_code = EXIT_USAGE
+
+
+class InputDataError(PipelineError):
+    """Raw input that cannot be trusted (bad IDX header, truncated gzip, count mismatch)."""
+
+    exit_code = EXIT_DATA_GATE
+
+
+class DataValidationError(PipelineError):
+    """The data validation gate found ERROR anomalies or drift beyond its limits."""
+
+    exit_code = EXIT_DATA_GATE
+
+
+class TrainingError(PipelineError):
+    """Training cannot produce a trustworthy model (NaN or Inf loss, no checkpoint)."""
+
+
+class ModelIntegrityError(PipelineError):
+    """A model's files do not match the digest recorded when it was exported."""
+
+
+class PushError(PipelineError):
+    """The pusher could not publish a verified model; nothing was published."""
+
+
+class LockTimeoutError(PipelineError):
+    """Another run holds the pipeline root's lock and did not release it in time."""
+
+    exit_code = EXIT_LOCKED

@@ -1,0 +1,119 @@
+"""The contract between the runner and a step's executor.
+
+A step is declared by a `StepSpec`: its name, the upstream outputs it reads, the outputs it
+writes, its parameters (part of the cache key) and the executor function. The runner hands the
+executor a `StepContext` and receives a `StepOutcome`. Executors never look around the file
+system for what another step wrote: every path they read comes in `ctx.inputs`, every path they
+write is in `ctx.outputs`.
+
+Commit-on-completion: each output directory in `ctx.outputs` is a fresh, empty *staging*
+directory. The runner renames it to its final `<root>/<step>/<output>/<execution_id>/` only when
+the executor has returned; a step that raises or is killed leaves nothing a later run trusts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An artifact handed to an executor as input.
+
+    uri: directory holding the artifact's files (final, committed location).
+    type_name: the MLMD artifact type (e.g. "Examples", "Model").
+    properties: what the producing step recorded (digest, span, blessed, ...).
+    id: the MLMD artifact id (0 for external inputs that are not in MLMD yet).
+    """
+
+    uri: str
+    type_name: str
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    id: int = 0
+
+
+@dataclass
+class StepContext:
+    """What an executor gets.
+
+    inputs: input key -> Artifact (only the keys the step declared; an optional input that has
+        no artifact, like the baseline model on the first run, is absent).
+    outputs: output key -> empty staging directory to write into.
+    params: the step's parameters (frozen dataclass or mapping), as declared in the StepSpec.
+    beam_args: Apache Beam pipeline options to pass to `beam.Pipeline` unchanged.
+    run_id, pipeline_root: identify the run.
+    log: the step's logger.
+    """
+
+    step_name: str
+    run_id: str
+    pipeline_root: str
+    inputs: dict
+    outputs: dict
+    params: Any
+    beam_args: Sequence[str]
+    log: logging.Logger
+
+    def beam_pipeline_options(self):
+        """Returns `PipelineOptions` built from `beam_args` (DirectRunner when none is named)."""
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        return PipelineOptions(list(self.beam_args))
+
+
+@dataclass
+class StepOutcome:
+    """What an executor returns.
+
+    execution_properties: JSON-ready facts about the run (counts, metrics, decisions); recorded
+        on the MLMD execution and copied into the run summary.
+    output_properties: output key -> JSON-ready properties recorded on that output artifact
+        (e.g. {"model": {"digest": "..."}}). The runner adds the directory digest itself.
+    stop_run: a message when this step's result must stop the run (the data gate). The outputs
+        are still committed (the anomaly report is kept) and the run ends with `stop_exit_code`.
+    """
+
+    execution_properties: dict = field(default_factory=dict)
+    output_properties: dict = field(default_factory=dict)
+    stop_run: Optional[str] = None
+    stop_exit_code: int = 3
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Where an input comes from: an upstream step's output, or a resolver.
+
+    producer: "step_name.output_key" of an upstream step, or None when `resolver` is used.
+    resolver: name of a runner resolver (e.g. "latest_pushed_model") for inputs found in the
+        metadata store rather than produced in this run.
+    optional: the step runs without this input when nothing resolves (e.g. no baseline yet).
+    """
+
+    producer: Optional[str] = None
+    resolver: Optional[str] = None
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """A step's declaration.
+
+    name: one of the pipeline's step names.
+    inputs: input key -> InputSpec.
+    outputs: output key -> MLMD artifact type name.
+    executor: function(StepContext) -> StepOutcome, or its "module:function" path, imported only
+        when the step runs (so building the pipeline does not import TensorFlow).
+    params: parameters; their JSON form is part of the cache key.
+    code_modules: importable module or package names whose source is part of the cache key.
+    cacheable: False for steps that must run every time (the pusher).
+    """
+
+    name: str
+    inputs: Mapping[str, InputSpec]
+    outputs: Mapping[str, str]
+    executor: Any
+    params: Any = None
+    code_modules: Sequence[str] = ()
+    cacheable: bool = True

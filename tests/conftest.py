@@ -1,0 +1,24 @@
+"""Shared fixtures: small slices of the real digits, never the whole set."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from mnist_slices import write_mnist_slice  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def small_mnist(tmp_path_factory) -> str:
+    """A data root with 2,000 training and 500 test digits (flat layout, no spans)."""
+    return write_mnist_slice(str(tmp_path_factory.mktemp("mnist_small")), 2000, 500)
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist(tmp_path_factory) -> str:
+    """A data root with 240 training and 60 test digits, for fast unit tests."""
+    return write_mnist_slice(str(tmp_path_factory.mktemp("mnist_tiny")), 240, 60)
