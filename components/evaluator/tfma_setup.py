@@ -1,0 +1,54 @@
+"""The TFMA EvalConfig of the evaluator: models, metrics and slices.
+
+Metric keys in the TFMA output carry the ModelSpec name (CANDIDATE / BASELINE); with a baseline,
+TFMA also writes the candidate's `<metric>` minus the baseline's under the candidate's name with
+`is_diff` set (shown as "<metric>_diff" by load_eval_result).
+"""
+
+from __future__ import annotations
+
+import json
+
+CANDIDATE = "candidate"
+BASELINE = "baseline"
+NUM_CLASSES = 10
+LABEL_KEY = "label"
+PREDICTION_KEY = "probabilities"
+SIGNATURE = "serving_default"
+SLICE_FEATURES = ("label", "ink_density_bucket")
+# The serving SavedModel is neither Keras nor an EvalSavedModel; naming the type spares TFMA
+# from probing it with a Keras load.
+MODEL_TYPE = "tf_generic"
+
+
+def build_eval_config(with_baseline: bool):
+    """Returns the tfma.EvalConfig for the candidate (and the baseline when `with_baseline`).
+
+    Metrics: example_count, accuracy (SparseCategoricalAccuracy), log_loss
+    (SparseCategoricalCrossentropy), per-class top-1 precision and recall (class ids 0..9),
+    and the multi-class confusion matrix plot. Slices: overall, by label, by ink_density_bucket.
+    """
+    import tensorflow_model_analysis as tfma
+
+    def spec(name: str, is_baseline: bool):
+        return tfma.ModelSpec(name=name, signature_name=SIGNATURE, label_key=LABEL_KEY,
+                              prediction_key=PREDICTION_KEY, model_type=MODEL_TYPE,
+                              is_baseline=is_baseline)
+
+    model_specs = [spec(CANDIDATE, False)] + ([spec(BASELINE, True)] if with_baseline else [])
+    overall_metrics = tfma.MetricsSpec(metrics=[
+        tfma.MetricConfig(class_name="ExampleCount"),
+        tfma.MetricConfig(class_name="SparseCategoricalAccuracy", config=json.dumps({"name": "accuracy"})),
+        tfma.MetricConfig(class_name="SparseCategoricalCrossentropy", config=json.dumps({"name": "log_loss"})),
+        tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
+    ])
+    # top_k=1: a class counts as predicted when it is the argmax, as `class_ids` is.
+    per_class_metrics = tfma.MetricsSpec(
+        metrics=[tfma.MetricConfig(class_name="Precision", config=json.dumps({"top_k": 1})),
+                 tfma.MetricConfig(class_name="Recall", config=json.dumps({"top_k": 1}))],
+        binarize=tfma.BinarizationOptions(class_ids={"values": list(range(NUM_CLASSES))}),
+    )
+    slicing_specs = [tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[f]) for f in SLICE_FEATURES]
+    return tfma.EvalConfig(model_specs=model_specs,
+                           metrics_specs=[overall_metrics, per_class_metrics],
+                           slicing_specs=slicing_specs)

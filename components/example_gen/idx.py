@@ -1,0 +1,204 @@
+"""Parsing and validating MNIST IDX files (gzip-compressed) without trusting them.
+
+The IDX format: a big-endian int32 magic number (0x00000801 for a 1-D label file, 0x00000803
+for a 3-D image file; the third byte 0x08 means unsigned bytes, the fourth is the number of
+dimensions), one big-endian int32 per dimension, then the raw uint8 data.
+
+Everything here raises `InputDataError("<path>: <what is wrong>")`, one line, on any defect:
+unreadable or corrupt gzip (bad CRC, truncated stream), empty file, wrong magic number, wrong
+dimensions, data shorter or longer than the header declares, labels outside 0..9, and image
+and label files that disagree on the record count. Nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.errors import InputDataError
+
+IMAGES_MAGIC = 0x00000803
+LABELS_MAGIC = 0x00000801
+IMAGE_ROWS = 28
+IMAGE_COLS = 28
+NUM_CLASSES = 10
+
+TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
+TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
+TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
+TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
+# The four files a dataset folder (flat data root or one span-N/ folder) must hold.
+DATASET_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+
+_KINDS = {"images": IMAGES_MAGIC, "labels": LABELS_MAGIC}
+# Decompress in bounded pieces: a forged header must not make us allocate what it claims.
+_READ_CHUNK = 1 << 22
+
+
+def _fail(path: str, what: str) -> InputDataError:
+    """The one-line error for `path`; newlines in library messages are flattened."""
+    return InputDataError(f"{path}: {' '.join(str(what).split())}")
+
+
+def _read(stream, size: int) -> bytes:
+    """Reads up to `size` bytes from `stream` in bounded chunks (less only at end of data)."""
+    parts = []
+    remaining = size
+    while remaining > 0:
+        chunk = stream.read(min(remaining, _READ_CHUNK))
+        if not chunk:
+            break
+        parts.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(parts)
+
+
+def parse_idx(raw: bytes, path: str, kind: str) -> np.ndarray:
+    """Decodes the gzip-compressed IDX bytes `raw` read from `path`.
+
+    kind: "images" (expects magic 0x803 and N x 28 x 28) or "labels" (magic 0x801, N labels
+        in 0..9).
+    Returns a read-only uint8 array: N x 28 x 28 for images, N for labels (N >= 1).
+    Raises InputDataError naming `path` on any defect (see the module docstring).
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
+    if not raw:
+        raise _fail(path, "file is empty")
+    expected_magic = _KINDS[kind]
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw), mode="rb") as stream:
+            head = _read(stream, 4)
+            if len(head) < 4:
+                raise _fail(path, f"decompressed data is {len(head)} bytes, too short for an IDX header")
+            (magic,) = struct.unpack(">I", head)
+            if magic != expected_magic:
+                raise _fail(path, f"magic number 0x{magic:08x}, expected 0x{expected_magic:08x} "
+                                  f"(IDX unsigned-byte {kind})")
+            ndim = magic & 0xFF
+            dims_raw = _read(stream, 4 * ndim)
+            if len(dims_raw) < 4 * ndim:
+                raise _fail(path, f"IDX header truncated: {ndim} dimensions declared, "
+                                  f"{len(dims_raw)} of {4 * ndim} dimension bytes present")
+            dims = struct.unpack(f">{ndim}I", dims_raw)
+            shape_text = " x ".join(str(d) for d in dims)
+            if kind == "images" and dims[1:] != (IMAGE_ROWS, IMAGE_COLS):
+                raise _fail(path, f"images are {shape_text}, expected N x {IMAGE_ROWS} x {IMAGE_COLS}")
+            if dims[0] == 0:
+                raise _fail(path, "header declares 0 records")
+            size = int(np.prod(dims, dtype=np.int64))
+            body = _read(stream, size)
+            if len(body) != size:
+                raise _fail(path, f"data holds {len(body)} bytes but the header ({shape_text}) "
+                                  f"declares {size}")
+            # Reading to the end also makes gzip check the CRC and length of the whole stream.
+            if stream.read(1):
+                raise _fail(path, f"more data than the header ({shape_text}) declares")
+    except gzip.BadGzipFile as e:
+        raise _fail(path, f"not a valid gzip file: {e}") from e
+    except EOFError as e:
+        raise _fail(path, f"truncated gzip stream: {e}") from e
+    except zlib.error as e:
+        raise _fail(path, f"corrupt gzip data: {e}") from e
+    except OSError as e:  # other low-level read failures of the gzip layer
+        raise _fail(path, f"unreadable gzip data: {e}") from e
+    array = np.frombuffer(body, dtype=np.uint8).reshape(dims)
+    if kind == "labels":
+        bad = np.flatnonzero(array >= NUM_CLASSES)
+        if bad.size:
+            raise _fail(path, f"label {int(array[bad[0]])} at record {int(bad[0])} is outside "
+                              f"0..{NUM_CLASSES - 1} ({bad.size} such labels)")
+    return array
+
+
+def read_file_bytes(path: str) -> bytes:
+    """Returns the bytes of `path`; InputDataError naming it when missing or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError as e:
+        raise _fail(path, "file not found") from e
+    except IsADirectoryError as e:
+        raise _fail(path, "is a directory, expected a gzip IDX file") from e
+    except OSError as e:
+        raise _fail(path, f"cannot read: {e.strerror or e}") from e
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    """One parsed IDX file and the sha256 of the exact (compressed) bytes that were parsed."""
+
+    path: str
+    array: np.ndarray
+    sha256: str
+
+
+def read_idx(path: str, kind: str) -> IdxFile:
+    """Reads and parses `path` (see `parse_idx`); InputDataError naming it on any defect."""
+    raw = read_file_bytes(path)
+    return IdxFile(path=path, array=parse_idx(raw, path, kind), sha256=hashlib.sha256(raw).hexdigest())
+
+
+@dataclass(frozen=True)
+class LabelledDigits:
+    """A validated image file and label file holding the same number of records."""
+
+    images: IdxFile
+    labels: IdxFile
+
+    @property
+    def count(self) -> int:
+        return int(self.labels.array.shape[0])
+
+
+def load_pair(images_path: str, labels_path: str) -> LabelledDigits:
+    """Reads and validates an image file and its label file.
+
+    Raises InputDataError naming the faulty file, or naming both when their counts disagree.
+    """
+    images = read_idx(images_path, "images")
+    labels = read_idx(labels_path, "labels")
+    n_images, n_labels = images.array.shape[0], labels.array.shape[0]
+    if n_images != n_labels:
+        raise _fail(labels_path, f"{n_labels} labels but {images_path} holds {n_images} images")
+    return LabelledDigits(images=images, labels=labels)
+
+
+@dataclass(frozen=True)
+class MnistDataset:
+    """The four validated files of one dataset folder."""
+
+    folder: str
+    train: LabelledDigits
+    test: LabelledDigits
+
+    def file_digests(self) -> dict:
+        """File name -> sha256 of the compressed bytes that were validated."""
+        return {os.path.basename(f.path): f.sha256
+                for f in (self.train.images, self.train.labels, self.test.images, self.test.labels)}
+
+
+def load_dataset(folder: str) -> MnistDataset:
+    """Reads and validates the four MNIST files in `folder`.
+
+    Every file is checked to exist before any is parsed, so a missing file is reported first.
+    Raises InputDataError naming the missing or faulty file.
+    """
+    for name in DATASET_FILES:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise _fail(path, "file not found" if not os.path.exists(path)
+                        else "is not a regular file")
+    join = lambda name: os.path.join(folder, name)  # noqa: E731
+    return MnistDataset(
+        folder=folder,
+        train=load_pair(join(TRAIN_IMAGES), join(TRAIN_LABELS)),
+        test=load_pair(join(TEST_IMAGES), join(TEST_LABELS)),
+    )

@@ -1,0 +1,1 @@
+"""StatisticsGen: TFDV statistics per split, plus exact pixel and label histograms for drift checks."""

@@ -1,0 +1,143 @@
+"""StatisticsGen: TFDV statistics for every split of an Examples artifact, in one Beam pipeline.
+
+Input `examples`: `<uri>/Split-<split>/data_tfrecord-*.gz` (gzip TFRecords of tf.Example).
+Output `statistics`: `<out>/Split-<split>/FeatureStats.pb`, a binary DatasetFeatureStatisticsList
+(`tfdv.load_stats_binary`) whose `image` and `label` features also carry exact value histograms
+(see `histograms.py`), and `<out>/Split-<split>/pixel_histogram.json`, a readable copy of the
+pixel-value histogram.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import time
+
+from pipeline.errors import InputDataError, PipelineError
+from pipeline.step import StepContext, StepOutcome
+
+STATS_FILE = "FeatureStats.pb"
+PIXEL_HISTOGRAM_FILE = "pixel_histogram.json"
+SHARD_PATTERN = "data_tfrecord-*.gz"
+_SPLIT_DIR = re.compile(r"^Split-([A-Za-z0-9_.-]+)$")
+
+
+def find_splits(examples_uri: str) -> dict:
+    """Returns {split name: shard file pattern} for the Examples artifact at `examples_uri`.
+
+    Raises InputDataError when the directory is missing, holds no `Split-*` directory, or a split
+    directory holds no `data_tfrecord-*.gz` shard.
+    """
+    if not os.path.isdir(examples_uri):
+        raise InputDataError(f"examples artifact {examples_uri}: not a directory")
+    splits = {}
+    for name in sorted(os.listdir(examples_uri)):
+        match = _SPLIT_DIR.match(name)
+        path = os.path.join(examples_uri, name)
+        if not match or not os.path.isdir(path):
+            continue
+        pattern = os.path.join(path, SHARD_PATTERN)
+        if not glob.glob(pattern):
+            raise InputDataError(f"examples split directory {path}: no {SHARD_PATTERN} shard")
+        splits[match.group(1)] = pattern
+    if not splits:
+        raise InputDataError(f"examples artifact {examples_uri}: no Split-* directory")
+    return splits
+
+
+def split_stats_path(statistics_uri: str, split: str) -> str:
+    """Where the statistics of `split` live inside a statistics artifact."""
+    return os.path.join(statistics_uri, f"Split-{split}", STATS_FILE)
+
+
+def run(ctx: StepContext) -> StepOutcome:
+    """Computes and writes the statistics of every split of `ctx.inputs["examples"]`.
+
+    Returns execution properties `split_counts` ({split: examples}) and `pixel_out_of_range`
+    ({split: values outside 0..255}); the output artifact gets `split_names` and `split_counts`
+    (plus `spans` copied from the examples). Raises InputDataError on a bad layout, on records
+    that cannot be read as tf.Example, or when the examples' recorded `split_counts` disagree with
+    what was read.
+    """
+    import apache_beam as beam
+    import tensorflow_data_validation as tfdv
+
+    from components.statistics_gen.beam_stats import ExamplesToStatistics
+    from components.statistics_gen.histograms import PIXEL_BINS, PIXEL_FEATURE, read_value_histogram
+
+    examples = ctx.inputs["examples"]
+    out_uri = ctx.outputs["statistics"]
+    splits = find_splits(examples.uri)
+    ctx.log.info("computing statistics of splits %s from %s", ", ".join(splits), examples.uri)
+
+    start = time.monotonic()
+    pipeline = beam.Pipeline(options=ctx.beam_pipeline_options())
+    for split, pattern in splits.items():
+        os.makedirs(os.path.join(out_uri, f"Split-{split}"))
+        _ = (pipeline
+             | f"Stats[{split}]" >> ExamplesToStatistics(pattern, split)
+             | f"Write[{split}]" >> tfdv.WriteStatisticsToBinaryFile(split_stats_path(out_uri, split)))
+    try:
+        pipeline.run().wait_until_finish()
+    except Exception as e:  # Beam wraps worker errors in runner-specific types.
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if _looks_like_bad_records(e):
+            raise InputDataError(f"examples artifact {examples.uri}: unreadable records: {first_line}") from e
+        raise PipelineError(f"statistics_gen: Beam pipeline over {examples.uri} failed: {first_line}") from e
+    ctx.log.info("statistics computed in %.1fs", time.monotonic() - start)
+
+    split_counts, pixel_out_of_range = {}, {}
+    for split in splits:
+        stats = tfdv.load_stats_binary(split_stats_path(out_uri, split))
+        dataset = stats.datasets[0]
+        split_counts[split] = int(dataset.num_examples)
+        histogram = read_value_histogram(dataset, PIXEL_FEATURE)
+        if histogram is not None:
+            counts, out_of_range = histogram
+            pixel_out_of_range[split] = out_of_range
+            _write_json(os.path.join(out_uri, f"Split-{split}", PIXEL_HISTOGRAM_FILE), {
+                "feature": PIXEL_FEATURE, "bins": PIXEL_BINS, "counts": counts.tolist(),
+                "out_of_range_values": out_of_range, "total_values": int(counts.sum()) + out_of_range,
+                "note": f"readable copy; the source of truth is the custom_stats of {STATS_FILE}",
+            })
+        ctx.log.info("split %s: %d examples", split, split_counts[split])
+
+    _check_recorded_counts(examples, split_counts)
+    output_properties = {"split_names": list(splits), "split_counts": split_counts}
+    if "spans" in examples.properties:
+        output_properties["spans"] = list(examples.properties["spans"])
+    return StepOutcome(
+        execution_properties={"split_counts": split_counts, "pixel_out_of_range": pixel_out_of_range},
+        output_properties={"statistics": output_properties},
+    )
+
+
+def _looks_like_bad_records(error: BaseException) -> bool:
+    """True when a pipeline failure comes from undecodable input rather than from the runner."""
+    text = str(error)
+    markers = ("DataLossError", "corrupted record", "Error -3 while decompressing", "not a gzipped file",
+               "Not a gzipped file", "Failed to parse", "DecodeError", "truncated")
+    return any(m in text for m in markers)
+
+
+def _check_recorded_counts(examples, split_counts: dict) -> None:
+    """Raises InputDataError when ExampleGen's recorded split counts differ from what was read."""
+    recorded = examples.properties.get("split_counts")
+    if not recorded:
+        return
+    missing = sorted(set(recorded) - set(split_counts))
+    if missing:
+        raise InputDataError(f"examples artifact {examples.uri}: no Split-{missing[0]} directory, "
+                             f"but example_gen recorded {recorded[missing[0]]} examples for it")
+    for split, count in split_counts.items():
+        if split in recorded and int(recorded[split]) != count:
+            raise InputDataError(f"examples artifact {examples.uri}: split {split} holds {count} examples, "
+                                 f"but example_gen recorded {recorded[split]}")
+
+
+def _write_json(path: str, data: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.write("\n")

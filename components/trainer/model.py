@@ -1,0 +1,154 @@
+"""The digit classifier and its `tf.estimator` contract.
+
+`model_fn(features, labels, mode, params)` builds, for every mode, the same network:
+
+    image [N, 784] (0..255, int or float) -> scale to [0, 1] -> reshape [N, 28, 28, 1]
+    -> conv k x k, conv1_filters, ReLU -> max-pool 2x2
+    -> conv k x k, conv2_filters, ReLU -> max-pool 2x2
+    -> dense dense_units, ReLU -> dropout dropout_rate (TRAIN only) -> 10 logits
+
+and returns a `tf.estimator.EstimatorSpec`:
+- TRAIN: softmax cross-entropy loss, the optimizer's train op, and a hook that stops training
+  with `TrainingError` as soon as the loss is NaN or infinite;
+- EVAL: the loss plus `accuracy` and `mean_per_class_accuracy`;
+- PREDICT: `class_ids` (int64 [N]) and `probabilities` (float32 [N, 10]), exported as the
+  `serving_default` PredictOutput.
+
+`params` holds the hyperparameters: a mapping or a `TrainerConfig` with the keys in
+`HYPERPARAMETERS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import tensorflow as tf
+
+from components.trainer.hooks import NonFiniteLossHook
+from pipeline.errors import ConfigError
+
+IMAGE_KEY = "image"
+LABEL_KEY = "label"
+IMAGE_SIDE = 28
+IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
+NUM_CLASSES = 10
+MAX_PIXEL = 255.0
+
+CLASS_IDS = "class_ids"
+PROBABILITIES = "probabilities"
+
+HYPERPARAMETERS = ("conv1_filters", "conv2_filters", "kernel_size", "dense_units",
+                   "dropout_rate", "learning_rate", "optimizer")
+OPTIMIZERS = ("adam", "sgd")
+
+
+def hyperparameters(params: Any) -> dict:
+    """Returns the network's hyperparameters from `params` (a mapping or a dataclass).
+
+    Raises ConfigError naming the first missing or unusable key.
+    """
+    if dataclasses.is_dataclass(params):
+        params = dataclasses.asdict(params)
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"model_fn params: expected a mapping of hyperparameters, got {params!r}")
+    missing = [key for key in HYPERPARAMETERS if key not in params]
+    if missing:
+        raise ConfigError(f"model_fn params: missing trainer.{missing[0]}")
+    hp = {key: params[key] for key in HYPERPARAMETERS}
+    for key in ("conv1_filters", "conv2_filters", "kernel_size", "dense_units"):
+        if not isinstance(hp[key], int) or hp[key] < 1:
+            raise ConfigError(f"config key trainer.{key}: must be an integer >= 1, got {hp[key]!r}")
+    if not 0.0 <= hp["dropout_rate"] < 1.0:
+        raise ConfigError(f"config key trainer.dropout_rate: must be in [0, 1), got {hp['dropout_rate']!r}")
+    if not hp["learning_rate"] > 0:
+        raise ConfigError(f"config key trainer.learning_rate: must be > 0, got {hp['learning_rate']!r}")
+    if hp["optimizer"] not in OPTIMIZERS:
+        raise ConfigError(f"config key trainer.optimizer: must be one of {OPTIMIZERS}, "
+                          f"got {hp['optimizer']!r}")
+    return hp
+
+
+def scale_images(images: tf.Tensor) -> tf.Tensor:
+    """[N, 784] pixel values 0..255 (any numeric dtype) -> float32 [N, 28, 28, 1] in [0, 1]."""
+    scaled = tf.cast(images, tf.float32) / MAX_PIXEL
+    return tf.reshape(scaled, [-1, IMAGE_SIDE, IMAGE_SIDE, 1])
+
+
+def build_logits(images: tf.Tensor, hp: Mapping[str, Any], training: bool) -> tf.Tensor:
+    """Returns float32 logits [N, 10] for `images` [N, 784] (0..255).
+
+    Layers are named so that variable names are stable across graphs (warm starting and
+    checkpoints rely on them): conv1, conv2, dense, logits.
+    """
+    kernel = hp["kernel_size"]
+    x = scale_images(images)
+    x = tf.keras.layers.Conv2D(hp["conv1_filters"], kernel, padding="same",
+                               activation="relu", name="conv1")(x)
+    x = tf.keras.layers.MaxPool2D(2, 2, name="pool1")(x)
+    x = tf.keras.layers.Conv2D(hp["conv2_filters"], kernel, padding="same",
+                               activation="relu", name="conv2")(x)
+    x = tf.keras.layers.MaxPool2D(2, 2, name="pool2")(x)
+    x = tf.keras.layers.Flatten(name="flatten")(x)
+    x = tf.keras.layers.Dense(hp["dense_units"], activation="relu", name="dense")(x)
+    # Keras layers take the training flag explicitly: Estimator graphs have no learning phase.
+    x = tf.keras.layers.Dropout(hp["dropout_rate"], name="dropout")(x, training=training)
+    return tf.keras.layers.Dense(NUM_CLASSES, name="logits")(x)
+
+
+def _optimizer(hp: Mapping[str, Any]):
+    if hp["optimizer"] == "adam":
+        return tf.compat.v1.train.AdamOptimizer(learning_rate=hp["learning_rate"])
+    return tf.compat.v1.train.GradientDescentOptimizer(learning_rate=hp["learning_rate"])
+
+
+def model_fn(features: Mapping[str, tf.Tensor], labels: tf.Tensor, mode: str,
+             params: Any) -> tf.estimator.EstimatorSpec:
+    """The tf.estimator model function (see the module docstring for the network).
+
+    features: {"image": [N, 784] pixel values 0..255}; other keys are ignored.
+    labels: int [N] or [N, 1] digit labels 0..9 (None in PREDICT).
+    mode: a tf.estimator.ModeKeys value.
+    params: hyperparameters (see `hyperparameters`).
+    Raises ConfigError for missing or bad hyperparameters, ValueError when `image` is absent.
+    """
+    hp = hyperparameters(params)
+    if IMAGE_KEY not in features:
+        raise ValueError(f"model_fn: feature {IMAGE_KEY!r} missing (got {sorted(features)})")
+    logits = build_logits(features[IMAGE_KEY], hp, training=mode == tf.estimator.ModeKeys.TRAIN)
+    probabilities = tf.nn.softmax(logits, name=PROBABILITIES)
+    class_ids = tf.argmax(logits, axis=1, output_type=tf.int64, name=CLASS_IDS)
+
+    if mode == tf.estimator.ModeKeys.PREDICT:
+        predictions = {CLASS_IDS: class_ids, PROBABILITIES: probabilities}
+        return tf.estimator.EstimatorSpec(
+            mode=mode,
+            predictions=predictions,
+            export_outputs={
+                tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
+                    tf.estimator.export.PredictOutput(predictions),
+            })
+
+    labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
+    loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(labels=labels, logits=logits)
+
+    if mode == tf.estimator.ModeKeys.EVAL:
+        return tf.estimator.EstimatorSpec(
+            mode=mode,
+            loss=loss,
+            eval_metric_ops={
+                "accuracy": tf.compat.v1.metrics.accuracy(labels, class_ids),
+                "mean_per_class_accuracy": tf.compat.v1.metrics.mean_per_class_accuracy(
+                    labels, class_ids, NUM_CLASSES),
+            })
+
+    global_step = tf.compat.v1.train.get_or_create_global_step()
+    train_op = _optimizer(hp).minimize(loss, global_step=global_step)
+    batch_accuracy = tf.reduce_mean(tf.cast(tf.equal(class_ids, labels), tf.float32))
+    tf.compat.v1.summary.scalar("train_batch_accuracy", batch_accuracy)
+    return tf.estimator.EstimatorSpec(
+        mode=mode,
+        loss=loss,
+        train_op=train_op,
+        training_hooks=[NonFiniteLossHook(loss)],
+    )

@@ -1,0 +1,94 @@
+"""Where artifacts live on disk, and how a step's outputs are committed.
+
+Layout (TFX's): `<pipeline_root>/<step>/<output>/<execution_id>/`. A step writes into
+`<pipeline_root>/<step>/<output>/.staging-<execution_id>/`; the runner renames that to the
+final name only after the step has returned. Anything still named `.staging-*` belongs to a
+step that failed or was killed, and is removed by the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+from pipeline.errors import ConfigError
+
+_SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def check_local_path(key: str, path: str) -> str:
+    """Returns `path` made absolute; ConfigError for URI schemes or empty values.
+
+    key: the config key the path came from, for the error message.
+    """
+    if not path:
+        raise ConfigError(f"config key {key}: must not be empty")
+    if "://" in path:
+        raise ConfigError(f"config key {key}: only local paths are supported, got {path!r}")
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def contained(path: str, root: str) -> str:
+    """Returns `path` if it lies inside `root` after resolving `..` and links; else ConfigError."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real, real_root]) != real_root:
+        raise ConfigError(f"path {path} escapes its root {root}")
+    return path
+
+
+def _output_parent(pipeline_root: str, step: str, output: str) -> str:
+    for name in (step, output):
+        if not _SAFE_NAME.match(name):
+            raise ConfigError(f"unsafe step or output name {name!r}")
+    return contained(os.path.join(pipeline_root, step, output), pipeline_root)
+
+
+def staging_dir(pipeline_root: str, step: str, output: str, execution_id: int) -> str:
+    """Creates and returns the empty staging directory of one output of one execution."""
+    path = os.path.join(_output_parent(pipeline_root, step, output), f".staging-{execution_id}")
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
+
+
+def final_dir(pipeline_root: str, step: str, output: str, execution_id: int) -> str:
+    """The committed location of one output of one execution."""
+    return os.path.join(_output_parent(pipeline_root, step, output), str(execution_id))
+
+
+def commit(staging: str, final: str) -> None:
+    """Renames a finished staging directory to its final name (atomic on one file system)."""
+    if os.path.exists(final):
+        shutil.rmtree(final)  # left by a run killed between rename and its metadata record
+    os.rename(staging, final)
+    _fsync_dir(os.path.dirname(final))
+
+
+def remove_stale_staging(pipeline_root: str) -> list:
+    """Deletes `.staging-*` directories left by failed or killed steps; returns their paths."""
+    removed = []
+    if not os.path.isdir(pipeline_root):
+        return removed
+    for step in os.listdir(pipeline_root):
+        step_dir = os.path.join(pipeline_root, step)
+        if not os.path.isdir(step_dir) or step.startswith("."):
+            continue
+        for output in os.listdir(step_dir):
+            output_dir = os.path.join(step_dir, output)
+            if not os.path.isdir(output_dir):
+                continue
+            for name in os.listdir(output_dir):
+                if name.startswith(".staging-"):
+                    shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+                    removed.append(os.path.join(output_dir, name))
+    return removed
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

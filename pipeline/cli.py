@@ -1,0 +1,204 @@
+"""Command line of `run_local.py`.
+
+    run_local.py [run options]           run the pipeline (the default command)
+    run_local.py rollback [--to-version N] re-publish an earlier serving version as the newest
+    run_local.py runs                    list past runs with their outcome and what was pushed
+    run_local.py status                  what is serving now, and its lineage
+    run_local.py download --dest DIR     fetch MNIST from the canonical mirrors, checksum-verified
+
+Exit status: 0 completed, 1 failure, 2 bad usage or configuration, 3 stopped by the data
+validation gate, 4 another run holds the pipeline root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from typing import Optional, Sequence
+
+from pipeline.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, PipelineError
+from pipeline.factory import STEP_NAMES
+from pipeline.logs import configure_logging
+
+log = logging.getLogger("pipeline")
+
+COMMANDS = ("run", "rollback", "runs", "status", "download")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML or JSON config file overriding the defaults in pipeline/config.py; "
+                             "unknown keys are rejected")
+    parser.add_argument("--pipeline-root", metavar="DIR",
+                        help="where artifacts, metadata.sqlite and runs/ go (default: ./pipeline_output)")
+    parser.add_argument("--serving-dir", metavar="DIR",
+                        help="where blessed models are published as <DIR>/<version>/ "
+                             "(default: <pipeline-root>/serving)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logs, including TensorFlow's and Beam's own")
+
+
+def build_run_parser() -> argparse.ArgumentParser:
+    """The parser of the default `run` command."""
+    parser = argparse.ArgumentParser(
+        prog="run_local.py",
+        description="Run the MNIST pipeline (ExampleGen, StatisticsGen, SchemaGen, ExampleValidator, "
+                    "Trainer, Evaluator, Pusher) with Apache Beam's DirectRunner by default. "
+                    f"Other commands: {', '.join(COMMANDS[1:])} (run_local.py COMMAND --help).",
+        epilog="Exit status: 0 completed, 1 failure, 2 bad usage or configuration, "
+               "3 stopped by the data validation gate, 4 another run holds the pipeline root.")
+    _add_common(parser)
+    parser.add_argument("--data-root", metavar="DIR",
+                        help="folder with the four MNIST IDX .gz files, or span-N/ subfolders of them "
+                             "(default: the MNIST shipped in data/mnist)")
+    parser.add_argument("--from", dest="from_step", choices=STEP_NAMES, metavar="STEP",
+                        help=f"start at STEP, reusing the latest outputs of earlier steps ({', '.join(STEP_NAMES)})")
+    parser.add_argument("--to", dest="to_step", choices=STEP_NAMES, metavar="STEP",
+                        help="stop after STEP")
+    parser.add_argument("--summary-json", metavar="FILE",
+                        help="also write the run summary here (it always goes to <pipeline-root>/runs/<run_id>/summary.json)")
+    parser.add_argument("--beam-arg", action="append", default=[], metavar="OPTION",
+                        help="an Apache Beam pipeline option passed through unchanged, e.g. "
+                             "--beam-arg=--direct_running_mode=multi_processing; repeatable")
+    parser.add_argument("--train-steps", type=int, metavar="N",
+                        help="override trainer.train_steps (the training budget), for quick runs")
+    parser.add_argument("--span", type=int, metavar="N", help="use span N instead of the newest")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    """CLI options as nested config overrides (applied after the config file)."""
+    from pipeline.artifacts import check_local_path
+
+    overrides: dict = {}
+    if args.pipeline_root:
+        overrides["pipeline_root"] = check_local_path("--pipeline-root", args.pipeline_root)
+    if args.serving_dir:
+        overrides.setdefault("pusher", {})["serving_dir"] = check_local_path("--serving-dir", args.serving_dir)
+    if getattr(args, "data_root", None):
+        overrides.setdefault("data", {})["data_root"] = check_local_path("--data-root", args.data_root)
+    if getattr(args, "span", None) is not None:
+        overrides.setdefault("data", {})["span"] = args.span
+    if getattr(args, "train_steps", None) is not None:
+        overrides.setdefault("trainer", {})["train_steps"] = args.train_steps
+    return overrides
+
+
+def load(args: argparse.Namespace):
+    """The resolved config for parsed `args` (file, then CLI overrides, then --beam-arg)."""
+    import dataclasses
+
+    from pipeline.config import load_config
+
+    config = load_config(args.config, _overrides(args))
+    extra = tuple(getattr(args, "beam_arg", ()) or ())
+    if extra:
+        config = dataclasses.replace(config, beam_args=tuple(config.beam_args) + extra)
+        from pipeline.config import validate_config
+
+        validate_config(config)
+    return config
+
+
+def cmd_run(argv: Sequence[str]) -> int:
+    args = build_run_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    from pipeline.factory import create_pipeline
+    from pipeline.runner import run_pipeline
+
+    config = load(args)
+    pipeline = create_pipeline(config)
+    result = run_pipeline(pipeline, args.from_step, args.to_step, args.summary_json)
+    states = ", ".join(f"{name}={step['state']}" for name, step in result.summary["steps"].items())
+    log.info("run %s %s (exit %d): %s", result.summary["run_id"], result.summary["status"],
+             result.exit_code, states)
+    if result.summary.get("message"):
+        log.info("reason: %s", result.summary["message"])
+    push = result.summary.get("push")
+    if push:
+        log.info("push: %s", "version %s" % push.get("version") if push.get("pushed") else
+                 f"not pushed ({push.get('reason')})")
+    log.info("summary: %s", result.summary_path)
+    return result.exit_code
+
+
+def cmd_rollback(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="run_local.py rollback",
+                                     description="Re-publish an earlier serving version as the newest "
+                                                 "version (recorded in ML Metadata).")
+    _add_common(parser)
+    parser.add_argument("--to-version", type=int, metavar="N",
+                        help="the version to re-publish (default: the one before the newest)")
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    from pipeline.operations import rollback
+
+    new_version, source = rollback(load(args), args.to_version)
+    log.info("rolled back: version %d now serves the model of version %d", new_version, source)
+    return 0
+
+
+def cmd_runs(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="run_local.py runs",
+                                     description="List past runs: outcome, spans, steps run, push.")
+    _add_common(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    from pipeline.operations import list_runs
+
+    runs = list_runs(load(args))
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return 0
+    print(f"{'run id':<26} {'status':<10} {'exit':>4}  {'spans':<8} {'ran':>3} {'cached':>6}  push")
+    for run in runs:
+        print(f"{run['run_id']:<26} {run['status']:<10} {run['exit_code']:>4}  "
+              f"{','.join(map(str, run['spans'])):<8} {run['ran']:>3} {run['cached']:>6}  {run['push']}")
+    return 0
+
+
+def cmd_status(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="run_local.py status",
+                                     description="What is serving now and where it came from.")
+    _add_common(parser)
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    from pipeline.operations import serving_status
+
+    print(json.dumps(serving_status(load(args)), indent=2))
+    return 0
+
+
+def cmd_download(argv: Sequence[str]) -> int:
+    from components.example_gen import download
+
+    return download.main(list(argv))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else "run"
+    if argv and argv[0] == command:
+        argv = argv[1:]
+    handler = {"run": cmd_run, "rollback": cmd_rollback, "runs": cmd_runs, "status": cmd_status,
+               "download": cmd_download}[command]
+    try:
+        return handler(argv)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as e:  # noqa: BLE001 - one clear line first, then the detail
+        print(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
+        traceback.print_exc()
+        return EXIT_FAILURE
+
+
+__all__ = ["main", "build_run_parser", "EXIT_USAGE", "ConfigError"]

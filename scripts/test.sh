@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Runs the default test suite, setting up .venv first when needed. Arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/ensure_venv.sh
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,240 @@
+"""The runner on fake steps: order, caching, commit-on-completion, gates, partial runs, lock."""
+
+import json
+import multiprocessing
+import os
+import shutil
+import time
+
+import pytest
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from pipeline.config import PipelineConfig
+from pipeline.errors import DataValidationError, LockTimeoutError
+from pipeline.factory import Pipeline
+from pipeline.lock import exclusive_lock
+from pipeline.runner import run_pipeline
+from pipeline.step import InputSpec, StepOutcome, StepSpec
+
+CALLS = []
+NUMBERS = {"text": "1 2 3\n"}
+
+
+def make_numbers(ctx):
+    CALLS.append(ctx.step_name)
+    with open(os.path.join(ctx.outputs["numbers"], "numbers.txt"), "w") as f:
+        f.write(NUMBERS["text"])
+    return StepOutcome(execution_properties={"count": 3}, output_properties={"numbers": {"count": 3}})
+
+
+def sum_numbers(ctx):
+    CALLS.append(ctx.step_name)
+    with open(os.path.join(ctx.inputs["numbers"].uri, "numbers.txt")) as f:
+        total = sum(int(x) for x in f.read().split())
+    with open(os.path.join(ctx.outputs["total"], "total.txt"), "w") as f:
+        f.write(str(total))
+    return StepOutcome(execution_properties={"total": total})
+
+
+def gate(ctx):
+    CALLS.append(ctx.step_name)
+    with open(os.path.join(ctx.outputs["report"], "report.txt"), "w") as f:
+        f.write("anomaly: total too small\n")
+    if ctx.params.get("stop"):
+        return StepOutcome(stop_run="data validation failed: total too small", stop_exit_code=3)
+    return StepOutcome()
+
+
+def half_write_then_fail(ctx):
+    CALLS.append(ctx.step_name)
+    with open(os.path.join(ctx.outputs["total"], "total.txt"), "w") as f:
+        f.write("partial")
+    raise DataValidationError("numbers.txt: record 2 is not a number")
+
+
+def fake_pipeline(tmp_path, *, gate_stop=False, second=sum_numbers, params=None) -> Pipeline:
+    config = PipelineConfig(pipeline_root=str(tmp_path / "root"), lock_timeout_s=1.0)
+    steps = (
+        StepSpec("example_gen", {}, {"numbers": "Numbers"}, make_numbers, params or {"n": 3}),
+        StepSpec("statistics_gen", {"numbers": InputSpec(producer="example_gen.numbers")},
+                 {"total": "Total"}, second, {}),
+        StepSpec("example_validator", {"total": InputSpec(producer="statistics_gen.total")},
+                 {"report": "Report"}, gate, {"stop": gate_stop}),
+    )
+    return Pipeline(steps=steps, config=config)
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    CALLS.clear()
+
+
+def states(result):
+    return {name: step["state"] for name, step in result.summary["steps"].items()}
+
+
+def test_runs_in_order_then_fully_cached(tmp_path):
+    first = run_pipeline(fake_pipeline(tmp_path))
+    assert first.exit_code == 0
+    assert CALLS == ["example_gen", "statistics_gen", "example_validator"]
+    assert states(first) == {"example_gen": "ran", "statistics_gen": "ran", "example_validator": "ran"}
+    total_uri = first.summary["steps"]["statistics_gen"]["outputs"]["total"]
+    execution_id = first.summary["steps"]["statistics_gen"]["execution_id"]
+    assert total_uri == str(tmp_path / "root" / "statistics_gen" / "total" / str(execution_id))
+    assert open(os.path.join(total_uri, "total.txt")).read() == "6"
+
+    CALLS.clear()
+    second = run_pipeline(fake_pipeline(tmp_path))
+    assert second.exit_code == 0
+    assert CALLS == []
+    assert set(states(second).values()) == {"cached"}
+    assert second.summary["steps"]["statistics_gen"]["outputs"]["total"] == total_uri
+
+
+def test_changed_parameters_rerun_the_step_and_its_dependants(tmp_path):
+    run_pipeline(fake_pipeline(tmp_path))
+    CALLS.clear()
+    result = run_pipeline(fake_pipeline(tmp_path, params={"n": 4}))
+    # example_gen reruns; its output has the same content, so the dependants' inputs have the
+    # same fingerprint and stay cached.
+    assert states(result)["example_gen"] == "ran"
+    assert states(result)["statistics_gen"] == "cached"
+
+
+def test_deleted_or_corrupted_cached_output_is_recomputed(tmp_path):
+    first = run_pipeline(fake_pipeline(tmp_path))
+    numbers = first.summary["steps"]["example_gen"]["outputs"]["numbers"]
+    with open(os.path.join(numbers, "numbers.txt"), "w") as f:
+        f.write("1 2 4\n")  # tampered
+    CALLS.clear()
+    second = run_pipeline(fake_pipeline(tmp_path))
+    # The tampered artifact is recomputed. Its rebuilt content is identical to what the
+    # dependants consumed, so their cached outputs are still exactly right and are reused.
+    assert CALLS == ["example_gen"]
+    assert states(second)["example_gen"] == "ran"
+    assert open(os.path.join(second.summary["steps"]["example_gen"]["outputs"]["numbers"],
+                             "numbers.txt")).read() == "1 2 3\n"
+    assert open(os.path.join(second.summary["steps"]["statistics_gen"]["outputs"]["total"],
+                             "total.txt")).read() == "6"
+
+
+def test_deleted_output_reruns_only_its_step(tmp_path):
+    first = run_pipeline(fake_pipeline(tmp_path))
+    os.remove(os.path.join(first.summary["steps"]["statistics_gen"]["outputs"]["total"], "total.txt"))
+    CALLS.clear()
+    run_pipeline(fake_pipeline(tmp_path))
+    assert CALLS == ["statistics_gen"]
+
+
+def test_dependants_rerun_when_the_recomputed_input_differs(tmp_path, monkeypatch):
+    first = run_pipeline(fake_pipeline(tmp_path))
+    shutil.rmtree(first.summary["steps"]["example_gen"]["outputs"]["numbers"])
+    monkeypatch.setitem(NUMBERS, "text", "4 5 6\n")  # the raw data behind it changed meanwhile
+    CALLS.clear()
+    second = run_pipeline(fake_pipeline(tmp_path))
+    assert CALLS == ["example_gen", "statistics_gen", "example_validator"]
+    assert open(os.path.join(second.summary["steps"]["statistics_gen"]["outputs"]["total"],
+                             "total.txt")).read() == "15"
+
+
+def test_failed_step_commits_nothing_and_skips_the_rest(tmp_path):
+    result = run_pipeline(fake_pipeline(tmp_path, second=half_write_then_fail))
+    assert result.exit_code == 3
+    assert states(result) == {"example_gen": "ran", "statistics_gen": "failed",
+                              "example_validator": "skipped"}
+    assert "record 2 is not a number" in result.summary["steps"]["statistics_gen"]["error"]
+    total_dir = tmp_path / "root" / "statistics_gen" / "total"
+    assert list(total_dir.iterdir()) == []  # no staging, no committed folder
+    # The failed execution is in MLMD as FAILED with no outputs.
+    store = _client(tmp_path)
+    [execution] = store.get_executions_by_type("statistics_gen")
+    assert execution.last_known_state == metadata_store_pb2.Execution.FAILED
+    assert not [e for e in store.get_events_by_execution_ids([execution.id])
+                if e.type == metadata_store_pb2.Event.OUTPUT]
+
+
+def test_gate_stop_keeps_report_exits_3_and_stays_stopped_when_cached(tmp_path):
+    result = run_pipeline(fake_pipeline(tmp_path, gate_stop=True))
+    assert result.exit_code == 3
+    assert "total too small" in result.summary["message"]
+    report = result.summary["steps"]["example_validator"]["outputs"]["report"]
+    assert os.path.exists(os.path.join(report, "report.txt"))
+    again = run_pipeline(fake_pipeline(tmp_path, gate_stop=True))
+    assert states(again)["example_validator"] == "cached"
+    assert again.exit_code == 3
+
+
+def test_from_and_to_run_only_the_requested_steps(tmp_path):
+    run_pipeline(fake_pipeline(tmp_path))
+    CALLS.clear()
+    from_second = run_pipeline(fake_pipeline(tmp_path, params={"n": 5}), from_step="statistics_gen",
+                               to_step="statistics_gen")
+    assert states(from_second) == {"example_gen": "skipped", "statistics_gen": "cached",
+                                   "example_validator": "skipped"}
+    assert CALLS == []
+    only_first = run_pipeline(fake_pipeline(tmp_path / "fresh"), to_step="example_gen")
+    assert states(only_first) == {"example_gen": "ran", "statistics_gen": "skipped",
+                                  "example_validator": "skipped"}
+
+
+def test_from_without_upstream_outputs_is_a_usage_error(tmp_path):
+    result = run_pipeline(fake_pipeline(tmp_path), from_step="statistics_gen")
+    assert result.exit_code == 2
+    assert "no completed outputs" in result.summary["message"]
+
+
+def test_summary_and_config_written_per_run(tmp_path):
+    extra = tmp_path / "extra" / "summary.json"
+    result = run_pipeline(fake_pipeline(tmp_path), summary_json=str(extra))
+    run_dir = tmp_path / "root" / "runs" / result.summary["run_id"]
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk == json.loads(extra.read_text())
+    assert on_disk["steps"]["statistics_gen"]["properties"] == {"total": 6}
+    assert json.loads((run_dir / "config.json").read_text())["pipeline_root"] == str(tmp_path / "root")
+
+
+def test_lineage_is_readable_with_the_ml_metadata_client(tmp_path):
+    run_pipeline(fake_pipeline(tmp_path))
+    store = _client(tmp_path)
+    [total] = store.get_artifacts_by_type("Total")
+    assert total.state == metadata_store_pb2.Artifact.LIVE
+    [producer_event] = [e for e in store.get_events_by_artifact_ids([total.id])
+                        if e.type == metadata_store_pb2.Event.OUTPUT]
+    inputs = [e for e in store.get_events_by_execution_ids([producer_event.execution_id])
+              if e.type == metadata_store_pb2.Event.INPUT]
+    [numbers] = store.get_artifacts_by_id([inputs[0].artifact_id])
+    assert numbers.uri.endswith(os.path.join("example_gen", "numbers", str(numbers.uri.split("/")[-1])))
+    assert len(store.get_contexts_by_type("pipeline_run")) == 1
+
+
+def _hold_lock(path, seconds, ready):
+    with exclusive_lock(path, timeout_s=0):
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_second_run_waits_then_exits_4_while_the_lock_is_held(tmp_path):
+    pipeline = fake_pipeline(tmp_path)
+    os.makedirs(pipeline.config.pipeline_root)
+    ready = multiprocessing.Event()
+    holder = multiprocessing.Process(target=_hold_lock, args=(
+        os.path.join(pipeline.config.pipeline_root, ".pipeline.lock"), 5, ready))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        started = time.monotonic()
+        with pytest.raises(LockTimeoutError, match="holds the lock"):
+            run_pipeline(pipeline)
+        assert time.monotonic() - started >= 0.9  # it waited lock_timeout_s before giving up
+        assert CALLS == []
+    finally:
+        holder.join()
+    assert run_pipeline(pipeline).exit_code == 0  # free again once the holder is gone
+
+
+def _client(tmp_path):
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(tmp_path / "root" / "metadata.sqlite")
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
