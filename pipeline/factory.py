@@ -78,12 +78,12 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
         _step("trainer", {
             "examples": produced("example_gen.examples"),
             "schema": produced("schema_gen.schema"),
-            "base_model": InputSpec(resolver="latest_pushed_model", optional=True),
+            "base_model": InputSpec(resolver="warm_start_model", optional=True),
         }, {"model": "Model", "model_run": "ModelRun"}, config.trainer),
         _step("evaluator", {
             "examples": produced("example_gen.examples"),
             "model": produced("trainer.model"),
-            "baseline_model": InputSpec(resolver="latest_pushed_model", optional=True),
+            "baseline_model": InputSpec(resolver="baseline_model", optional=True),
         }, {"evaluation": "ModelEvaluation", "blessing": "ModelBlessing"}, config.evaluator),
         _step("pusher", {
             "model": produced("trainer.model"),

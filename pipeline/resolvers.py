@@ -45,6 +45,48 @@ def latest_pushed_model(store: MetadataStore, **_) -> Optional[Artifact]:
     return None
 
 
+def baseline_model(store: MetadataStore, produced: dict, **_) -> Optional[Artifact]:
+    """The model to compare the candidate against: the one serving now (latest push).
+
+    None when nothing was pushed yet, or when the candidate *is* the serving model (a rerun on
+    unchanged data reuses the cached model): comparing a model with itself decides nothing, and
+    leaving it out keeps the evaluator's inputs, and so its cache hit, identical to the first run.
+    """
+    serving = latest_pushed_model(store)
+    candidate = produced.get("trainer.model")
+    if serving is None or (candidate is not None and candidate.id == serving.id):
+        return None
+    return serving
+
+
+def _training_spans(store: MetadataStore, model_id: int) -> list:
+    trainer_execution = store.producer_of(model_id)
+    if trainer_execution is None:
+        return []
+    examples_id = store.inputs_of(trainer_execution).get("examples")
+    return store.artifact(examples_id).properties.get("spans") or [] if examples_id else []
+
+
+def warm_start_model(store: MetadataStore, config: PipelineConfig, current_spans: list,
+                     **_) -> Optional[Artifact]:
+    """The latest pushed model trained on spans older than the current ones, when
+    `trainer.warm_start` is on; None otherwise.
+
+    Only models of earlier data qualify, so a rerun on the same data resolves the same base
+    model as the first run and the trainer stays cached.
+    """
+    if not config.trainer.warm_start or not current_spans:
+        return None
+    for pushed in store.artifacts_of_type("PushedModel"):
+        model_id = int(pushed.properties.get("model_id") or 0)
+        if pushed.properties.get("pushed") != 1 or not model_id:
+            continue
+        spans = _training_spans(store, model_id)
+        if spans and max(spans) < max(current_spans):
+            return to_step_artifact(store.artifact(model_id))
+    return None
+
+
 def previous_span_statistics(store: MetadataStore, current_spans: list, **_) -> Optional[Artifact]:
     """Statistics of the newest earlier span, for drift checks; None when there is none.
 
@@ -70,5 +112,7 @@ def previous_span_statistics(store: MetadataStore, current_spans: list, **_) -> 
 RESOLVERS = {
     "raw_data": raw_data,
     "latest_pushed_model": latest_pushed_model,
+    "baseline_model": baseline_model,
+    "warm_start_model": warm_start_model,
     "previous_span_statistics": previous_span_statistics,
 }

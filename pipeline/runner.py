@@ -119,7 +119,8 @@ class _Run:
                 artifact = self.produced.get(inp.producer)
             else:
                 artifact = resolvers.RESOLVERS[inp.resolver](
-                    store=self.store, config=self.config, current_spans=self.spans)
+                    store=self.store, config=self.config, current_spans=self.spans,
+                    produced=self.produced)
                 if inp.resolver == "raw_data" and artifact is not None:
                     self.spans = list(artifact.properties["spans"])
             if artifact is None:

@@ -78,3 +78,57 @@ def make_input_fn(examples_uri: str, split: str, batch_size: int, training: bool
         return make_dataset(files, batch_size, training, seed=seed, max_examples=max_examples)
 
     return input_fn
+
+
+def read_sample(files: List[str], count: int):
+    """Returns (serialized records, their images as float32 [n, 784]) for the first `count`
+    records of `files` (fewer when the files hold fewer); used to check an exported model."""
+    records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)]
+    if not records:
+        raise InputDataError(f"examples {os.path.dirname(files[0])}: no records")
+    parsed = tf.io.parse_example(tf.constant(records), FEATURE_SPEC)
+    return records, tf.cast(parsed[IMAGE_KEY], tf.float32).numpy()
+
+
+def check_schema(schema_uri: str) -> None:
+    """Checks that the Schema artifact (`<schema_uri>/schema.pbtxt`) describes what the trainer
+    reads: `image` INT with 784 values (when the schema bounds the count) and `label` INT.
+
+    Raises InputDataError naming the schema file and the feature that does not fit.
+    """
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    path = os.path.join(schema_uri, "schema.pbtxt")
+    schema = schema_pb2.Schema()
+    try:
+        with tf.io.gfile.GFile(path, "r") as f:
+            text_format.Parse(f.read(), schema)
+    except (tf.errors.OpError, text_format.ParseError) as e:
+        raise InputDataError(f"schema {path}: unreadable ({e})") from e
+    features = {feature.name: feature for feature in schema.feature}
+    for name, count in ((IMAGE_KEY, IMAGE_PIXELS), (LABEL_KEY, 1)):
+        feature = features.get(name)
+        if feature is None:
+            raise InputDataError(f"schema {path}: no feature {name!r}; the trainer needs it")
+        if feature.type != schema_pb2.INT:
+            raise InputDataError(f"schema {path}: feature {name!r} is "
+                                 f"{schema_pb2.FeatureType.Name(feature.type)}, the trainer needs INT")
+        if feature.HasField("shape"):
+            dims = [dim.size for dim in feature.shape.dim]
+            if int(np_prod(dims)) != count:
+                raise InputDataError(f"schema {path}: feature {name!r} has shape {dims}, "
+                                     f"the trainer needs {count} values")
+        elif feature.HasField("value_count"):
+            bounds = (feature.value_count.min, feature.value_count.max)
+            if bounds != (count, count) and not (bounds[1] == 0 and bounds[0] <= count):
+                raise InputDataError(f"schema {path}: feature {name!r} has value_count "
+                                     f"{list(bounds)}, the trainer needs exactly {count}")
+
+
+def np_prod(values) -> int:
+    """Product of a list of ints (1 for an empty list)."""
+    product = 1
+    for value in values:
+        product *= value
+    return product

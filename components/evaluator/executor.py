@@ -1,0 +1,101 @@
+"""The evaluator step: verify models, run TFMA, apply the blessing gate, write the decision.
+
+Inputs: `examples` (Examples; the test split is evaluated), `model` (the candidate Model),
+optional `baseline_model` (the latest pushed Model). Params: EvaluatorConfig.
+Outputs: `evaluation` (TFMA output), `blessing` (BLESSED or NOT_BLESSED, plus decision.json).
+Raises ModelIntegrityError before any model is loaded when a digest does not match, and
+InputDataError when the test split is missing or empty. Not blessing is a normal result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from components.evaluator import blessing, metrics as metrics_lib, tfma_setup
+from components.evaluator.analysis import run_analysis, split_pattern
+from components.evaluator.integrity import verify_model
+from pipeline.errors import PipelineError
+from pipeline.step import StepContext, StepOutcome
+
+BLESSED_FILE = "BLESSED"
+NOT_BLESSED_FILE = "NOT_BLESSED"
+DECISION_FILE = "decision.json"
+REQUIRED_SLICES = tuple(f"{blessing.LABEL_SLICE_PREFIX}{k}" for k in range(tfma_setup.NUM_CLASSES))
+
+
+def _model_facts(artifact) -> dict:
+    return {"id": artifact.id, "uri": artifact.uri, "digest": artifact.properties.get("digest")}
+
+
+def _write_blessing(out_dir: str, decision: blessing.Decision, report: dict) -> None:
+    with open(os.path.join(out_dir, DECISION_FILE), "w") as f:
+        json.dump(report, f, indent=2, sort_keys=True, allow_nan=False)
+    marker = BLESSED_FILE if decision.blessed else NOT_BLESSED_FILE
+    with open(os.path.join(out_dir, marker), "w") as f:
+        f.write("\n".join(decision.reasons) + "\n" if decision.reasons else "all checks passed\n")
+
+
+def run(ctx: StepContext) -> StepOutcome:
+    """Evaluates ctx.inputs['model'] (and 'baseline_model') and writes the blessing."""
+    params = ctx.params
+    candidate = ctx.inputs["model"]
+    baseline = ctx.inputs.get("baseline_model")
+    # Our promise: only models whose files match their recorded digest are ever loaded.
+    candidate_path = verify_model(candidate, "candidate model")
+    baseline_path = verify_model(baseline, "baseline model") if baseline is not None else None
+    pattern = split_pattern(ctx.inputs["examples"].uri, "test")
+    ctx.log.info("evaluating candidate %s%s on %s (max_examples=%s)", candidate.uri,
+                 f" against baseline {baseline.uri}" if baseline is not None else " (no baseline: first run)",
+                 pattern, params.max_examples)
+
+    analysis = run_analysis(pattern, candidate_path, baseline_path, ctx.outputs["evaluation"],
+                            params.max_examples, ctx.beam_pipeline_options())
+    by_model = metrics_lib.read_metrics(ctx.outputs["evaluation"])
+    candidate_metrics = by_model.get(tfma_setup.CANDIDATE, {})
+    baseline_metrics = by_model.get(tfma_setup.BASELINE, {}) if baseline is not None else None
+    overall_count = candidate_metrics.get(blessing.OVERALL, {}).get(blessing.EXAMPLE_COUNT)
+    if overall_count != analysis.examples_evaluated:
+        raise PipelineError(f"TFMA output {ctx.outputs['evaluation']}: overall example_count "
+                            f"{overall_count} != {analysis.examples_evaluated} examples fed to it")
+
+    decision = blessing.decide(candidate_metrics, baseline_metrics, params, REQUIRED_SLICES)
+    examples_per_second = analysis.examples_evaluated / analysis.seconds if analysis.seconds > 0 else 0.0
+    thresholds = {name: getattr(params, name) for name in blessing.THRESHOLD_NAMES}
+    report = {
+        **decision.to_dict(),
+        "thresholds": thresholds,
+        "candidate_model": _model_facts(candidate),
+        "baseline_model": _model_facts(baseline) if baseline is not None else None,
+        "examples": {"uri": ctx.inputs["examples"].uri, "split": "test",
+                     "read": analysis.examples_read, "evaluated": analysis.examples_evaluated},
+        "metrics": metrics_lib.json_ready({
+            "candidate": candidate_metrics,
+            "baseline": baseline_metrics,
+            "diff": by_model.get(tfma_setup.CANDIDATE + metrics_lib.DIFF_SUFFIX),
+        }),
+    }
+    _write_blessing(ctx.outputs["blessing"], decision, report)
+
+    blessed = 1 if decision.blessed else 0
+    if decision.blessed:
+        ctx.log.info("candidate BLESSED (%d checks passed)", len(decision.checks))
+    else:
+        ctx.log.warning("candidate NOT blessed: %s", "; ".join(decision.reasons))
+    return StepOutcome(
+        execution_properties={
+            "blessed": blessed,
+            "reasons": list(decision.reasons),
+            "metrics": metrics_lib.json_ready({
+                "candidate": metrics_lib.summary(candidate_metrics),
+                "baseline": metrics_lib.summary(baseline_metrics) if baseline_metrics is not None else None,
+            }),
+            "checks": decision.to_dict()["checks"],
+            "examples_evaluated": analysis.examples_evaluated,
+            "examples_per_second": round(examples_per_second, 2),
+            "tfma_seconds": round(analysis.seconds, 2),
+        },
+        output_properties={
+            "blessing": {"blessed": blessed, "baseline_model_id": baseline.id if baseline is not None else 0},
+        },
+    )

@@ -1,0 +1,6 @@
+"""ExampleGen: validates raw MNIST IDX files and writes them as split TFRecords of tf.Example.
+
+Modules: `idx` (parse and validate IDX .gz files), `spans` (which span folders a run reads and
+their fingerprint), `encode` (features, split assignment, Beam transforms), `download`
+(fetch and verify the files), `executor` (the step's `run(ctx)`).
+"""

@@ -1,0 +1,135 @@
+"""ExampleGen: raw MNIST IDX files of one or more spans -> an Examples artifact.
+
+Input `raw_data`: Artifact with uri = the data root and properties `spans`, `span_dirs` and
+`fingerprint` (see `spans.raw_data_properties`); when `span_dirs` is absent the spans are
+resolved from the uri with `params.span` / `params.window_spans`.
+Output `examples`: `Split-train/`, `Split-eval/`, `Split-test/`, each with `params.num_shards`
+gzip TFRecord shards of tf.train.Example (features: see `encode`). With several spans the
+splits hold the examples of all of them.
+
+Every raw file of every span is validated before the Beam pipeline starts, so a bad input
+(InputDataError, one line naming the file) leaves the output folder empty.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+
+from components.example_gen import encode, idx, spans as spans_lib
+from pipeline.config import DataConfig
+from pipeline.errors import ConfigError, InputDataError, PipelineError
+from pipeline.step import StepContext, StepOutcome
+
+
+def _spans_of(ctx: StepContext, params: DataConfig) -> list:
+    """[(span, folder), ...] from the raw_data artifact's properties, or resolved from its uri."""
+    raw = ctx.inputs.get("raw_data")
+    if raw is None:
+        raise ConfigError("step example_gen: input 'raw_data' is missing")
+    props = dict(raw.properties or {})
+    if "span_dirs" not in props:
+        return spans_lib.resolve_spans(raw.uri, params.span, params.window_spans)
+    dirs, numbers = list(props["span_dirs"]), list(props.get("spans", []))
+    if len(dirs) != len(numbers) or not dirs:
+        raise ConfigError(f"raw_data artifact {raw.uri}: properties 'spans' {numbers} and "
+                          f"'span_dirs' {dirs} must be non-empty and of equal length")
+    return [(int(n), str(d)) for n, d in zip(numbers, dirs)]
+
+
+def _validate(ctx: StepContext, span_list: list, eval_hash_buckets: int):
+    """Validates every file of every span; returns (datasets, expected split counts).
+
+    Raises InputDataError naming the first faulty file, or the data root when the files are
+    not the ones the run fingerprinted.
+    """
+    datasets, counts = [], dict.fromkeys(encode.SPLITS, 0)
+    for number, folder in span_list:
+        started = time.monotonic()
+        dataset = idx.load_dataset(folder)
+        for source, pair in (("train", dataset.train), ("test", dataset.test)):
+            found = encode.split_counts(source, pair.images.array, pair.labels.array, eval_hash_buckets)
+            for split, n in found.items():
+                counts[split] += n
+        ctx.log.info("span %d (%s): %d training and %d test digits valid (%.1f s)", number, folder,
+                     dataset.train.count, dataset.test.count, time.monotonic() - started)
+        datasets.append((number, dataset))
+    expected_fp = (ctx.inputs["raw_data"].properties or {}).get("fingerprint")
+    if expected_fp:
+        actual_fp = spans_lib.fingerprint_digests((n, d.file_digests()) for n, d in datasets)
+        if actual_fp != expected_fp:
+            raise InputDataError(f"{ctx.inputs['raw_data'].uri}: raw files changed since the run "
+                                 f"fingerprinted them (fingerprint {actual_fp}, expected {expected_fp})")
+    empty = [s for s in encode.SPLITS if counts[s] == 0]
+    if empty:
+        raise InputDataError(f"{span_list[-1][1]}: split {empty[0]} would hold no examples "
+                             f"(split counts {counts})")
+    return datasets, counts
+
+
+def _counted(result, split: str):
+    """The committed value of the split's Beam counter, or None when the runner reports none."""
+    try:
+        found = result.metrics().query(MetricsFilter()
+                                       .with_namespace(encode.METRICS_NAMESPACE)
+                                       .with_name(encode.split_counter_name(split)))["counters"]
+    except (NotImplementedError, AttributeError, KeyError):
+        return None
+    values = [c.committed for c in found if c.committed is not None]
+    return sum(values) if values else None
+
+
+def run(ctx: StepContext) -> StepOutcome:
+    """Validates the raw spans and writes the Examples artifact into ctx.outputs["examples"].
+
+    Raises ConfigError (bad spans / properties), InputDataError (bad raw files, empty split),
+    PipelineError (the Beam pipeline did not write what was validated).
+    """
+    params: DataConfig = ctx.params
+    out_dir = ctx.outputs["examples"]
+    span_list = _spans_of(ctx, params)
+    ctx.log.info("reading spans %s", [n for n, _ in span_list])
+    datasets, expected = _validate(ctx, span_list, params.eval_hash_buckets)
+    tasks = [t for number, dataset in datasets for t in encode.plan_tasks(number, dataset)]
+    del datasets  # the workers read the files themselves; free the driver's copies
+    total = sum(expected.values())
+    ctx.log.info("encoding %d examples (expected split counts %s) in %d chunks into %s",
+                 total, expected, len(tasks), out_dir)
+
+    started = time.monotonic()
+    pipeline = beam.Pipeline(options=ctx.beam_pipeline_options())
+    encode.build_pipeline(pipeline, tasks, out_dir, params.eval_hash_buckets,
+                          params.ink_density_edges, params.num_shards)
+    result = pipeline.run()
+    state = result.wait_until_finish()
+    seconds = time.monotonic() - started
+    if state is not None and str(state).split(".")[-1] != "DONE":
+        raise PipelineError(f"step example_gen: Beam pipeline ended in state {state}")
+
+    for split in encode.SPLITS:
+        counted = _counted(result, split)
+        if counted is None:
+            ctx.log.warning("runner reported no counter for split %s; using the validated count", split)
+        elif counted != expected[split]:
+            raise PipelineError(f"{encode.split_dir(out_dir, split)}: wrote {counted} examples, "
+                                f"validation expected {expected[split]}")
+        shards = glob.glob(os.path.join(encode.split_dir(out_dir, split), "data_tfrecord-*-of-*.gz"))
+        if len(shards) != params.num_shards:
+            raise PipelineError(f"{encode.split_dir(out_dir, split)}: {len(shards)} shard files, "
+                                f"expected {params.num_shards}")
+
+    rate = total / seconds if seconds > 0 else float("inf")
+    ctx.log.info("wrote %d examples %s in %.1f s (%.0f examples/s)", total, expected, seconds, rate)
+    span_numbers = [n for n, _ in span_list]
+    return StepOutcome(
+        execution_properties={
+            "split_counts": dict(expected),
+            "spans": span_numbers,
+            "examples_per_second": round(rate, 1),
+        },
+        output_properties={"examples": {"spans": span_numbers, "split_counts": dict(expected)}},
+    )

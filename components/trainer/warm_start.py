@@ -1,0 +1,77 @@
+"""Warm starting from a previously exported model (the latest pushed one).
+
+The base model's weights are read from its SavedModel variables checkpoint,
+`<uri>/Format-Serving/variables/variables`. Before any weight is used the model's files must
+match the digest recorded when it was exported, and every trainable variable of the network
+that this config builds must exist in the base checkpoint with the same shape.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict
+
+import tensorflow as tf
+
+from components.trainer.export import SERVING_SUBDIR
+from components.trainer.model import IMAGE_KEY, IMAGE_PIXELS, model_fn
+from pipeline.digest import directory_digest
+from pipeline.errors import ConfigError, ModelIntegrityError
+from pipeline.step import Artifact
+
+
+def base_checkpoint(base_model: Artifact) -> str:
+    """Returns the checkpoint prefix of `base_model` after checking its recorded digest.
+
+    Raises ModelIntegrityError when the model has no recorded digest, its Format-Serving folder
+    is missing, or its files no longer match the digest.
+    """
+    serving_dir = os.path.join(base_model.uri, SERVING_SUBDIR)
+    expected = base_model.properties.get("digest")
+    if not expected:
+        raise ModelIntegrityError(f"base model {serving_dir}: no recorded digest; refusing to warm start")
+    try:
+        actual = directory_digest(serving_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise ModelIntegrityError(f"base model {serving_dir}: cannot digest ({e})") from e
+    if actual != expected:
+        raise ModelIntegrityError(f"base model {serving_dir}: files do not match the recorded digest "
+                                  f"(recorded {expected[:12]}..., found {actual[:12]}...)")
+    return os.path.join(serving_dir, "variables", "variables")
+
+
+def trainable_variable_shapes(params: Any) -> Dict[str, list]:
+    """Returns {variable name: shape} of the trainable variables `model_fn` builds for `params`."""
+    with tf.Graph().as_default():
+        features = {IMAGE_KEY: tf.compat.v1.placeholder(tf.float32, [None, IMAGE_PIXELS])}
+        labels = tf.compat.v1.placeholder(tf.int64, [None])
+        model_fn(features, labels, tf.estimator.ModeKeys.TRAIN, params)
+        return {v.op.name: v.shape.as_list() for v in tf.compat.v1.trainable_variables()}
+
+
+def check_compatible(checkpoint: str, params: Any) -> None:
+    """Raises ConfigError when the base checkpoint lacks a variable the network needs or has it
+    with another shape (the architecture changed since the base model was trained)."""
+    try:
+        available = dict(tf.train.list_variables(checkpoint))
+    except (tf.errors.OpError, ValueError) as e:
+        raise ModelIntegrityError(f"base model checkpoint {checkpoint}: unreadable ({e})") from e
+    for name, shape in sorted(trainable_variable_shapes(params).items()):
+        if name not in available:
+            raise ConfigError(f"config key trainer.warm_start: base model {checkpoint} has no "
+                              f"variable {name!r}; set trainer.warm_start = false to train from scratch")
+        if list(available[name]) != shape:
+            raise ConfigError(f"config key trainer.warm_start: base model {checkpoint} has {name} of "
+                              f"shape {list(available[name])}, this config needs {shape}; set "
+                              "trainer.warm_start = false or restore the base architecture")
+
+
+def warm_start_settings(base_model: Artifact, params: Any) -> tf.estimator.WarmStartSettings:
+    """Verifies `base_model` (digest, then variable shapes) and returns settings that load all
+    its trainable weights; optimizer slots and the global step start fresh.
+
+    Raises ModelIntegrityError (digest) or ConfigError (incompatible architecture).
+    """
+    checkpoint = base_checkpoint(base_model)
+    check_compatible(checkpoint, params)
+    return tf.estimator.WarmStartSettings(ckpt_to_initialize_from=checkpoint)

@@ -1,0 +1,146 @@
+"""The data half (example_gen .. example_validator) end to end on a few thousand real digits,
+through the CLI, under each Beam running mode; then fully cached; then the gate."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow_data_validation as tfdv
+
+from mnist_slices import write_mnist_slice
+from pipeline.cli import main
+
+DATA_STEPS = ["example_gen", "statistics_gen", "schema_gen", "example_validator"]
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args) -> tuple:
+    """Runs run_local's main in-process; returns (exit status, summary dict or None)."""
+    summary_path = None
+    for i, a in enumerate(args):
+        if a == "--summary-json":
+            summary_path = args[i + 1]
+    code = main(list(args))
+    summary = json.load(open(summary_path)) if summary_path and os.path.exists(summary_path) else None
+    return code, summary
+
+
+def data_half(tmp_path, data_root, *extra, name="root"):
+    summary = str(tmp_path / f"{name}-summary-{time.monotonic_ns()}.json")
+    return run_cli("--data-root", data_root, "--pipeline-root", str(tmp_path / name),
+                   "--to", "example_validator", "--summary-json", summary, *extra)
+
+
+def test_data_half_runs_then_is_fully_cached(tmp_path, small_mnist):
+    code, summary = data_half(tmp_path, small_mnist)
+    assert code == 0, summary and summary.get("message")
+    assert [summary["steps"][s]["state"] for s in DATA_STEPS] == ["ran"] * 4
+    assert summary["steps"]["trainer"]["state"] == "skipped"
+    assert summary["data"]["spans"] == [0]
+
+    examples = summary["steps"]["example_gen"]["outputs"]["examples"]
+    counts = summary["steps"]["example_gen"]["properties"]["split_counts"]
+    assert counts["train"] + counts["eval"] == 2000 and counts["test"] == 500
+    assert 2000 / 12 * 0.6 < counts["eval"] < 2000 / 12 * 1.4
+    for split in ("train", "eval", "test"):
+        shards = os.listdir(os.path.join(examples, f"Split-{split}"))
+        assert shards and all(s.startswith("data_tfrecord-") and s.endswith(".gz") for s in shards)
+
+    stats_uri = summary["steps"]["statistics_gen"]["outputs"]["statistics"]
+    stats = tfdv.load_stats_binary(os.path.join(stats_uri, "Split-train", "FeatureStats.pb"))
+    assert stats.datasets[0].num_examples == counts["train"]
+    schema = tfdv.load_schema_text(os.path.join(summary["steps"]["schema_gen"]["outputs"]["schema"],
+                                                "schema.pbtxt"))
+    assert {f.name for f in schema.feature} >= {"image", "label"}
+    anomalies_uri = summary["steps"]["example_validator"]["outputs"]["anomalies"]
+    for split in ("train", "eval", "test"):
+        anomalies = tfdv.load_anomalies_binary(os.path.join(anomalies_uri, f"Split-{split}", "SchemaDiff.pb"))
+        assert not anomalies.anomaly_info, f"unexpected anomalies in {split}"
+
+    code, again = data_half(tmp_path, small_mnist)
+    assert code == 0
+    assert [again["steps"][s]["state"] for s in DATA_STEPS] == ["cached"] * 4
+    assert again["steps"]["example_gen"]["outputs"] == summary["steps"]["example_gen"]["outputs"]
+
+
+def test_out_of_range_labels_stop_the_run_before_training(tmp_path):
+    import numpy as np
+
+    from mnist_slices import TRAIN_LABELS, read_real, write_idx
+
+    root = write_mnist_slice(str(tmp_path / "data"), 600, 200)
+    labels = read_real(TRAIN_LABELS, 600).copy()
+    labels[17] = 11
+    write_idx(os.path.join(root, TRAIN_LABELS), labels)
+    summary_path = str(tmp_path / "s.json")
+    code = main(["--data-root", root, "--pipeline-root", str(tmp_path / "root"),
+                 "--summary-json", summary_path, "--train-steps", "1"])
+    summary = json.load(open(summary_path))
+    assert code == 3
+    assert summary["steps"]["trainer"]["state"] == "skipped"
+    assert "train-labels-idx1-ubyte.gz" in summary["message"]
+    assert not os.path.exists(tmp_path / "root" / "example_gen" / "examples" / "1")
+
+
+def test_drifted_new_span_is_stopped_by_the_gate(tmp_path):
+    import numpy as np
+
+    from mnist_slices import TRAIN_IMAGES, TEST_IMAGES, read_real, write_idx
+
+    data = tmp_path / "data"
+    write_mnist_slice(str(data / "span-1"), 1200, 300)
+    span2 = write_mnist_slice(str(data / "span-2"), 1200, 300, offset=1200)
+    # Span 2 arrives with inverted images (white digits on black became black on white).
+    write_idx(os.path.join(span2, TRAIN_IMAGES), 255 - read_real(TRAIN_IMAGES, 1200, 1200))
+    write_idx(os.path.join(span2, TEST_IMAGES), 255 - read_real(TEST_IMAGES, 300, 1200))
+    code, first = data_half(tmp_path, str(data), "--span", "1")
+    assert code == 0, first["message"]
+    code, second = data_half(tmp_path, str(data))
+    assert second["data"]["spans"] == [2]
+    assert code == 3
+    assert "drift" in second["message"].lower()
+    report = os.path.join(second["steps"]["example_validator"]["outputs"]["anomalies"], "report.txt")
+    assert "image" in open(report).read()
+
+
+@pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
+def test_direct_runner_running_modes(tmp_path, tiny_mnist, mode):
+    code, summary = data_half(tmp_path, tiny_mnist, f"--beam-arg=--direct_running_mode={mode}",
+                              "--beam-arg=--direct_num_workers=2")
+    assert code == 0, summary and summary["message"]
+    assert [summary["steps"][s]["state"] for s in DATA_STEPS] == ["ran"] * 4
+    assert summary["steps"]["example_gen"]["properties"]["split_counts"]["test"] == 60
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_portable_runner_against_the_local_job_service(tmp_path, tiny_mnist):
+    port = _free_port()
+    service = subprocess.Popen(
+        [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
+         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        code, summary = data_half(tmp_path, tiny_mnist, "--beam-arg=--runner=PortableRunner",
+                                  f"--beam-arg=--job_endpoint=localhost:{port}",
+                                  "--beam-arg=--environment_type=LOOPBACK")
+        assert code == 0, summary and summary["message"]
+        assert [summary["steps"][s]["state"] for s in DATA_STEPS] == ["ran"] * 4
+        assert summary["steps"]["example_gen"]["properties"]["split_counts"]["test"] == 60
+    finally:
+        service.terminate()
+        service.wait(20)
