@@ -115,8 +115,8 @@ def cmd_run(argv: Sequence[str]) -> int:
     states = ", ".join(f"{name}={step['state']}" for name, step in result.summary["steps"].items())
     log.info("run %s %s (exit %d): %s", result.summary["run_id"], result.summary["status"],
              result.exit_code, states)
-    if result.summary.get("message"):
-        log.info("reason: %s", result.summary["message"])
+    if result.exit_code != 0:
+        print(f"error: {result.summary.get('message')}", file=sys.stderr)
     push = result.summary.get("push")
     if push:
         log.info("push: %s", "version %s" % push.get("version") if push.get("pushed") else

@@ -214,8 +214,9 @@ def validate_config(config: PipelineConfig) -> None:
     edges = config.data.ink_density_edges
     require(all(isinstance(e, (int, float)) for e in edges) and list(edges) == sorted(edges),
             "data.ink_density_edges", "must be increasing numbers")
-    require(config.validation.label_drift_linf > 0, "validation.label_drift_linf", "must be > 0")
-    require(config.validation.pixel_drift_jsd > 0, "validation.pixel_drift_jsd", "must be > 0")
+    # Both distances lie in [0, 1]: a threshold above 1 would switch the drift check off.
+    require(0 < config.validation.label_drift_linf <= 1, "validation.label_drift_linf", "must be in (0, 1]")
+    require(0 < config.validation.pixel_drift_jsd <= 1, "validation.pixel_drift_jsd", "must be in (0, 1]")
     t = config.trainer
     require(t.train_steps >= 1, "trainer.train_steps", "must be >= 1")
     require(t.batch_size >= 1, "trainer.batch_size", "must be >= 1")
@@ -224,9 +225,16 @@ def validate_config(config: PipelineConfig) -> None:
     require(0 <= t.dropout_rate < 1, "trainer.dropout_rate", "must be in [0, 1)")
     require(t.eval_every_steps >= 1, "trainer.eval_every_steps", "must be >= 1")
     require(t.early_stopping_evals >= 0, "trainer.early_stopping_evals", "must be >= 0")
+    for key in ("conv1_filters", "conv2_filters", "kernel_size", "dense_units", "keep_checkpoints"):
+        require(getattr(t, key) >= 1, f"trainer.{key}", "must be >= 1")
+    require(t.eval_examples is None or t.eval_examples >= 1, "trainer.eval_examples",
+            "must be >= 1 or unset")
     for key in ("accuracy_floor", "slice_accuracy_floor", "slice_max_regression", "min_gain"):
         value = getattr(config.evaluator, key)
         require(value is None or -1.0 <= value <= 1.0, f"evaluator.{key}", "must be in [-1, 1] or unset")
+    require(config.evaluator.max_examples is None or config.evaluator.max_examples >= 1,
+            "evaluator.max_examples", "must be >= 1 or unset")
+    require(config.pusher.verify_examples >= 1, "pusher.verify_examples", "must be >= 1")
     require(config.lock_timeout_s >= 0, "lock_timeout_s", "must be >= 0")
     require(bool(config.pipeline_root), "pipeline_root", "must not be empty")
     for arg in config.beam_args:

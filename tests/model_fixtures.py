@@ -67,6 +67,13 @@ def write_examples(uri: str, n_test: int, offset: int = 0, split: str = "test") 
     return uri
 
 
+def read_records(paths) -> list:
+    """Returns every serialized record of the gzip TFRecord files `paths`, in file order."""
+    import tensorflow as tf
+
+    return [r.numpy() for r in tf.data.TFRecordDataset(list(paths), compression_type="GZIP")]
+
+
 def _fit_softmax(n_train: int, steps: int, seed: int):
     """Fits softmax regression on real digits with full-batch Adam; returns (W, b) arrays."""
     import tensorflow as tf

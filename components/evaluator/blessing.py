@@ -102,7 +102,8 @@ def _accuracy(metrics: Optional[Metrics], slice_name: str, model: str):
     if count is None:
         return None, f"{model} metric {EXAMPLE_COUNT} missing on slice {slice_name}"
     if not _finite_number(count) or count <= 0:
-        return None, f"{model} slice {slice_name} has {_fmt(count)} examples"
+        shown = f"{count:g}" if _is_number(count) else repr(count)
+        return None, f"{model} slice {slice_name} has {shown} examples"
     if ACCURACY not in values or values[ACCURACY] is None:
         return None, f"{model} metric {ACCURACY} missing on slice {slice_name}"
     accuracy = values[ACCURACY]

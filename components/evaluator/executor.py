@@ -10,17 +10,16 @@ InputDataError when the test split is missing or empty. Not blessing is a normal
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from components.evaluator import blessing, metrics as metrics_lib, tfma_setup
 from components.evaluator.analysis import run_analysis, split_pattern
 from components.evaluator.integrity import verify_model
-from pipeline.errors import PipelineError
+from components.evaluator.layout import BLESSED_FILE, DECISION_FILE, NOT_BLESSED_FILE
+from pipeline.errors import InputDataError, PipelineError
 from pipeline.step import StepContext, StepOutcome
 
-BLESSED_FILE = "BLESSED"
-NOT_BLESSED_FILE = "NOT_BLESSED"
-DECISION_FILE = "decision.json"
 REQUIRED_SLICES = tuple(f"{blessing.LABEL_SLICE_PREFIX}{k}" for k in range(tfma_setup.NUM_CLASSES))
 
 
@@ -51,16 +50,20 @@ def run(ctx: StepContext) -> StepOutcome:
 
     analysis = run_analysis(pattern, candidate_path, baseline_path, ctx.outputs["evaluation"],
                             params.max_examples, ctx.beam_pipeline_options())
-    by_model = metrics_lib.read_metrics(ctx.outputs["evaluation"])
+    by_model = metrics_lib.read_metrics(ctx.outputs["evaluation"], unnamed_model=tfma_setup.CANDIDATE)
     candidate_metrics = by_model.get(tfma_setup.CANDIDATE, {})
     baseline_metrics = by_model.get(tfma_setup.BASELINE, {}) if baseline is not None else None
-    overall_count = candidate_metrics.get(blessing.OVERALL, {}).get(blessing.EXAMPLE_COUNT)
-    if overall_count != analysis.examples_evaluated:
-        raise PipelineError(f"TFMA output {ctx.outputs['evaluation']}: overall example_count "
-                            f"{overall_count} != {analysis.examples_evaluated} examples fed to it")
+    # TFMA's own count is authoritative; the Beam counters cross-check it where the runner has them.
+    count = candidate_metrics.get(blessing.OVERALL, {}).get(blessing.EXAMPLE_COUNT)
+    evaluated = int(count) if isinstance(count, float) and math.isfinite(count) else 0
+    if evaluated == 0:
+        raise InputDataError(f"{pattern}: no test examples were evaluated")
+    if analysis.examples_selected and analysis.examples_selected != evaluated:
+        raise PipelineError(f"TFMA output {ctx.outputs['evaluation']}: overall example_count {evaluated} "
+                            f"!= {analysis.examples_selected} examples fed to it")
 
     decision = blessing.decide(candidate_metrics, baseline_metrics, params, REQUIRED_SLICES)
-    examples_per_second = analysis.examples_evaluated / analysis.seconds if analysis.seconds > 0 else 0.0
+    examples_per_second = evaluated / analysis.seconds if analysis.seconds > 0 else 0.0
     thresholds = {name: getattr(params, name) for name in blessing.THRESHOLD_NAMES}
     report = {
         **decision.to_dict(),
@@ -68,7 +71,7 @@ def run(ctx: StepContext) -> StepOutcome:
         "candidate_model": _model_facts(candidate),
         "baseline_model": _model_facts(baseline) if baseline is not None else None,
         "examples": {"uri": ctx.inputs["examples"].uri, "split": "test",
-                     "read": analysis.examples_read, "evaluated": analysis.examples_evaluated},
+                     "read": analysis.examples_read, "evaluated": evaluated},
         "metrics": metrics_lib.json_ready({
             "candidate": candidate_metrics,
             "baseline": baseline_metrics,
@@ -91,7 +94,7 @@ def run(ctx: StepContext) -> StepOutcome:
                 "baseline": metrics_lib.summary(baseline_metrics) if baseline_metrics is not None else None,
             }),
             "checks": decision.to_dict()["checks"],
-            "examples_evaluated": analysis.examples_evaluated,
+            "examples_evaluated": evaluated,
             "examples_per_second": round(examples_per_second, 2),
             "tfma_seconds": round(analysis.seconds, 2),
         },

@@ -41,9 +41,11 @@ def metric_name(key) -> str:
     return name
 
 
-def read_metrics(output_path: str) -> dict:
+def read_metrics(output_path: str, unnamed_model: str) -> dict:
     """Reads the TFMA output at `output_path`; returns {model: {slice: {metric: value}}}.
 
+    unnamed_model: the name to file metrics under whose key has no model name (TFMA leaves the
+        name out when a single model is evaluated).
     Only scalar (double) metrics are kept; NaN stays NaN (the gate fails closed on it).
     """
     import tensorflow_model_analysis as tfma
@@ -55,7 +57,7 @@ def read_metrics(output_path: str) -> dict:
         for entry in metrics_for_slice.metric_keys_and_values:
             if not entry.value.HasField("double_value"):
                 continue
-            model = entry.key.model_name + (DIFF_SUFFIX if entry.key.is_diff else "")
+            model = (entry.key.model_name or unnamed_model) + (DIFF_SUFFIX if entry.key.is_diff else "")
             value = float(entry.value.double_value.value)
             result.setdefault(model, {}).setdefault(name, {})[metric_name(entry.key)] = value
     return result

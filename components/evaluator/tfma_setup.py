@@ -2,7 +2,9 @@
 
 Metric keys in the TFMA output carry the ModelSpec name (CANDIDATE / BASELINE); with a baseline,
 TFMA also writes the candidate's `<metric>` minus the baseline's under the candidate's name with
-`is_diff` set (shown as "<metric>_diff" by load_eval_result).
+`is_diff` set (shown as "<metric>_diff" by load_eval_result). With the candidate alone, TFMA
+writes keys without a model name: read that output with `tfma.load_eval_result(path)`, a
+two-model output with `tfma.load_eval_result(path, model_name=CANDIDATE or BASELINE)`.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import glob
 import os
+import re
+import shutil
 import time
 
 import apache_beam as beam
@@ -22,6 +24,7 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from components.example_gen import encode, idx, spans as spans_lib
 from pipeline.config import DataConfig
+from pipeline import errors
 from pipeline.errors import ConfigError, InputDataError, PipelineError
 from pipeline.step import StepContext, StepOutcome
 
@@ -71,6 +74,39 @@ def _validate(ctx: StepContext, span_list: list, eval_hash_buckets: int):
     return datasets, counts
 
 
+# How a worker's PipelineError reads inside the text of the runner's own exception.
+_REMOTE_ERROR = re.compile(r"pipeline\.errors\.(\w+): (.+?)(?: \[while running .*)?$", re.MULTILINE)
+
+
+def _as_pipeline_error(e: Exception) -> PipelineError:
+    """One-line PipelineError for a failed Beam run.
+
+    In-process runners re-raise a worker's InputDataError as is (plus a "[while running ...]"
+    suffix); runners with separate workers raise a RuntimeError holding its traceback as text.
+    Either way the worker's error type and first line are recovered.
+    """
+    if isinstance(e, PipelineError):
+        found = _REMOTE_ERROR.match(f"pipeline.errors.{type(e).__name__}: {str(e).splitlines()[0]}")
+        return type(e)(found.group(2)) if found else e
+    found = _REMOTE_ERROR.search(str(e))
+    if found and isinstance(getattr(errors, found.group(1), None), type) \
+            and issubclass(getattr(errors, found.group(1)), PipelineError):
+        return getattr(errors, found.group(1))(found.group(2))
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return PipelineError(f"step example_gen: Beam pipeline failed: {type(e).__name__}: "
+                         f"{lines[-1].strip() if lines else ''}")
+
+
+def _empty(folder: str) -> None:
+    """Removes everything this step wrote into its staging folder."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+
+
 def _counted(result, split: str):
     """The committed value of the split's Beam counter, or None when the runner reports none."""
     try:
@@ -81,6 +117,20 @@ def _counted(result, split: str):
         return None
     values = [c.committed for c in found if c.committed is not None]
     return sum(values) if values else None
+
+
+def _check_written(ctx: StepContext, result, out_dir: str, expected: dict, num_shards: int) -> None:
+    """Fails unless every split has `num_shards` shards and (where counted) the expected count."""
+    for split in encode.SPLITS:
+        folder = encode.split_dir(out_dir, split)
+        counted = _counted(result, split)
+        if counted is None:
+            ctx.log.warning("runner reported no counter for split %s; using the validated count", split)
+        elif counted != expected[split]:
+            raise PipelineError(f"{folder}: wrote {counted} examples, validation expected {expected[split]}")
+        shards = glob.glob(os.path.join(folder, "data_tfrecord-*-of-*.gz"))
+        if len(shards) != num_shards:
+            raise PipelineError(f"{folder}: {len(shards)} shard files, expected {num_shards}")
 
 
 def run(ctx: StepContext) -> StepOutcome:
@@ -101,28 +151,21 @@ def run(ctx: StepContext) -> StepOutcome:
                  total, expected, len(tasks), out_dir)
 
     started = time.monotonic()
-    pipeline = beam.Pipeline(options=ctx.beam_pipeline_options())
-    encode.build_pipeline(pipeline, tasks, out_dir, params.eval_hash_buckets,
-                          params.ink_density_edges, params.num_shards)
-    result = pipeline.run()
-    state = result.wait_until_finish()
-    seconds = time.monotonic() - started
-    if state is not None and str(state).split(".")[-1] != "DONE":
-        raise PipelineError(f"step example_gen: Beam pipeline ended in state {state}")
+    try:
+        pipeline = beam.Pipeline(options=ctx.beam_pipeline_options())
+        encode.build_pipeline(pipeline, tasks, out_dir, params.eval_hash_buckets,
+                              params.ink_density_edges, params.num_shards)
+        result = pipeline.run()
+        state = result.wait_until_finish()
+        if state is not None and str(state).split(".")[-1] != "DONE":
+            raise PipelineError(f"step example_gen: Beam pipeline ended in state {state}")
+        seconds = time.monotonic() - started
+        _check_written(ctx, result, out_dir, expected, params.num_shards)
+    except Exception as e:
+        _empty(out_dir)
+        raise _as_pipeline_error(e) from e
 
-    for split in encode.SPLITS:
-        counted = _counted(result, split)
-        if counted is None:
-            ctx.log.warning("runner reported no counter for split %s; using the validated count", split)
-        elif counted != expected[split]:
-            raise PipelineError(f"{encode.split_dir(out_dir, split)}: wrote {counted} examples, "
-                                f"validation expected {expected[split]}")
-        shards = glob.glob(os.path.join(encode.split_dir(out_dir, split), "data_tfrecord-*-of-*.gz"))
-        if len(shards) != params.num_shards:
-            raise PipelineError(f"{encode.split_dir(out_dir, split)}: {len(shards)} shard files, "
-                                f"expected {params.num_shards}")
-
-    rate = total / seconds if seconds > 0 else float("inf")
+    rate = total / max(seconds, 1e-6)
     ctx.log.info("wrote %d examples %s in %.1f s (%.0f examples/s)", total, expected, seconds, rate)
     span_numbers = [n for n, _ in span_list]
     return StepOutcome(

@@ -153,7 +153,6 @@ def stage_and_commit(model_dir: str, serving_dir: str, version: int, expected_di
         step = f"rename staging folder to {final}"
         os.rename(staging, final)
         staging = None
-        _fsync_path(serving_dir)
     except PushError:
         raise
     except Exception as e:  # any failure must leave nothing half-published
@@ -162,6 +161,11 @@ def stage_and_commit(model_dir: str, serving_dir: str, version: int, expected_di
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _fsync_path(serving_dir)  # makes the rename durable
+    except OSError as e:
+        # The version is already visible; failing now would report a push that happened.
+        logger.warning("fsync of %s after publishing version %d failed: %s", serving_dir, version, e)
     logger.info("published %s as version %d (%d files) in %s", model_dir, version, files, serving_dir)
     return version
 

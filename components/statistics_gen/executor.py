@@ -82,8 +82,8 @@ def run(ctx: StepContext) -> StepOutcome:
     try:
         pipeline.run().wait_until_finish()
     except Exception as e:  # Beam wraps worker errors in runner-specific types.
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        if _looks_like_bad_records(e):
+        first_line = _first_line(e)
+        if any(marker in str(e) for marker in _BAD_RECORD_MARKERS):
             raise InputDataError(f"examples artifact {examples.uri}: unreadable records: {first_line}") from e
         raise PipelineError(f"statistics_gen: Beam pipeline over {examples.uri} failed: {first_line}") from e
     ctx.log.info("statistics computed in %.1fs", time.monotonic() - start)
@@ -114,12 +114,16 @@ def run(ctx: StepContext) -> StepOutcome:
     )
 
 
-def _looks_like_bad_records(error: BaseException) -> bool:
-    """True when a pipeline failure comes from undecodable input rather than from the runner."""
-    text = str(error)
-    markers = ("DataLossError", "corrupted record", "Error -3 while decompressing", "not a gzipped file",
-               "Not a gzipped file", "Failed to parse", "DecodeError", "truncated")
-    return any(m in text for m in markers)
+# Substrings of the errors that unreadable shards raise, whichever runner relays them: a
+# truncated or corrupt TFRecord, a shard that is not gzip, bytes that are not a tf.Example.
+_BAD_RECORD_MARKERS = ("Not a valid TFRecord", "DATA_LOSS", "Feature had wrong type", "corrupted record", "while decompressing data",
+                       "Not a gzipped file", "Unable to parse example", "Compressed file ended")
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an error's text, cut to `limit` characters (Beam quotes whole records)."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return line if len(line) <= limit else line[:limit] + "..."
 
 
 def _check_recorded_counts(examples, split_counts: dict) -> None:

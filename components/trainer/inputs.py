@@ -8,6 +8,7 @@ Records are parsed a batch at a time after batching (one vectorised parse per ba
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Callable, List, Optional
 
@@ -116,19 +117,12 @@ def check_schema(schema_uri: str) -> None:
                                  f"{schema_pb2.FeatureType.Name(feature.type)}, the trainer needs INT")
         if feature.HasField("shape"):
             dims = [dim.size for dim in feature.shape.dim]
-            if int(np_prod(dims)) != count:
+            if math.prod(dims) != count:
                 raise InputDataError(f"schema {path}: feature {name!r} has shape {dims}, "
                                      f"the trainer needs {count} values")
         elif feature.HasField("value_count"):
-            bounds = (feature.value_count.min, feature.value_count.max)
-            if bounds != (count, count) and not (bounds[1] == 0 and bounds[0] <= count):
+            low, high = feature.value_count.min, feature.value_count.max
+            # max 0 means unbounded; only a range that excludes `count` contradicts the trainer.
+            if low > count or (high and high < count):
                 raise InputDataError(f"schema {path}: feature {name!r} has value_count "
-                                     f"{list(bounds)}, the trainer needs exactly {count}")
-
-
-def np_prod(values) -> int:
-    """Product of a list of ints (1 for an empty list)."""
-    product = 1
-    for value in values:
-        product *= value
-    return product
+                                     f"[{low}, {high}], the trainer needs {count} values")

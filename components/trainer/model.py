@@ -8,8 +8,8 @@
     -> dense dense_units, ReLU -> dropout dropout_rate (TRAIN only) -> 10 logits
 
 and returns a `tf.estimator.EstimatorSpec`:
-- TRAIN: softmax cross-entropy loss, the optimizer's train op, and a hook that stops training
-  with `TrainingError` as soon as the loss is NaN or infinite;
+- TRAIN: softmax cross-entropy loss (registered in the LOSSES collection, where the training
+  hooks find it) and the optimizer's train op;
 - EVAL: the loss plus `accuracy` and `mean_per_class_accuracy`;
 - PREDICT: `class_ids` (int64 [N]) and `probabilities` (float32 [N, 10]), exported as the
   `serving_default` PredictOutput.
@@ -25,7 +25,6 @@ from typing import Any, Mapping
 
 import tensorflow as tf
 
-from components.trainer.hooks import NonFiniteLossHook
 from pipeline.errors import ConfigError
 
 IMAGE_KEY = "image"
@@ -150,5 +149,4 @@ def model_fn(features: Mapping[str, tf.Tensor], labels: tf.Tensor, mode: str,
         mode=mode,
         loss=loss,
         train_op=train_op,
-        training_hooks=[NonFiniteLossHook(loss)],
     )

@@ -1,0 +1,179 @@
+"""ExampleValidator: the data gate. Statistics against the curated schema, and drift.
+
+Inputs: `statistics` (`Split-<split>/FeatureStats.pb`), `schema` (`schema.pbtxt`) and, from the
+second span on, `previous_statistics` (the previous span's statistics).
+Params: `ValidationConfig` (label_drift_linf, pixel_drift_jsd).
+Output `anomalies`:
+  - `Split-<split>/SchemaDiff.pb`: binary tensorflow_metadata Anomalies per split (load with
+    `tensorflow_data_validation.utils.anomalies_util.load_anomalies_binary`); the train split's
+    also carries the drift measurements (`drift_skew_info`) and drift anomalies;
+  - `drift.json`: the drift figures and thresholds, or why drift was not checked;
+  - `report.txt`: every anomaly by split, feature and type, then the drift figures.
+Any ERROR anomaly stops the run (exit status 3); the outputs are written first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+
+from google.protobuf import message, text_format
+
+from pipeline.errors import InputDataError
+from pipeline.step import StepContext, StepOutcome
+
+ENVIRONMENT = "TRAINING"
+DRIFT_SPLIT = "train"
+SCHEMA_FILE = "schema.pbtxt"
+STATS_FILE = "FeatureStats.pb"
+ANOMALIES_FILE = "SchemaDiff.pb"
+DRIFT_FILE = "drift.json"
+REPORT_FILE = "report.txt"
+_SPLIT_DIR = re.compile(r"^Split-([A-Za-z0-9_.-]+)$")
+
+
+def run(ctx: StepContext) -> StepOutcome:
+    """Validates every split; returns StepOutcome with `stop_run` set on any ERROR anomaly.
+
+    Raises InputDataError when the schema or a statistics file is missing or unreadable.
+    """
+    import tensorflow_data_validation as tfdv
+
+    from components.example_validator.anomalies import add_anomaly, add_drift, findings
+    from components.example_validator.drift_check import check_drift
+    from components.example_validator.report import failure_summary, format_report
+
+    params = ctx.params
+    out_uri = ctx.outputs["anomalies"]
+    statistics_uri = ctx.inputs["statistics"].uri
+    schema_path = os.path.join(ctx.inputs["schema"].uri, SCHEMA_FILE)
+    previous = ctx.inputs.get("previous_statistics")
+
+    schema = load_schema(schema_path)
+    environment = ENVIRONMENT if ENVIRONMENT in schema.default_environment else None
+    split_stats = load_split_statistics(statistics_uri)
+
+    results = {}
+    for split, stats in split_stats.items():
+        results[split] = tfdv.validate_statistics(stats, schema, environment=environment)
+
+    drift, drift_note = None, "not checked: no previous span statistics (first span)"
+    if previous is not None:
+        if DRIFT_SPLIT not in split_stats:
+            raise InputDataError(f"statistics artifact {statistics_uri}: no Split-{DRIFT_SPLIT} "
+                                 "to compare with the previous span")
+        previous_path = os.path.join(previous.uri, f"Split-{DRIFT_SPLIT}", STATS_FILE)
+        previous_dataset = (_load_stats_file(previous_path).datasets[0] if os.path.isfile(previous_path)
+                            else _empty_dataset())
+        drift = check_drift(split_stats[DRIFT_SPLIT].datasets[0], previous_dataset,
+                            params.label_drift_linf, params.pixel_drift_jsd)
+        spans = previous.properties.get("spans")
+        drift_note = f"against {previous_path}" + (f" (spans {list(spans)})" if spans else "")
+        for problem in drift.problems:
+            add_anomaly(results[DRIFT_SPLIT], problem.feature, problem.reason_type,
+                        problem.short_description, problem.description)
+        for measurement in drift.measurements:
+            add_drift(results[DRIFT_SPLIT], measurement)
+
+    split_findings = {split: findings(anomalies) for split, anomalies in results.items()}
+    split_counts = {split: int(stats.datasets[0].num_examples) for split, stats in split_stats.items()}
+    for split, anomalies in results.items():
+        os.makedirs(os.path.join(out_uri, f"Split-{split}"))
+        with open(os.path.join(out_uri, f"Split-{split}", ANOMALIES_FILE), "wb") as f:
+            f.write(anomalies.SerializeToString())
+    drift_json = {"checked": drift is not None, "split": DRIFT_SPLIT, "note": drift_note,
+                  "measurements": [m.to_json() for m in drift.measurements] if drift else [],
+                  "problems": [{"feature": p.feature, "description": p.description}
+                               for p in drift.problems] if drift else []}
+    _write_text(os.path.join(out_uri, DRIFT_FILE), json.dumps(drift_json, indent=1, sort_keys=True) + "\n")
+    report = format_report(statistics_uri=statistics_uri, schema_path=schema_path, environment=environment,
+                           split_counts=split_counts, split_findings=split_findings, drift=drift,
+                           drift_split=DRIFT_SPLIT, drift_note=drift_note)
+    _write_text(os.path.join(out_uri, REPORT_FILE), report)
+
+    summary = failure_summary(split_findings)
+    error_counts = {s: sum(f.is_error for f in items) for s, items in split_findings.items()}
+    for split, items in split_findings.items():
+        for f in items:
+            ctx.log.log(logging.ERROR if f.is_error else logging.WARNING, "split %s feature %s: %s %s: %s", split, f.feature,
+                        f.severity, "+".join(f.reasons), f.description)
+    properties = {
+        "passed": summary is None,
+        "environment": environment,
+        "split_counts": split_counts,
+        "anomaly_counts": {s: len(items) for s, items in split_findings.items()},
+        "error_counts": error_counts,
+        "drift_checked": drift is not None,
+        "drift": {f"{m.feature}_{m.metric}": round(m.value, 6) for m in drift.measurements} if drift else {},
+        "drift_thresholds": {"label_l_infinity": params.label_drift_linf,
+                             "image_jensen_shannon_divergence": params.pixel_drift_jsd},
+    }
+    outcome = StepOutcome(execution_properties=properties,
+                          output_properties={"anomalies": {"split_names": sorted(results),
+                                                           "passed": int(summary is None)}})
+    if summary is not None:
+        outcome.stop_run = f"data validation failed: {summary}"
+        outcome.stop_exit_code = 3
+        ctx.log.error("%s", outcome.stop_run)
+    else:
+        ctx.log.info("data validation passed for splits %s", ", ".join(sorted(results)))
+    return outcome
+
+
+def load_schema(path: str):
+    """Parses the text Schema at `path`; InputDataError naming the file when missing or invalid."""
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return text_format.Parse(f.read(), schema_pb2.Schema())
+    except OSError as e:
+        raise InputDataError(f"schema file {path}: cannot be read ({e.strerror})") from e
+    except (text_format.ParseError, UnicodeDecodeError) as e:
+        raise InputDataError(f"schema file {path}: not a valid Schema text proto: {e}") from e
+
+
+def load_split_statistics(statistics_uri: str) -> dict:
+    """Returns {split: DatasetFeatureStatisticsList} of a statistics artifact.
+
+    Raises InputDataError when there is no `Split-*` directory, a split lacks its stats file,
+    or a file does not hold exactly one dataset's statistics.
+    """
+    if not os.path.isdir(statistics_uri):
+        raise InputDataError(f"statistics artifact {statistics_uri}: not a directory")
+    result = {}
+    for name in sorted(os.listdir(statistics_uri)):
+        match = _SPLIT_DIR.match(name)
+        if match and os.path.isdir(os.path.join(statistics_uri, name)):
+            result[match.group(1)] = _load_stats_file(os.path.join(statistics_uri, name, STATS_FILE))
+    if not result:
+        raise InputDataError(f"statistics artifact {statistics_uri}: no Split-* directory")
+    return result
+
+
+def _load_stats_file(path: str):
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    try:
+        with open(path, "rb") as f:
+            stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(f.read())
+    except OSError as e:
+        raise InputDataError(f"statistics file {path}: cannot be read ({e.strerror})") from e
+    except message.DecodeError as e:
+        raise InputDataError(f"statistics file {path}: not a binary DatasetFeatureStatisticsList") from e
+    if len(stats.datasets) != 1:
+        raise InputDataError(f"statistics file {path}: holds {len(stats.datasets)} datasets, expected 1")
+    return stats
+
+
+def _empty_dataset():
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    return statistics_pb2.DatasetFeatureStatistics()
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)

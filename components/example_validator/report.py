@@ -1,0 +1,65 @@
+"""The validator's human-readable report and its one-line summary of what failed."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+from components.example_validator.anomalies import DATASET, Finding
+from components.example_validator.drift_check import DriftResult
+
+
+def format_report(*, statistics_uri: str, schema_path: str, environment: Optional[str],
+                  split_counts: Dict[str, int], split_findings: Dict[str, List[Finding]],
+                  drift: Optional[DriftResult], drift_split: str, drift_note: str) -> str:
+    """Returns report.txt: one line per anomaly naming split, feature, severity and reasons.
+
+    split_counts / split_findings: per split, examples counted and the anomalies found (drift
+    anomalies included). drift: the drift result, or None when drift was not checked, with
+    `drift_note` saying why (or which statistics were compared).
+    """
+    errors = sum(f.is_error for items in split_findings.values() for f in items)
+    lines = [
+        "ExampleValidator report",
+        f"statistics:  {statistics_uri}",
+        f"schema:      {schema_path}",
+        f"environment: {environment or '(all features)'}",
+        f"result:      {'FAILED' if errors else 'PASSED'} ({errors} ERROR anomalies)",
+        "",
+    ]
+    for split in sorted(split_findings, key=_split_order):
+        items = split_findings[split]
+        lines.append(f"split {split}: {split_counts.get(split, 0)} examples, "
+                     f"{len(items)} anomal{'y' if len(items) == 1 else 'ies'}")
+        for f in items:
+            feature = "(dataset)" if f.feature == DATASET else f.feature
+            lines.append(f"  {f.severity:<7} split={split} feature={feature} "
+                         f"anomaly={'+'.join(f.reasons) or 'UNKNOWN'}: {f.short_description}")
+            lines.append(f"          {f.description}")
+    lines += ["", f"drift ({drift_split} split against the previous span): {drift_note}"]
+    if drift is not None:
+        for m in drift.measurements:
+            verdict = "EXCEEDED" if m.exceeded else "ok"
+            lines.append(f"  {m.feature:<6} {m.metric} = {m.value:.6f} (threshold {m.threshold:g}): {verdict}")
+        for p in drift.problems:
+            lines.append(f"  {p.feature:<6} not compared: {p.description}")
+    return "\n".join(lines) + "\n"
+
+
+def failure_summary(split_findings: Dict[str, List[Finding]]) -> Optional[str]:
+    """One line naming the first ERROR anomaly (split/feature: what), or None when none."""
+    errors = [(split, f) for split in sorted(split_findings, key=_split_order)
+              for f in split_findings[split] if f.is_error]
+    if not errors:
+        return None
+    split, first = errors[0]
+    feature = "(dataset)" if first.feature == DATASET else first.feature
+    line = f"{split}/{feature}: {first.short_description} ({'+'.join(first.reasons) or 'UNKNOWN'})"
+    if len(errors) > 1:
+        line += f"; {len(errors) - 1} more ERROR anomal{'y' if len(errors) == 2 else 'ies'} in report.txt"
+    return line
+
+
+def _split_order(split: str) -> tuple:
+    """train first, then eval, test, then anything else by name."""
+    known = ("train", "eval", "test")
+    return (known.index(split) if split in known else len(known), split)

@@ -1,0 +1,170 @@
+"""The Trainer step: trains the CNN on the train split, keeps the best model by eval accuracy.
+
+Inputs:
+- `examples` (Examples): `Split-train` for training, `Split-eval` for periodic evaluation.
+- `schema` (Schema): checked to describe the `image` and `label` features the trainer reads.
+- `base_model` (Model, optional): warm-start source when `trainer.warm_start` is set; its files
+  must match its recorded digest.
+Outputs:
+- `model` (Model): `Format-Serving/` (the best evaluation's SavedModel, see `export`) and
+  `model_digest.json`; property `digest`.
+- `model_run` (ModelRun): checkpoints, TensorBoard event files (train and eval/), and
+  `training_history.json` (one record per evaluation plus the run's summary).
+Params: a `TrainerConfig`.
+Raises TrainingError (NaN/Inf loss, no evaluation, broken export), ModelIntegrityError (base
+model digest), ConfigError (base model architecture differs), InputDataError (missing split,
+records that do not parse). On any error nothing is exported into `model`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+
+import tensorflow as tf
+
+from components.trainer import export, inputs
+from components.trainer.exporters import BestAccuracyExporter, EvalHistory
+from components.trainer.hooks import NonFiniteLossHook, ProgressHook
+from components.trainer.model import model_fn
+from components.trainer.warm_start import warm_start_settings
+from pipeline.errors import InputDataError, TrainingError
+from pipeline.step import StepContext, StepOutcome
+
+HISTORY_FILE = "training_history.json"
+# Records of the eval split fed to both serving signatures to check the exported model.
+VERIFY_RECORDS = 16
+# Progress lines per evaluation interval.
+LOGS_PER_EVAL = 5
+
+
+def _first_line(error: Exception) -> str:
+    message = getattr(error, "message", None) or str(error)
+    return message.strip().splitlines()[0] if message.strip() else type(error).__name__
+
+
+def _train_and_evaluate(estimator, train_spec, eval_spec, examples_uri: str) -> None:
+    """Runs tf.estimator.train_and_evaluate, turning data errors into InputDataError."""
+    try:
+        tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
+    except tf.errors.DataLossError as e:
+        raise InputDataError(f"examples {examples_uri}: corrupt TFRecord data ({_first_line(e)})") from e
+    except tf.errors.InvalidArgumentError as e:
+        message = _first_line(e)
+        if "Key: " in message or "Feature" in message or "label value" in message:
+            raise InputDataError(f"examples {examples_uri}: records do not fit the trainer's "
+                                 f"features (image int64 x 784, label int64 0..9): {message}") from e
+        raise TrainingError(f"training failed: {message}") from e
+
+
+def _publish_best_export(best_export_dir: str, model_uri: str, run_dir: str) -> str:
+    """Moves the best export into `<model_uri>/Format-Serving` and names its signatures.
+
+    The exporter's now empty folder (`<run_dir>/export`) is removed.
+    """
+    serving_dir = os.path.join(model_uri, export.SERVING_SUBDIR)
+    shutil.move(best_export_dir, serving_dir)
+    shutil.rmtree(os.path.join(run_dir, "export"))
+    export.rename_signatures(serving_dir, {export.ESTIMATOR_IMAGES_SIGNATURE: export.IMAGES_SIGNATURE})
+    return serving_dir
+
+
+def run(ctx: StepContext) -> StepOutcome:
+    """Trains, evaluates and exports the model; see the module docstring for the contract."""
+    cfg = ctx.params
+    log = ctx.log
+    examples = ctx.inputs["examples"]
+    model_uri, run_dir = ctx.outputs["model"], ctx.outputs["model_run"]
+    if "schema" in ctx.inputs:
+        inputs.check_schema(ctx.inputs["schema"].uri)
+
+    train_input_fn = inputs.make_input_fn(examples.uri, "train", cfg.batch_size, training=True,
+                                          seed=cfg.random_seed)
+    eval_input_fn = inputs.make_input_fn(examples.uri, "eval", cfg.batch_size, training=False,
+                                         max_examples=cfg.eval_examples)
+    params = dataclasses.asdict(cfg)
+
+    warm_start = None
+    if cfg.warm_start and "base_model" in ctx.inputs:
+        base = ctx.inputs["base_model"]
+        warm_start = warm_start_settings(base, params)
+        log.info("warm starting from model %s (id %s)", base.uri, base.id)
+    elif cfg.warm_start:
+        log.info("trainer.warm_start is set but there is no base model yet; training from scratch")
+
+    estimator = tf.estimator.Estimator(
+        model_fn=model_fn,
+        params=params,
+        config=tf.estimator.RunConfig(
+            model_dir=run_dir,
+            save_checkpoints_steps=cfg.eval_every_steps,
+            keep_checkpoint_max=cfg.keep_checkpoints,
+            tf_random_seed=cfg.random_seed,
+        ),
+        warm_start_from=warm_start,
+    )
+    progress = ProgressHook(cfg.batch_size, cfg.train_steps,
+                            every_steps=max(1, cfg.eval_every_steps // LOGS_PER_EVAL), log=log,
+                            checkpoint_every_steps=cfg.eval_every_steps)
+    hooks = [NonFiniteLossHook(), progress]
+    if cfg.early_stopping_evals > 0:
+        # Checked on the steps that checkpoint and evaluate (the check reads the eval event
+        # files), right after that step's evaluation.
+        hooks.append(tf.estimator.experimental.stop_if_no_increase_hook(
+            estimator, "accuracy",
+            max_steps_without_increase=cfg.early_stopping_evals * cfg.eval_every_steps,
+            run_every_secs=None, run_every_steps=cfg.eval_every_steps))
+    history = EvalHistory(log)
+    best_exporter = BestAccuracyExporter(export.serving_input_receiver_fn)
+    train_spec = tf.estimator.TrainSpec(input_fn=train_input_fn, max_steps=cfg.train_steps,
+                                        hooks=hooks)
+    eval_spec = tf.estimator.EvalSpec(input_fn=eval_input_fn, steps=None,
+                                      exporters=[history, best_exporter],
+                                      start_delay_secs=0, throttle_secs=0)
+
+    log.info("training up to %d steps (batch %d, %s lr %g), evaluating every %d steps; "
+             "split counts %s", cfg.train_steps, cfg.batch_size, cfg.optimizer, cfg.learning_rate,
+             cfg.eval_every_steps, examples.properties.get("split_counts", "unknown"))
+    started = time.perf_counter()
+    _train_and_evaluate(estimator, train_spec, eval_spec, examples.uri)
+    train_seconds = time.perf_counter() - started
+
+    best = history.best()
+    if best is None or best_exporter.best_export_dir is None:
+        raise TrainingError(f"training in {run_dir} ended without an evaluation or export")
+    if best_exporter.best_eval_result["global_step"] != best["step"]:
+        raise TrainingError(f"best export (step {best_exporter.best_eval_result['global_step']}) "
+                            f"does not match the best evaluation (step {best['step']})")
+    steps_trained = int(estimator.get_variable_value(tf.compat.v1.GraphKeys.GLOBAL_STEP))
+    stopped_early = steps_trained < cfg.train_steps
+
+    serving_dir = _publish_best_export(best_exporter.best_export_dir, model_uri, run_dir)
+    records, images = inputs.read_sample(inputs.split_files(examples.uri, "eval"), VERIFY_RECORDS)
+    export.verify_serving_model(serving_dir, records, images)
+    digest = export.write_model_digest(model_uri)
+
+    summary = {
+        "best_eval_accuracy": best["accuracy"],
+        "best_eval_loss": best["loss"],
+        "best_eval_step": best["step"],
+        "final_eval_accuracy": history.evaluations[-1]["accuracy"],
+        "steps_trained": steps_trained,
+        "stopped_early": stopped_early,
+        "evaluations_run": len(history.evaluations),
+        "train_examples_per_sec": (round(progress.examples_per_sec, 1)
+                                   if progress.examples_per_sec else None),
+        "train_seconds": round(train_seconds, 2),
+        "warm_started": warm_start is not None,
+    }
+    with open(os.path.join(run_dir, HISTORY_FILE), "w") as f:
+        json.dump({"evaluations": history.evaluations, **summary}, f, indent=2)
+        f.write("\n")
+    log.info("trained %d steps%s; best eval accuracy %.4f at step %d; %s examples/s; "
+             "exported %s (digest %s)", steps_trained, " (stopped early)" if stopped_early else "",
+             best["accuracy"], best["step"], summary["train_examples_per_sec"], serving_dir,
+             digest[:12])
+    return StepOutcome(execution_properties=summary,
+                       output_properties={"model": {"digest": digest}})

@@ -1,0 +1,211 @@
+"""The trainer's model_fn: its TRAIN / EVAL / PREDICT contract and the Estimator around it."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.trainer import model
+from components.trainer.exporters import EvalHistory, is_better
+from components.trainer.hooks import NonFiniteLossHook, model_loss
+from pipeline.errors import ConfigError, TrainingError
+
+SMALL = dict(conv1_filters=4, conv2_filters=8, kernel_size=5, dense_units=16, dropout_rate=0.4,
+             learning_rate=1e-3, optimizer="adam")
+N = 6
+
+
+def random_batch(n=N, seed=0, dtype=np.int64):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, 784)).astype(dtype)
+    labels = rng.integers(0, 10, size=n).astype(np.int64)
+    return images, labels
+
+
+def run_spec(mode, params=SMALL, images=None, labels=None):
+    """Builds model_fn in a fresh graph, initialises it, returns (graph, spec, session)."""
+    if images is None:
+        images, labels = random_batch()
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.set_random_seed(1)
+        features = {model.IMAGE_KEY: tf.constant(images)}
+        label_tensor = None if mode == tf.estimator.ModeKeys.PREDICT else tf.constant(labels)
+        if mode == tf.estimator.ModeKeys.TRAIN:
+            tf.compat.v1.train.get_or_create_global_step()
+        spec = model.model_fn(features, label_tensor, mode, params)
+        session = tf.compat.v1.Session(graph=graph)
+        session.run([tf.compat.v1.global_variables_initializer(),
+                     tf.compat.v1.local_variables_initializer()])
+    return graph, spec, session
+
+
+def test_train_mode_returns_train_op_and_finite_loss():
+    graph, spec, session = run_spec(tf.estimator.ModeKeys.TRAIN)
+    with graph.as_default(), session:
+        assert spec.train_op is not None
+        step_before = session.run(tf.compat.v1.train.get_global_step())
+        losses = [session.run([spec.loss, spec.train_op])[0] for _ in range(3)]
+        assert all(math.isfinite(loss) for loss in losses)
+        assert session.run(tf.compat.v1.train.get_global_step()) == step_before + 3
+        assert model_loss() is spec.loss
+
+
+def test_sgd_optimizer_is_used_when_asked():
+    graph, spec, session = run_spec(tf.estimator.ModeKeys.TRAIN, dict(SMALL, optimizer="sgd"))
+    with graph.as_default(), session:
+        names = [v.op.name for v in tf.compat.v1.global_variables()]
+        assert not any("Adam" in name for name in names)
+    graph, spec, session = run_spec(tf.estimator.ModeKeys.TRAIN, SMALL)
+    with graph.as_default(), session:
+        assert any("Adam" in v.op.name for v in tf.compat.v1.global_variables())
+
+
+def test_eval_mode_returns_accuracy_matching_predictions():
+    images, labels = random_batch(n=40, seed=3)
+    graph, spec, session = run_spec(tf.estimator.ModeKeys.EVAL, images=images, labels=labels)
+    with graph.as_default(), session:
+        assert spec.train_op is None
+        assert set(spec.eval_metric_ops) == {"accuracy", "mean_per_class_accuracy"}
+        class_ids = graph.get_tensor_by_name("class_ids:0")
+        updates = {k: op for k, (_, op) in spec.eval_metric_ops.items()}
+        predicted, _ = session.run([class_ids, updates])
+        accuracy = session.run(spec.eval_metric_ops["accuracy"][0])
+        assert accuracy == pytest.approx(np.mean(predicted == labels))
+        assert math.isfinite(session.run(spec.loss))
+
+
+def test_predict_mode_returns_class_ids_and_probabilities():
+    images, _ = random_batch(n=7)
+    graph, spec, session = run_spec(tf.estimator.ModeKeys.PREDICT, images=images)
+    with graph.as_default(), session:
+        assert spec.loss is None and spec.train_op is None
+        out = session.run(spec.predictions)
+    assert set(out) == {"class_ids", "probabilities"}
+    assert out["class_ids"].shape == (7,) and out["class_ids"].dtype == np.int64
+    assert out["probabilities"].shape == (7, 10) and out["probabilities"].dtype == np.float32
+    np.testing.assert_allclose(out["probabilities"].sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(out["class_ids"], out["probabilities"].argmax(axis=1))
+    serving = spec.export_outputs[tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY]
+    assert isinstance(serving, tf.estimator.export.PredictOutput)
+    assert set(serving.outputs) == {"class_ids", "probabilities"}
+
+
+def test_params_shape_the_network():
+    shapes = {}
+    for name, params in {"default": SMALL,
+                         "wide": dict(SMALL, dense_units=32, conv1_filters=6, kernel_size=3)}.items():
+        graph, _, session = run_spec(tf.estimator.ModeKeys.PREDICT, params)
+        with graph.as_default(), session:
+            shapes[name] = {v.op.name: v.shape.as_list() for v in tf.compat.v1.trainable_variables()}
+    assert shapes["default"]["conv1/kernel"] == [5, 5, 1, 4]
+    assert shapes["default"]["conv2/kernel"] == [5, 5, 4, 8]
+    assert shapes["default"]["dense/kernel"] == [7 * 7 * 8, 16]
+    assert shapes["default"]["logits/kernel"] == [16, 10]
+    assert shapes["wide"]["conv1/kernel"] == [3, 3, 1, 6]
+    assert shapes["wide"]["dense/kernel"] == [7 * 7 * 8, 32]
+
+
+def test_images_are_scaled_inside_the_model():
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        ints = session.run(model.scale_images(tf.constant([[0] * 783 + [255]], tf.int64)))
+        floats = session.run(model.scale_images(tf.constant([[0.0] * 783 + [255.0]])))
+    assert ints.shape == (1, 28, 28, 1)
+    assert ints[0, 27, 27, 0] == 1.0 and ints.max() == 1.0
+    np.testing.assert_array_equal(ints, floats)
+
+
+def test_dropout_applies_in_training_only():
+    images, _ = random_batch(n=4)
+    params = dict(SMALL, dropout_rate=0.5)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        tf.compat.v1.set_random_seed(7)
+        x = tf.constant(images, tf.float32)
+        train_logits = model.build_logits(x, params, training=True)
+        with tf.compat.v1.variable_scope("infer"):
+            infer_logits = model.build_logits(x, params, training=False)
+        session.run(tf.compat.v1.global_variables_initializer())
+        a, b = session.run(train_logits), session.run(train_logits)
+        c, d = session.run(infer_logits), session.run(infer_logits)
+    assert not np.allclose(a, b)
+    np.testing.assert_array_equal(c, d)
+
+
+@pytest.mark.parametrize("params, key", [
+    ({k: v for k, v in SMALL.items() if k != "dense_units"}, "dense_units"),
+    (dict(SMALL, optimizer="rmsprop"), "optimizer"),
+    (dict(SMALL, dropout_rate=1.0), "dropout_rate"),
+    (dict(SMALL, conv2_filters=0), "conv2_filters"),
+])
+def test_bad_params_raise_config_error_naming_the_key(params, key):
+    with tf.Graph().as_default(), pytest.raises(ConfigError, match=key):
+        model.model_fn({model.IMAGE_KEY: tf.zeros([1, 784])}, tf.zeros([1], tf.int64),
+                       tf.estimator.ModeKeys.TRAIN, params)
+
+
+def _numpy_input_fn(images, labels, batch, repeat):
+    def input_fn():
+        dataset = tf.data.Dataset.from_tensor_slices(({model.IMAGE_KEY: images}, labels))
+        dataset = dataset.repeat() if repeat else dataset
+        return dataset.batch(batch)
+    return input_fn
+
+
+def test_estimator_trains_evaluates_and_predicts(tmp_path):
+    images, labels = random_batch(n=12, seed=5, dtype=np.float32)
+    estimator = tf.estimator.Estimator(model.model_fn, model_dir=str(tmp_path), params=SMALL)
+    estimator.train(_numpy_input_fn(images, labels, 4, repeat=True), max_steps=2)
+    assert estimator.get_variable_value("global_step") == 2
+    metrics = estimator.evaluate(_numpy_input_fn(images, labels, 4, repeat=False))
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and math.isfinite(metrics["loss"])
+    assert metrics["global_step"] == 2
+    predictions = list(estimator.predict(_numpy_input_fn(images, labels, 4, repeat=False)))
+    assert len(predictions) == 12
+    assert predictions[0]["probabilities"].shape == (10,)
+    assert predictions[0]["class_ids"] == predictions[0]["probabilities"].argmax()
+
+
+def test_non_finite_loss_hook_names_the_step():
+    with tf.Graph().as_default():
+        global_step = tf.compat.v1.train.get_or_create_global_step()
+        # Finite for the first two steps, NaN from the third on.
+        loss = tf.where(global_step >= 2, tf.constant(np.nan), tf.constant(1.0))
+        train_op = tf.compat.v1.assign_add(global_step, 1)
+        hook = NonFiniteLossHook(loss)
+        with tf.compat.v1.train.MonitoredSession(hooks=[hook]) as session:
+            session.run(train_op)
+            session.run(train_op)
+            with pytest.raises(TrainingError, match=r"^NaN loss at step 3 "):
+                session.run(train_op)
+
+
+def test_diverging_estimator_training_raises_training_error(tmp_path):
+    images, labels = random_batch(n=8, dtype=np.float32)
+    params = dict(SMALL, optimizer="sgd", learning_rate=1e10)
+    estimator = tf.estimator.Estimator(model.model_fn, model_dir=str(tmp_path), params=params)
+    with pytest.raises(TrainingError, match=r"^(NaN|Inf) loss at step \d+ "):
+        estimator.train(_numpy_input_fn(images, labels, 8, repeat=True), max_steps=50,
+                        hooks=[NonFiniteLossHook()])
+    # Training ended at the failing step: no final checkpoint was written after the initial one.
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("model.ckpt-0")
+
+
+def test_is_better_prefers_accuracy_then_lower_loss():
+    assert is_better({"accuracy": 0.8, "loss": 0.1}, {"accuracy": 0.9, "loss": 0.5})
+    assert not is_better({"accuracy": 0.9, "loss": 0.1}, {"accuracy": 0.8, "loss": 0.05})
+    assert is_better({"accuracy": 0.9, "loss": 0.3}, {"accuracy": 0.9, "loss": 0.2})
+    assert not is_better({"accuracy": 0.9, "loss": 0.2}, {"accuracy": 0.9, "loss": 0.2})
+    with pytest.raises(ValueError, match="accuracy"):
+        is_better({"loss": 0.2}, {"accuracy": 0.9, "loss": 0.2})
+
+
+def test_eval_history_keeps_one_record_per_step_and_finds_the_best():
+    import logging
+
+    history = EvalHistory(logging.getLogger("test"))
+    for step, acc, loss in [(10, 0.5, 1.0), (20, 0.7, 0.8), (30, 0.7, 0.9), (30, 0.6, 0.9)]:
+        history.export(None, "", "", {"global_step": step, "accuracy": acc, "loss": loss}, False)
+    assert [r["step"] for r in history.evaluations] == [10, 20, 30]
+    assert history.evaluations[-1]["accuracy"] == 0.6
+    assert history.best()["step"] == 20
