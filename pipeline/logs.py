@@ -13,6 +13,13 @@ _NOISY = ("tensorflow", "absl", "apache_beam", "tfx_bsl", "tensorflow_data_valid
           "tensorflow_model_analysis", "h5py", "urllib3", "google", "matplotlib")
 
 
+class _DropLibraryChatter(logging.Filter):
+    """Drops INFO records that libraries (Beam) send through the root logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name != "root" or record.levelno >= logging.WARNING
+
+
 def configure_logging(verbose: bool = False) -> None:
     """Sets a compact format on the root logger; `verbose` lets library logs through."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
@@ -20,6 +27,8 @@ def configure_logging(verbose: bool = False) -> None:
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", force=True)
     if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_DropLibraryChatter())
         for name in _NOISY:
             logging.getLogger(name).setLevel(logging.ERROR)
         warnings.filterwarnings("ignore")

@@ -10,6 +10,7 @@ import time
 
 import pytest
 import tensorflow_data_validation as tfdv
+from tensorflow_data_validation.utils.anomalies_util import load_anomalies_binary
 
 from mnist_slices import write_mnist_slice
 from pipeline.cli import main
@@ -58,7 +59,7 @@ def test_data_half_runs_then_is_fully_cached(tmp_path, small_mnist):
     assert {f.name for f in schema.feature} >= {"image", "label"}
     anomalies_uri = summary["steps"]["example_validator"]["outputs"]["anomalies"]
     for split in ("train", "eval", "test"):
-        anomalies = tfdv.load_anomalies_binary(os.path.join(anomalies_uri, f"Split-{split}", "SchemaDiff.pb"))
+        anomalies = load_anomalies_binary(os.path.join(anomalies_uri, f"Split-{split}", "SchemaDiff.pb"))
         assert not anomalies.anomaly_info, f"unexpected anomalies in {split}"
 
     code, again = data_half(tmp_path, small_mnist)
@@ -102,18 +103,25 @@ def test_drifted_new_span_is_stopped_by_the_gate(tmp_path):
     code, second = data_half(tmp_path, str(data))
     assert second["data"]["spans"] == [2]
     assert code == 3
-    assert "drift" in second["message"].lower()
+    assert "train/image" in second["message"]
+    assert "jensen-shannon divergence" in second["message"].lower()
     report = os.path.join(second["steps"]["example_validator"]["outputs"]["anomalies"], "report.txt")
     assert "image" in open(report).read()
 
 
+@pytest.fixture(scope="module")
+def mode_mnist(tmp_path_factory):
+    """1,000 training and 200 test digits: enough for the schema's minimum split size."""
+    return write_mnist_slice(str(tmp_path_factory.mktemp("modes")), 1000, 200)
+
+
 @pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
-def test_direct_runner_running_modes(tmp_path, tiny_mnist, mode):
-    code, summary = data_half(tmp_path, tiny_mnist, f"--beam-arg=--direct_running_mode={mode}",
+def test_direct_runner_running_modes(tmp_path, mode_mnist, mode):
+    code, summary = data_half(tmp_path, mode_mnist, f"--beam-arg=--direct_running_mode={mode}",
                               "--beam-arg=--direct_num_workers=2")
     assert code == 0, summary and summary["message"]
     assert [summary["steps"][s]["state"] for s in DATA_STEPS] == ["ran"] * 4
-    assert summary["steps"]["example_gen"]["properties"]["split_counts"]["test"] == 60
+    assert summary["steps"]["example_gen"]["properties"]["split_counts"]["test"] == 200
 
 
 def _free_port() -> int:
@@ -122,7 +130,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_portable_runner_against_the_local_job_service(tmp_path, tiny_mnist):
+def test_portable_runner_against_the_local_job_service(tmp_path, mode_mnist):
     port = _free_port()
     service = subprocess.Popen(
         [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
@@ -135,12 +143,12 @@ def test_portable_runner_against_the_local_job_service(tmp_path, tiny_mnist):
                 break
             except OSError:
                 time.sleep(0.5)
-        code, summary = data_half(tmp_path, tiny_mnist, "--beam-arg=--runner=PortableRunner",
+        code, summary = data_half(tmp_path, mode_mnist, "--beam-arg=--runner=PortableRunner",
                                   f"--beam-arg=--job_endpoint=localhost:{port}",
                                   "--beam-arg=--environment_type=LOOPBACK")
         assert code == 0, summary and summary["message"]
         assert [summary["steps"][s]["state"] for s in DATA_STEPS] == ["ran"] * 4
-        assert summary["steps"]["example_gen"]["properties"]["split_counts"]["test"] == 60
+        assert summary["steps"]["example_gen"]["properties"]["split_counts"]["test"] == 200
     finally:
         service.terminate()
         service.wait(20)

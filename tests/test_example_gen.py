@@ -7,7 +7,6 @@ import gzip
 import io
 import logging
 import os
-import shutil
 import struct
 import urllib.error
 

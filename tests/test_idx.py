@@ -1,6 +1,7 @@
 """The IDX parser: every defect is a one-line InputDataError naming the file; valid files round-trip."""
 
 import gzip
+import hashlib
 import os
 import struct
 
@@ -10,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from components.example_gen import idx
+from mnist_slices import write_idx
 from pipeline.errors import InputDataError
 
 PATH = "/data/some-file.gz"
@@ -127,8 +129,6 @@ def test_read_idx_digest_is_of_the_bytes_on_disk(tmp_path):
     raw = gz(idx_bytes(idx.LABELS_MAGIC, (2,), bytes([3, 4])))
     path = tmp_path / "l.gz"
     path.write_bytes(raw)
-    import hashlib
-
     parsed = idx.read_idx(str(path), "labels")
     assert parsed.sha256 == hashlib.sha256(raw).hexdigest()
     assert parsed.array.tolist() == [3, 4]
@@ -180,8 +180,6 @@ def test_valid_generated_files_round_trip(tmp_path_factory, n, seed):
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-    from mnist_slices import write_idx
-
     folder = tmp_path_factory.mktemp("roundtrip")
     write_idx(str(folder / "i.gz"), images)
     write_idx(str(folder / "l.gz"), labels)

@@ -115,6 +115,7 @@ def test_blessed_pushes_strictly_increasing_versions(tmp_path, assets):
                                                        "serving_dir": serving}
     assert os.path.isfile(os.path.join(serving, "1", "saved_model.pb"))
     assert os.path.isdir(os.path.join(serving, "1", "variables"))
+    assert os.stat(os.path.join(serving, "1")).st_mode & 0o755 == 0o755  # readable by the server
     assert directory_digest(os.path.join(serving, "1")) == digest
 
     # The next run: the latest pushed model (id 60) is the baseline it was evaluated against.

@@ -131,7 +131,7 @@ def download_file(name: str, dest: str, mirrors: Sequence[str] = MIRRORS, force:
             actual = content_sha256(body)
         except (OSError, ValueError) as e:  # urllib.error.URLError is an OSError
             reasons.append(f"{url}: {' '.join(str(e).split())}")
-            log.warning("%s: %s", url, reasons[-1])
+            log.warning("%s", reasons[-1])
             continue
         if actual != expected:
             reasons.append(f"{url}: content sha256 {actual}, expected {expected}")

@@ -196,7 +196,8 @@ class _EncodeRangeFn(beam.DoFn):
             self._cache.popitem(last=False)
         return array
 
-    def process(self, task: EncodeTask):
+    def process(self, task):
+        # `task` is an EncodeTask; left unannotated so Beam infers no coder or type check from it.
         images = self._load(task.images_path, task.images_sha256, "images")[task.start:task.end]
         labels = self._load(task.labels_path, task.labels_sha256, "labels")[task.start:task.end]
         splits = split_of(task.source, images, labels, self._eval_hash_buckets)

@@ -84,6 +84,22 @@ def add_anomaly(anomalies: anomalies_pb2.Anomalies, feature: str, reason_type: i
     info.description = _join(info.description, description)
 
 
+def flag_missing_data(anomalies: anomalies_pb2.Anomalies) -> None:
+    """Turns TFDV's silent `data_missing` (a split with no examples) into a dataset ERROR.
+
+    TFDV validates empty statistics by setting `data_missing` and reporting no anomaly at all;
+    an empty split must not pass the gate.
+    """
+    if not anomalies.data_missing:
+        return
+    info = anomalies.dataset_anomaly_info
+    info.severity = _Severity.ERROR
+    info.reason.add(type=_Type.DATASET_LOW_NUM_EXAMPLES, short_description="No examples",
+                    description="The split has no examples (TFDV reports data_missing).")
+    info.short_description = _join(info.short_description, "No examples")
+    info.description = _join(info.description, "The split has no examples (TFDV reports data_missing).")
+
+
 def add_drift(anomalies: anomalies_pb2.Anomalies, measurement: DriftMeasurement) -> None:
     """Records `measurement` in `drift_skew_info`, and as an ERROR anomaly when it is exceeded."""
     entry = None

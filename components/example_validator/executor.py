@@ -41,7 +41,7 @@ def run(ctx: StepContext) -> StepOutcome:
     """
     import tensorflow_data_validation as tfdv
 
-    from components.example_validator.anomalies import add_anomaly, add_drift, findings
+    from components.example_validator.anomalies import add_anomaly, add_drift, findings, flag_missing_data
     from components.example_validator.drift_check import check_drift
     from components.example_validator.report import failure_summary, format_report
 
@@ -58,6 +58,7 @@ def run(ctx: StepContext) -> StepOutcome:
     results = {}
     for split, stats in split_stats.items():
         results[split] = tfdv.validate_statistics(stats, schema, environment=environment)
+        flag_missing_data(results[split])
 
     drift, drift_note = None, "not checked: no previous span statistics (first span)"
     if previous is not None:

@@ -140,6 +140,8 @@ def stage_and_commit(model_dir: str, serving_dir: str, version: int, expected_di
     step = "create staging folder"
     try:
         staging = tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{version}-", dir=serving_dir)
+        # mkdtemp makes it owner-only; the server reading the published version may be another user.
+        os.chmod(staging, 0o755)
         step = f"copy {model_dir}"
         files = copy_tree_durably(model_dir, staging)
         step = "verify digest of the staged copy"
@@ -156,7 +158,7 @@ def stage_and_commit(model_dir: str, serving_dir: str, version: int, expected_di
     except PushError:
         raise
     except Exception as e:  # any failure must leave nothing half-published
-        detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        detail = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).splitlines() or [""])[0]
         raise PushError(f"push to {serving_dir} failed at '{step}': {type(e).__name__}: {detail}") from e
     finally:
         if staging is not None:

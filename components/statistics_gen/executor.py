@@ -70,6 +70,7 @@ def run(ctx: StepContext) -> StepOutcome:
     examples = ctx.inputs["examples"]
     out_uri = ctx.outputs["statistics"]
     splits = find_splits(examples.uri)
+    _check_recorded_splits(examples, splits)
     ctx.log.info("computing statistics of splits %s from %s", ", ".join(splits), examples.uri)
 
     start = time.monotonic()
@@ -80,13 +81,15 @@ def run(ctx: StepContext) -> StepOutcome:
              | f"Stats[{split}]" >> ExamplesToStatistics(pattern, split)
              | f"Write[{split}]" >> tfdv.WriteStatisticsToBinaryFile(split_stats_path(out_uri, split)))
     try:
-        pipeline.run().wait_until_finish()
+        result = pipeline.run()
+        result.wait_until_finish()
     except Exception as e:  # Beam wraps worker errors in runner-specific types.
         first_line = _first_line(e)
         if any(marker in str(e) for marker in _BAD_RECORD_MARKERS):
             raise InputDataError(f"examples artifact {examples.uri}: unreadable records: {first_line}") from e
         raise PipelineError(f"statistics_gen: Beam pipeline over {examples.uri} failed: {first_line}") from e
     ctx.log.info("statistics computed in %.1fs", time.monotonic() - start)
+    records_read = _records_read(result, splits)
 
     split_counts, pixel_out_of_range = {}, {}
     for split in splits:
@@ -102,7 +105,8 @@ def run(ctx: StepContext) -> StepOutcome:
                 "out_of_range_values": out_of_range, "total_values": int(counts.sum()) + out_of_range,
                 "note": f"readable copy; the source of truth is the custom_stats of {STATS_FILE}",
             })
-        ctx.log.info("split %s: %d examples", split, split_counts[split])
+        ctx.log.info("split %s: %d examples (%s records read)", split, split_counts[split],
+                     records_read.get(split, "?"))
 
     _check_recorded_counts(examples, split_counts)
     output_properties = {"split_names": list(splits), "split_counts": split_counts}
@@ -116,8 +120,24 @@ def run(ctx: StepContext) -> StepOutcome:
 
 # Substrings of the errors that unreadable shards raise, whichever runner relays them: a
 # truncated or corrupt TFRecord, a shard that is not gzip, bytes that are not a tf.Example.
-_BAD_RECORD_MARKERS = ("Not a valid TFRecord", "DATA_LOSS", "Feature had wrong type", "corrupted record", "while decompressing data",
-                       "Not a gzipped file", "Unable to parse example", "Compressed file ended")
+_BAD_RECORD_MARKERS = ("Not a valid TFRecord", "DATA_LOSS", "Feature had wrong type", "corrupted record",
+                       "while decompressing data", "Not a gzipped file", "Unable to parse example",
+                       "Compressed file ended")
+
+
+def _records_read(result, splits) -> dict:
+    """{split: records read} from the Beam counters; {} where the runner reports no metrics."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from components.statistics_gen.beam_stats import METRICS_NAMESPACE, examples_read_counter_name
+
+    try:
+        counters = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]
+    except (NotImplementedError, AttributeError, KeyError):
+        return {}
+    by_name = {c.key.metric.name: c.committed for c in counters}
+    return {split: by_name[examples_read_counter_name(split)] for split in splits
+            if examples_read_counter_name(split) in by_name}
 
 
 def _first_line(error: BaseException, limit: int = 200) -> str:
@@ -126,15 +146,20 @@ def _first_line(error: BaseException, limit: int = 200) -> str:
     return line if len(line) <= limit else line[:limit] + "..."
 
 
+def _check_recorded_splits(examples, splits) -> None:
+    """Raises InputDataError when a split ExampleGen recorded has no directory."""
+    recorded = examples.properties.get("split_counts") or {}
+    missing = sorted(set(recorded) - set(splits))
+    if missing:
+        raise InputDataError(f"examples artifact {examples.uri}: no Split-{missing[0]} directory, "
+                             f"but example_gen recorded {recorded[missing[0]]} examples for it")
+
+
 def _check_recorded_counts(examples, split_counts: dict) -> None:
     """Raises InputDataError when ExampleGen's recorded split counts differ from what was read."""
     recorded = examples.properties.get("split_counts")
     if not recorded:
         return
-    missing = sorted(set(recorded) - set(split_counts))
-    if missing:
-        raise InputDataError(f"examples artifact {examples.uri}: no Split-{missing[0]} directory, "
-                             f"but example_gen recorded {recorded[missing[0]]} examples for it")
     for split, count in split_counts.items():
         if split in recorded and int(recorded[split]) != count:
             raise InputDataError(f"examples artifact {examples.uri}: split {split} holds {count} examples, "

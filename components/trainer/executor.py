@@ -11,9 +11,12 @@ Outputs:
 - `model_run` (ModelRun): checkpoints, TensorBoard event files (train and eval/), and
   `training_history.json` (one record per evaluation plus the run's summary).
 Params: a `TrainerConfig`.
+Execution properties: best_eval_accuracy / _loss / _step, final_eval_accuracy, steps_trained,
+stopped_early, evaluations_run, train_examples_per_sec, train_seconds, warm_started.
 Raises TrainingError (NaN/Inf loss, no evaluation, broken export), ModelIntegrityError (base
-model digest), ConfigError (base model architecture differs), InputDataError (missing split,
-records that do not parse). On any error nothing is exported into `model`.
+model digest), ConfigError (base model architecture differs), InputDataError (missing or empty
+split, a schema without the trainer's features, records that do not parse). On any error
+nothing is written into `model`.
 """
 
 from __future__ import annotations
@@ -42,8 +45,14 @@ LOGS_PER_EVAL = 5
 
 
 def _first_line(error: Exception) -> str:
+    """The first informative line of a TensorFlow error (not its "Graph execution error:"
+    header nor a "[[node ...]]" trace line)."""
     message = getattr(error, "message", None) or str(error)
-    return message.strip().splitlines()[0] if message.strip() else type(error).__name__
+    for line in message.splitlines():
+        line = line.strip()
+        if line and line != "Graph execution error:" and not line.startswith("[["):
+            return line
+    return type(error).__name__
 
 
 def _train_and_evaluate(estimator, train_spec, eval_spec, examples_uri: str) -> None:
@@ -60,44 +69,27 @@ def _train_and_evaluate(estimator, train_spec, eval_spec, examples_uri: str) -> 
         raise TrainingError(f"training failed: {message}") from e
 
 
-def _publish_best_export(best_export_dir: str, model_uri: str, run_dir: str) -> str:
-    """Moves the best export into `<model_uri>/Format-Serving` and names its signatures.
+def _publish_best_export(best_export_dir: str, model_uri: str, run_dir: str, sample) -> str:
+    """Names the best export's signatures, checks it answers `sample` (serialized records,
+    images) on both, then moves it to `<model_uri>/Format-Serving`; returns that path.
 
-    The exporter's now empty folder (`<run_dir>/export`) is removed.
+    Checking before the move keeps `model` empty when the export is broken (TrainingError).
+    The exporter's then empty folder (`<run_dir>/export`) is removed.
     """
+    export.rename_signatures(best_export_dir,
+                             {export.ESTIMATOR_IMAGES_SIGNATURE: export.IMAGES_SIGNATURE})
+    export.verify_serving_model(best_export_dir, *sample)
     serving_dir = os.path.join(model_uri, export.SERVING_SUBDIR)
     shutil.move(best_export_dir, serving_dir)
     shutil.rmtree(os.path.join(run_dir, "export"))
-    export.rename_signatures(serving_dir, {export.ESTIMATOR_IMAGES_SIGNATURE: export.IMAGES_SIGNATURE})
     return serving_dir
 
 
-def run(ctx: StepContext) -> StepOutcome:
-    """Trains, evaluates and exports the model; see the module docstring for the contract."""
-    cfg = ctx.params
-    log = ctx.log
-    examples = ctx.inputs["examples"]
-    model_uri, run_dir = ctx.outputs["model"], ctx.outputs["model_run"]
-    if "schema" in ctx.inputs:
-        inputs.check_schema(ctx.inputs["schema"].uri)
-
-    train_input_fn = inputs.make_input_fn(examples.uri, "train", cfg.batch_size, training=True,
-                                          seed=cfg.random_seed)
-    eval_input_fn = inputs.make_input_fn(examples.uri, "eval", cfg.batch_size, training=False,
-                                         max_examples=cfg.eval_examples)
-    params = dataclasses.asdict(cfg)
-
-    warm_start = None
-    if cfg.warm_start and "base_model" in ctx.inputs:
-        base = ctx.inputs["base_model"]
-        warm_start = warm_start_settings(base, params)
-        log.info("warm starting from model %s (id %s)", base.uri, base.id)
-    elif cfg.warm_start:
-        log.info("trainer.warm_start is set but there is no base model yet; training from scratch")
-
-    estimator = tf.estimator.Estimator(
+def _make_estimator(cfg, run_dir: str, warm_start) -> tf.estimator.Estimator:
+    """The Estimator: checkpoints every evaluation interval, seeded, optionally warm started."""
+    return tf.estimator.Estimator(
         model_fn=model_fn,
-        params=params,
+        params=dataclasses.asdict(cfg),
         config=tf.estimator.RunConfig(
             model_dir=run_dir,
             save_checkpoints_steps=cfg.eval_every_steps,
@@ -106,6 +98,10 @@ def run(ctx: StepContext) -> StepOutcome:
         ),
         warm_start_from=warm_start,
     )
+
+
+def _training_hooks(cfg, estimator, log) -> tuple:
+    """(hooks for the TrainSpec, the ProgressHook among them): NaN guard, progress, early stop."""
     progress = ProgressHook(cfg.batch_size, cfg.train_steps,
                             every_steps=max(1, cfg.eval_every_steps // LOGS_PER_EVAL), log=log,
                             checkpoint_every_steps=cfg.eval_every_steps)
@@ -117,13 +113,40 @@ def run(ctx: StepContext) -> StepOutcome:
             estimator, "accuracy",
             max_steps_without_increase=cfg.early_stopping_evals * cfg.eval_every_steps,
             run_every_secs=None, run_every_steps=cfg.eval_every_steps))
+    return hooks, progress
+
+
+def run(ctx: StepContext) -> StepOutcome:
+    """Trains, evaluates and exports the model; see the module docstring for the contract."""
+    cfg = ctx.params
+    log = ctx.log
+    examples = ctx.inputs["examples"]
+    model_uri, run_dir = ctx.outputs["model"], ctx.outputs["model_run"]
+    inputs.check_schema(ctx.inputs["schema"].uri)
+    # Fail fast on an empty split or records of another shape, before any graph is built.
+    inputs.read_sample(inputs.split_files(examples.uri, "train"), 1)
+    sample = inputs.read_sample(inputs.split_files(examples.uri, "eval"), VERIFY_RECORDS)
+
+    warm_start = None
+    if cfg.warm_start and "base_model" in ctx.inputs:
+        base = ctx.inputs["base_model"]
+        warm_start = warm_start_settings(base, dataclasses.asdict(cfg))
+        log.info("warm starting from model %s (id %s)", base.uri, base.id)
+    elif cfg.warm_start:
+        log.info("trainer.warm_start is set but there is no base model yet; training from scratch")
+
+    estimator = _make_estimator(cfg, run_dir, warm_start)
+    hooks, progress = _training_hooks(cfg, estimator, log)
     history = EvalHistory(log)
     best_exporter = BestAccuracyExporter(export.serving_input_receiver_fn)
-    train_spec = tf.estimator.TrainSpec(input_fn=train_input_fn, max_steps=cfg.train_steps,
-                                        hooks=hooks)
-    eval_spec = tf.estimator.EvalSpec(input_fn=eval_input_fn, steps=None,
-                                      exporters=[history, best_exporter],
-                                      start_delay_secs=0, throttle_secs=0)
+    train_spec = tf.estimator.TrainSpec(
+        input_fn=inputs.make_input_fn(examples.uri, "train", cfg.batch_size, training=True,
+                                      seed=cfg.random_seed),
+        max_steps=cfg.train_steps, hooks=hooks)
+    eval_spec = tf.estimator.EvalSpec(
+        input_fn=inputs.make_input_fn(examples.uri, "eval", cfg.batch_size, training=False,
+                                      max_examples=cfg.eval_examples),
+        steps=None, exporters=[history, best_exporter], start_delay_secs=0, throttle_secs=0)
 
     log.info("training up to %d steps (batch %d, %s lr %g), evaluating every %d steps; "
              "split counts %s", cfg.train_steps, cfg.batch_size, cfg.optimizer, cfg.learning_rate,
@@ -141,11 +164,10 @@ def run(ctx: StepContext) -> StepOutcome:
     steps_trained = int(estimator.get_variable_value(tf.compat.v1.GraphKeys.GLOBAL_STEP))
     stopped_early = steps_trained < cfg.train_steps
 
-    serving_dir = _publish_best_export(best_exporter.best_export_dir, model_uri, run_dir)
-    records, images = inputs.read_sample(inputs.split_files(examples.uri, "eval"), VERIFY_RECORDS)
-    export.verify_serving_model(serving_dir, records, images)
+    serving_dir = _publish_best_export(best_exporter.best_export_dir, model_uri, run_dir, sample)
     digest = export.write_model_digest(model_uri)
 
+    rate = progress.examples_per_sec
     summary = {
         "best_eval_accuracy": best["accuracy"],
         "best_eval_loss": best["loss"],
@@ -154,8 +176,7 @@ def run(ctx: StepContext) -> StepOutcome:
         "steps_trained": steps_trained,
         "stopped_early": stopped_early,
         "evaluations_run": len(history.evaluations),
-        "train_examples_per_sec": (round(progress.examples_per_sec, 1)
-                                   if progress.examples_per_sec else None),
+        "train_examples_per_sec": round(rate, 1) if rate else None,
         "train_seconds": round(train_seconds, 2),
         "warm_started": warm_start is not None,
     }

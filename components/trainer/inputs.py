@@ -83,11 +83,23 @@ def make_input_fn(examples_uri: str, split: str, batch_size: int, training: bool
 
 def read_sample(files: List[str], count: int):
     """Returns (serialized records, their images as float32 [n, 784]) for the first `count`
-    records of `files` (fewer when the files hold fewer); used to check an exported model."""
-    records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)]
-    if not records:
-        raise InputDataError(f"examples {os.path.dirname(files[0])}: no records")
-    parsed = tf.io.parse_example(tf.constant(records), FEATURE_SPEC)
+    records of `files` (fewer when the files hold fewer).
+
+    Used before training to fail fast on an empty split or records of another shape, and to
+    check the exported model. Raises InputDataError naming the split folder.
+    """
+    where = f"examples {os.path.dirname(files[0])}"
+    try:
+        records = [r.numpy() for r in
+                   tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)]
+        if not records:
+            raise InputDataError(f"{where}: no records")
+        parsed = tf.io.parse_example(tf.constant(records), FEATURE_SPEC)
+    except tf.errors.DataLossError as e:
+        raise InputDataError(f"{where}: corrupt TFRecord data ({e.message.splitlines()[0]})") from e
+    except tf.errors.InvalidArgumentError as e:
+        raise InputDataError(f"{where}: records do not fit the trainer's features (image int64 "
+                             f"x 784, label int64): {e.message.splitlines()[0]}") from e
     return records, tf.cast(parsed[IMAGE_KEY], tf.float32).numpy()
 
 

@@ -1,0 +1,292 @@
+"""The Trainer executor on real digits: training, best-model export, digest, warm start, failures."""
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mnist_slices import TRAIN_IMAGES, TRAIN_LABELS, read_real
+from model_fixtures import serialize_examples, tamper_with_variables
+from components.trainer import executor
+from pipeline.config import TrainerConfig
+from pipeline.digest import directory_digest
+from pipeline.errors import ConfigError, InputDataError, ModelIntegrityError, TrainingError
+from pipeline.step import Artifact, StepContext
+
+N_TRAIN, N_EVAL = 600, 200
+# A small network keeps each run to seconds on two shared cores.
+SMALL = dict(conv1_filters=8, conv2_filters=16, dense_units=64, batch_size=50, random_seed=7)
+# SGD with a learning rate this small leaves float32 weights exactly as they are.
+FROZEN = dict(optimizer="sgd", learning_rate=1e-12)
+
+SCHEMA = """
+feature { name: "image" type: INT value_count { min: 784 max: 784 } }
+feature { name: "label" type: INT value_count { min: 1 max: 1 } }
+feature { name: "ink_density" type: FLOAT value_count { min: 1 max: 1 } }
+feature { name: "ink_density_bucket" type: INT value_count { min: 1 max: 1 } }
+"""
+
+
+def write_split(uri, split, records):
+    split_dir = os.path.join(uri, f"Split-{split}")
+    os.makedirs(split_dir, exist_ok=True)
+    path = os.path.join(split_dir, "data_tfrecord-00000-of-00001.gz")
+    with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type="GZIP")) as writer:
+        for record in records:
+            writer.write(record)
+
+
+def real_records(count, offset):
+    return serialize_examples(read_real(TRAIN_IMAGES, count, offset),
+                              read_real(TRAIN_LABELS, count, offset))
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    """An Examples artifact: 600 real training digits, the next 200 as the eval split."""
+    uri = str(tmp_path_factory.mktemp("examples"))
+    write_split(uri, "train", real_records(N_TRAIN, 0))
+    write_split(uri, "eval", real_records(N_EVAL, N_TRAIN))
+    return Artifact(uri=uri, type_name="Examples",
+                    properties={"split_counts": {"train": N_TRAIN, "eval": N_EVAL}}, id=1)
+
+
+@pytest.fixture(scope="module")
+def schema(tmp_path_factory):
+    uri = str(tmp_path_factory.mktemp("schema"))
+    with open(os.path.join(uri, "schema.pbtxt"), "w") as f:
+        f.write(SCHEMA)
+    return Artifact(uri=uri, type_name="Schema", id=2)
+
+
+def make_ctx(tmp_path, examples, schema, base_model=None, **overrides):
+    outputs = {key: str(tmp_path / key) for key in ("model", "model_run")}
+    for path in outputs.values():
+        os.makedirs(path)
+    inputs = {"examples": examples, "schema": schema}
+    if base_model is not None:
+        inputs["base_model"] = base_model
+    return StepContext(step_name="trainer", run_id="test", pipeline_root=str(tmp_path),
+                       inputs=inputs, outputs=outputs,
+                       params=dataclasses.replace(TrainerConfig(), **{**SMALL, **overrides}),
+                       beam_args=(), log=logging.getLogger("test.trainer"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, examples, schema):
+    """One real training run: 300 steps of 50, evaluated every 100 steps."""
+    tmp = tmp_path_factory.mktemp("trained")
+    ctx = make_ctx(tmp, examples, schema, train_steps=300, eval_every_steps=100,
+                   early_stopping_evals=0)
+    outcome = executor.run(ctx)
+    return ctx, outcome
+
+
+def model_artifact(ctx, outcome, model_id=5):
+    return Artifact(uri=ctx.outputs["model"], type_name="Model",
+                    properties=dict(outcome.output_properties["model"]), id=model_id)
+
+
+def eval_records():
+    return real_records(N_EVAL, N_TRAIN), read_real(TRAIN_LABELS, N_EVAL, N_TRAIN)
+
+
+def test_training_learns_well_above_chance(trained):
+    _, outcome = trained
+    props = outcome.execution_properties
+    assert props["best_eval_accuracy"] > 0.8  # measured about 0.92; chance is 0.1
+    assert props["steps_trained"] == 300 and props["stopped_early"] is False
+    assert props["evaluations_run"] == 3
+    assert props["train_examples_per_sec"] > 0
+    assert props["warm_started"] is False
+    assert outcome.stop_run is None
+
+
+def test_history_records_every_evaluation(trained):
+    ctx, outcome = trained
+    with open(os.path.join(ctx.outputs["model_run"], "training_history.json")) as f:
+        history = json.load(f)
+    evaluations = history["evaluations"]
+    assert [e["step"] for e in evaluations] == [100, 200, 300]
+    assert all(0.0 <= e["accuracy"] <= 1.0 and np.isfinite(e["loss"]) for e in evaluations)
+    best = max(evaluations, key=lambda e: (e["accuracy"], -e["loss"]))
+    assert history["best_eval_step"] == best["step"]
+    assert history["best_eval_accuracy"] == outcome.execution_properties["best_eval_accuracy"]
+
+
+def test_model_run_holds_checkpoints_and_tensorboard_events(trained):
+    ctx, _ = trained
+    run_dir = ctx.outputs["model_run"]
+    assert tf.train.latest_checkpoint(run_dir).endswith("model.ckpt-300")
+    names = os.listdir(run_dir)
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(os.path.join(run_dir, "eval")))
+    assert "export" not in names  # the best export was moved into the Model artifact
+
+
+def test_export_layout_and_digest(trained):
+    ctx, outcome = trained
+    model_uri = ctx.outputs["model"]
+    assert sorted(os.listdir(model_uri)) == ["Format-Serving", "model_digest.json"]
+    serving = os.path.join(model_uri, "Format-Serving")
+    assert sorted(os.listdir(serving)) == ["saved_model.pb", "variables"]
+    digest = directory_digest(serving)
+    assert outcome.output_properties == {"model": {"digest": digest}}
+    with open(os.path.join(model_uri, "model_digest.json")) as f:
+        assert json.load(f) == {"digest": digest, "algorithm": "sha256-tree"}
+
+
+def test_exported_model_is_the_best_evaluation_and_serves_both_signatures(trained):
+    ctx, outcome = trained
+    loaded = tf.saved_model.load(os.path.join(ctx.outputs["model"], "Format-Serving"))
+    assert {"serving_default", "serving_images"} <= set(loaded.signatures)
+    by_examples = loaded.signatures["serving_default"]
+    by_images = loaded.signatures["serving_images"]
+    spec = by_examples.structured_input_signature[1]
+    assert list(spec) == ["examples"] and spec["examples"].dtype == tf.string
+    assert spec["examples"].shape.as_list() == [None]
+    spec = by_images.structured_input_signature[1]
+    assert list(spec) == ["images"] and spec["images"].dtype == tf.float32
+    assert spec["images"].shape.as_list() == [None, 784]
+    for signature in (by_examples, by_images):
+        outputs = signature.structured_outputs
+        assert outputs["class_ids"].dtype == tf.int64 and outputs["class_ids"].shape.as_list() == [None]
+        assert outputs["probabilities"].dtype == tf.float32
+        assert outputs["probabilities"].shape.as_list() == [None, 10]
+
+    records, labels = eval_records()
+    answer = by_examples(examples=tf.constant(records))
+    class_ids = answer["class_ids"].numpy()
+    np.testing.assert_allclose(answer["probabilities"].numpy().sum(axis=1), 1.0, atol=1e-5)
+    # The exported weights are those of the best evaluation, on this very eval split.
+    assert np.mean(class_ids == labels) == pytest.approx(
+        outcome.execution_properties["best_eval_accuracy"], abs=1e-6)
+    images = read_real(TRAIN_IMAGES, N_EVAL, N_TRAIN).reshape(N_EVAL, 784).astype(np.float32)
+    np.testing.assert_array_equal(by_images(images=tf.constant(images))["class_ids"].numpy(), class_ids)
+
+
+def poison_logits_bias(model_uri):
+    """Rewrites the model's variables with a NaN logits bias; returns the new digest."""
+    prefix = os.path.join(model_uri, "Format-Serving", "variables", "variables")
+    values = {name: tf.train.load_variable(prefix, name) for name, _ in tf.train.list_variables(prefix)}
+    values["logits/bias"] = np.full_like(values["logits/bias"], np.nan)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        variables = [tf.compat.v1.Variable(value, name=name) for name, value in values.items()]
+        session.run(tf.compat.v1.global_variables_initializer())
+        tf.compat.v1.train.Saver(variables).save(session, prefix, write_meta_graph=False,
+                                                 write_state=False)
+    return directory_digest(os.path.join(model_uri, "Format-Serving"))
+
+
+def test_nan_loss_raises_training_error_and_exports_nothing(tmp_path, trained, examples, schema):
+    ctx, outcome = trained
+    base_uri = str(tmp_path / "nan_base")
+    shutil.copytree(ctx.outputs["model"], base_uri)
+    digest = poison_logits_bias(base_uri)
+    base = Artifact(uri=base_uri, type_name="Model", properties={"digest": digest}, id=9)
+    nan_ctx = make_ctx(tmp_path, examples, schema, base_model=base, warm_start=True,
+                       train_steps=50, eval_every_steps=25)
+    with pytest.raises(TrainingError, match=r"^NaN loss at step 1 of training"):
+        executor.run(nan_ctx)
+    assert os.listdir(nan_ctx.outputs["model"]) == []
+
+
+def test_warm_start_loads_the_base_weights(tmp_path, trained, examples, schema):
+    ctx, outcome = trained
+    base = model_artifact(ctx, outcome)
+    # Frozen weights: the eval accuracy is the base model's, not a fresh network's.
+    warm_ctx = make_ctx(tmp_path, examples, schema, base_model=base, warm_start=True,
+                        train_steps=5, eval_every_steps=5, **FROZEN)
+    warm = executor.run(warm_ctx).execution_properties
+    assert warm["warm_started"] is True
+    assert warm["best_eval_accuracy"] == pytest.approx(
+        outcome.execution_properties["best_eval_accuracy"], abs=1e-6)
+
+
+def test_warm_start_refuses_a_tampered_base_model(tmp_path, trained, examples, schema):
+    ctx, outcome = trained
+    base_uri = str(tmp_path / "base")
+    shutil.copytree(ctx.outputs["model"], base_uri)
+    tamper_with_variables(base_uri)
+    base = Artifact(uri=base_uri, type_name="Model",
+                    properties=dict(outcome.output_properties["model"]), id=5)
+    bad_ctx = make_ctx(tmp_path, examples, schema, base_model=base, warm_start=True)
+    with pytest.raises(ModelIntegrityError, match="do not match the recorded digest"):
+        executor.run(bad_ctx)
+    assert os.listdir(bad_ctx.outputs["model"]) == []
+
+
+def test_warm_start_refuses_a_base_model_without_digest(tmp_path, trained, examples, schema):
+    ctx, _ = trained
+    base = Artifact(uri=ctx.outputs["model"], type_name="Model", properties={}, id=5)
+    with pytest.raises(ModelIntegrityError, match="no recorded digest"):
+        executor.run(make_ctx(tmp_path, examples, schema, base_model=base, warm_start=True))
+
+
+def test_warm_start_refuses_another_architecture(tmp_path, trained, examples, schema):
+    ctx, outcome = trained
+    wider = make_ctx(tmp_path, examples, schema, base_model=model_artifact(ctx, outcome),
+                     warm_start=True, dense_units=128)
+    with pytest.raises(ConfigError, match=r"trainer.warm_start: .* dense/bias of shape \[64\], this config needs \[128\]"):
+        executor.run(wider)
+
+
+def test_early_stopping_when_accuracy_cannot_improve(tmp_path, examples, schema):
+    # Frozen weights keep eval accuracy constant: after 2 evaluations without an increase
+    # training stops, far before the 1000-step budget.
+    ctx = make_ctx(tmp_path, examples, schema, train_steps=1000, eval_every_steps=10,
+                   early_stopping_evals=2, **FROZEN)
+    props = executor.run(ctx).execution_properties
+    assert props["stopped_early"] is True
+    assert 30 <= props["steps_trained"] < 50
+    assert props["best_eval_step"] == 10
+    assert os.path.isdir(os.path.join(ctx.outputs["model"], "Format-Serving"))
+
+
+def test_missing_eval_split_is_an_input_error(tmp_path, schema):
+    uri = str(tmp_path / "examples")
+    write_split(uri, "train", real_records(10, 0))
+    ctx = make_ctx(tmp_path, Artifact(uri=uri, type_name="Examples"), schema)
+    with pytest.raises(InputDataError, match=r"Split-eval: split folder missing"):
+        executor.run(ctx)
+
+
+def test_empty_eval_split_is_an_input_error_before_training(tmp_path, schema):
+    uri = str(tmp_path / "examples")
+    write_split(uri, "train", real_records(10, 0))
+    write_split(uri, "eval", [])
+    ctx = make_ctx(tmp_path, Artifact(uri=uri, type_name="Examples"), schema)
+    with pytest.raises(InputDataError, match=r"Split-eval: no records"):
+        executor.run(ctx)
+    assert os.listdir(ctx.outputs["model_run"]) == []
+
+
+def test_schema_without_the_trainers_features_is_an_input_error(tmp_path, examples):
+    uri = str(tmp_path / "schema")
+    os.makedirs(uri)
+    with open(os.path.join(uri, "schema.pbtxt"), "w") as f:
+        f.write(SCHEMA.replace('name: "image" type: INT', 'name: "image" type: FLOAT'))
+    ctx = make_ctx(tmp_path, examples, Artifact(uri=uri, type_name="Schema"))
+    with pytest.raises(InputDataError, match=r"schema .*schema.pbtxt: feature 'image' is FLOAT"):
+        executor.run(ctx)
+
+
+def test_records_of_the_wrong_shape_are_an_input_error(tmp_path, schema):
+    uri = str(tmp_path / "examples")
+    short = tf.train.Example(features=tf.train.Features(feature={
+        "image": tf.train.Feature(int64_list=tf.train.Int64List(value=[0] * 100)),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[3])),
+    })).SerializeToString()
+    write_split(uri, "train", real_records(20, 0) + [short])
+    write_split(uri, "eval", real_records(20, 20))
+    ctx = make_ctx(tmp_path, Artifact(uri=uri, type_name="Examples"), schema,
+                   batch_size=21, train_steps=3, eval_every_steps=3)
+    with pytest.raises(InputDataError, match=r"examples .*records do not fit the trainer's features"
+                                             r".*Key: image, Index: \d+\.  Number of int64 values"):
+        executor.run(ctx)
+    assert os.listdir(ctx.outputs["model"]) == []
