@@ -123,10 +123,11 @@ def test_find_splits_rejects_bad_layouts(tmp_path):
 
 def test_recorded_split_counts_must_match(tmp_path):
     examples = write_examples_artifact(str(tmp_path / "ex"), {"train": real_split(60)})
+    with pytest.raises(InputDataError, match="no Split-eval directory, but example_gen recorded 5"):
+        compute_statistics(examples, str(tmp_path / "s1"), properties={"split_counts": {"train": 60, "eval": 5}})
+    assert not os.listdir(tmp_path / "s1")  # refused before any work
     with pytest.raises(InputDataError, match="split train holds 60 examples, but example_gen recorded 61"):
-        compute_statistics(examples, str(tmp_path / "s1"), properties={"split_counts": {"train": 61}})
-    with pytest.raises(InputDataError, match="no Split-eval directory"):
-        compute_statistics(examples, str(tmp_path / "s2"), properties={"split_counts": {"train": 60, "eval": 5}})
+        compute_statistics(examples, str(tmp_path / "s2"), properties={"split_counts": {"train": 61}})
 
 
 def test_unreadable_records_are_input_errors(tmp_path):

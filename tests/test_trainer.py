@@ -155,7 +155,8 @@ def test_exported_model_is_the_best_evaluation_and_serves_both_signatures(traine
     assert spec["images"].shape.as_list() == [None, 784]
     for signature in (by_examples, by_images):
         outputs = signature.structured_outputs
-        assert outputs["class_ids"].dtype == tf.int64 and outputs["class_ids"].shape.as_list() == [None]
+        assert outputs["class_ids"].dtype == tf.int64
+        assert outputs["class_ids"].shape.as_list() == [None]
         assert outputs["probabilities"].dtype == tf.float32
         assert outputs["probabilities"].shape.as_list() == [None, 10]
 
@@ -167,7 +168,8 @@ def test_exported_model_is_the_best_evaluation_and_serves_both_signatures(traine
     assert np.mean(class_ids == labels) == pytest.approx(
         outcome.execution_properties["best_eval_accuracy"], abs=1e-6)
     images = read_real(TRAIN_IMAGES, N_EVAL, N_TRAIN).reshape(N_EVAL, 784).astype(np.float32)
-    np.testing.assert_array_equal(by_images(images=tf.constant(images))["class_ids"].numpy(), class_ids)
+    by_pixels = by_images(images=tf.constant(images))["class_ids"].numpy()
+    np.testing.assert_array_equal(by_pixels, class_ids)
 
 
 def poison_logits_bias(model_uri):
@@ -290,3 +292,12 @@ def test_records_of_the_wrong_shape_are_an_input_error(tmp_path, schema):
                                              r".*Key: image, Index: \d+\.  Number of int64 values"):
         executor.run(ctx)
     assert os.listdir(ctx.outputs["model"]) == []
+
+
+@pytest.mark.parametrize("key, value", [("dense_units", 0), ("kernel_size", 0),
+                                        ("keep_checkpoints", 0), ("eval_examples", 0)])
+def test_config_rejects_unusable_trainer_sizes(key, value):
+    from pipeline.config import load_config
+
+    with pytest.raises(ConfigError, match=f"trainer.{key}"):
+        load_config(overrides={"trainer": {key: value}})

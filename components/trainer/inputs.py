@@ -4,6 +4,9 @@ An Examples artifact holds `<uri>/Split-<split>/data_tfrecord-NNNNN-of-MMMMM.gz`
 of tf.train.Example with `image` (int64 x 784, 0..255) and `label` (int64 0..9) among other
 features. The input functions yield `({"image": float32 [B, 784]}, label int64 [B])` batches.
 Records are parsed a batch at a time after batching (one vectorised parse per batch).
+
+Also here: `read_sample` (the first records of a split, to fail fast and to check an export)
+and `check_schema` (the Schema artifact must describe the features read here).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from components.trainer.model import IMAGE_KEY, IMAGE_PIXELS, LABEL_KEY
 from pipeline.errors import InputDataError
 
 SHARD_PATTERN = "data_tfrecord-*.gz"
-# Examples held in the shuffle buffer; 10k parsed-on-demand records are a few tens of MB.
+# Serialized records held in the shuffle buffer (about 2 KB each: some 20 MB).
 SHUFFLE_BUFFER = 10_000
 
 FEATURE_SPEC = {
