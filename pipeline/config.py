@@ -49,7 +49,7 @@ class ValidationConfig:
     # L-infinity distance between label distributions of this span and the previous one.
     label_drift_linf: float = 0.05
     # Jensen-Shannon divergence between the pixel-value histograms of the two spans.
-    pixel_drift_jsd: float = 0.05
+    pixel_drift_jsd: float = 0.01
     # Also infer a schema from the statistics and write its diff against the curated one.
     infer_schema_report: bool = True
 

@@ -68,6 +68,26 @@ def properties_of(proto) -> dict:
     return {k: _get_value(v) for k, v in proto.custom_properties.items()}
 
 
+def _events(store, event_type: int, keyed_ids: dict) -> list:
+    """(artifact, event) pairs for key -> artifact id; one event per artifact.
+
+    MLMD allows one event of a type per (artifact, execution): an artifact that fills two
+    inputs (the candidate that is also the serving model) gets one event whose path lists
+    both keys.
+    """
+    by_artifact: dict = {}
+    for key, artifact_id in keyed_ids.items():
+        by_artifact.setdefault(artifact_id, []).append(key)
+    pairs = []
+    for artifact_id, keys in by_artifact.items():
+        [artifact] = store.get_artifacts_by_id([artifact_id])
+        event = mlmd.Event(type=event_type)
+        for key in keys:
+            event.path.steps.add().key = key
+        pairs.append((artifact, event))
+    return pairs
+
+
 @dataclass(frozen=True)
 class RecordedArtifact:
     """An artifact as read back from the store."""
@@ -132,12 +152,7 @@ class MetadataStore:
         execution = mlmd.Execution(type_id=self._execution_type_id(step), last_known_state=RUNNING)
         _set_value(execution.custom_properties["run_id"], run_id)
         _set_value(execution.custom_properties["cache_key"], cache_key)
-        artifacts_and_events = []
-        for key, artifact_id in inputs.items():
-            [artifact] = self.store.get_artifacts_by_id([artifact_id])
-            event = mlmd.Event(type=mlmd.Event.INPUT)
-            event.path.steps.add().key = key
-            artifacts_and_events.append((artifact, event))
+        artifacts_and_events = _events(self.store, mlmd.Event.INPUT, inputs)
         execution_id, _, _ = self.store.put_execution(execution, artifacts_and_events, contexts)
         return execution_id
 
@@ -174,13 +189,8 @@ class MetadataStore:
         _set_value(execution.custom_properties["run_id"], run_id)
         _set_value(execution.custom_properties["cache_key"], cache_key)
         _set_value(execution.custom_properties["outcome"], outcome)
-        pairs = []
-        for event_type, mapping in ((mlmd.Event.INPUT, inputs), (mlmd.Event.OUTPUT, outputs)):
-            for key, artifact_id in mapping.items():
-                [artifact] = self.store.get_artifacts_by_id([artifact_id])
-                event = mlmd.Event(type=event_type)
-                event.path.steps.add().key = key
-                pairs.append((artifact, event))
+        pairs = (_events(self.store, mlmd.Event.INPUT, inputs)
+                 + _events(self.store, mlmd.Event.OUTPUT, outputs))
         execution_id, _, _ = self.store.put_execution(execution, pairs, contexts)
         return execution_id
 
@@ -254,7 +264,8 @@ class MetadataStore:
         result = {}
         for event in self.store.get_events_by_execution_ids([execution_id]):
             if event.type == event_type:
-                result[event.path.steps[0].key] = event.artifact_id
+                for step in event.path.steps:
+                    result[step.key] = event.artifact_id
         return result
 
     def outputs_of(self, execution_id: int) -> dict:

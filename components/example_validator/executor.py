@@ -37,75 +37,44 @@ _SPLIT_DIR = re.compile(r"^Split-([A-Za-z0-9_.-]+)$")
 def run(ctx: StepContext) -> StepOutcome:
     """Validates every split; returns StepOutcome with `stop_run` set on any ERROR anomaly.
 
-    Raises InputDataError when the schema or a statistics file is missing or unreadable.
+    Raises InputDataError when the schema or a statistics file is missing or unreadable, or when
+    drift must be checked but this span's statistics have no train split.
     """
-    import tensorflow_data_validation as tfdv
-
-    from components.example_validator.anomalies import add_anomaly, add_drift, findings, flag_missing_data
-    from components.example_validator.drift_check import check_drift
+    from components.example_validator.anomalies import findings
     from components.example_validator.report import failure_summary, format_report
 
     params = ctx.params
     out_uri = ctx.outputs["anomalies"]
     statistics_uri = ctx.inputs["statistics"].uri
     schema_path = os.path.join(ctx.inputs["schema"].uri, SCHEMA_FILE)
-    previous = ctx.inputs.get("previous_statistics")
-
     schema = load_schema(schema_path)
     environment = ENVIRONMENT if ENVIRONMENT in schema.default_environment else None
     split_stats = load_split_statistics(statistics_uri)
 
-    results = {}
-    for split, stats in split_stats.items():
-        results[split] = tfdv.validate_statistics(stats, schema, environment=environment)
-        flag_missing_data(results[split])
-
+    results = validate_splits(split_stats, schema, environment)
     drift, drift_note = None, "not checked: no previous span statistics (first span)"
+    previous = ctx.inputs.get("previous_statistics")
     if previous is not None:
-        if DRIFT_SPLIT not in split_stats:
-            raise InputDataError(f"statistics artifact {statistics_uri}: no Split-{DRIFT_SPLIT} "
-                                 "to compare with the previous span")
-        previous_path = os.path.join(previous.uri, f"Split-{DRIFT_SPLIT}", STATS_FILE)
-        previous_dataset = (_load_stats_file(previous_path).datasets[0] if os.path.isfile(previous_path)
-                            else _empty_dataset())
-        drift = check_drift(split_stats[DRIFT_SPLIT].datasets[0], previous_dataset,
-                            params.label_drift_linf, params.pixel_drift_jsd)
-        spans = previous.properties.get("spans")
-        drift_note = f"against {previous_path}" + (f" (spans {list(spans)})" if spans else "")
-        for problem in drift.problems:
-            add_anomaly(results[DRIFT_SPLIT], problem.feature, problem.reason_type,
-                        problem.short_description, problem.description)
-        for measurement in drift.measurements:
-            add_drift(results[DRIFT_SPLIT], measurement)
+        drift, drift_note = _check_drift_into(results, split_stats, statistics_uri, previous, params)
 
     split_findings = {split: findings(anomalies) for split, anomalies in results.items()}
     split_counts = {split: int(stats.datasets[0].num_examples) for split, stats in split_stats.items()}
-    for split, anomalies in results.items():
-        os.makedirs(os.path.join(out_uri, f"Split-{split}"))
-        with open(os.path.join(out_uri, f"Split-{split}", ANOMALIES_FILE), "wb") as f:
-            f.write(anomalies.SerializeToString())
-    drift_json = {"checked": drift is not None, "split": DRIFT_SPLIT, "note": drift_note,
-                  "measurements": [m.to_json() for m in drift.measurements] if drift else [],
-                  "problems": [{"feature": p.feature, "description": p.description}
-                               for p in drift.problems] if drift else []}
-    _write_text(os.path.join(out_uri, DRIFT_FILE), json.dumps(drift_json, indent=1, sort_keys=True) + "\n")
-    report = format_report(statistics_uri=statistics_uri, schema_path=schema_path, environment=environment,
-                           split_counts=split_counts, split_findings=split_findings, drift=drift,
-                           drift_split=DRIFT_SPLIT, drift_note=drift_note)
-    _write_text(os.path.join(out_uri, REPORT_FILE), report)
+    _write_outputs(out_uri, results, drift, drift_note, format_report(
+        statistics_uri=statistics_uri, schema_path=schema_path, environment=environment,
+        split_counts=split_counts, split_findings=split_findings, drift=drift,
+        drift_split=DRIFT_SPLIT, drift_note=drift_note))
 
-    summary = failure_summary(split_findings)
-    error_counts = {s: sum(f.is_error for f in items) for s, items in split_findings.items()}
     for split, items in split_findings.items():
         for f in items:
-            ctx.log.log(logging.ERROR if f.is_error else logging.WARNING, "split %s feature %s: %s %s: %s", split, f.feature,
-                        f.severity, "+".join(f.reasons), f.description)
+            ctx.log.log(logging.ERROR if f.is_error else logging.WARNING, "split %s feature %s: %s %s: %s",
+                        split, f.feature, f.severity, "+".join(f.reasons), f.description)
+    summary = failure_summary(split_findings)
     properties = {
         "passed": summary is None,
         "environment": environment,
         "split_counts": split_counts,
         "anomaly_counts": {s: len(items) for s, items in split_findings.items()},
-        "error_counts": error_counts,
+        "error_counts": {s: sum(f.is_error for f in items) for s, items in split_findings.items()},
         "drift_checked": drift is not None,
         "drift": {f"{m.feature}_{m.metric}": round(m.value, 6) for m in drift.measurements} if drift else {},
         "drift_thresholds": {"label_l_infinity": params.label_drift_linf,
@@ -121,6 +90,63 @@ def run(ctx: StepContext) -> StepOutcome:
     else:
         ctx.log.info("data validation passed for splits %s", ", ".join(sorted(results)))
     return outcome
+
+
+def validate_splits(split_stats: dict, schema, environment) -> dict:
+    """{split: Anomalies} of each split's statistics against `schema` in `environment`.
+
+    An empty split, which TFDV only flags with `data_missing`, gets a dataset-level ERROR.
+    """
+    import tensorflow_data_validation as tfdv
+
+    from components.example_validator.anomalies import flag_missing_data
+
+    results = {}
+    for split, stats in split_stats.items():
+        results[split] = tfdv.validate_statistics(stats, schema, environment=environment)
+        flag_missing_data(results[split])
+    return results
+
+
+def _check_drift_into(results: dict, split_stats: dict, statistics_uri: str, previous, params) -> tuple:
+    """Measures drift of the train split against `previous` and records it in `results`.
+
+    Returns (DriftResult, a note naming the statistics compared against).
+    """
+    from components.example_validator.anomalies import add_anomaly, add_drift
+    from components.example_validator.drift_check import check_drift
+
+    if DRIFT_SPLIT not in split_stats:
+        raise InputDataError(f"statistics artifact {statistics_uri}: no Split-{DRIFT_SPLIT} "
+                             "to compare with the previous span")
+    previous_path = os.path.join(previous.uri, f"Split-{DRIFT_SPLIT}", STATS_FILE)
+    # A previous artifact without a train split leaves nothing to compare: check_drift reports
+    # that as missing control data (an ERROR), it is not skipped.
+    previous_dataset = (_load_stats_file(previous_path).datasets[0] if os.path.isfile(previous_path)
+                        else _empty_dataset())
+    drift = check_drift(split_stats[DRIFT_SPLIT].datasets[0], previous_dataset,
+                        params.label_drift_linf, params.pixel_drift_jsd)
+    for problem in drift.problems:
+        add_anomaly(results[DRIFT_SPLIT], problem.feature, problem.reason_type,
+                    problem.short_description, problem.description)
+    for measurement in drift.measurements:
+        add_drift(results[DRIFT_SPLIT], measurement)
+    spans = previous.properties.get("spans")
+    return drift, f"against {previous_path}" + (f" (spans {list(spans)})" if spans else "")
+
+
+def _write_outputs(out_uri: str, results: dict, drift, drift_note: str, report: str) -> None:
+    """Writes Split-*/SchemaDiff.pb, drift.json and report.txt."""
+    for split, anomalies in results.items():
+        os.makedirs(os.path.join(out_uri, f"Split-{split}"))
+        with open(os.path.join(out_uri, f"Split-{split}", ANOMALIES_FILE), "wb") as f:
+            f.write(anomalies.SerializeToString())
+    drift_json = {"checked": drift is not None, "split": DRIFT_SPLIT, "note": drift_note,
+                  "measurements": [m.to_json() for m in drift.measurements] if drift else [],
+                  "problems": [{"feature": p.feature, "description": p.description}
+                               for p in drift.problems] if drift else []}
+    _write_text(os.path.join(out_uri, DRIFT_FILE), json.dumps(drift_json, indent=1, sort_keys=True) + "\n")
+    _write_text(os.path.join(out_uri, REPORT_FILE), report)
 
 
 def load_schema(path: str):

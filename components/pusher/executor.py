@@ -77,6 +77,11 @@ def run(ctx: StepContext) -> StepOutcome:
     if not params.serving_dir:
         raise ConfigError("config key pusher.serving_dir: empty; the factory must resolve it")
     model_dir = verify_model(ctx.inputs["model"], "model to push")
+    serving = ctx.inputs.get("baseline_model")
+    if serving is not None and serving.id == ctx.inputs["model"].id:
+        reason = f"model {serving.id} is already serving; nothing to push"
+        ctx.log.info("not pushing: %s", reason)
+        return _outcome(ctx, 0, 0, reason)
     refusal = _blessing_refusal(ctx)
     if refusal:
         ctx.log.info("not pushing: %s", refusal)
