@@ -3,7 +3,8 @@
 Layout (TFX's): `<pipeline_root>/<step>/<output>/<execution_id>/`. A step writes into
 `<pipeline_root>/<step>/<output>/.staging-<execution_id>/`; the runner renames that to the
 final name only after the step has returned. Anything still named `.staging-*` belongs to a
-step that failed or was killed, and is removed by the next run.
+step that failed or was killed, and is removed by the next run, as is a final-named folder of an
+execution that was killed before its outputs were recorded.
 """
 
 from __future__ import annotations
@@ -83,6 +84,26 @@ def remove_stale_staging(pipeline_root: str) -> list:
                 if name.startswith(".staging-"):
                     shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
                     removed.append(os.path.join(output_dir, name))
+    return removed
+
+
+def remove_uncommitted(pipeline_root: str, step_outputs: dict, execution_ids) -> list:
+    """Deletes the final-named output folders of executions that never completed.
+
+    A step killed after renaming its staging folder but before its metadata record leaves
+    `<step>/<output>/<execution_id>/` that no artifact records: no run trusts it, and nothing
+    else would ever remove it. Call only with ids of executions marked failed (abandoned),
+    under the pipeline lock. step_outputs: step name -> its output names. Returns the paths
+    removed.
+    """
+    removed = []
+    for execution_id in execution_ids:
+        for step, outputs in step_outputs.items():
+            for output in outputs:
+                path = final_dir(pipeline_root, step, output, execution_id)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                    removed.append(path)
     return removed
 
 

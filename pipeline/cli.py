@@ -5,6 +5,8 @@
     run_local.py runs                    list past runs with their outcome and what was pushed
     run_local.py status                  what is serving now, and its lineage
     run_local.py download --dest DIR     fetch MNIST from the canonical mirrors, checksum-verified
+    run_local.py predict FILE...         classify PNG / IDX digit files with the model serving now
+    run_local.py report [RUN_ID]         (re)build a run's report.html (default: the newest run)
 
 Exit status: 0 completed, 1 failure, 2 bad usage or configuration, 3 stopped by the data
 validation gate, 4 another run holds the pipeline root.
@@ -25,7 +27,7 @@ from pipeline.logs import configure_logging
 
 log = logging.getLogger("pipeline")
 
-COMMANDS = ("run", "rollback", "runs", "status", "download")
+COMMANDS = ("run", "rollback", "runs", "status", "download", "predict", "report")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -179,6 +181,53 @@ def cmd_download(argv: Sequence[str]) -> int:
     return download.main(list(argv))
 
 
+def cmd_predict(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="run_local.py predict",
+        description="Classify digits with the model serving now (the newest version in the serving "
+                    "dir), after checking its files against the digest recorded for its push in ML "
+                    "Metadata. Prints one line per digit: FILE[INDEX] -> DIGIT (CONFIDENCE).",
+        epilog="PNG: any size or mode; MNIST digits are white on black, so an image brighter than "
+               "mid-gray on average is inverted (--invert auto, noted on its line); images that are "
+               "not 28x28 are cropped to the ink, scaled to fit 20x20 and centred like MNIST's. "
+               "IDX: a gzip images file (magic 0x803), one line per record.")
+    _add_common(parser)
+    parser.add_argument("files", nargs="+", metavar="FILE",
+                        help="PNG images or gzip IDX images files (e.g. t10k-images-idx3-ubyte.gz)")
+    parser.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+                        help="invert to white-on-black: auto (when the mean is bright), yes, no")
+    parser.add_argument("--allow-unverified", action="store_true",
+                        help="load a served version that has no push record in ML Metadata")
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    from pipeline.predict import predict_files
+
+    config = load(args)
+    served, predictions = predict_files(args.files, config.serving_dir, config.pipeline_root,
+                                        args.invert, args.allow_unverified)
+    log.info("model: serving version %d at %s (%s)", served.version, served.path,
+             f"verified: digest {served.digest[:12]}... of model id {served.model_id}" if served.verified
+             else "UNVERIFIED")
+    for prediction in predictions:
+        print(prediction.line())
+    return 0
+
+
+def cmd_report(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="run_local.py report",
+        description="(Re)build <pipeline-root>/runs/RUN_ID/report.html from the run's summary.json "
+                    "and artifacts, computing the gallery of misclassified digits when missing.")
+    _add_common(parser)
+    parser.add_argument("run_id", nargs="?", metavar="RUN_ID", help="default: the newest run")
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    from pipeline.report import rebuild_report
+
+    print(rebuild_report(load(args).pipeline_root, args.run_id))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -186,7 +235,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv and argv[0] == command:
         argv = argv[1:]
     handler = {"run": cmd_run, "rollback": cmd_rollback, "runs": cmd_runs, "status": cmd_status,
-               "download": cmd_download}[command]
+               "download": cmd_download, "predict": cmd_predict, "report": cmd_report}[command]
     try:
         return handler(argv)
     except PipelineError as e:

@@ -237,6 +237,12 @@ def validate_config(config: PipelineConfig) -> None:
     require(config.pusher.verify_examples >= 1, "pusher.verify_examples", "must be >= 1")
     require(config.lock_timeout_s >= 0, "lock_timeout_s", "must be >= 0")
     require(bool(config.pipeline_root), "pipeline_root", "must not be empty")
+    # Only local paths: a `gs://...` or `file://...` value would otherwise be joined into local
+    # paths (or handed to TF's file systems) and written somewhere nobody meant.
+    for key, value in (("pipeline_root", config.pipeline_root), ("data.data_root", config.data.data_root),
+                       ("pusher.serving_dir", config.pusher.serving_dir),
+                       ("validation.schema_path", config.validation.schema_path)):
+        require("://" not in value, key, f"only local paths are supported, got {value!r}")
     for arg in config.beam_args:
         require(isinstance(arg, str) and arg.startswith("--"), "beam_args",
                 f"each entry must be a '--name=value' option, got {arg!r}")

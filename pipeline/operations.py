@@ -12,7 +12,7 @@ import os
 from datetime import datetime, timezone
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ModelIntegrityError
 from pipeline.lock import exclusive_lock
 from pipeline.metadata import open_store
 from pipeline.resolvers import latest_pushed_model
@@ -31,7 +31,9 @@ def rollback(config: PipelineConfig, to_version: int | None = None) -> tuple:
     newest version, and records it in ML Metadata as a push of the same model.
 
     Returns (new_version, source_version). Raises ConfigError when there is nothing to roll
-    back to, PushError when publishing fails (nothing is published then).
+    back to, ModelIntegrityError when that version has no push record here or its files no
+    longer match the digest recorded for its model, PushError when publishing fails (nothing
+    is published then).
     """
     from components.pusher.rollback import rollback as republish
 
@@ -50,7 +52,8 @@ def rollback(config: PipelineConfig, to_version: int | None = None) -> tuple:
         source = next((a for a in store.artifacts_of_type("PushedModel")
                        if a.properties.get("pushed") == 1 and a.properties.get("version") == to_version
                        and a.properties.get("serving_dir", serving_dir) == serving_dir), None)
-        new_version = republish(serving_dir, to_version)
+        new_version = republish(serving_dir, to_version,
+                                expected_digest=_recorded_digest(store, source, to_version, serving_dir))
         run_id = "rollback-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         contexts = store.run_contexts(run_id, {"pipeline_root": config.pipeline_root})
         inputs = {"pushed_model": source.id} if source else {}
@@ -63,6 +66,20 @@ def rollback(config: PipelineConfig, to_version: int | None = None) -> tuple:
             {"pushed_model": ("PushedModel", os.path.join(serving_dir, str(new_version)), properties)},
             {"properties": properties}, contexts)
     return new_version, to_version
+
+
+def _recorded_digest(store, source, version: int, serving_dir: str) -> str:
+    """The export digest of the model that push record `source` published as `version`.
+
+    Raises ModelIntegrityError when there is no such record or it names no model digest: a
+    version this pipeline cannot vouch for is never loaded (rollback runs a serving check on it).
+    """
+    model_id = int(source.properties.get("model_id") or 0) if source is not None else 0
+    digest = store.artifact(model_id).properties.get("digest") if model_id else None
+    if not isinstance(digest, str) or not digest:
+        raise ModelIntegrityError(f"rollback: version {version} in {serving_dir} has no push record with a "
+                                  "model digest in this pipeline's metadata; refusing to load an unverified model")
+    return digest
 
 
 def list_runs(config: PipelineConfig) -> list:

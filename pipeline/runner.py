@@ -300,10 +300,11 @@ def run_pipeline(pipeline: Pipeline, from_step: Optional[str] = None, to_step: O
     with exclusive_lock(os.path.join(root, ".pipeline.lock"), config.lock_timeout_s):
         store = open_store(root)
         abandoned = store.abandon_running_executions()
-        removed = layout.remove_stale_staging(root)
+        removed = layout.remove_stale_staging(root) + layout.remove_uncommitted(
+            root, {spec.name: tuple(spec.outputs) for spec in pipeline.steps}, abandoned)
         if abandoned or removed:
             log.warning("cleaned up after an interrupted run: %d execution(s) marked failed, "
-                        "%d staging folder(s) removed", len(abandoned), len(removed))
+                        "%d uncommitted folder(s) removed", len(abandoned), len(removed))
         run_dir = os.path.join(root, "runs", run_id)
         write_json_atomic(os.path.join(run_dir, "config.json"), config_to_dict(config))
         log.info("run %s: pipeline root %s", run_id, root)
@@ -324,9 +325,28 @@ def run_pipeline(pipeline: Pipeline, from_step: Optional[str] = None, to_step: O
         summary.update(_gate_summary(state.reports))
         summary_path = os.path.join(run_dir, "summary.json")
         write_json_atomic(summary_path, summary)
+        report = _write_report(summary, run_dir)
+        if report:
+            summary["report"] = report
+            write_json_atomic(summary_path, summary)
         if summary_json:
             write_json_atomic(summary_json, summary)
     return RunResult(state.exit_code, summary, summary_path)
+
+
+def _write_report(summary: dict, run_dir: str) -> Optional[str]:
+    """Writes the run's report.html; returns its path, or None (one warning) when that fails.
+
+    The report only describes the run: its failure never changes the run's outcome.
+    """
+    try:
+        from pipeline.report import write_report
+
+        return write_report(summary, run_dir)
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        log.warning("run report not written: %s", _one_line(e))
+        log.debug("traceback:\n%s", traceback.format_exc())
+        return None
 
 
 def _gate_summary(reports: dict) -> dict:

@@ -75,7 +75,7 @@ def trusted_state(root) -> dict:
             live.setdefault(type_name, 0)
             live[type_name] += 1
     serving = os.path.join(str(root), "serving")
-    versions = sorted(os.listdir(serving)) if os.path.isdir(serving) else []
+    versions = sorted(n for n in os.listdir(serving) if n.isdigit()) if os.path.isdir(serving) else []
     return {"versions": versions, "staging": glob.glob(os.path.join(str(root), "**", ".staging-*"),
                                                        recursive=True)}
 

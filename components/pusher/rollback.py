@@ -14,7 +14,7 @@ from components.pusher.publish import (VerifyFn, clean_stale_staging, list_versi
                                        stage_and_commit)
 from components.pusher.serving_check import make_verify_fn
 from pipeline.digest import directory_digest
-from pipeline.errors import ConfigError, PushError
+from pipeline.errors import ConfigError, ModelIntegrityError, PushError
 
 
 def choose_source(versions: list, to_version: Optional[int], serving_dir: str) -> int:
@@ -37,13 +37,18 @@ def choose_source(versions: list, to_version: Optional[int], serving_dir: str) -
 
 
 def rollback(serving_dir: str, to_version: Optional[int] = None,
-             verify_fn: Optional[VerifyFn] = None, lock_timeout_s: float = 300.0) -> int:
+             verify_fn: Optional[VerifyFn] = None, lock_timeout_s: float = 300.0,
+             expected_digest: Optional[str] = None) -> int:
     """Re-publishes `to_version` (default: the one before the newest) as a new newest version.
 
     verify_fn: serving check of the staged copy; default loads it and calls both signatures
         (serving_images on blank images).
-    Returns the new version. Raises ConfigError for a bad choice of version, PushError when the
-    copy cannot be made or verified (nothing is published then).
+    expected_digest: the digest recorded for the model of that version when it was exported;
+        the version's files must match it before anything is copied or loaded (None skips this,
+        for callers that verified the source themselves).
+    Returns the new version. Raises ConfigError for a bad choice of version, ModelIntegrityError
+    when the version's files do not match `expected_digest`, PushError when the copy cannot be
+    made or verified (nothing is published then).
     """
     if not os.path.isdir(serving_dir):
         raise ConfigError(f"rollback: serving dir {serving_dir} does not exist")
@@ -60,6 +65,11 @@ def rollback(serving_dir: str, to_version: Optional[int] = None,
             source_digest = directory_digest(source)
         except (OSError, ValueError) as e:
             raise PushError(f"rollback: cannot read version {source_version} in {serving_dir}: {e}") from e
+        # Models are programs: a version altered since it was published must not be loaded.
+        if expected_digest is not None and source_digest != expected_digest:
+            raise ModelIntegrityError(
+                f"rollback: version {source_version} in {serving_dir} has digest {source_digest[:12]}..., "
+                f"not the recorded {expected_digest[:12]}...; its files changed after publishing")
         new_version = versions[-1] + 1
         try:
             return stage_and_commit(source, serving_dir, new_version, source_digest,

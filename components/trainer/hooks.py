@@ -2,8 +2,9 @@
 
 - `NonFiniteLossHook`: raises `TrainingError` at the first step whose loss is NaN or infinite,
   ending training there (the step's outputs are then discarded by the runner).
-- `ProgressHook`: logs step and loss every few steps and measures training throughput
-  (examples per second over training steps only, evaluation and checkpointing excluded).
+- `ProgressHook`: logs step, loss, batch accuracy and the time left every few steps, and
+  measures training throughput (examples per second over training steps only, evaluation and
+  checkpointing excluded).
 """
 
 from __future__ import annotations
@@ -23,6 +24,26 @@ def model_loss() -> Optional[tf.Tensor]:
     `tf.compat.v1.losses` registers it (the Estimator may register it twice), or None."""
     losses = list(dict.fromkeys(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.LOSSES)))
     return losses[0] if len(losses) == 1 else None
+
+
+def summary_tensor(tag: str) -> Optional[tf.Tensor]:
+    """The value tensor of the default graph's scalar summary named `tag` (as the model_fn's
+    `tf.compat.v1.summary.scalar(tag, value)` registers it), or None when there is none."""
+    for summary in tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.SUMMARIES):
+        op = summary.op
+        if op.type == "ScalarSummary" and op.name.rsplit("/", 1)[-1] == tag:
+            return op.inputs[1]
+    return None
+
+
+def format_duration(seconds: float) -> str:
+    """12 -> "12s", 75 -> "1m15s", 3725 -> "1h02m"."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 class NonFiniteLossHook(tf.compat.v1.train.SessionRunHook):
@@ -69,7 +90,11 @@ class NonFiniteLossHook(tf.compat.v1.train.SessionRunHook):
 class ProgressHook(tf.compat.v1.train.SessionRunHook):
     """Logs progress every `every_steps` steps and measures training examples per second.
 
-    The loss logged is `model_loss()` (not logged when there is none).
+    The loss logged is `model_loss()`, the accuracy that of the batch just trained on (the
+    model_fn's `train_batch_accuracy` summary); either is left out when the graph has none.
+    The time left is the wall time per step so far (evaluations and checkpoints included, as
+    they recur) times the steps still to go; it is left out until a step after the first has
+    been seen.
 
     Throughput counts only the time of training steps: from this hook's `before_run` to its
     `after_run`, skipping the first `warmup_steps` (graph and input-pipeline start-up) and every
@@ -77,6 +102,8 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
     before this hook's) also saves and evaluates. `examples_per_sec` is None until at least
     one step has been timed.
     """
+
+    ACCURACY_SUMMARY = "train_batch_accuracy"
 
     def __init__(self, batch_size: int, max_steps: int, every_steps: int, log: logging.Logger,
                  checkpoint_every_steps: int = 0, warmup_steps: int = 1):
@@ -86,10 +113,11 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
         self._log = log
         self._warmup_steps = warmup_steps
         self._checkpoint_every_steps = checkpoint_every_steps
-        self._loss = None
+        self._fetches: dict = {}
         self._step = 0
         self._started = 0.0
         self._seen_steps = 0
+        self._clock_start: Optional[tuple] = None  # (time, step) after the first step
         self.timed_steps = 0
         self.timed_seconds = 0.0
 
@@ -100,8 +128,19 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
             return None
         return self.timed_steps * self._batch_size / self.timed_seconds
 
+    def seconds_left(self) -> Optional[float]:
+        """Estimated wall seconds until `max_steps`, or None before two steps were seen."""
+        if self._clock_start is None:
+            return None
+        started, first_step = self._clock_start
+        done = self._step - first_step
+        if done <= 0:
+            return None
+        return (time.perf_counter() - started) / done * max(0, self._max_steps - self._step)
+
     def begin(self):
-        self._loss = model_loss()
+        fetches = {"loss": model_loss(), "accuracy": summary_tensor(self.ACCURACY_SUMMARY)}
+        self._fetches = {k: v for k, v in fetches.items() if v is not None}
 
     def after_create_session(self, session, coord):
         del coord
@@ -111,7 +150,7 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
     def before_run(self, run_context):
         del run_context
         self._started = time.perf_counter()
-        return tf.compat.v1.train.SessionRunArgs(self._loss) if self._loss is not None else None
+        return tf.compat.v1.train.SessionRunArgs(self._fetches) if self._fetches else None
 
     def after_run(self, run_context, run_values):
         del run_context
@@ -125,9 +164,16 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
         if self._seen_steps > self._warmup_steps and not checkpointed:
             self.timed_steps += 1
             self.timed_seconds += elapsed
+        if self._clock_start is None:
+            # From the end of the first step: graph and input start-up do not recur.
+            self._clock_start = (time.perf_counter(), self._step)
         if self._step % self._every_steps == 0 or self._step >= self._max_steps:
-            rate = self.examples_per_sec
-            loss = run_values.results
+            results = run_values.results or {}
+            values = [f"{name} {float(results[name]):.4f}" for name in ("loss", "accuracy")
+                      if results.get(name) is not None]
+            rate, left = self.examples_per_sec, self.seconds_left()
+            details = ([f"{rate:.0f} examples/s"] if rate else []) + \
+                ([f"~{format_duration(left)} left"] if left is not None and self._step < self._max_steps else [])
             self._log.info("train step %d/%d%s%s", self._step, self._max_steps,
-                           f": loss {float(loss):.4f}" if loss is not None else "",
-                           f" ({rate:.0f} examples/s)" if rate else "")
+                           ": " + ", ".join(values) if values else "",
+                           f" ({', '.join(details)})" if details else "")

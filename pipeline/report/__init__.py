@@ -1,0 +1,106 @@
+"""The run report: `<pipeline_root>/runs/<run_id>/report.html`, one self-contained page.
+
+It shows the run (status, spans, step states and times), data statistics and anomalies,
+training curves, evaluation metrics per slice, the confusion matrix, the most confident
+mistakes on the test split, the blessing decision and the push outcome.
+
+- `write_report(summary, run_dir)`: called by the runner after the summary is written.
+- `rebuild_report(pipeline_root, run_id)`: `run_local.py report`, for any past run.
+
+Modules: `sources` (artifact readers, no TensorFlow), `analysis` (confusion matrix and
+misclassified digits, TensorFlow), `cache` (analysis results by content), `collect` (all of it
+for one run), `sections_data` / `sections_model` / `render` (HTML), `svg`, `images`, `markup`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import time
+from typing import Optional
+
+from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".html", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def build_report(summary: dict, analysis: str = "auto") -> str:
+    """The report's HTML for the run `summary` (see `collect.collect` for `analysis`)."""
+    from pipeline.report.collect import collect
+    from pipeline.report.render import render_report
+
+    return render_report(collect(summary, analysis))
+
+
+def write_report(summary: dict, run_dir: str, analysis: str = "auto") -> str:
+    """Writes `<run_dir>/report.html` for `summary` (atomically); returns its path.
+
+    analysis: "auto" computes the confusion matrix and misclassified digits only when the
+        evaluator ran in this run (else they come from the report cache, or the section says
+        how to build them), "always", or "never".
+    Unreadable artifacts become notes in the report; raises only when the page cannot be
+    built or written (OSError and the like) - the runner logs that and carries on.
+    """
+    started = time.monotonic()
+    path = os.path.join(run_dir, REPORT_FILE)
+    _write_text_atomic(path, build_report(summary, analysis))
+    log.info("report: %s (%.1fs)", path, time.monotonic() - started)
+    return path
+
+
+def _newest_run(runs_dir: str) -> str:
+    names = sorted(n for n in os.listdir(runs_dir) if os.path.isfile(os.path.join(runs_dir, n, "summary.json"))) \
+        if os.path.isdir(runs_dir) else []
+    if not names:
+        raise ConfigError(f"{runs_dir}: no run with a summary.json")
+    return names[-1]
+
+
+def rebuild_report(pipeline_root: str, run_id: Optional[str] = None) -> str:
+    """(Re)writes the report of run `run_id` (default: the newest) with the full analysis.
+
+    Adds the report's path to the run's summary.json when it is missing. Returns the path.
+    Raises ConfigError for an unknown or malformed run id.
+    """
+    from pipeline.report.sources import read_json
+    from pipeline.summary import write_json_atomic
+
+    runs_dir = os.path.join(pipeline_root, "runs")
+    if run_id is None:
+        run_id = _newest_run(runs_dir)
+    elif not _RUN_ID.match(run_id):
+        raise ConfigError(f"run id {run_id!r}: not a run id (letters, digits, '_', '-', '.', ':')")
+    run_dir = os.path.join(runs_dir, run_id)
+    summary_path = os.path.join(run_dir, "summary.json")
+    if not os.path.isfile(summary_path):
+        raise ConfigError(f"run {run_id}: no {summary_path}")
+    summary = read_json(summary_path)
+    path = write_report(summary, run_dir, analysis="always")
+    if summary.get("report") != path:
+        summary["report"] = path
+        write_json_atomic(summary_path, summary)
+    return path
+
+
+__all__ = ["write_report", "build_report", "rebuild_report", "REPORT_FILE"]
