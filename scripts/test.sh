@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure_venv.sh
+scripts/ensure_chromium.sh
 exec .venv/bin/python -m pytest "$@"
