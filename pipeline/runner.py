@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from pipeline import artifacts as layout
-from pipeline import resolvers
+from pipeline import resolvers, resources
 from pipeline.config import config_to_dict
 from pipeline.digest import directory_digest
 from pipeline.errors import EXIT_FAILURE, EXIT_OK, ConfigError, PipelineError
@@ -50,10 +50,14 @@ class StepReport:
     seconds: float = 0.0
     error: Optional[str] = None
     reason: Optional[str] = None
+    # Peak resident memory of the pipeline process while the step ran (None: not measured).
+    peak_memory_mib: Optional[float] = None
 
     def to_json(self) -> dict:
         data = {"state": self.state, "execution_id": self.execution_id, "outputs": self.outputs,
                 "seconds": round(self.seconds, 3)}
+        if self.peak_memory_mib is not None:
+            data["peak_memory_mib"] = self.peak_memory_mib
         if self.properties:
             data["properties"] = self.properties
         if self.error:
@@ -207,6 +211,7 @@ class _Run:
                 return report
 
         log.info("%s: running", position)
+        resources.reset_peak_rss()
         started = time.monotonic()
         execution_id = self.store.start_execution(spec.name, self.run_id, key, self.contexts, input_ids)
         staging = {out: layout.staging_dir(self.root, spec.name, out, execution_id) for out in spec.outputs}
@@ -232,13 +237,17 @@ class _Run:
             if not isinstance(e, PipelineError):
                 log.debug("traceback:\n%s", traceback.format_exc())
             return StepReport(FAILED_STATE, execution_id, seconds=time.monotonic() - started,
-                              error=message, reason=getattr(e, "__traceback_hint__", None))
+                              error=message, reason=getattr(e, "__traceback_hint__", None),
+                              peak_memory_mib=resources.peak_rss_mb())
         self._publish(spec, committed)
         seconds = time.monotonic() - started
-        log.info("%s: ran in %.1fs", position, seconds)
+        peak = resources.peak_rss_mb()
+        log.info("%s: ran in %.1fs%s", position, seconds,
+                 f" (peak memory {peak:.0f} MiB)" if peak is not None else "")
         self._apply_stop(outcome.stop_run, outcome.stop_exit_code)
         return StepReport(RAN, execution_id, {k: a.uri for k, a in committed.items()},
-                          properties=outcome.execution_properties, seconds=seconds)
+                          properties=outcome.execution_properties, seconds=seconds,
+                          peak_memory_mib=peak)
 
     def _commit(self, spec: StepSpec, execution_id: int, staging: dict, outcome: StepOutcome,
                 key: str) -> dict:

@@ -4,8 +4,10 @@ import glob
 import hashlib
 import json
 import logging
+import math
 import os
 
+import numpy as np
 import pytest
 
 import model_fixtures
@@ -77,6 +79,12 @@ def test_first_run_writes_tfma_output_and_refuses_below_floor(tmp_path, assets):
     assert overall["example_count"] == 200  # max_examples honoured
     assert 0.6 < overall["accuracy"] < 0.99
     assert {"log_loss", "precision_class_3_top_1", "recall_class_3_top_1"} <= set(overall)
+    # Per-class recall comes from the confusion matrix, accuracy from TFMA's own metric: the
+    # digits each class got right add up to the digits right overall.
+    by_label = decision["metrics"]["candidate"]
+    right = sum(overall[f"recall_class_{k}_top_1"] * by_label[f"label={k}"]["example_count"]
+                for k in range(10) if f"label={k}" in by_label)
+    assert right == pytest.approx(overall["accuracy"] * 200, abs=1e-3)
     assert {c["name"] for c in decision["checks"]} == {"accuracy_floor", "slice_accuracy_floor"}
 
     assert outcome.output_properties == {"blessing": {"blessed": 0, "baseline_model_id": 0}}
@@ -192,3 +200,18 @@ def test_empty_test_split_is_an_input_error(tmp_path, assets):
     ctx = make_ctx(tmp_path, str(tmp_path / "empty_examples"), model_artifact(uri, digest, 5))
     with pytest.raises(InputDataError, match="no test examples were evaluated"):
         executor.run(ctx)
+
+
+def test_per_class_precision_and_recall_come_from_the_confusion_matrix():
+    from components.evaluator import metrics as metrics_lib
+
+    matrix = np.zeros((3, 3))
+    matrix[0] = [8, 2, 0]   # 10 zeros: 8 right, 2 taken for ones
+    matrix[1] = [1, 4, 0]   # 5 ones: 4 right
+    matrix[2] = [0, 0, 0]   # no twos at all, and none predicted
+    found = metrics_lib.per_class_metrics(matrix)
+    assert found["precision_class_0_top_1"] == pytest.approx(8 / 9)
+    assert found["recall_class_0_top_1"] == pytest.approx(8 / 10)
+    assert found["precision_class_1_top_1"] == pytest.approx(4 / 6)
+    assert found["recall_class_1_top_1"] == pytest.approx(4 / 5)
+    assert math.isnan(found["precision_class_2_top_1"]) and math.isnan(found["recall_class_2_top_1"])

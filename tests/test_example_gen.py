@@ -146,9 +146,9 @@ def test_empty_split_is_refused(tmp_path):
 def test_worker_refuses_a_file_that_changed_after_validation(tmp_path):
     root = write_mnist_slice(str(tmp_path / "raw"), 30, 10)
     dataset = idx.load_dataset(root)
-    task = encode.plan_tasks(0, dataset)[0]
+    task = encode.plan_shards([(0, dataset)], 2)[0]
     write_mnist_slice(root, 30, 10, offset=5)
-    fn = encode._EncodeRangeFn(12, EDGES)
+    fn = encode._WriteShardFn(str(tmp_path / "out"), 12, EDGES)
     fn.setup()
     with pytest.raises(InputDataError, match="file changed after validation"):
         list(fn.process(task))
@@ -156,9 +156,10 @@ def test_worker_refuses_a_file_that_changed_after_validation(tmp_path):
 
 def test_a_worker_error_surfaces_as_one_line_and_the_output_is_emptied(tmp_path, monkeypatch):
     root = write_mnist_slice(str(tmp_path / "raw"), 30, 10)
-    plan = encode.plan_tasks
-    monkeypatch.setattr(encode, "plan_tasks", lambda *a, **k: [
-        dataclasses.replace(t, labels_sha256="0" * 64) for t in plan(*a, **k)])
+    plan = encode.plan_shards
+    monkeypatch.setattr(encode, "plan_shards", lambda *a, **k: [
+        dataclasses.replace(t, ranges=tuple(dataclasses.replace(r, labels_sha256="0" * 64) for r in t.ranges))
+        for t in plan(*a, **k)])
     ctx = make_ctx(tmp_path, root)
     with pytest.raises(InputDataError) as info:
         executor.run(ctx)
@@ -498,3 +499,50 @@ def test_pinned_checksums_match_the_shipped_files():
     for name, expected in download.CHECKSUMS.items():
         with open(os.path.join(DEFAULT_DATA_ROOT, name), "rb") as f:
             assert download.content_sha256(f.read()) == expected
+
+
+def test_shard_plan_covers_every_row_of_every_span_once():
+    Pair = collections.namedtuple("Pair", "images labels count")
+    File = collections.namedtuple("File", "path sha256")
+    Dataset = collections.namedtuple("Dataset", "train test")
+
+    def dataset(name, train, test):
+        return Dataset(Pair(File(f"{name}/ti", "a"), File(f"{name}/tl", "b"), train),
+                       Pair(File(f"{name}/si", "c"), File(f"{name}/sl", "d"), test))
+
+    tasks = encode.plan_shards([(1, dataset("s1", 103, 7)), (2, dataset("s2", 50, 20))], 4)
+    assert [(t.source, t.shard) for t in tasks] == [(s, i) for s in ("train", "test") for i in range(4)]
+    for source, totals in (("train", {1: 103, 2: 50}), ("test", {1: 7, 2: 20})):
+        for span, total in totals.items():
+            rows = [r for t in tasks if t.source == source for r in t.ranges if r.span == span]
+            covered = [i for r in rows for i in range(r.start, r.end)]
+            assert covered == list(range(total))
+            assert max(r.end - r.start for r in rows) - min(r.end - r.start for r in rows) <= 1
+    with pytest.raises(ValueError, match="num_shards"):
+        encode.plan_shards([(1, dataset("s1", 3, 3))], 0)
+
+
+def test_a_shard_failing_mid_write_leaves_neither_a_final_nor_a_temporary_file(tmp_path, monkeypatch):
+    root = write_mnist_slice(str(tmp_path / "raw"), 40, 10)
+    task = encode.plan_shards([(0, idx.load_dataset(root))], 1)[0]
+    fn = encode._WriteShardFn(str(tmp_path / "out"), 12, EDGES, chunk_rows=10)
+    fn.setup()
+    calls = []
+
+    def encode_then_fail(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("disk gone")
+        return real_encode(*args, **kwargs)
+
+    real_encode = encode.encode_examples
+    monkeypatch.setattr(encode, "encode_examples", encode_then_fail)
+    with pytest.raises(RuntimeError, match="disk gone"):
+        list(fn.process(task))
+    left = [os.path.join(d, f) for d, _, files in os.walk(tmp_path / "out") for f in files]
+    assert left == []
+    monkeypatch.setattr(encode, "encode_examples", real_encode)
+    written = dict(fn.process(task))
+    assert written["train"] + written["eval"] == 40
+    assert len(read_split(str(tmp_path / "out"), "train")) == written["train"]
+    assert sorted(os.listdir(tmp_path / "out" / "Split-eval")) == ["data_tfrecord-00000-of-00001.gz"]

@@ -211,3 +211,52 @@ def test_eval_history_keeps_one_record_per_step_and_finds_the_best():
     assert [r["step"] for r in history.evaluations] == [10, 20, 30]
     assert history.evaluations[-1]["accuracy"] == 0.6
     assert history.best()["step"] == 20
+
+
+def _transform(image, angle=0.0, shift_x=0.0, shift_y=0.0):
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        batch = tf.constant(image[None, :, :, None], tf.float32)
+        out = model.transform_images(batch, tf.constant([angle], tf.float32), tf.constant([shift_x], tf.float32),
+                                     tf.constant([shift_y], tf.float32))
+        return session.run(out)[0, :, :, 0]
+
+
+def test_transform_shifts_and_rotates_as_documented():
+    image = np.zeros((28, 28), np.float32)
+    image[5:12, 9] = 1.0  # a vertical stroke
+    image[5, 9:15] = 1.0  # with a bar to the right at its top
+    np.testing.assert_allclose(_transform(image), image, atol=1e-6)
+    shifted = np.zeros_like(image)
+    shifted[7:, 3:] = image[:-7, :-3]
+    np.testing.assert_allclose(_transform(image, shift_x=3, shift_y=7), shifted, atol=1e-6)
+    # A quarter turn counter-clockwise, as np.rot90 turns an array as displayed.
+    np.testing.assert_allclose(_transform(image, angle=math.pi / 2), np.rot90(image), atol=1e-5)
+
+
+def test_augmentation_runs_in_training_only_and_leaves_serving_untouched():
+    params = dict(SMALL, augment_max_shift=2.0, augment_max_rotation=10.0)
+
+    def ops(mode):
+        graph, _, _ = run_spec(mode, params)
+        return {op.type for op in graph.get_operations()}
+
+    assert "ImageProjectiveTransformV3" in ops(tf.estimator.ModeKeys.TRAIN)
+    assert "ImageProjectiveTransformV3" not in ops(tf.estimator.ModeKeys.EVAL)
+    assert "ImageProjectiveTransformV3" not in ops(tf.estimator.ModeKeys.PREDICT)
+
+
+def test_cosine_decay_and_bfloat16_are_options_of_params():
+    params = dict(SMALL, learning_rate_decay="cosine", train_steps=100, precision="mixed_bfloat16")
+    graph, spec, session = run_spec(tf.estimator.ModeKeys.TRAIN, params)
+    with graph.as_default():
+        step = tf.compat.v1.train.get_global_step()
+        rate = model.learning_rate(model.hyperparameters(params), step)
+        assert session.run(rate) == pytest.approx(1e-3)
+        session.run(step.assign(100))
+        assert session.run(rate) == pytest.approx(1e-5)
+        conv = [op for op in graph.get_operations() if op.type == "Conv2D"]
+        assert conv and all(op.outputs[0].dtype == tf.bfloat16 for op in conv)
+        assert spec.loss.dtype == tf.float32 and np.isfinite(session.run(spec.loss))
+    with tf.Graph().as_default(), pytest.raises(ConfigError, match="train_steps"):
+        model.model_fn({model.IMAGE_KEY: tf.zeros([1, 784])}, tf.zeros([1], tf.int64),
+                       tf.estimator.ModeKeys.TRAIN, dict(SMALL, learning_rate_decay="cosine"))

@@ -238,3 +238,21 @@ def _client(tmp_path):
     config.sqlite.filename_uri = str(tmp_path / "root" / "metadata.sqlite")
     config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
     return metadata_store.MetadataStore(config)
+
+
+def sum_numbers_holding_memory(ctx):
+    ballast = bytearray(300 * 2**20)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page so it is resident
+    del ballast
+    return sum_numbers(ctx)
+
+
+def test_each_step_reports_its_own_peak_memory(tmp_path):
+    result = run_pipeline(fake_pipeline(tmp_path, second=sum_numbers_holding_memory))
+    peaks = {name: step["peak_memory_mib"] for name, step in result.summary["steps"].items()}
+    assert all(peak > 0 for peak in peaks.values())
+    # The 300 MiB of the second step count in its peak only: the peak is reset between steps.
+    assert peaks["statistics_gen"] >= peaks["example_gen"] + 250
+    assert peaks["example_validator"] < peaks["statistics_gen"] - 250
+    cached = run_pipeline(fake_pipeline(tmp_path, second=sum_numbers_holding_memory))
+    assert all("peak_memory_mib" not in step for step in cached.summary["steps"].values())

@@ -50,7 +50,10 @@ def run(ctx: StepContext) -> StepOutcome:
 
     analysis = run_analysis(pattern, candidate_path, baseline_path, ctx.outputs["evaluation"],
                             params.max_examples, ctx.beam_pipeline_options())
-    by_model = metrics_lib.read_metrics(ctx.outputs["evaluation"], unnamed_model=tfma_setup.CANDIDATE)
+    by_model = metrics_lib.merge(
+        metrics_lib.read_metrics(ctx.outputs["evaluation"], unnamed_model=tfma_setup.CANDIDATE),
+        metrics_lib.read_per_class_metrics(ctx.outputs["evaluation"], tfma_setup.CANDIDATE,
+                                           tfma_setup.NUM_CLASSES))
     candidate_metrics = by_model.get(tfma_setup.CANDIDATE, {})
     baseline_metrics = by_model.get(tfma_setup.BASELINE, {}) if baseline is not None else None
     # TFMA's own count is authoritative; the Beam counters cross-check it where the runner has them.

@@ -4,11 +4,19 @@ Result shape: {model_name: {slice_name: {metric_name: float}}}, where slice name
 "overall", "<feature>=<value>" (e.g. "label=3"), and metric names are TFMA's names with the
 sub key appended for per-class metrics ("precision_class_3_top_1"). Diff metrics (candidate
 minus baseline, computed by TFMA) are returned under the key "<candidate>_diff".
+
+Per-class top-1 precision and recall are derived from TFMA's multi-class confusion matrix of
+each slice (at threshold 0 the predicted class is the argmax, as `class_ids` is) instead of
+being computed by TFMA's binarized Precision/Recall: the same numbers, but those ten-fold
+binarized metrics took three quarters of the evaluator's time (48 s against 13 s for 10,000
+test digits, one model).
 """
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from components.evaluator.blessing import OVERALL
 
@@ -61,6 +69,61 @@ def read_metrics(output_path: str, unnamed_model: str) -> dict:
             value = float(entry.value.double_value.value)
             result.setdefault(model, {}).setdefault(name, {})[metric_name(entry.key)] = value
     return result
+
+
+def confusion_matrix(plot_value, num_classes: int):
+    """The [actual][predicted] counts (float [num_classes, num_classes]) of a TFMA
+    multi_class_confusion_matrix_at_thresholds plot value at its lowest threshold (0: argmax),
+    or None when it holds no matrix."""
+    matrices = plot_value.multi_class_confusion_matrix_at_thresholds.matrices
+    if not matrices:
+        return None
+    chosen = min(matrices, key=lambda m: m.threshold)
+    matrix = np.zeros((num_classes, num_classes), dtype=np.float64)
+    for cell in chosen.entries:
+        # predicted_class_id -1 means "no class above the threshold": none at threshold 0.
+        if 0 <= cell.actual_class_id < num_classes and 0 <= cell.predicted_class_id < num_classes:
+            matrix[cell.actual_class_id, cell.predicted_class_id] += cell.num_weighted_examples
+    return matrix
+
+
+def per_class_metrics(matrix) -> dict:
+    """{"precision_class_<k>_top_1": .., "recall_class_<k>_top_1": ..} from a confusion matrix
+    [actual][predicted]; NaN where a class was never predicted (precision) or never present
+    (recall)."""
+    result = {}
+    for k in range(len(matrix)):
+        predicted, actual = matrix[:, k].sum(), matrix[k, :].sum()
+        result[f"precision_class_{k}_top_1"] = float(matrix[k, k] / predicted) if predicted else math.nan
+        result[f"recall_class_{k}_top_1"] = float(matrix[k, k] / actual) if actual else math.nan
+    return result
+
+
+def read_per_class_metrics(output_path: str, unnamed_model: str, num_classes: int) -> dict:
+    """Per-class precision and recall of every model and slice, from TFMA's confusion matrix
+    plots at `output_path`: {model: {slice: {metric: value}}}."""
+    import tensorflow_model_analysis as tfma
+    from tensorflow_model_analysis.slicer import slicer_lib
+
+    result: dict = {}
+    for plots_for_slice in tfma.load_plots(output_path):
+        name = slice_name(slicer_lib.deserialize_slice_key(plots_for_slice.slice_key))
+        for entry in plots_for_slice.plot_keys_and_values:
+            if not entry.value.HasField("multi_class_confusion_matrix_at_thresholds"):
+                continue
+            matrix = confusion_matrix(entry.value, num_classes)
+            if matrix is not None:
+                model = entry.key.model_name or unnamed_model
+                result.setdefault(model, {}).setdefault(name, {}).update(per_class_metrics(matrix))
+    return result
+
+
+def merge(into: dict, extra: dict) -> dict:
+    """Adds `extra`'s {model: {slice: {metric: value}}} into `into` (in place); returns it."""
+    for model, slices in extra.items():
+        for name, values in slices.items():
+            into.setdefault(model, {}).setdefault(name, {}).update(values)
+    return into
 
 
 def json_ready(metrics: dict) -> dict:

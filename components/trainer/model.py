@@ -3,6 +3,7 @@
 `model_fn(features, labels, mode, params)` builds, for every mode, the same network:
 
     image [N, 784] (0..255, int or float) -> scale to [0, 1] -> reshape [N, 28, 28, 1]
+    -> (TRAIN only, when configured) random rotation and shift of each digit
     -> conv k x k, conv1_filters, ReLU -> max-pool 2x2
     -> conv k x k, conv2_filters, ReLU -> max-pool 2x2
     -> dense dense_units, ReLU -> dropout dropout_rate (TRAIN only) -> 10 logits
@@ -15,12 +16,14 @@ and returns a `tf.estimator.EstimatorSpec`:
   `serving_default` PredictOutput.
 
 `params` holds the hyperparameters: a mapping or a `TrainerConfig` with the keys in
-`HYPERPARAMETERS`.
+`HYPERPARAMETERS`, and optionally those in `OPTIONAL_HYPERPARAMETERS` (their defaults leave
+training plain: no augmentation, a constant learning rate, float32).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping
 
 import tensorflow as tf
@@ -40,6 +43,17 @@ PROBABILITIES = "probabilities"
 HYPERPARAMETERS = ("conv1_filters", "conv2_filters", "kernel_size", "dense_units",
                    "dropout_rate", "learning_rate", "optimizer")
 OPTIMIZERS = ("adam", "sgd")
+# Optional keys and the values that switch them off.
+OPTIONAL_HYPERPARAMETERS = {
+    "augment_max_shift": 0.0,       # pixels; each training digit is shifted by up to this much
+    "augment_max_rotation": 0.0,    # degrees; ... and rotated by up to this much
+    "learning_rate_decay": "none",  # "cosine": decay to 1% of learning_rate over train_steps
+    "precision": "float32",         # "mixed_bfloat16": bfloat16 compute, float32 weights
+}
+DECAYS = ("none", "cosine")
+PRECISIONS = ("float32", "mixed_bfloat16")
+# The learning rate at the end of a cosine decay, as a fraction of the initial one.
+COSINE_FINAL_FRACTION = 0.01
 
 
 def hyperparameters(params: Any) -> dict:
@@ -55,6 +69,7 @@ def hyperparameters(params: Any) -> dict:
     if missing:
         raise ConfigError(f"model_fn params: missing trainer.{missing[0]}")
     hp = {key: params[key] for key in HYPERPARAMETERS}
+    hp.update({key: params.get(key, default) for key, default in OPTIONAL_HYPERPARAMETERS.items()})
     for key in ("conv1_filters", "conv2_filters", "kernel_size", "dense_units"):
         if not isinstance(hp[key], int) or hp[key] < 1:
             raise ConfigError(f"config key trainer.{key}: must be an integer >= 1, got {hp[key]!r}")
@@ -65,7 +80,51 @@ def hyperparameters(params: Any) -> dict:
     if hp["optimizer"] not in OPTIMIZERS:
         raise ConfigError(f"config key trainer.optimizer: must be one of {OPTIMIZERS}, "
                           f"got {hp['optimizer']!r}")
+    for key in ("augment_max_shift", "augment_max_rotation"):
+        if not isinstance(hp[key], (int, float)) or not 0 <= hp[key] <= 45:
+            raise ConfigError(f"config key trainer.{key}: must be a number in [0, 45], got {hp[key]!r}")
+    if hp["learning_rate_decay"] not in DECAYS:
+        raise ConfigError(f"config key trainer.learning_rate_decay: must be one of {DECAYS}, "
+                          f"got {hp['learning_rate_decay']!r}")
+    if hp["learning_rate_decay"] != "none":
+        steps = params.get("train_steps")
+        if not isinstance(steps, int) or steps < 1:
+            raise ConfigError("config key trainer.train_steps: a learning_rate_decay needs an "
+                              f"integer >= 1, got {steps!r}")
+        hp["train_steps"] = steps
+    if hp["precision"] not in PRECISIONS:
+        raise ConfigError(f"config key trainer.precision: must be one of {PRECISIONS}, "
+                          f"got {hp['precision']!r}")
     return hp
+
+
+def transform_images(images: tf.Tensor, angles: tf.Tensor, shift_x: tf.Tensor,
+                     shift_y: tf.Tensor) -> tf.Tensor:
+    """Rotates each image of [N, 28, 28, 1] about its centre by `angles` [N] (radians,
+    counter-clockwise as displayed) after shifting it right by `shift_x` [N] and down by
+    `shift_y` [N] pixels; bilinear, zeros fill the uncovered border. One batched op."""
+    n = tf.shape(images)[0]
+    cos, sin = tf.cos(angles), tf.sin(angles)
+    centre = (IMAGE_SIDE - 1) / 2.0
+    # The transform maps each output pixel (x, y) to the input pixel it is read from:
+    # input = R(angle) (output - centre) + centre - shift.
+    offset_x = centre - cos * centre + sin * centre - shift_x
+    offset_y = centre - sin * centre - cos * centre - shift_y
+    zeros = tf.zeros([n])
+    transforms = tf.stack([cos, -sin, offset_x, sin, cos, offset_y, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=[IMAGE_SIDE, IMAGE_SIDE],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+
+
+def augment(images: tf.Tensor, max_shift: float, max_rotation_degrees: float) -> tf.Tensor:
+    """`transform_images` with uniform random angles in +-max_rotation_degrees and shifts in
+    +-max_shift pixels, drawn per image."""
+    n = tf.shape(images)[0]
+    angles = tf.random.uniform([n], -1.0, 1.0) * (max_rotation_degrees * math.pi / 180.0)
+    shift_x = tf.random.uniform([n], -1.0, 1.0) * max_shift
+    shift_y = tf.random.uniform([n], -1.0, 1.0) * max_shift
+    return transform_images(images, angles, shift_x, shift_y)
 
 
 def scale_images(images: tf.Tensor) -> tf.Tensor:
@@ -81,24 +140,38 @@ def build_logits(images: tf.Tensor, hp: Mapping[str, Any], training: bool) -> tf
     checkpoints rely on them): conv1, conv2, dense, logits.
     """
     kernel = hp["kernel_size"]
+    # Hidden layers compute in the policy's dtype; the logits layer always in float32, so the
+    # softmax and the loss keep full precision. Weights are float32 either way.
+    policy = tf.keras.mixed_precision.Policy(hp.get("precision", "float32"))
     x = scale_images(images)
+    if training and (hp.get("augment_max_shift") or hp.get("augment_max_rotation")):
+        x = augment(x, float(hp.get("augment_max_shift", 0.0)), float(hp.get("augment_max_rotation", 0.0)))
     x = tf.keras.layers.Conv2D(hp["conv1_filters"], kernel, padding="same",
-                               activation="relu", name="conv1")(x)
-    x = tf.keras.layers.MaxPool2D(2, 2, name="pool1")(x)
+                               activation="relu", name="conv1", dtype=policy)(x)
+    x = tf.keras.layers.MaxPool2D(2, 2, name="pool1", dtype=policy)(x)
     x = tf.keras.layers.Conv2D(hp["conv2_filters"], kernel, padding="same",
-                               activation="relu", name="conv2")(x)
-    x = tf.keras.layers.MaxPool2D(2, 2, name="pool2")(x)
-    x = tf.keras.layers.Flatten(name="flatten")(x)
-    x = tf.keras.layers.Dense(hp["dense_units"], activation="relu", name="dense")(x)
+                               activation="relu", name="conv2", dtype=policy)(x)
+    x = tf.keras.layers.MaxPool2D(2, 2, name="pool2", dtype=policy)(x)
+    x = tf.keras.layers.Flatten(name="flatten", dtype=policy)(x)
+    x = tf.keras.layers.Dense(hp["dense_units"], activation="relu", name="dense", dtype=policy)(x)
     # Keras layers take the training flag explicitly: Estimator graphs have no learning phase.
-    x = tf.keras.layers.Dropout(hp["dropout_rate"], name="dropout")(x, training=training)
-    return tf.keras.layers.Dense(NUM_CLASSES, name="logits")(x)
+    x = tf.keras.layers.Dropout(hp["dropout_rate"], name="dropout", dtype=policy)(x, training=training)
+    return tf.keras.layers.Dense(NUM_CLASSES, name="logits", dtype="float32")(x)
 
 
-def _optimizer(hp: Mapping[str, Any]):
+def learning_rate(hp: Mapping[str, Any], global_step: tf.Tensor) -> tf.Tensor:
+    """The learning rate at `global_step`: constant, or cosine-decayed over train_steps."""
+    rate = tf.constant(hp["learning_rate"], tf.float32)
+    if hp.get("learning_rate_decay", "none") == "cosine":
+        rate = tf.compat.v1.train.cosine_decay(rate, global_step, hp["train_steps"],
+                                               alpha=COSINE_FINAL_FRACTION)
+    return rate
+
+
+def _optimizer(hp: Mapping[str, Any], rate: tf.Tensor):
     if hp["optimizer"] == "adam":
-        return tf.compat.v1.train.AdamOptimizer(learning_rate=hp["learning_rate"])
-    return tf.compat.v1.train.GradientDescentOptimizer(learning_rate=hp["learning_rate"])
+        return tf.compat.v1.train.AdamOptimizer(learning_rate=rate)
+    return tf.compat.v1.train.GradientDescentOptimizer(learning_rate=rate)
 
 
 def model_fn(features: Mapping[str, tf.Tensor], labels: tf.Tensor, mode: str,
@@ -142,7 +215,9 @@ def model_fn(features: Mapping[str, tf.Tensor], labels: tf.Tensor, mode: str,
             })
 
     global_step = tf.compat.v1.train.get_or_create_global_step()
-    train_op = _optimizer(hp).minimize(loss, global_step=global_step)
+    rate = learning_rate(hp, global_step)
+    tf.compat.v1.summary.scalar("learning_rate", rate)
+    train_op = _optimizer(hp, rate).minimize(loss, global_step=global_step)
     batch_accuracy = tf.reduce_mean(tf.cast(tf.equal(class_ids, labels), tf.float32))
     tf.compat.v1.summary.scalar("train_batch_accuracy", batch_accuracy)
     return tf.estimator.EstimatorSpec(

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from components.evaluator.metrics import confusion_matrix
 from pipeline.errors import InputDataError
 from pipeline.report.images import png_data_uri
 
@@ -42,15 +43,10 @@ def confusion_matrices(evaluation_uri: str) -> dict:
             value = entry.value
             if not value.HasField("multi_class_confusion_matrix_at_thresholds"):
                 continue
-            matrices = value.multi_class_confusion_matrix_at_thresholds.matrices
-            if not matrices:
+            matrix = confusion_matrix(value, NUM_CLASSES)
+            if matrix is None:
                 continue
-            chosen = min(matrices, key=lambda m: m.threshold)
-            matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.float64)
-            for cell in chosen.entries:
-                # predicted_class_id -1 means "no class above the threshold": none at threshold 0.
-                if 0 <= cell.actual_class_id < NUM_CLASSES and 0 <= cell.predicted_class_id < NUM_CLASSES:
-                    matrix[cell.actual_class_id, cell.predicted_class_id] += cell.num_weighted_examples
+            chosen = min(value.multi_class_confusion_matrix_at_thresholds.matrices, key=lambda m: m.threshold)
             result[entry.key.model_name or UNNAMED_MODEL] = {
                 "matrix": matrix.round().astype(int).tolist(), "threshold": float(chosen.threshold)}
     if not result:

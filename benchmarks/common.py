@@ -1,0 +1,104 @@
+"""Shared plumbing of the benchmark scripts: machine facts, peak memory, tables and JSON.
+
+Every benchmark prints a table of figures to stdout and writes the same figures as JSON
+(`--json FILE`, default `benchmarks/results/<name>.json`), with the date, the machine and the
+command line, so results can be compared across runs and copied into the README.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+
+def machine() -> dict:
+    """CPU model, logical CPUs usable by this process, memory and Python version."""
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    memory_gib = None
+    try:
+        with open("/proc/meminfo") as f:
+            memory_gib = round(int(f.readline().split()[1]) / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"cpu": model, "cpus": len(os.sched_getaffinity(0)), "memory_gib": memory_gib,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def print_table(title: str, rows: Sequence[Sequence], headers: Sequence[str]) -> None:
+    """Prints `rows` under `headers` as an aligned plain-text table."""
+    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    print(f"\n{title}")
+    for n, row in enumerate(cells):
+        print("  " + "  ".join(v.rjust(w) if n and _numeric(v) else v.ljust(w)
+                               for v, w in zip(row, widths)).rstrip())
+        if n == 0:
+            print("  " + "  ".join("-" * w for w in widths))
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text.rstrip("%x"))
+        return True
+    except ValueError:
+        return False
+
+
+def write_json(name: str, figures: dict, path: Optional[str] = None) -> Path:
+    """Writes {"benchmark", "date", "machine", "command", **figures} to `path` (default
+    benchmarks/results/<name>.json); returns the path."""
+    target = Path(path) if path else RESULTS_DIR / f"{name}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    record = {"benchmark": name,
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "machine": machine(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+              **figures}
+    target.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nfigures written to {target}")
+    return target
+
+
+def run_pipeline(pipeline_root: str, extra: Iterable[str] = ()) -> dict:
+    """Runs run_local.py with `extra` arguments into `pipeline_root` (a subprocess, so its
+    memory and start-up are its own); returns its summary. Raises RuntimeError on failure."""
+    summary_path = Path(pipeline_root) / "bench_summary.json"
+    Path(pipeline_root).mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(PROJECT_ROOT / "run_local.py"), "--pipeline-root", pipeline_root,
+               "--summary-json", str(summary_path), *extra]
+    done = subprocess.run(command, cwd=PROJECT_ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited with {done.returncode}")
+    return json.loads(summary_path.read_text())
+
+
+def examples_uri(pipeline_root: str) -> str:
+    """The Examples artifact of the full shipped MNIST, made (or reused from cache) by
+    running the pipeline up to example_gen in `pipeline_root`."""
+    summary = run_pipeline(pipeline_root, ["--to", "example_gen"])
+    return summary_step(summary, "example_gen")["outputs"]["examples"]
+
+
+def summary_step(summary: dict, name: str) -> dict:
+    """The record of step `name` in a run summary."""
+    if name not in summary["steps"]:
+        raise KeyError(f"step {name} not in the run summary")
+    return summary["steps"][name]
