@@ -13,6 +13,8 @@ import os
 import platform
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -77,24 +79,34 @@ def write_json(name: str, figures: dict, path: Optional[str] = None) -> Path:
     return target
 
 
-def run_pipeline(pipeline_root: str, extra: Iterable[str] = ()) -> dict:
-    """Runs run_local.py with `extra` arguments into `pipeline_root` (a subprocess, so its
-    memory and start-up are its own); returns its summary. Raises RuntimeError on failure."""
+@dataclass
+class PipelineRun:
+    """One run_local.py process: its run summary and its wall time (start-up included)."""
+
+    summary: dict
+    wall_seconds: float
+
+
+def run_pipeline(pipeline_root: str, extra: Iterable[str] = ()) -> PipelineRun:
+    """Runs run_local.py with `extra` arguments into `pipeline_root` as a subprocess (its memory
+    and start-up are its own, as for a user). Raises RuntimeError when it fails."""
     summary_path = Path(pipeline_root) / "bench_summary.json"
     Path(pipeline_root).mkdir(parents=True, exist_ok=True)
     command = [sys.executable, str(PROJECT_ROOT / "run_local.py"), "--pipeline-root", pipeline_root,
                "--summary-json", str(summary_path), *extra]
+    started = time.perf_counter()
     done = subprocess.run(command, cwd=PROJECT_ROOT)
+    wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited with {done.returncode}")
-    return json.loads(summary_path.read_text())
+    return PipelineRun(json.loads(summary_path.read_text()), wall)
 
 
 def examples_uri(pipeline_root: str) -> str:
     """The Examples artifact of the full shipped MNIST, made (or reused from cache) by
     running the pipeline up to example_gen in `pipeline_root`."""
-    summary = run_pipeline(pipeline_root, ["--to", "example_gen"])
-    return summary_step(summary, "example_gen")["outputs"]["examples"]
+    run = run_pipeline(pipeline_root, ["--to", "example_gen"])
+    return summary_step(run.summary, "example_gen")["outputs"]["examples"]
 
 
 def summary_step(summary: dict, name: str) -> dict:
