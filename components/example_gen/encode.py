@@ -218,8 +218,10 @@ class _WriteShardFn(beam.DoFn):
         self._chunk_rows = int(chunk_rows)
 
     def setup(self):
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
         from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 
+        self._tf = tf
         self._encoder = RecordBatchToExamplesEncoder()
         self._cache = collections.OrderedDict()  # (path, sha256) -> array, least recent first
         self._counters = {s: beam.metrics.Metrics.counter(METRICS_NAMESPACE, split_counter_name(s))
@@ -253,8 +255,7 @@ class _WriteShardFn(beam.DoFn):
 
     def process(self, task):
         # `task` is a ShardTask; left unannotated so Beam infers no coder or type check from it.
-        import tensorflow as tf
-
+        tf = self._tf
         splits = ("train", "eval") if task.source == "train" else ("test",)
         final = {s: shard_path(self._output_dir, s, task.shard, task.num_shards) for s in splits}
         temporary = {s: os.path.join(os.path.dirname(p), f".{os.path.basename(p)}.{uuid.uuid4().hex}.tmp")
