@@ -20,6 +20,8 @@ from typing import Iterable, Optional, Sequence
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
+# TensorFlow's C++ start-up chatter (CUDA probing on a CPU machine) stays out of the tables.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
