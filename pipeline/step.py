@@ -17,6 +17,23 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
+# The DirectRunner's in-process engine. Beam 2.72's DirectRunner would first try PrismRunner, a Go
+# binary it downloads from GitHub at run time when the network allows: then the same command runs
+# on a different engine on a laptop than offline or in CI, after executing an unverified download.
+DEFAULT_BEAM_RUNNER = "FnApiRunner"
+
+
+def with_default_runner(beam_args: Sequence[str]) -> list:
+    """Returns `beam_args` as a list, with `--runner=FnApiRunner` first when no `--runner` is named.
+
+    Every other option, and a runner the user names (DirectRunner, PrismRunner, PortableRunner,
+    FlinkRunner, ...), passes through unchanged.
+    """
+    args = list(beam_args)
+    if any(arg == "--runner" or arg.startswith("--runner=") for arg in args):
+        return args
+    return [f"--runner={DEFAULT_BEAM_RUNNER}"] + args
+
 
 @dataclass(frozen=True)
 class Artifact:
@@ -42,7 +59,7 @@ class StepContext:
         no artifact, like the baseline model on the first run, is absent).
     outputs: output key -> empty staging directory to write into.
     params: the step's parameters (frozen dataclass or mapping), as declared in the StepSpec.
-    beam_args: Apache Beam pipeline options to pass to `beam.Pipeline` unchanged.
+    beam_args: Apache Beam pipeline options to pass to `beam.Pipeline` (see `with_default_runner`).
     run_id, pipeline_root: identify the run.
     log: the step's logger.
     """
@@ -57,10 +74,10 @@ class StepContext:
     log: logging.Logger
 
     def beam_pipeline_options(self):
-        """Returns `PipelineOptions` built from `beam_args` (DirectRunner when none is named)."""
+        """Returns `PipelineOptions` built from `beam_args` (FnApiRunner when none is named)."""
         from apache_beam.options.pipeline_options import PipelineOptions
 
-        return PipelineOptions(list(self.beam_args))
+        return PipelineOptions(with_default_runner(self.beam_args))
 
 
 @dataclass
