@@ -22,3 +22,11 @@ def small_mnist(tmp_path_factory) -> str:
 def tiny_mnist(tmp_path_factory) -> str:
     """A data root with 240 training and 60 test digits, for fast unit tests."""
     return write_mnist_slice(str(tmp_path_factory.mktemp("mnist_tiny")), 240, 60)
+
+
+def pytest_unconfigure(config):
+    """After the session, the same filter the CLI installs, so CI's log ends with pytest's summary
+    rather than TensorFlow's teardown tracebacks (see pipeline.logs)."""
+    from pipeline.logs import _drop_tensorflow_teardown_noise
+
+    sys.unraisablehook = _drop_tensorflow_teardown_noise
