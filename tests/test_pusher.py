@@ -73,6 +73,17 @@ def staging(serving_dir):
 
 # --- gate ---------------------------------------------------------------------------------------
 
+def test_not_blessed_reason_is_the_gates_first_reason_and_how_many_more(tmp_path, assets):
+    _, digest = assets["good"]
+    blessing = blessing_artifact(str(tmp_path / "b"), digest, blessed=False)
+    with open(os.path.join(blessing.uri, "NOT_BLESSED"), "w") as f:
+        f.write("overall accuracy 0.8593 < accuracy_floor 0.9500\nlabel=4 accuracy 0.7342 < slice_accuracy_floor 0.9000\n")
+    outcome = executor.run(make_ctx(tmp_path, assets, str(tmp_path / "serving"), blessing=blessing))
+    assert outcome.execution_properties["reason"] == (
+        "model not blessed: overall accuracy 0.8593 < accuracy_floor 0.9500 "
+        f"(+1 more in {os.path.join(blessing.uri, 'NOT_BLESSED')})")
+
+
 def test_not_blessed_pushes_nothing(tmp_path, assets):
     serving = str(tmp_path / "serving")
     _, digest = assets["good"]

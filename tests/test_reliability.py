@@ -866,5 +866,5 @@ def test_fault_no_thresholds_blesses_nothing_and_says_why(faults):
     assert summary["evaluation"]["reasons"] == ["no thresholds configured"]
     assert summary["evaluation"]["metrics"]["baseline"]  # it did compare against the serving model
     assert summary["push"]["pushed"] == 0
-    assert summary["push"]["reason"].startswith("model not blessed")
+    assert summary["push"]["reason"] == "model not blessed: no thresholds configured"
     assert numbered(faults["base"] / "root" / "serving") == ["1"]

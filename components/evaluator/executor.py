@@ -15,9 +15,9 @@ import os
 
 from components.evaluator import blessing, metrics as metrics_lib, tfma_setup
 from components.evaluator.analysis import run_analysis, split_pattern
-from components.evaluator.integrity import verify_model
 from components.evaluator.layout import BLESSED_FILE, DECISION_FILE, NOT_BLESSED_FILE
 from pipeline.errors import InputDataError, PipelineError
+from pipeline.model_integrity import verify_model
 from pipeline.step import StepContext, StepOutcome
 
 REQUIRED_SLICES = tuple(f"{blessing.LABEL_SLICE_PREFIX}{k}" for k in range(tfma_setup.NUM_CLASSES))

@@ -17,22 +17,38 @@ import os
 import time
 from typing import Optional
 
-from components.evaluator.integrity import verify_model
 from components.evaluator.layout import BLESSED_FILE, DECISION_FILE, NOT_BLESSED_FILE
 from components.pusher.publish import publish
 from components.pusher.serving_check import make_verify_fn, read_examples
 from pipeline.errors import ConfigError, PushError
+from pipeline.model_integrity import verify_model
 from pipeline.step import StepContext, StepOutcome
 
 PUSH_FILE = "push.json"
+
+
+def _gate_reasons(not_blessed_path: str) -> str:
+    """The evaluator's first reason from its NOT_BLESSED file, with how many more there are, so
+    the run's last line says why; the file's path when it cannot be read."""
+    try:
+        with open(not_blessed_path, encoding="utf-8", errors="replace") as f:
+            reasons = [line.strip() for line in f if line.strip()]
+    except OSError as e:
+        return f"{not_blessed_path} ({e.strerror})"
+    if not reasons:
+        return f"see {not_blessed_path}"
+    more = f" (+{len(reasons) - 1} more in {not_blessed_path})" if len(reasons) > 1 else ""
+    return reasons[0] + more
 
 
 def _blessing_refusal(ctx: StepContext) -> Optional[str]:
     """Returns why the model must not be pushed, or None when the blessing allows it."""
     blessing = ctx.inputs["blessing"]
     model = ctx.inputs["model"]
-    if not os.path.isfile(os.path.join(blessing.uri, BLESSED_FILE)) or \
-            os.path.exists(os.path.join(blessing.uri, NOT_BLESSED_FILE)):
+    not_blessed = os.path.join(blessing.uri, NOT_BLESSED_FILE)
+    if os.path.exists(not_blessed):
+        return f"model not blessed: {_gate_reasons(not_blessed)}"
+    if not os.path.isfile(os.path.join(blessing.uri, BLESSED_FILE)):
         return f"model not blessed (no {BLESSED_FILE} marker in {blessing.uri})"
     if blessing.properties.get("blessed") != 1:
         return f"model not blessed (blessing artifact {blessing.id} has blessed={blessing.properties.get('blessed')!r})"

@@ -23,8 +23,8 @@ from tensorflow.core.protobuf import saved_model_pb2
 from components.trainer.model import CLASS_IDS, IMAGE_KEY, IMAGE_PIXELS, NUM_CLASSES, PROBABILITIES
 from pipeline.digest import directory_digest
 from pipeline.errors import TrainingError
+from pipeline.model_integrity import SERVING_SUBDIR
 
-SERVING_SUBDIR = "Format-Serving"
 DIGEST_FILE = "model_digest.json"
 DIGEST_ALGORITHM = "sha256-tree"
 

@@ -13,10 +13,9 @@ from typing import Any, Dict
 
 import tensorflow as tf
 
-from components.trainer.export import SERVING_SUBDIR
 from components.trainer.model import IMAGE_KEY, IMAGE_PIXELS, model_fn
-from pipeline.digest import directory_digest
 from pipeline.errors import ConfigError, ModelIntegrityError
+from pipeline.model_integrity import verify_model
 from pipeline.step import Artifact
 
 
@@ -26,18 +25,7 @@ def base_checkpoint(base_model: Artifact) -> str:
     Raises ModelIntegrityError when the model has no recorded digest, its Format-Serving folder
     is missing, or its files no longer match the digest.
     """
-    serving_dir = os.path.join(base_model.uri, SERVING_SUBDIR)
-    expected = base_model.properties.get("digest")
-    if not expected:
-        raise ModelIntegrityError(f"base model {serving_dir}: no recorded digest; refusing to warm start")
-    try:
-        actual = directory_digest(serving_dir)
-    except (FileNotFoundError, ValueError) as e:
-        raise ModelIntegrityError(f"base model {serving_dir}: cannot digest ({e})") from e
-    if actual != expected:
-        raise ModelIntegrityError(f"base model {serving_dir}: files do not match the recorded digest "
-                                  f"(recorded {expected[:12]}..., found {actual[:12]}...)")
-    return os.path.join(serving_dir, "variables", "variables")
+    return os.path.join(verify_model(base_model, "base model"), "variables", "variables")
 
 
 def trainable_variable_shapes(params: Any) -> Dict[str, list]:

@@ -143,7 +143,7 @@ def analysis_key(artifacts: dict, max_examples: int, keep: int) -> dict:
 
 
 def _compute_analysis(artifacts: dict, problems: list, max_examples: int, keep: int) -> Optional[dict]:
-    from components.evaluator.integrity import verify_model
+    from pipeline.model_integrity import verify_model
     from pipeline.report import analysis
     from pipeline.resolvers import to_step_artifact
 

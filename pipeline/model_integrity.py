@@ -1,4 +1,8 @@
-"""Model integrity: a model is loaded only when its files match the digest recorded at export."""
+"""Model integrity: a model is loaded only when its files match the digest recorded at export.
+
+Every reader of a Model artifact goes through `verify_model`: the evaluator (candidate and
+baseline), the pusher, the trainer's warm start and the run report.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ SERVING_SUBDIR = "Format-Serving"
 def verify_model(artifact: Artifact, role: str) -> str:
     """Checks directory_digest(<uri>/Format-Serving) against artifact.properties['digest'].
 
-    role: how the message names the model ("candidate model", "baseline model").
+    role: how the message names the model ("candidate model", "baseline model", "base model").
     Returns the verified SavedModel directory.
     Raises ModelIntegrityError when the digest is missing, the directory is missing or unreadable,
     or the digests differ.
