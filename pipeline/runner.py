@@ -32,7 +32,7 @@ from pipeline.fingerprint import cache_key
 from pipeline.lock import exclusive_lock
 from pipeline.metadata import CACHED, COMPLETE, MetadataStore, open_store
 from pipeline.step import Artifact, StepContext, StepOutcome, StepSpec
-from pipeline.summary import write_json_atomic
+from pipeline.atomic_files import write_json_atomic
 
 log = logging.getLogger("pipeline")
 

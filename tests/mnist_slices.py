@@ -19,7 +19,7 @@ TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
 def read_real(name: str, count: int, offset: int = 0) -> np.ndarray:
     """Returns records [offset, offset+count) of the shipped MNIST file `name` as uint8."""
     with gzip.open(os.path.join(DEFAULT_DATA_ROOT, name), "rb") as f:
-        header = f.read(16 if "images" in name else 8)
+        f.read(16 if "images" in name else 8)  # the IDX header
         record = 784 if "images" in name else 1
         f.read(offset * record)
         data = np.frombuffer(f.read(count * record), dtype=np.uint8)

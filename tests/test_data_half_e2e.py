@@ -69,8 +69,6 @@ def test_data_half_runs_then_is_fully_cached(tmp_path, small_mnist):
 
 
 def test_out_of_range_labels_stop_the_run_before_training(tmp_path):
-    import numpy as np
-
     from mnist_slices import TRAIN_LABELS, read_real, write_idx
 
     root = write_mnist_slice(str(tmp_path / "data"), 600, 200)
@@ -88,8 +86,6 @@ def test_out_of_range_labels_stop_the_run_before_training(tmp_path):
 
 
 def test_drifted_new_span_is_stopped_by_the_gate(tmp_path):
-    import numpy as np
-
     from mnist_slices import TRAIN_IMAGES, TEST_IMAGES, read_real, write_idx
 
     data = tmp_path / "data"

@@ -21,12 +21,12 @@ import io
 import logging
 import os
 import sys
-import tempfile
 import urllib.request
 import zlib
 from typing import Optional, Sequence
 
 from components.example_gen.idx import DATASET_FILES
+from pipeline.atomic_files import write_bytes_atomic
 from pipeline.errors import InputDataError, PipelineError
 
 log = logging.getLogger(__name__)
@@ -82,22 +82,6 @@ def content_sha256(compressed: bytes, max_bytes: int = MAX_CONTENT_BYTES) -> str
     return h.hexdigest()
 
 
-def _write_atomically(path: str, data: bytes) -> None:
-    """Writes `data` to `path` through a temporary file in the same folder and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _already_present(path: str, expected: str) -> bool:
     """True when `path` exists and its decompressed content has the `expected` sha256."""
     if not os.path.isfile(path):
@@ -137,7 +121,7 @@ def download_file(name: str, dest: str, mirrors: Sequence[str] = MIRRORS, force:
             reasons.append(f"{url}: content sha256 {actual}, expected {expected}")
             log.warning("%s", reasons[-1])
             continue
-        _write_atomically(path, body)
+        write_bytes_atomic(path, body)
         log.info("%s: verified, %d bytes from %s", path, len(body), url)
         return mirror
     raise InputDataError(f"{path}: no mirror served a file with the pinned checksum ({'; '.join(reasons)})")

@@ -28,7 +28,7 @@ import logging
 import os
 import uuid
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 import apache_beam as beam
 import numpy as np

@@ -17,32 +17,16 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import time
 from typing import Optional
 
+from pipeline.atomic_files import write_text_atomic
 from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-
-
-def _write_text_atomic(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".html", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def build_report(summary: dict, analysis: str = "auto") -> str:
@@ -64,7 +48,7 @@ def write_report(summary: dict, run_dir: str, analysis: str = "auto") -> str:
     """
     started = time.monotonic()
     path = os.path.join(run_dir, REPORT_FILE)
-    _write_text_atomic(path, build_report(summary, analysis))
+    write_text_atomic(path, build_report(summary, analysis))
     log.info("report: %s (%.1fs)", path, time.monotonic() - started)
     return path
 
@@ -84,7 +68,7 @@ def rebuild_report(pipeline_root: str, run_id: Optional[str] = None) -> str:
     Raises ConfigError for an unknown or malformed run id.
     """
     from pipeline.report.sources import read_json
-    from pipeline.summary import write_json_atomic
+    from pipeline.atomic_files import write_json_atomic
 
     runs_dir = os.path.join(pipeline_root, "runs")
     if run_id is None:

@@ -15,7 +15,7 @@ import logging
 import os
 from typing import Optional
 
-from pipeline.summary import write_json_atomic
+from pipeline.atomic_files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
