@@ -21,7 +21,7 @@ PY
 # Every package is pinned in the lock file, so pip resolves nothing (no backtracking).
 .venv/bin/python -m pip install --quiet --no-deps -r requirements.lock 2>&1 | grep -v "^WARNING: Location" >&2 || true
 .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" >&2 || true
-.venv/bin/python -c "import tensorflow, tensorflow_data_validation, tensorflow_model_analysis, apache_beam, ml_metadata, pipeline, components" \
+TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python -W ignore -c "import tensorflow, tensorflow_data_validation, tensorflow_model_analysis, apache_beam, ml_metadata, pipeline, components" \
   || { echo "error: .venv is incomplete after installing requirements.lock" >&2; exit 1; }
 echo "$want" > "$stamp"
 echo ".venv ready" >&2

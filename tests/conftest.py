@@ -1,5 +1,6 @@
 """Shared fixtures: small slices of the real digits, never the whole set."""
 
+import atexit
 import os
 import sys
 
@@ -24,9 +25,10 @@ def tiny_mnist(tmp_path_factory) -> str:
     return write_mnist_slice(str(tmp_path_factory.mktemp("mnist_tiny")), 240, 60)
 
 
-def pytest_unconfigure(config):
-    """After the session, the same filter the CLI installs, so CI's log ends with pytest's summary
-    rather than TensorFlow's teardown tracebacks (see pipeline.logs)."""
+def pytest_configure(config):
+    """At exit, the same filter the CLI installs, so CI's log ends with pytest's summary rather
+    than TensorFlow's teardown tracebacks (see pipeline.logs). atexit, because pytest restores
+    its own unraisable hook after pytest_unconfigure; atexit runs after that, before teardown."""
     from pipeline.logs import _drop_tensorflow_teardown_noise
 
-    sys.unraisablehook = _drop_tensorflow_teardown_noise
+    atexit.register(setattr, sys, "unraisablehook", _drop_tensorflow_teardown_noise)
