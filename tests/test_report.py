@@ -28,11 +28,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = "/usr/bin/chromium"
 SECTIONS = ("steps", "data", "anomalies", "training", "metrics", "confusion", "gallery", "blessing", "push")
 
+# 150 steps: this tiny network then scores 0.61 to 0.77 on the 200 test digits (3 runs), well
+# clear of the 0.3 floor; at 60 steps it scored 0.25 to 0.52 and the run was sometimes refused.
 CONFIG = """
 [trainer]
-train_steps = 60
+train_steps = 150
 batch_size = 32
-eval_every_steps = 30
+eval_every_steps = 75
 early_stopping_evals = 0
 conv1_filters = 4
 conv2_filters = 8
