@@ -20,7 +20,6 @@ evaluates both on every example, as a run with a baseline does):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import glob
 import json
 import logging
@@ -69,7 +68,7 @@ def evaluator_step(work: str, examples: str, model: str, digest: str, with_basel
     if with_baseline:
         inputs["baseline_model"] = Artifact(model, "Model", {"digest": digest}, 3)
     ctx = StepContext(step_name="evaluator", run_id="bench", pipeline_root=work, inputs=inputs,
-                      outputs=outputs, params=dataclasses.replace(EvaluatorConfig(), max_examples=None),
+                      outputs=outputs, params=EvaluatorConfig(),
                       beam_args=(), log=logging.getLogger("bench.evaluator"))
     reset_peak_rss()
     started = time.perf_counter()

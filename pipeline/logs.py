@@ -31,6 +31,11 @@ def _drop_tensorflow_teardown_noise(unraisable, default_hook=sys.__unraisablehoo
     default_hook(unraisable)
 
 
+def install_tensorflow_teardown_filter() -> None:
+    """Makes `_drop_tensorflow_teardown_noise` this process's unraisable-exception hook."""
+    sys.unraisablehook = _drop_tensorflow_teardown_noise
+
+
 class _DropLibraryChatter(logging.Filter):
     """Drops INFO records that libraries (Beam) send through the root logger."""
 
@@ -53,7 +58,7 @@ def configure_logging(verbose: bool = False) -> None:
         for name in _NOISY:
             logging.getLogger(name).setLevel(logging.ERROR)
         warnings.filterwarnings("ignore")
-        sys.unraisablehook = _drop_tensorflow_teardown_noise
+        install_tensorflow_teardown_filter()
         try:
             import absl.logging
 

@@ -29,6 +29,6 @@ def pytest_configure(config):
     """At exit, the same filter the CLI installs, so CI's log ends with pytest's summary rather
     than TensorFlow's teardown tracebacks (see pipeline.logs). atexit, because pytest restores
     its own unraisable hook after pytest_unconfigure; atexit runs after that, before teardown."""
-    from pipeline.logs import _drop_tensorflow_teardown_noise
+    from pipeline.logs import install_tensorflow_teardown_filter
 
-    atexit.register(setattr, sys, "unraisablehook", _drop_tensorflow_teardown_noise)
+    atexit.register(install_tensorflow_teardown_filter)

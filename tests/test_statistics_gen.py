@@ -151,7 +151,7 @@ def test_empty_split_has_zero_examples(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("beam_args", [
-    ["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+    ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
     ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"],
 ], ids=["multi_processing", "portable_loopback"])
 def test_other_runners_give_the_same_statistics(tmp_path, stats_run, split_data, beam_args):

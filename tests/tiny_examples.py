@@ -81,9 +81,9 @@ def write_examples_artifact(dest: str, splits: Dict[str, SplitData]) -> str:
     return dest
 
 
-# DirectRunner in Beam 2.72 first tries PrismRunner, which downloads a binary from GitHub;
-# naming the in-process FnApiRunner keeps tests offline and on the in_memory runner.
-TEST_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_running_mode=in_memory")
+# No --runner: executors get the pipeline's own default (pipeline.step.with_default_runner), the
+# engine users get too.
+TEST_BEAM_ARGS = ("--direct_running_mode=in_memory",)
 
 
 def step_context(name: str, inputs: dict, outputs: dict, params=None, beam_args=TEST_BEAM_ARGS):
