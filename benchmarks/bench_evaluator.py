@@ -56,8 +56,8 @@ def evaluator_step(work: str, examples: str, model: str, digest: str, with_basel
     """Runs the evaluator step's executor in this process, as the runner does."""
     from components.evaluator import executor
     from pipeline.config import EvaluatorConfig
-    from pipeline.resources import peak_rss_mb, reset_peak_rss
-    from pipeline.step import Artifact, StepContext
+    from pipeline.core.resources import peak_rss_mb, reset_peak_rss
+    from pipeline.core.step import Artifact, StepContext
 
     shutil.rmtree(work, ignore_errors=True)
     outputs = {name: os.path.join(work, name) for name in ("evaluation", "blessing")}

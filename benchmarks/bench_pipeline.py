@@ -32,7 +32,7 @@ def served_accuracy(pipeline_root: str, serving_dir: str) -> dict:
     """Accuracy of the newest serving version on the raw test digits, after verifying its digest."""
     import numpy as np
 
-    from components.example_gen import idx
+    from pipeline.formats import idx
     from pipeline.predict import classify, resolve_served_model
 
     served = resolve_served_model(serving_dir, pipeline_root)

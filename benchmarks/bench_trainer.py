@@ -156,7 +156,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from pipeline.config import TrainerConfig
-    from components.example_gen import idx
+    from pipeline.formats import idx
 
     default_cfg = TrainerConfig()
     if args.batch_size:

@@ -21,7 +21,7 @@ import sys
 import traceback
 from typing import Optional, Sequence
 
-from pipeline.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, PipelineError
+from pipeline.core.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, PipelineError
 from pipeline.factory import STEP_NAMES
 from pipeline.logs import configure_logging
 
@@ -73,7 +73,7 @@ def build_run_parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict:
     """CLI options as nested config overrides (applied after the config file)."""
-    from pipeline.artifacts import check_local_path
+    from pipeline.core.artifacts import check_local_path
 
     overrides: dict = {}
     if args.pipeline_root:
@@ -109,7 +109,7 @@ def cmd_run(argv: Sequence[str]) -> int:
     args = build_run_parser().parse_args(argv)
     configure_logging(args.verbose)
     from pipeline.factory import create_pipeline
-    from pipeline.runner import run_pipeline
+    from pipeline.core.runner import run_pipeline
 
     config = load(args)
     pipeline = create_pipeline(config)
@@ -217,7 +217,7 @@ def cmd_report(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="run_local.py report",
         description="(Re)build <pipeline-root>/runs/RUN_ID/report.html from the run's summary.json "
-                    "and artifacts, computing the gallery of misclassified digits when missing.")
+                    "and artifacts (it only reads them: no model is loaded).")
     _add_common(parser)
     parser.add_argument("run_id", nargs="?", metavar="RUN_ID", help="default: the newest run")
     args = parser.parse_args(argv)

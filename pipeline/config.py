@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_ROOT = PROJECT_ROOT / "data" / "mnist"
@@ -94,11 +94,19 @@ class EvaluatorConfig:
 
     # Absolute floor on overall accuracy; applies on every run, also the first.
     accuracy_floor: Optional[float] = 0.95
-    # Candidate accuracy must be >= baseline accuracy + min_gain (0.0 = "not worse").
+    # How the candidate must compare with the serving model on the same test digits (paired
+    # interval of the accuracy difference at level 1 - alpha): "superiority" = its lower bound
+    # above min_gain; "non_inferiority" = its lower bound above -non_inferiority_margin.
+    promotion_policy: str = "superiority"
+    alpha: float = 0.05
+    # Under superiority: how much better, with confidence 1 - alpha (0.0 = "better at all").
     min_gain: Optional[float] = 0.0
+    # Under non_inferiority: the largest accuracy loss the team accepts for fresh data.
+    non_inferiority_margin: float = 0.005
     # No per-label slice may fall below this accuracy.
     slice_accuracy_floor: Optional[float] = 0.90
-    # No per-label slice may lose more than this much accuracy against the baseline.
+    # No per-label slice may be significantly worse than the serving model by more than this
+    # (Holm-adjusted over the ten label slices).
     slice_max_regression: Optional[float] = 0.02
     # Examples of the test split to evaluate on (None = all).
     max_examples: Optional[int] = None
@@ -238,9 +246,20 @@ def validate_config(config: PipelineConfig) -> None:
         require(getattr(t, key) >= 1, f"trainer.{key}", "must be >= 1")
     require(t.eval_examples is None or t.eval_examples >= 1, "trainer.eval_examples",
             "must be >= 1 or unset")
-    for key in ("accuracy_floor", "slice_accuracy_floor", "slice_max_regression", "min_gain"):
+    for key in ("accuracy_floor", "slice_accuracy_floor"):
         value = getattr(config.evaluator, key)
         require(value is None or -1.0 <= value <= 1.0, f"evaluator.{key}", "must be in [-1, 1] or unset")
+    for key in ("min_gain", "slice_max_regression"):
+        value = getattr(config.evaluator, key)
+        require(value is None or 0.0 <= value <= 1.0, f"evaluator.{key}",
+                "must be in [0, 1] or unset (to accept a worse model, use promotion_policy = "
+                "\"non_inferiority\" with non_inferiority_margin)")
+    require(config.evaluator.promotion_policy in ("superiority", "non_inferiority"),
+            "evaluator.promotion_policy", "must be \"superiority\" or \"non_inferiority\", got "
+            f"{config.evaluator.promotion_policy!r}")
+    require(0.0 < config.evaluator.alpha < 0.5, "evaluator.alpha", "must be in (0, 0.5)")
+    require(0.0 <= config.evaluator.non_inferiority_margin <= 1.0, "evaluator.non_inferiority_margin",
+            "must be in [0, 1]")
     require(config.evaluator.max_examples is None or config.evaluator.max_examples >= 1,
             "evaluator.max_examples", "must be >= 1 or unset")
     require(config.pusher.verify_examples >= 1, "pusher.verify_examples", "must be >= 1")

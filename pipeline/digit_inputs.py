@@ -7,7 +7,7 @@ Accepted files (recognised by their first bytes, not their names):
   A 28x28 image is used as it is; any other size is framed the way MNIST's digits were: cropped
   to the ink, scaled to fit 20x20 with its aspect kept, and centred by centre of mass in 28x28.
 - gzip IDX images files (magic 0x803, N x 28 x 28), parsed and validated by
-  `components.example_gen.idx`; each record is one digit, with the same inversion rule.
+  `pipeline.formats.idx`; each record is one digit, with the same inversion rule.
 
 Errors: InputDataError with one line naming the file (and record) for anything unreadable.
 """
@@ -20,10 +20,11 @@ from typing import List
 
 import numpy as np
 
-from pipeline.errors import InputDataError
+from pipeline.core.errors import InputDataError
+from pipeline.formats.examples import IMAGE_PIXELS, IMAGE_SIDE
+from pipeline.formats.files import read_bytes
+from pipeline.formats.idx import parse_idx
 
-SIDE = 28
-PIXELS = SIDE * SIDE
 # MNIST's digits fit a 20x20 box inside the 28x28 frame.
 BOX = 20
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -68,7 +69,7 @@ def frame_digit(gray: np.ndarray) -> np.ndarray:
     gray = np.asarray(gray, dtype=np.float32)
     peak = float(gray.max()) if gray.size else 0.0
     if peak <= 0:
-        return np.zeros((SIDE, SIDE), np.float32)
+        return np.zeros((IMAGE_SIDE, IMAGE_SIDE), np.float32)
     rows = np.flatnonzero((gray > INK_SHARE * peak).any(axis=1))
     cols = np.flatnonzero((gray > INK_SHARE * peak).any(axis=0))
     crop = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
@@ -83,9 +84,9 @@ def frame_digit(gray: np.ndarray) -> np.ndarray:
         cy, cx = float((ys * box).sum()) / total, float((xs * box).sum()) / total
     else:
         cy, cx = (new_h - 1) / 2, (new_w - 1) / 2
-    top = int(np.clip(round((SIDE - 1) / 2 - cy), 0, SIDE - new_h))
-    left = int(np.clip(round((SIDE - 1) / 2 - cx), 0, SIDE - new_w))
-    frame = np.zeros((SIDE, SIDE), np.float32)
+    top = int(np.clip(round((IMAGE_SIDE - 1) / 2 - cy), 0, IMAGE_SIDE - new_h))
+    left = int(np.clip(round((IMAGE_SIDE - 1) / 2 - cx), 0, IMAGE_SIDE - new_w))
+    frame = np.zeros((IMAGE_SIDE, IMAGE_SIDE), np.float32)
     frame[top:top + new_h, left:left + new_w] = box
     return frame
 
@@ -111,16 +112,14 @@ def png_digit(raw: bytes, path: str, invert: str = "auto") -> DigitImage:
     inverted = _should_invert(gray, invert)
     if inverted:
         gray = 255.0 - gray
-    if gray.shape != (SIDE, SIDE):
+    if gray.shape != (IMAGE_SIDE, IMAGE_SIDE):
         gray = frame_digit(gray)
-    return DigitImage(path, 0, gray.reshape(PIXELS).astype(np.float32), inverted)
+    return DigitImage(path, 0, gray.reshape(IMAGE_PIXELS).astype(np.float32), inverted)
 
 
 def idx_digits(raw: bytes, path: str, invert: str = "auto") -> List[DigitImage]:
-    """Parses a gzip IDX images file (validated by components.example_gen.idx) into DigitImages."""
-    from components.example_gen.idx import parse_idx
-
-    images = parse_idx(raw, path, "images").reshape(-1, PIXELS).astype(np.float32)
+    """Parses a gzip IDX images file (validated by pipeline.formats.idx) into DigitImages."""
+    images = parse_idx(raw, path, "images").reshape(-1, IMAGE_PIXELS).astype(np.float32)
     if invert == "auto":
         flags = images.mean(axis=1) > 127.5
     else:
@@ -133,17 +132,7 @@ def read_digits(path: str, invert: str = "auto") -> List[DigitImage]:
     """Reads every digit of one file (PNG or gzip IDX images); InputDataError naming it otherwise."""
     if invert not in INVERT_CHOICES:
         raise ValueError(f"invert must be one of {INVERT_CHOICES}, got {invert!r}")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError as e:
-        raise InputDataError(f"{path}: file not found") from e
-    except IsADirectoryError as e:
-        raise InputDataError(f"{path}: is a directory, expected a PNG or gzip IDX images file") from e
-    except OSError as e:
-        raise InputDataError(f"{path}: cannot read ({e.strerror or e})") from e
-    if len(raw) > MAX_FILE_BYTES:
-        raise InputDataError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB")
+    raw = read_bytes(path, expected="a PNG or gzip IDX images file", max_bytes=MAX_FILE_BYTES)
     if raw.startswith(PNG_SIGNATURE):
         return [png_digit(raw, path, invert)]
     if raw.startswith(GZIP_MAGIC):

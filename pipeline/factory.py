@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
-from typing import Sequence
 
-from pipeline.config import PipelineConfig
-from pipeline.errors import ConfigError
-from pipeline.step import InputSpec, StepSpec
+from components.evaluator import component as evaluator
+from components.example_gen import component as example_gen
+from components.example_validator import component as example_validator
+from components.pusher import component as pusher
+from components.schema_gen import component as schema_gen
+from components.statistics_gen import component as statistics_gen
+from components.trainer import component as trainer
+from pipeline import resolvers
+from pipeline.config import PipelineConfig, config_to_dict
+from pipeline.core.errors import ConfigError
+from pipeline.core.external import external_file
+from pipeline.core.pipeline import Pipeline
+from pipeline.core.step import InputSpec, declare
+from pipeline.formats import schema as schema_format
 
 STEP_NAMES = (
     "example_gen",
@@ -27,31 +36,8 @@ STEP_NAMES = (
 )
 
 
-@dataclass(frozen=True)
-class Pipeline:
-    """An ordered, validated list of steps plus the config they were built from."""
-
-    steps: tuple
-    config: PipelineConfig
-
-    def step(self, name: str) -> StepSpec:
-        """Returns the step called `name`; ConfigError when there is none."""
-        for spec in self.steps:
-            if spec.name == name:
-                return spec
-        raise ConfigError(f"unknown step {name!r} (steps: {', '.join(STEP_NAMES)})")
-
-
-def _step(name, inputs, outputs, params, cacheable=True) -> StepSpec:
-    return StepSpec(
-        name=name,
-        inputs=inputs,
-        outputs=outputs,
-        executor=f"components.{name}.executor:run",
-        params=params,
-        code_modules=(f"components.{name}",),
-        cacheable=cacheable,
-    )
+def _produced(ref: str) -> InputSpec:
+    return InputSpec(producer=ref)
 
 
 def create_pipeline(config: PipelineConfig) -> Pipeline:
@@ -59,50 +45,57 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
 
     Raises ConfigError when the config names a path that cannot be used.
     """
-    schema_path = config.validation.schema_path
-    if not os.path.isfile(schema_path):
-        raise ConfigError(f"config key validation.schema_path: no schema file at {schema_path}")
-    produced = lambda ref: InputSpec(producer=ref)  # noqa: E731
+    if not os.path.isfile(config.validation.schema_path):
+        raise ConfigError("config key validation.schema_path: no schema file at "
+                          f"{config.validation.schema_path}")
+    curated_schema = external_file(schema_format.CURATED_TYPE, config.validation.schema_path,
+                                   "validation.schema_path")
     steps = (
-        _step("example_gen", {"raw_data": InputSpec(resolver="raw_data")},
-              {"examples": "Examples"}, config.data),
-        _step("statistics_gen", {"examples": produced("example_gen.examples")},
-              {"statistics": "ExampleStatistics"}, None),
-        _step("schema_gen", {"statistics": produced("statistics_gen.statistics")},
-              {"schema": "Schema"}, config.validation),
-        _step("example_validator", {
-            "statistics": produced("statistics_gen.statistics"),
-            "schema": produced("schema_gen.schema"),
-            "previous_statistics": InputSpec(resolver="previous_span_statistics", optional=True),
-        }, {"anomalies": "ExampleAnomalies"}, config.validation),
-        _step("trainer", {
-            "examples": produced("example_gen.examples"),
-            "schema": produced("schema_gen.schema"),
-            "base_model": InputSpec(resolver="warm_start_model", optional=True),
-        }, {"model": "Model", "model_run": "ModelRun"}, config.trainer),
-        _step("evaluator", {
-            "examples": produced("example_gen.examples"),
-            "model": produced("trainer.model"),
-            "baseline_model": InputSpec(resolver="baseline_model", optional=True),
-        }, {"evaluation": "ModelEvaluation", "blessing": "ModelBlessing"}, config.evaluator),
-        _step("pusher", {
-            "model": produced("trainer.model"),
-            "blessing": produced("evaluator.blessing"),
-            "examples": produced("example_gen.examples"),
-            "baseline_model": InputSpec(resolver="latest_pushed_model", optional=True),
-        }, {"pushed_model": "PushedModel"},
-              dataclasses.replace(config.pusher, serving_dir=config.serving_dir), cacheable=False),
+        declare(example_gen, {"raw_data": example_gen.raw_data_input(
+            config.data.data_root, config.data.span, config.data.window_spans)}, config.data),
+        declare(statistics_gen, {"examples": _produced("example_gen.examples")}, None),
+        declare(schema_gen, {
+            "statistics": _produced("statistics_gen.statistics"),
+            "curated_schema": InputSpec(resolver=curated_schema),
+        }, config.validation),
+        declare(example_validator, {
+            "statistics": _produced("statistics_gen.statistics"),
+            "schema": _produced("schema_gen.schema"),
+            "previous_statistics": InputSpec(
+                resolver=resolvers.statistics_of_previous_span("statistics"), optional=True),
+        }, config.validation),
+        declare(trainer, {
+            "examples": _produced("example_gen.examples"),
+            "schema": _produced("schema_gen.schema"),
+            "base_model": InputSpec(
+                resolver=resolvers.pushed_model_of_earlier_spans("examples", config.trainer.warm_start),
+                optional=True),
+        }, config.trainer),
+        declare(evaluator, {
+            "examples": _produced("example_gen.examples"),
+            "model": _produced("trainer.model"),
+            "baseline_model": InputSpec(resolver=resolvers.serving_model_unless("model"), optional=True),
+        }, config.evaluator),
+        declare(pusher, {
+            "model": _produced("trainer.model"),
+            "blessing": _produced("evaluator.blessing"),
+            "examples": _produced("example_gen.examples"),
+            "baseline_model": InputSpec(resolver=resolvers.latest_pushed_model, optional=True),
+        }, dataclasses.replace(config.pusher, serving_dir=config.serving_dir)),
     )
-    _check_wiring(steps)
-    return Pipeline(steps=steps, config=config)
+    return Pipeline(
+        steps=steps,
+        root=config.pipeline_root,
+        lock_timeout_s=config.lock_timeout_s,
+        beam_args=tuple(config.beam_args),
+        run_config=config_to_dict(config),
+        summary_fields={"serving_dir": config.serving_dir},
+        after_run=_write_report,
+    )
 
 
-def _check_wiring(steps: Sequence[StepSpec]) -> None:
-    """Every producer reference must name an earlier step's declared output."""
-    available = set()
-    for spec in steps:
-        for key, inp in spec.inputs.items():
-            if inp.producer is not None and inp.producer not in available:
-                raise ConfigError(f"step {spec.name}: input {key!r} reads {inp.producer!r}, "
-                                  "which no earlier step produces")
-        available.update(f"{spec.name}.{out}" for out in spec.outputs)
+def _write_report(summary: dict, run_dir: str):
+    """The run's report.html (imported only when a run ends, so building stays light)."""
+    from pipeline.report import write_report
+
+    return write_report(summary, run_dir)

@@ -19,13 +19,14 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from pipeline.digit_inputs import PIXELS, DigitImage, read_digits
-from pipeline.errors import ConfigError, ModelIntegrityError, PipelineError
+from pipeline.core.errors import ConfigError, ModelIntegrityError, PipelineError
+from pipeline.digit_inputs import DigitImage, read_digits
+from pipeline.formats import pushed_model as pushed_format
+from pipeline.formats.examples import IMAGE_PIXELS, NUM_CLASSES
+from pipeline.formats.model import CLASS_IDS, DIGEST, IMAGES_INPUT, IMAGES_SIGNATURE, PROBABILITIES
 
 log = logging.getLogger(__name__)
 
-NUM_CLASSES = 10
-IMAGES_SIGNATURE = "serving_images"
 BATCH_SIZE = 1000
 
 
@@ -61,10 +62,8 @@ class Prediction:
 
 def newest_version(serving_dir: str) -> int:
     """The highest integer version folder in `serving_dir`; ConfigError when there is none."""
-    from components.pusher.publish import list_versions
-
     try:
-        versions = list_versions(serving_dir)
+        versions = pushed_format.list_versions(serving_dir)
     except OSError as e:
         raise ConfigError(f"serving dir {serving_dir}: cannot be listed ({e.strerror})") from e
     if not versions:
@@ -80,23 +79,18 @@ def recorded_digest(pipeline_root: str, serving_dir: str, version: int) -> Optio
     (or rollback) of that version into that folder. A record whose model has no digest gives
     ("", model id), which never matches.
     """
-    from pipeline.metadata import MetadataStore
+    from pipeline.core.metadata import MetadataStore, store_path
 
-    sqlite = os.path.join(pipeline_root, "metadata.sqlite")
+    sqlite = store_path(pipeline_root)
     if not os.path.isfile(sqlite):
         return None
     store = MetadataStore(sqlite)
-    wanted = os.path.realpath(serving_dir)
-    for pushed in store.artifacts_of_type("PushedModel"):
-        props = pushed.properties
-        recorded_dir = props.get("serving_dir")
-        if (props.get("pushed") != 1 or props.get("version") != version or not props.get("model_id")
-                or not isinstance(recorded_dir, str) or os.path.realpath(recorded_dir) != wanted):
-            continue
-        model_id = int(props["model_id"])
-        digest = store.artifact(model_id).properties.get("digest")
-        return (digest if isinstance(digest, str) else "", model_id)
-    return None
+    pushed = pushed_format.find_push(store, serving_dir, version)
+    if pushed is None:
+        return None
+    model_id = pushed_format.pushed_model_id(pushed.properties)
+    digest = store.artifact(model_id).properties.get(DIGEST)
+    return (digest if isinstance(digest, str) else "", model_id)
 
 
 def resolve_served_model(serving_dir: str, pipeline_root: str, allow_unverified: bool = False) -> ServedModel:
@@ -105,7 +99,7 @@ def resolve_served_model(serving_dir: str, pipeline_root: str, allow_unverified:
     Raises ConfigError when nothing is published, ModelIntegrityError when the files do not
     match the recorded digest, or when there is no record and `allow_unverified` is False.
     """
-    from pipeline.digest import directory_digest
+    from pipeline.core.digest import directory_digest
 
     version = newest_version(serving_dir)
     path = os.path.join(serving_dir, str(version))
@@ -141,7 +135,7 @@ def classify(model_dir: str, images: np.ndarray, batch_size: int = BATCH_SIZE,
     """
     import tensorflow as tf
 
-    images = np.asarray(images, dtype=np.float32).reshape(-1, PIXELS)
+    images = np.asarray(images, dtype=np.float32).reshape(-1, IMAGE_PIXELS)
     if model is None:
         model = tf.saved_model.load(model_dir)
     if IMAGES_SIGNATURE not in model.signatures:
@@ -150,9 +144,9 @@ def classify(model_dir: str, images: np.ndarray, batch_size: int = BATCH_SIZE,
     signature = model.signatures[IMAGES_SIGNATURE]
     class_ids, probabilities = [], []
     for start in range(0, len(images), batch_size):
-        outputs = signature(images=tf.constant(images[start:start + batch_size]))
-        class_ids.append(outputs["class_ids"].numpy().astype(np.int64).reshape(-1))
-        probabilities.append(outputs["probabilities"].numpy().astype(np.float32))
+        outputs = signature(**{IMAGES_INPUT: tf.constant(images[start:start + batch_size])})
+        class_ids.append(outputs[CLASS_IDS].numpy().astype(np.int64).reshape(-1))
+        probabilities.append(outputs[PROBABILITIES].numpy().astype(np.float32))
     ids = np.concatenate(class_ids) if class_ids else np.zeros(0, np.int64)
     probs = np.concatenate(probabilities) if probabilities else np.zeros((0, NUM_CLASSES), np.float32)
     if probs.shape != (len(images), NUM_CLASSES) or ids.shape != (len(images),) \

@@ -18,7 +18,7 @@ import shutil
 import numpy as np
 
 from mnist_slices import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, read_real
-from pipeline.digest import directory_digest
+from pipeline.core.digest import directory_digest
 
 INK_DENSITY_EDGES = (0.10, 0.14, 0.18, 0.22)
 SERVING_SUBDIR = "Format-Serving"

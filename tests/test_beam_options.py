@@ -5,7 +5,7 @@ import logging
 import pytest
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
-from pipeline.step import StepContext, with_default_runner
+from pipeline.core.step import StepContext, with_default_runner
 
 
 def _options(beam_args):

@@ -6,14 +6,14 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.config import PipelineConfig, config_to_dict, load_config
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.factory import STEP_NAMES, create_pipeline
 
 
 def test_defaults_build_the_seven_step_pipeline():
     pipeline = create_pipeline(load_config())
     assert tuple(s.name for s in pipeline.steps) == STEP_NAMES
-    assert pipeline.config.serving_dir.endswith("serving")
+    assert pipeline.summary_fields["serving_dir"].endswith("serving")
 
 
 def test_toml_file_and_overrides_apply_in_order(tmp_path):
@@ -74,3 +74,25 @@ def test_cli_rejects_unknown_step_names(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--from", "training"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("evaluator, key", [
+    ('promotion_policy = "best_effort"', "evaluator.promotion_policy"),
+    ("alpha = 0.0", "evaluator.alpha"),
+    ("alpha = 0.5", "evaluator.alpha"),
+    ("non_inferiority_margin = -0.01", "evaluator.non_inferiority_margin"),
+    ("min_gain = -0.01", "evaluator.min_gain"),
+    ("slice_max_regression = -0.01", "evaluator.slice_max_regression"),
+])
+def test_bad_promotion_policy_settings_exit_2_naming_the_key(tmp_path, capsys, evaluator, key):
+    path = tmp_path / "c.toml"
+    path.write_text(f"[evaluator]\n{evaluator}\n")
+    assert main(["--config", str(path), "--pipeline-root", str(tmp_path / "root")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"config key {key}:" in errors[0]
+
+
+def test_promotion_policy_defaults():
+    evaluator = PipelineConfig().evaluator
+    assert (evaluator.promotion_policy, evaluator.alpha, evaluator.non_inferiority_margin,
+            evaluator.min_gain) == ("superiority", 0.05, 0.005, 0.0)

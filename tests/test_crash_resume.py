@@ -13,7 +13,7 @@ import time
 import pytest
 
 from mnist_slices import write_mnist_slice
-from pipeline.digest import directory_digest
+from pipeline.core.digest import directory_digest
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = """
@@ -25,7 +25,8 @@ early_stopping_evals = 0
 
 [evaluator]
 accuracy_floor = 0.30
-min_gain = -1.0
+promotion_policy = "non_inferiority"
+non_inferiority_margin = 1.0
 slice_accuracy_floor = 0.0
 slice_max_regression = 1.0
 """
@@ -64,7 +65,7 @@ def kill_when(process, pattern: str, timeout: float = 300) -> bool:
 
 def trusted_state(root) -> dict:
     """Serving versions, live artifacts and their verification, from disk and the metadata store."""
-    from pipeline.metadata import open_store
+    from pipeline.core.metadata import open_store
 
     store = open_store(str(root))
     live = {}

@@ -148,3 +148,25 @@ def test_portable_runner_against_the_local_job_service(tmp_path, mode_mnist):
     finally:
         service.terminate()
         service.wait(20)
+
+
+def test_editing_the_curated_schema_in_place_reruns_the_gate(tmp_path, small_mnist):
+    """The curated schema is an input by content: an edit in place (same path) is seen."""
+    from pipeline.config import DEFAULT_SCHEMA_PATH
+
+    schema = tmp_path / "my_schema.pbtxt"
+    schema.write_text(DEFAULT_SCHEMA_PATH.read_text())
+    config = tmp_path / "config.toml"
+    config.write_text(f'[validation]\nschema_path = "{schema}"\n')
+    code, first = data_half(tmp_path, small_mnist, "--config", str(config))
+    assert code == 0, first["message"]
+
+    text = schema.read_text()
+    assert "    max: 9\n" in text
+    schema.write_text(text.replace("    max: 9\n", "    max: 8\n", 1))  # label 9 now out of domain
+    code, second = data_half(tmp_path, small_mnist, "--config", str(config))
+    assert code == 3, second["message"]
+    assert [second["steps"][s]["state"] for s in DATA_STEPS] == ["cached", "cached", "ran", "ran"]
+    assert "label" in second["message"]
+    assert second["steps"]["schema_gen"]["properties"]["schema_sha256"] != \
+        first["steps"]["schema_gen"]["properties"]["schema_sha256"]

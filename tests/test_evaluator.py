@@ -13,8 +13,9 @@ import pytest
 import model_fixtures
 from components.evaluator import analysis, executor
 from pipeline.config import EvaluatorConfig
-from pipeline.errors import InputDataError, ModelIntegrityError
-from pipeline.step import Artifact, StepContext
+from pipeline.core.errors import InputDataError, ModelIntegrityError
+from pipeline.core.step import Artifact, StepContext
+from pipeline.formats import evaluation
 
 N_TEST = 300
 SLICES = {"overall"} | {f"label={k}" for k in range(10)}
@@ -87,6 +88,25 @@ def test_first_run_writes_tfma_output_and_refuses_below_floor(tmp_path, assets):
     assert right == pytest.approx(overall["accuracy"] * 200, abs=1e-3)
     assert {c["name"] for c in decision["checks"]} == {"accuracy_floor", "slice_accuracy_floor"}
 
+    # The same pass wrote the per-example files: consistent with TFMA's own numbers.
+    out = ctx.outputs["evaluation"]
+    assert evaluation.missing_per_example_files(out) == []
+    outcomes = evaluation.read_outcomes(out)
+    assert set(outcomes) == {"label", "ink_density_bucket", "candidate_correct"}  # no baseline
+    assert all(len(v) == 200 for v in outcomes.values())
+    assert abs(outcomes["candidate_correct"].mean() - overall["accuracy"]) < 1e-6
+    assert_outcomes_match_slices(outcomes, "candidate_correct", by_label)
+    confusion = evaluation.read_confusion_matrices(out)
+    assert set(confusion) == {"candidate"} and confusion["candidate"]["threshold"] <= 0.0
+    matrix = np.array(confusion["candidate"]["matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == 200
+    assert np.trace(matrix) == outcomes["candidate_correct"].sum()
+    assert (matrix.sum(axis=1) == np.bincount(outcomes["label"], minlength=10)).all()
+    mistakes = evaluation.read_mistakes(out)
+    assert mistakes["scanned"] == 200 and mistakes["misclassified"] == 200 - np.trace(matrix) > 0
+    assert len(mistakes["items"]) == min(48, mistakes["misclassified"])
+    assert_mistakes_are_the_models_most_confident(mistakes, uri, assets["examples"], matrix)
+
     assert outcome.output_properties == {"blessing": {"blessed": 0, "baseline_model_id": 0}}
     props = outcome.execution_properties
     assert props["blessed"] == 0 and props["reasons"] == decision["reasons"]
@@ -96,14 +116,19 @@ def test_first_run_writes_tfma_output_and_refuses_below_floor(tmp_path, assets):
     logging.getLogger(__name__).warning("TFMA first run: %s examples/s", props["examples_per_second"])
 
 
-@pytest.mark.parametrize("min_gain,blessed", [(0.0, True), (0.01, False)])
-def test_same_model_as_baseline_is_equal(tmp_path, assets, min_gain, blessed):
+@pytest.mark.parametrize("policy,min_gain,blessed", [
+    ("superiority", 0.0, False),      # an equal model is not better: no churn
+    ("superiority", 0.01, False),
+    ("non_inferiority", 0.0, True),   # an equal model is not worse: fresh data ships
+])
+def test_same_model_as_baseline_is_equal(tmp_path, assets, policy, min_gain, blessed):
     uri, digest = assets["good"]
     baseline_uri = str(tmp_path / "baseline_model")
     model_fixtures.copy_model(uri, baseline_uri)
     ctx = make_ctx(tmp_path, assets["examples"], model_artifact(uri, digest, 21),
                    model_artifact(baseline_uri, digest, 7),
-                   accuracy_floor=0.5, min_gain=min_gain, slice_accuracy_floor=0.3, slice_max_regression=0.0)
+                   accuracy_floor=0.5, min_gain=min_gain, slice_accuracy_floor=0.3, slice_max_regression=0.0,
+                   promotion_policy=policy, non_inferiority_margin=0.02)
     outcome = executor.run(ctx)
 
     assert outcome.output_properties == {"blessing": {"blessed": int(blessed), "baseline_model_id": 7}}
@@ -118,8 +143,14 @@ def test_same_model_as_baseline_is_equal(tmp_path, assets, min_gain, blessed):
     for name in SLICES:
         assert candidate[name]["accuracy"] == baseline[name]["accuracy"]
     assert decision["metrics"]["diff"]["overall"]["accuracy"] == 0.0  # TFMA's own diff metric
-    gain = next(c for c in decision["checks"] if c["name"] == "min_gain")
+    gain = next(c for c in decision["checks"] if c["name"] == policy)
     assert gain["value"] == 0.0 and gain["passed"] is blessed
+    assert (decision["policy"], decision["alpha"], decision["margin"]) == (policy, 0.05, 0.02)
+    overall = decision["comparisons"][0]
+    assert overall["slice"] == "overall" and overall["n"] == N_TEST
+    assert (overall["candidate_only"], overall["baseline_only"], overall["p_value"]) == (0, 0, 1.0)
+    assert overall["difference"] == 0.0 and overall["difference_ci"][0] < 0 < overall["difference_ci"][1]
+    assert outcome.execution_properties["comparisons"] == decision["comparisons"]
     regressions = [c for c in decision["checks"] if c["name"] == "slice_max_regression"]
     assert len(regressions) == 10 and all(c["passed"] for c in regressions)
 
@@ -138,8 +169,212 @@ def test_weaker_candidate_loses_against_baseline(tmp_path, assets):
     assert cand < base  # the candidate is the weak model: names not swapped
     assert decision["metrics"]["diff"]["overall"]["accuracy"] == pytest.approx(cand - base, abs=1e-6)
     assert outcome.output_properties["blessing"]["blessed"] == 0
-    assert any(c["name"] == "min_gain" and not c["passed"] for c in decision["checks"])
+    assert any(c["name"] == "superiority" and not c["passed"] for c in decision["checks"])
     assert any(c["name"] == "slice_max_regression" and not c["passed"] for c in decision["checks"])
+    overall = decision["comparisons"][0]
+    assert overall["baseline_only"] > overall["candidate_only"] and overall["difference_ci"][1] < 0
+    assert overall["difference"] == pytest.approx(cand - base, abs=1e-6)
+
+
+def assert_outcomes_match_slices(outcomes, column, slices):
+    """Per label and per ink density bucket, the outcomes count and score what TFMA's slices do."""
+    for feature in ("label", "ink_density_bucket"):
+        for value in np.unique(outcomes[feature]):
+            rows = outcomes[feature] == value
+            metrics = slices[f"{feature}={value}"]
+            assert rows.sum() == metrics["example_count"]
+            assert abs(outcomes[column][rows].mean() - metrics["accuracy"]) < 1e-6
+
+
+def model_scores(model_uri, examples_uri):
+    """(records in file order, pixels N x 784, labels N, probabilities N x 10) of the SavedModel
+    at `model_uri` on every test example, computed here independently of the evaluator."""
+    import tensorflow as tf
+
+    records = model_fixtures.read_records(glob.glob(analysis.split_pattern(examples_uri)))
+    parsed = [tf.train.Example.FromString(r).features.feature for r in records]
+    pixels = np.array([list(f["image"].int64_list.value) for f in parsed], dtype=np.int64)
+    labels = np.array([f["label"].int64_list.value[0] for f in parsed], dtype=np.int64)
+    model = tf.saved_model.load(os.path.join(model_uri, model_fixtures.SERVING_SUBDIR))
+    probabilities = model.signatures["serving_images"](images=tf.constant(pixels, tf.float32))["probabilities"]
+    return records, pixels, labels, probabilities.numpy().astype(np.float64)
+
+
+def assert_mistakes_are_the_models_most_confident(mistakes, model_uri, examples_uri, matrix=None):
+    """Every item is a real test digit the model gets wrong, with the model's own probabilities,
+    most confident first, and no mistake left out is more confident than the last one kept."""
+    _, pixels, labels, probabilities = model_scores(model_uri, examples_uri)
+    items = mistakes["items"]
+    assert [i["confidence"] for i in items] == sorted((i["confidence"] for i in items), reverse=True)
+    for item in items:
+        row = np.flatnonzero((pixels == np.array(item["pixels"])).all(axis=1))
+        assert len(row) >= 1 and labels[row[0]] == item["label"] != item["predicted"]
+        assert probabilities[row[0]].argmax() == item["predicted"]
+        assert item["confidence"] == pytest.approx(probabilities[row[0], item["predicted"]], abs=1e-5)
+        assert item["label_probability"] == pytest.approx(probabilities[row[0], item["label"]], abs=1e-5)
+        assert item["confidence"] >= item["label_probability"]
+        if matrix is not None:
+            assert matrix[item["label"]][item["predicted"]] > 0
+    wrong = probabilities.argmax(axis=1) != labels
+    if len(items) == len(labels) or mistakes["scanned"] == len(labels):  # the whole split scanned
+        assert mistakes["misclassified"] == wrong.sum()
+        top = np.sort(probabilities.max(axis=1)[wrong])[::-1][:len(items)]
+        assert [i["confidence"] for i in items] == pytest.approx(top.tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize("candidate_name,baseline_name", [("weak", "good"), ("good", "good")])
+def test_paired_outcomes_of_one_pass_agree_with_tfma(tmp_path, assets, candidate_name, baseline_name):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from components.evaluator import metrics as metrics_lib
+
+    candidate_uri, baseline_uri = assets[candidate_name][0], assets[baseline_name][0]
+    if candidate_name == baseline_name:
+        baseline_uri = str(tmp_path / "baseline_model")
+        model_fixtures.copy_model(candidate_uri, baseline_uri)
+    out = str(tmp_path / "evaluation")
+    run = analysis.run_analysis(analysis.split_pattern(assets["examples"]),
+                                os.path.join(candidate_uri, model_fixtures.SERVING_SUBDIR),
+                                os.path.join(baseline_uri, model_fixtures.SERVING_SUBDIR),
+                                out, None, PipelineOptions([]))
+    by_model = metrics_lib.read_metrics(out, unnamed_model="candidate")
+    assert run.outcomes == run.examples_selected == by_model["candidate"]["overall"]["example_count"] == N_TEST
+
+    outcomes = evaluation.read_outcomes(out)
+    assert set(outcomes) == {"label", "ink_density_bucket", "candidate_correct", "baseline_correct"}
+    assert all(len(v) == N_TEST for v in outcomes.values())
+    for model in ("candidate", "baseline"):
+        assert abs(outcomes[f"{model}_correct"].mean() - by_model[model]["overall"]["accuracy"]) < 1e-6
+        assert_outcomes_match_slices(outcomes, f"{model}_correct", by_model[model])
+    diff = outcomes["candidate_correct"].mean() - outcomes["baseline_correct"].mean()
+    assert diff == pytest.approx(by_model["candidate_diff"]["overall"]["accuracy"], abs=1e-6)
+    # Rows are aligned: row i is the same example for every array (ordered by its sha256).
+    records, _, labels, probabilities = model_scores(candidate_uri, assets["examples"])
+    order = sorted(range(len(records)), key=lambda i: hashlib.sha256(records[i]).digest())
+    assert (outcomes["label"] == labels[order]).all()
+    assert (outcomes["candidate_correct"] == (probabilities.argmax(axis=1) == labels)[order]).all()
+    if candidate_name == baseline_name:
+        assert (outcomes["candidate_correct"] == outcomes["baseline_correct"]).all()
+    else:
+        assert outcomes["candidate_correct"].mean() < outcomes["baseline_correct"].mean()
+
+    confusion = evaluation.read_confusion_matrices(out)
+    assert set(confusion) == {"candidate", "baseline"}
+    for model in ("candidate", "baseline"):
+        matrix = np.array(confusion[model]["matrix"])
+        assert matrix.sum() == N_TEST and np.trace(matrix) == outcomes[f"{model}_correct"].sum()
+    # The per-class metrics the gate sees come from the same plots, read once.
+    assert metrics_lib.per_class_from_confusion(run.confusion).keys() == {"candidate", "baseline"}
+    mistakes = evaluation.read_mistakes(out)
+    assert mistakes["scanned"] == N_TEST
+    assert mistakes["misclassified"] == N_TEST - outcomes["candidate_correct"].sum()
+    assert len(mistakes["items"]) == min(48, mistakes["misclassified"])
+    assert_mistakes_are_the_models_most_confident(mistakes, candidate_uri, assets["examples"],
+                                                  confusion["candidate"]["matrix"])
+
+
+def _mistake(confidence, fingerprint, label=1, predicted=2):
+    return {"fingerprint": fingerprint, "pixels": [0] * 784, "label": label, "predicted": predicted,
+            "confidence": confidence, "label_probability": 0.0}
+
+
+def _partial(fingerprints, mistakes):
+    n = len(fingerprints)
+    return {"fingerprint": list(fingerprints), "label": np.array([f[0] for f in fingerprints], np.int64),
+            "ink_density_bucket": np.zeros(n, np.int64), "candidate_correct": np.ones(n, bool),
+            "mistakes": mistakes}
+
+
+def test_mistake_combiner_keeps_the_top_k_deterministically():
+    confidences = [0.5, 0.9, 0.7, 0.9, 0.1, 0.7, 0.95, 0.3]
+    mistakes = [_mistake(c, bytes([i])) for i, c in enumerate(confidences)]
+    partials = [_partial([bytes([i])], [m]) for i, m in enumerate(mistakes)]
+    combine = analysis.PerExampleCombineFn(keep=3)
+    results = []
+    for permutation in (partials, partials[::-1], partials[3:] + partials[:3]):
+        # Two partitions merged, as Beam may do; inputs in different orders.
+        left, right = combine.create_accumulator(), combine.create_accumulator()
+        for i, partial in enumerate(permutation):
+            target = left if i % 2 else right
+            combine.add_input(target, partial)
+            assert len(target["mistakes"]) <= 3  # memory for images stays bounded
+        results.append(combine.extract_output(combine.compact(combine.merge_accumulators([left, right]))))
+    kept = [(m["confidence"], m["fingerprint"]) for m in results[0]["mistakes"]]
+    assert kept == [(0.95, bytes([6])), (0.9, bytes([1])), (0.9, bytes([3]))]  # ties: by fingerprint
+    for result in results[1:]:
+        assert [(m["confidence"], m["fingerprint"]) for m in result["mistakes"]] == kept
+        for name, array in result["outcomes"].items():
+            assert (array == results[0]["outcomes"][name]).all()
+    assert (results[0]["outcomes"]["label"] == np.arange(len(confidences))).all()  # by fingerprint
+
+
+def test_outcome_reader_refuses_inconsistent_files(tmp_path):
+    good = {"label": np.array([1, 2, 3]), "ink_density_bucket": np.array([0, 1, 2]),
+            "candidate_correct": np.array([True, False, True])}
+    evaluation.write_outcomes(str(tmp_path), good)
+    assert {k: v.tolist() for k, v in evaluation.read_outcomes(str(tmp_path)).items()} == \
+        {k: v.tolist() for k, v in good.items()}
+    path = os.path.join(str(tmp_path), evaluation.OUTCOMES_FILE)
+
+    def write_raw(**arrays):
+        np.savez(path, **arrays)
+
+    write_raw(**good, baseline_correct=np.array([True, True]))
+    with pytest.raises(InputDataError, match=r"outcomes\.npz: arrays of unequal length"):
+        evaluation.read_outcomes(str(tmp_path))
+    write_raw(**{**good, "candidate_correct": np.array([1.0, 0.0, 1.0])})
+    with pytest.raises(InputDataError, match=r"outcomes\.npz: candidate_correct has dtype float64, expected bool"):
+        evaluation.read_outcomes(str(tmp_path))
+    write_raw(**{**good, "label": np.array([1.5, 2.0, 3.0])})
+    with pytest.raises(InputDataError, match=r"outcomes\.npz: label has dtype float64"):
+        evaluation.read_outcomes(str(tmp_path))
+    write_raw(**{**good, "label": np.array([[1], [2], [3]])})
+    with pytest.raises(InputDataError, match="label has shape"):
+        evaluation.read_outcomes(str(tmp_path))
+    write_raw(**{k: v for k, v in good.items() if k != "ink_density_bucket"})
+    with pytest.raises(InputDataError, match="no ink_density_bucket array"):
+        evaluation.read_outcomes(str(tmp_path))
+    write_raw(**{**good, "label": np.array([1, "x", None], dtype=object)})
+    with pytest.raises(InputDataError, match="not a readable pickle-free"):
+        evaluation.read_outcomes(str(tmp_path))
+    os.unlink(path)
+    with pytest.raises(InputDataError, match=r"outcomes\.npz: file not found"):
+        evaluation.read_outcomes(str(tmp_path))
+    with pytest.raises(InputDataError, match="unequal length"):
+        evaluation.write_outcomes(str(tmp_path), {**good, "label": np.array([1])})
+    assert not os.path.exists(path)  # a refused write leaves nothing behind
+    assert evaluation.missing_per_example_files(str(tmp_path)) == list(evaluation.PER_EXAMPLE_FILES)
+
+
+def test_mistakes_and_confusion_readers_refuse_malformed_files(tmp_path):
+    item = {"pixels": [0] * 784, "label": 3, "predicted": 5, "confidence": 0.9, "label_probability": 0.05}
+    evaluation.write_mistakes(str(tmp_path), 10, 2, [item, {**item, "confidence": 0.6}])
+    assert evaluation.read_mistakes(str(tmp_path))["items"][1]["confidence"] == 0.6
+    path = os.path.join(str(tmp_path), evaluation.MISTAKES_FILE)
+    for bad, message in [({"scanned": 10, "misclassified": 11, "items": []}, "misclassified <= scanned"),
+                         ({"scanned": 10, "misclassified": 2, "items": [item, {**item, "confidence": 0.95}]},
+                          "not ordered most confident first"),
+                         ({"scanned": 10, "misclassified": 2, "items": [{**item, "predicted": 3}]},
+                          "must be different class ids"),
+                         ({"scanned": 10, "misclassified": 2, "items": [{**item, "pixels": [256] * 784}]},
+                          "784 ints 0..255"),
+                         ({"scanned": 10, "misclassified": 1, "items": [item, item]}, "at most")]:
+        with open(path, "w") as f:
+            json.dump(bad, f)
+        with pytest.raises(InputDataError, match=message):
+            evaluation.read_mistakes(str(tmp_path))
+    with open(path, "w") as f:
+        f.write("{")
+    with pytest.raises(InputDataError, match=r"mistakes\.json: not valid JSON"):
+        evaluation.read_mistakes(str(tmp_path))
+
+    matrix = np.eye(10, dtype=int).tolist()
+    evaluation.write_confusion_matrices(str(tmp_path), {"candidate": {"matrix": matrix, "threshold": 0.0}})
+    assert evaluation.read_confusion_matrices(str(tmp_path)) == {"candidate": {"matrix": matrix, "threshold": 0.0}}
+    with open(os.path.join(str(tmp_path), evaluation.CONFUSION_FILE), "w") as f:
+        json.dump({"candidate": {"matrix": matrix[:9], "threshold": 0.0}}, f)
+    with pytest.raises(InputDataError, match=r"confusion_matrix\.json: candidate: 'matrix' must be 10x10"):
+        evaluation.read_confusion_matrices(str(tmp_path))
 
 
 @pytest.fixture

@@ -13,11 +13,12 @@ import urllib.error
 import numpy as np
 import pytest
 
-from components.example_gen import download, encode, executor, idx, spans
+from components.example_gen import download, encode, executor, spans
 from mnist_slices import write_idx, write_mnist_slice
 from pipeline.config import DEFAULT_DATA_ROOT, DataConfig
-from pipeline.errors import ConfigError, InputDataError, PipelineError
-from pipeline.step import Artifact, StepContext
+from pipeline.core.errors import ConfigError, InputDataError, PipelineError
+from pipeline.core.step import Artifact, StepContext
+from pipeline.formats import idx
 
 EDGES = DataConfig().ink_density_edges
 
@@ -170,7 +171,7 @@ def test_a_worker_error_surfaces_as_one_line_and_the_output_is_emptied(tmp_path,
 
 def test_errors_of_separate_workers_are_recovered_from_their_traceback_text():
     text = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n"
-            "pipeline.errors.InputDataError: /d/t10k.gz: file changed after validation (sha256 1)\n\n"
+            "pipeline.core.errors.InputDataError: /d/t10k.gz: file changed after validation (sha256 1)\n\n"
             "During handling of the above exception, another exception occurred:\nRuntimeError: boom")
     error = executor._as_pipeline_error(RuntimeError(text))
     assert type(error) is InputDataError and str(error) == "/d/t10k.gz: file changed after validation (sha256 1)"

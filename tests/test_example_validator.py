@@ -15,9 +15,10 @@ from components.example_validator.drift import (DriftMeasurement, exceeds, js_di
 from components.example_validator.executor import run
 from components.schema_gen.executor import run as schema_gen_run
 from pipeline.config import ValidationConfig
-from pipeline.errors import InputDataError
-from pipeline.step import Artifact
-from tiny_examples import SplitData, compute_statistics, real_split, step_context, write_examples_artifact
+from pipeline.core.errors import InputDataError
+from pipeline.core.step import Artifact
+from tiny_examples import (SplitData, compute_statistics, curated_schema_artifact, real_split, step_context,
+                           write_examples_artifact)
 
 # ---------------------------------------------------------------- drift math (pure)
 
@@ -129,7 +130,8 @@ def corpus(tmp_path_factory):
     }
     examples = write_examples_artifact(str(root / "examples"), splits)
     compute_statistics(examples, str(root / "statistics"))
-    schema_ctx = step_context("schema_gen", {}, {"schema": str(root / "schema")},
+    schema_ctx = step_context("schema_gen", {"curated_schema": curated_schema_artifact()},
+                              {"schema": str(root / "schema")},
                               params=ValidationConfig(infer_schema_report=False))
     schema_gen_run(schema_ctx)
     return {"stats": str(root / "statistics"), "schema": Artifact(str(root / "schema"), "Schema")}

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from components.example_gen import idx
 from mnist_slices import write_idx
-from pipeline.errors import InputDataError
+from pipeline.core.errors import InputDataError
+from pipeline.formats import idx
 
 PATH = "/data/some-file.gz"
 

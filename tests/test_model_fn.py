@@ -9,7 +9,7 @@ import tensorflow as tf
 from components.trainer import model
 from components.trainer.exporters import EvalHistory, is_better
 from components.trainer.hooks import NonFiniteLossHook, model_loss
-from pipeline.errors import ConfigError, TrainingError
+from pipeline.core.errors import ConfigError, TrainingError
 
 SMALL = dict(conv1_filters=4, conv2_filters=8, kernel_size=5, dense_units=16, dropout_rate=0.4,
              learning_rate=1e-3, optimizer="adam")

@@ -21,7 +21,8 @@ early_stopping_evals = 0
 
 [evaluator]
 accuracy_floor = 0.60
-min_gain = -0.05
+promotion_policy = "non_inferiority"
+non_inferiority_margin = 0.05
 slice_accuracy_floor = 0.20
 slice_max_regression = 0.30
 """

@@ -13,11 +13,11 @@ from PIL import Image
 
 from mnist_slices import TEST_IMAGES, TEST_LABELS, read_real, write_idx
 from model_fixtures import build_model
-from pipeline.digest import directory_digest
+from pipeline.core.digest import directory_digest
 from pipeline.cli import main
 from pipeline.digit_inputs import frame_digit, read_digits
-from pipeline.errors import ConfigError, InputDataError, ModelIntegrityError
-from pipeline.metadata import open_store
+from pipeline.core.errors import ConfigError, InputDataError, ModelIntegrityError
+from pipeline.core.metadata import open_store
 from pipeline.predict import classify, predict_files, resolve_served_model
 
 N_DIGITS = 12

@@ -9,11 +9,13 @@ import shutil
 import pytest
 
 import model_fixtures
-from components.pusher import executor, publish as publish_lib, rollback as rollback_lib, serving_check
+from components.pusher import executor, publish as publish_lib, serving_check
+from pipeline import operations
 from pipeline.config import PusherConfig
-from pipeline.digest import directory_digest
-from pipeline.errors import ConfigError, ModelIntegrityError, PushError
-from pipeline.step import Artifact, StepContext
+from pipeline.core.digest import directory_digest
+from pipeline.core.errors import ConfigError, ModelIntegrityError, PushError
+from pipeline.core.step import Artifact, StepContext
+from pipeline.formats import blessing as blessing_format, model as model_format, pushed_model as pushed_format
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +31,11 @@ def assets(tmp_path_factory):
     }
 
 
-def blessing_artifact(path, model_digest, blessed=True, baseline_id=0, artifact_id=50):
+def blessing_artifact(path, model_digest, blessed=True, baseline_id=0, artifact_id=50, reasons=("test",)):
     os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "BLESSED" if blessed else "NOT_BLESSED"), "w") as f:
-        f.write("test\n")
-    with open(os.path.join(path, "decision.json"), "w") as f:
-        json.dump({"blessed": blessed, "candidate_model": {"digest": model_digest}}, f)
+    blessing_format.write_blessing(path, blessing_format.BlessingRecord(
+        blessed=blessed, reasons=[] if blessed else list(reasons), checks=[],
+        candidate_model={"digest": model_digest}, baseline_model={"id": baseline_id} if baseline_id else None))
     return Artifact(path, "ModelBlessing", {"blessed": int(blessed), "baseline_model_id": baseline_id},
                     artifact_id)
 
@@ -75,9 +76,8 @@ def staging(serving_dir):
 
 def test_not_blessed_reason_is_the_gates_first_reason_and_how_many_more(tmp_path, assets):
     _, digest = assets["good"]
-    blessing = blessing_artifact(str(tmp_path / "b"), digest, blessed=False)
-    with open(os.path.join(blessing.uri, "NOT_BLESSED"), "w") as f:
-        f.write("overall accuracy 0.8593 < accuracy_floor 0.9500\nlabel=4 accuracy 0.7342 < slice_accuracy_floor 0.9000\n")
+    blessing = blessing_artifact(str(tmp_path / "b"), digest, blessed=False, reasons=(
+        "overall accuracy 0.8593 < accuracy_floor 0.9500", "label=4 accuracy 0.7342 < slice_accuracy_floor 0.9000"))
     outcome = executor.run(make_ctx(tmp_path, assets, str(tmp_path / "serving"), blessing=blessing))
     assert outcome.execution_properties["reason"] == (
         "model not blessed: overall accuracy 0.8593 < accuracy_floor 0.9500 "
@@ -140,7 +140,7 @@ def test_blessed_pushes_strictly_increasing_versions(tmp_path, assets):
     record = push_json(ctx)
     assert record["pushed"] == 1 and record["version"] == 2 and record["model_digest"] == digest
     assert numbered(serving) == ["1", "2"] and staging(serving) == []
-    serving_check.check_serving(os.path.join(serving, "2"), assets["records"])
+    model_format.check_serving(os.path.join(serving, "2"), assets["records"])
 
 
 @pytest.mark.parametrize("evaluated_against,current", [(0, 60), (60, 61), (60, None)])
@@ -249,7 +249,7 @@ def test_stale_staging_is_cleaned_and_odd_names_ignored(tmp_path, assets):
 def test_publish_waits_for_the_serving_lock(tmp_path, assets):
     serving = str(tmp_path / "serving")
     uri, digest = assets["good"]
-    with publish_lib.serving_lock(serving):
+    with pushed_format.serving_lock(serving):
         with pytest.raises(PushError, match="lock .* not acquired"):
             publish_lib.publish(os.path.join(uri, "Format-Serving"), serving, digest, None, lock_timeout_s=0.3)
     assert publish_lib.publish(os.path.join(uri, "Format-Serving"), serving, digest, None) == 1
@@ -264,11 +264,11 @@ def test_rollback_republishes_an_earlier_version(tmp_path, assets):
     assert publish_lib.publish(os.path.join(good_uri, "Format-Serving"), serving, good_digest, verify) == 1
     assert publish_lib.publish(os.path.join(weak_uri, "Format-Serving"), serving, weak_digest, verify) == 2
 
-    assert rollback_lib.rollback(serving) == 3
+    assert operations.republish(serving) == 3
     assert directory_digest(os.path.join(serving, "3")) == good_digest != weak_digest
-    serving_check.check_serving(os.path.join(serving, "3"), assets["records"])
+    model_format.check_serving(os.path.join(serving, "3"), assets["records"])
 
-    assert rollback_lib.rollback(serving, to_version=2, verify_fn=verify) == 4
+    assert operations.republish(serving, to_version=2, verify_fn=verify) == 4
     assert directory_digest(os.path.join(serving, "4")) == weak_digest
     assert numbered(serving) == ["1", "2", "3", "4"] and staging(serving) == []
     # History is untouched.
@@ -283,21 +283,21 @@ def test_rollback_copy_failure_publishes_nothing(tmp_path, assets, monkeypatch):
     publish_lib.publish(os.path.join(weak_uri, "Format-Serving"), serving, weak_digest, None)
     fail_on_second_copy(monkeypatch)
     with pytest.raises(PushError, match="rollback to version 1: .*No space left"):
-        rollback_lib.rollback(serving)
+        operations.republish(serving)
     assert numbered(serving) == ["1", "2"] and staging(serving) == []
 
 
 def test_rollback_errors_name_the_version(tmp_path, assets):
     serving = str(tmp_path / "serving")
     with pytest.raises(ConfigError, match="does not exist"):
-        rollback_lib.rollback(serving)
+        operations.republish(serving)
     uri, digest = assets["good"]
     publish_lib.publish(os.path.join(uri, "Format-Serving"), serving, digest, None)
     with pytest.raises(ConfigError, match="need at least two"):
-        rollback_lib.rollback(serving)
+        operations.republish(serving)
     publish_lib.publish(os.path.join(uri, "Format-Serving"), serving, digest, None)
     with pytest.raises(ConfigError, match="version 9 not found .*versions: 1, 2"):
-        rollback_lib.rollback(serving, to_version=9)
+        operations.republish(serving, to_version=9)
     with pytest.raises(ConfigError, match="version 2 is already the newest"):
-        rollback_lib.rollback(serving, to_version=2)
+        operations.republish(serving, to_version=2)
     assert numbered(serving) == ["1", "2"]

@@ -33,14 +33,14 @@ import pytest
 
 import model_fixtures
 from mnist_slices import TEST_IMAGES, TRAIN_IMAGES, write_idx, write_mnist_slice
-from pipeline import artifacts, fingerprint
+from pipeline.core import artifacts, fingerprint
 from pipeline.cli import main
-from pipeline.config import PipelineConfig, PusherConfig, load_config
-from pipeline.digest import directory_digest
-from pipeline.errors import ConfigError, ModelIntegrityError, PushError
-from pipeline.factory import Pipeline
-from pipeline.runner import run_pipeline
-from pipeline.step import Artifact, InputSpec, StepContext, StepOutcome, StepSpec
+from pipeline.config import PusherConfig, load_config
+from pipeline.core.digest import directory_digest
+from pipeline.core.errors import ConfigError, ModelIntegrityError, PushError
+from pipeline.core.pipeline import Pipeline
+from pipeline.core.runner import run_pipeline
+from pipeline.core.step import Artifact, InputSpec, StepContext, StepOutcome, StepSpec
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(PROJECT, "tests")
@@ -174,7 +174,7 @@ def test_a_run_whose_step_folder_links_outside_writes_nothing_there(tmp_path):
     root.mkdir()
     outside.mkdir()
     os.symlink(outside, root / "statistics_gen")
-    pipeline = Pipeline(config=PipelineConfig(pipeline_root=str(root), lock_timeout_s=1.0), steps=(
+    pipeline = Pipeline(root=str(root), lock_timeout_s=1.0, steps=(
         StepSpec("example_gen", {}, {"examples": "Examples"}, _write_marker, {}),
         StepSpec("statistics_gen", {"examples": InputSpec(producer="example_gen.examples")},
                  {"statistics": "ExampleStatistics"}, _write_marker, {}),
@@ -333,12 +333,14 @@ def _record_push(store, model_id: int, version: int, serving_dir: str) -> int:
         "PushedModel", os.path.join(serving_dir, str(version)), properties)}, {}, contexts)["pushed_model"]
 
 
-def _blessing(path: str, digest: str, baseline_id: int, marker: str = "BLESSED") -> Artifact:
+def _blessing(path: str, digest: str, baseline_id: int, marker: bool = True) -> Artifact:
+    from pipeline.formats.blessing import BLESSED_FILE, BlessingRecord, write_blessing
+
     os.makedirs(path)
-    if marker:
-        open(os.path.join(path, marker), "w").close()
-    with open(os.path.join(path, "decision.json"), "w") as f:
-        json.dump({"blessed": True, "candidate_model": {"digest": digest}}, f)
+    write_blessing(path, BlessingRecord(blessed=True, reasons=[], checks=[], candidate_model={"digest": digest},
+                                        baseline_model={"id": baseline_id} if baseline_id else None))
+    if not marker:
+        os.remove(os.path.join(path, BLESSED_FILE))
     return Artifact(path, "ModelBlessing", {"blessed": 1, "baseline_model_id": baseline_id}, 900)
 
 
@@ -366,7 +368,7 @@ def test_a_blessing_folder_without_its_marker_pushes_nothing(tmp_path, saved_mod
     serving = str(tmp_path / "serving")
     model = Artifact(saved_model["uri"], "Model", {"digest": saved_model["digest"]}, 20)
     # The properties say blessed, decision.json names this model, but no BLESSED file exists.
-    blessing = _blessing(str(tmp_path / "blessing"), saved_model["digest"], 0, marker=None)
+    blessing = _blessing(str(tmp_path / "blessing"), saved_model["digest"], 0, marker=False)
     outcome = executor.run(_pusher_ctx(tmp_path, model, blessing, examples_uri, serving))
     assert outcome.execution_properties["pushed"] == 0
     assert outcome.execution_properties["reason"].startswith("model not blessed (no BLESSED marker")
@@ -378,7 +380,7 @@ def test_a_model_promoted_mid_run_is_not_overwritten(tmp_path, saved_model, exam
     evaluation time; another model is promoted before the pusher runs; the pusher refuses."""
     from components.pusher import executor, publish
     from pipeline import resolvers
-    from pipeline.metadata import open_store
+    from pipeline.core.metadata import open_store, to_step_artifact
 
     root, serving = str(tmp_path / "root"), str(tmp_path / "serving")
     store = open_store(root)
@@ -389,11 +391,11 @@ def test_a_model_promoted_mid_run_is_not_overwritten(tmp_path, saved_model, exam
     model_a = _record_model(store, copies["serving_a"], saved_model["digest"])
     publish.publish(saved_model["dir"], serving, saved_model["digest"], None)
     _record_push(store, model_a, 1, serving)
-    candidate = resolvers.to_step_artifact(store.artifact(
+    candidate = to_step_artifact(store.artifact(
         _record_model(store, copies["candidate"], saved_model["digest"])))
 
     # Evaluation time: the baseline is model A, and the blessing records that.
-    baseline = resolvers.baseline_model(store=store, produced={"trainer.model": candidate})
+    baseline = resolvers.serving_model_unless("model")(store, {"model": candidate})
     assert baseline.id == model_a
     blessing = _blessing(str(tmp_path / "blessing"), saved_model["digest"], baseline.id)
 
@@ -454,7 +456,7 @@ def _maybe_die(ctx, output: str) -> None:
 
 def small_pipeline(root: str, code_modules=()) -> Pipeline:
     """Three fake steps in a chain: numbers -> total -> report."""
-    return Pipeline(config=PipelineConfig(pipeline_root=root, lock_timeout_s=5.0), steps=(
+    return Pipeline(root=root, lock_timeout_s=5.0, steps=(
         StepSpec("example_gen", {}, {"numbers": "Numbers"}, _numbers, {}, code_modules),
         StepSpec("statistics_gen", {"numbers": InputSpec(producer="example_gen.numbers")},
                  {"total": "Total"}, _total, {}),
@@ -465,7 +467,7 @@ def small_pipeline(root: str, code_modules=()) -> Pipeline:
 
 def run_killable(root: str) -> None:
     """Entry point of the killed child: RELIABILITY_KILL=<output>:<mid_write|before_record>."""
-    from pipeline.metadata import MetadataStore
+    from pipeline.core.metadata import MetadataStore
 
     output, _, point = os.environ["RELIABILITY_KILL"].partition(":")
     if point == "before_record":
@@ -488,7 +490,7 @@ def output_contents(summary: dict) -> dict:
 @pytest.mark.parametrize("output", ["numbers", "total", "report"])
 @pytest.mark.parametrize("point", ["mid_write", "before_record"])
 def test_run_killed_in_or_after_each_step_resumes_to_a_clean_runs_outputs(tmp_path, output, point):
-    from pipeline.metadata import FAILED, open_store
+    from pipeline.core.metadata import FAILED, open_store
 
     clean = run_pipeline(small_pipeline(str(tmp_path / "clean")))
     root = str(tmp_path / "root")
@@ -595,25 +597,26 @@ def _must_not_load(staged):
 
 
 def test_rollback_refuses_a_version_whose_files_changed(tmp_path, saved_model):
-    from components.pusher import publish, rollback
+    from components.pusher import publish
+    from pipeline.operations import republish
 
     serving = str(tmp_path / "serving")
     for _ in range(2):
         publish.publish(saved_model["dir"], serving, saved_model["digest"], None)
     flip_byte(os.path.join(serving, "1"))
     with pytest.raises(ModelIntegrityError, match=r"^rollback: version 1 in .* has digest .*, not the recorded"):
-        rollback.rollback(serving, to_version=1, verify_fn=_must_not_load,
+        republish(serving, to_version=1, verify_fn=_must_not_load,
                           expected_digest=saved_model["digest"])
     assert numbered(serving) == ["1", "2"] and staging(serving) == []
     flip_byte(os.path.join(serving, "1"))
-    assert rollback.rollback(serving, to_version=1, verify_fn=None,
-                             expected_digest=saved_model["digest"]) == 3
+    assert republish(serving, to_version=1, verify_fn=None,
+                     expected_digest=saved_model["digest"]) == 3
 
 
 def test_rollback_command_verifies_the_recorded_digest_and_records_the_rollback(tmp_path, saved_model):
     from components.pusher import publish
     from pipeline import operations, resolvers
-    from pipeline.metadata import open_store
+    from pipeline.core.metadata import open_store
 
     root, serving = str(tmp_path / "root"), str(tmp_path / "serving")
     config = load_config(None, {"pipeline_root": root, "pusher": {"serving_dir": serving}})
@@ -706,13 +709,14 @@ def test_label_and_image_of_the_wrong_type_stop_the_run(tmp_path):
     from components.example_validator.executor import run as validate
     from components.schema_gen.executor import run as schema_gen
     from pipeline.config import ValidationConfig
-    from tiny_examples import compute_statistics, step_context
+    from tiny_examples import compute_statistics, curated_schema_artifact, step_context
 
     examples = str(tmp_path / "examples")
     for feature in ("label", "image"):
         _float_typed_split(examples, 120, feature)
     compute_statistics(examples, str(tmp_path / "statistics"))
-    schema_gen(step_context("schema_gen", {}, {"schema": str(tmp_path / "schema")},
+    schema_gen(step_context("schema_gen", {"curated_schema": curated_schema_artifact()},
+                            {"schema": str(tmp_path / "schema")},
                             params=ValidationConfig(infer_schema_report=False)))
     outcome = validate(step_context(
         "example_validator",
@@ -736,8 +740,8 @@ def test_label_and_image_of_the_wrong_type_stop_the_run(tmp_path):
 FAULT_CONFIG = {
     "trainer": {"train_steps": 100, "batch_size": 50, "eval_every_steps": 50, "early_stopping_evals": 0,
                 "conv1_filters": 8, "conv2_filters": 16, "dense_units": 64},
-    "evaluator": {"accuracy_floor": 0.30, "min_gain": -1.0, "slice_accuracy_floor": 0.0,
-                  "slice_max_regression": 1.0},
+    "evaluator": {"accuracy_floor": 0.30, "promotion_policy": "non_inferiority",
+                  "non_inferiority_margin": 1.0, "slice_accuracy_floor": 0.0, "slice_max_regression": 1.0},
 }
 NO_THRESHOLDS = {"evaluator": {"accuracy_floor": None, "min_gain": None, "slice_accuracy_floor": None,
                                "slice_max_regression": None}}

@@ -1,8 +1,10 @@
 """The run report: a real small run writes runs/<id>/report.html, self-contained, with every
-section; a no-op rerun rebuilds it fast from the report cache without TensorFlow; headless
+section; the report only reads artifacts (the evaluator wrote the confusion matrix and the
+mistakes), so any report, a no-op rerun's too, builds fast without TensorFlow; headless
 Chromium renders it with its images and without any network request."""
 
 import base64
+import copy
 import io
 import json
 import logging
@@ -19,6 +21,7 @@ from PIL import Image
 
 from mnist_slices import write_mnist_slice
 from pipeline.cli import main
+from pipeline.formats import evaluation as evaluation_format
 from pipeline.report import build_report, write_report
 from pipeline.report.collect import collect
 from pipeline.report.images import png_data_uri
@@ -42,7 +45,8 @@ dense_units = 32
 
 [evaluator]
 accuracy_floor = 0.3
-min_gain = -1.0
+promotion_policy = "non_inferiority"
+non_inferiority_margin = 1.0
 slice_accuracy_floor = 0.0
 slice_max_regression = 1.0
 """
@@ -159,16 +163,26 @@ def test_confusion_matrix_and_gallery_agree_with_the_evaluation(ws):
     page = _Page(_html(first))
     assert len(page.all("img")) == len(items)
     assert len(page.all("table")) and any(t.get("class") == "confusion" for t in page.all("table"))
+    # The report shows what the evaluation artifact holds, nothing computed on its own.
+    uri = first["steps"]["evaluator"]["outputs"]["evaluation"]
+    assert analysis["confusion"] == evaluation_format.read_confusion_matrices(uri)
+    mistakes = evaluation_format.read_mistakes(uri)
+    assert [(i["label"], i["predicted"], i["confidence"]) for i in mistakes["items"]] == \
+        [(i["label"], i["predicted"], i["confidence"]) for i in items]
+    assert [i["png"] for i in items] == [png_data_uri(i["pixels"]) for i in mistakes["items"]]
+    assert len(evaluation_format.read_outcomes(uri)["candidate_correct"]) == total
 
 
-def test_noop_rerun_reuses_the_cached_analysis(ws):
+def test_noop_rerun_shows_the_analysis_of_the_cached_evaluation(ws):
     noop = ws["noop"]
     assert noop["steps"]["evaluator"]["state"] == "cached"
+    assert noop["steps"]["evaluator"]["outputs"]["evaluation"] == \
+        ws["first"]["steps"]["evaluator"]["outputs"]["evaluation"]
     assert noop["report"] != ws["first"]["report"] and os.path.isfile(noop["report"])
     html = _html(noop)
-    assert "from the report cache" in html
     assert "evaluator was cached: shown are the outputs of the earlier execution it reused" in html
     assert len(_Page(html).all("img")) == len(_Page(_html(ws["first"])).all("img")) > 0
+    assert not os.path.exists(os.path.join(ws["root"], "report_cache"))  # no cache of its own
 
 
 def test_noop_report_is_fast_and_loads_no_tensorflow(ws):
@@ -178,26 +192,70 @@ def test_noop_report_is_fast_and_loads_no_tensorflow(ws):
         f"summary = json.load(open({ws['noop']['report'].replace('report.html', 'summary.json')!r}))\n"
         "started = time.monotonic()\n"
         f"write_report(summary, {str(ws['base'] / 'fast')!r})\n"
-        "print(time.monotonic() - started, 'tensorflow' in sys.modules)\n")
+        "print(time.monotonic() - started, 'tensorflow' in sys.modules,\n"
+        "      'tensorflow_model_analysis' in sys.modules)\n")
     os.makedirs(ws["base"] / "fast")
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
-    seconds, tf_loaded = out.stdout.split()
-    assert tf_loaded == "False"
+    seconds, tf_loaded, tfma_loaded = out.stdout.split()
+    assert tf_loaded == "False" and tfma_loaded == "False"
     assert float(seconds) < 2.0, seconds
-    assert "from the report cache" in (ws["base"] / "fast" / "report.html").read_text()
+    fast = (ws["base"] / "fast" / "report.html").read_text()
+    assert len(_Page(fast).all("img")) == len(_Page(_html(ws["noop"])).all("img")) > 0
 
 
-def test_missing_analysis_says_how_to_build_it_and_report_command_builds_it(ws, capsys):
-    cache_dir = os.path.join(ws["root"], "report_cache")
-    shutil.rmtree(cache_dir)
-    html = build_report(ws["noop"], analysis="auto")
-    assert f"run_local.py report {ws['noop']['run_id']}" in html and "<img" not in html
+def test_report_command_rebuilds_without_tensorflow(ws):
+    script = (
+        "import sys\n"
+        "from pipeline.report import rebuild_report\n"
+        f"print(rebuild_report({ws['root']!r}, {ws['first']['run_id']!r}))\n"
+        "print('tensorflow' in sys.modules, 'tensorflow_model_analysis' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    path, loaded = out.stdout.strip().splitlines()
+    assert path == ws["first"]["report"] and loaded == "False False"
+    assert len(_Page(_html(ws["first"])).all("img")) > 0
+
+
+def _with_evaluation_copy(ws, tmp_path, keep=lambda name: True) -> dict:
+    """The first run's summary, its evaluator output replaced by a copy of the evaluation
+    artifact holding only the files `keep` accepts."""
+    source = ws["first"]["steps"]["evaluator"]["outputs"]["evaluation"]
+    target = tmp_path / "evaluation"
+    target.mkdir()
+    for name in os.listdir(source):
+        if keep(name):
+            shutil.copy(os.path.join(source, name), target / name)
+    summary = copy.deepcopy(ws["first"])
+    summary["steps"]["evaluator"]["outputs"]["evaluation"] = str(target)
+    return summary
+
+
+def test_evaluation_without_per_example_files_says_so_and_report_command_works(ws, tmp_path, capsys):
+    # An evaluation made by an older evaluator: TFMA's output only.
+    summary = _with_evaluation_copy(ws, tmp_path, lambda name: name not in evaluation_format.PER_EXAMPLE_FILES)
+    html = build_report(summary)
+    text = " ".join(_Page(html).text)
+    assert "this evaluation predates per-example outputs" in text and "rerun the evaluator" in text
+    assert "<img" not in html and 'class="confusion"' not in html
+    assert set(SECTIONS) <= _Page(html).ids
     assert main(["report", "--pipeline-root", ws["root"], ws["noop"]["run_id"]]) == 0
     assert capsys.readouterr().out.strip() == ws["noop"]["report"]
-    assert len(_Page(_html(ws["noop"])).all("img")) > 0 and os.listdir(cache_dir)
+    assert len(_Page(_html(ws["noop"])).all("img")) > 0
     assert main(["report", "--pipeline-root", ws["root"], "../etc"]) == 2
     assert main(["report", "--pipeline-root", ws["root"], "no-such-run"]) == 2
+
+
+def test_damaged_evaluation_file_is_a_problem_naming_it(ws, tmp_path):
+    summary = _with_evaluation_copy(ws, tmp_path)
+    path = tmp_path / "evaluation" / evaluation_format.MISTAKES_FILE
+    path.write_text('{"scanned": 1')
+    section = collect(summary)["analysis"]
+    assert section["gallery"] is None and section["confusion"]  # the other file still shows
+    assert len(section["problems"]) == 1 and str(path) in section["problems"][0]
+    assert "not valid JSON" in section["problems"][0]
+    html = build_report(summary)
+    assert "<img" not in html and 'class="confusion"' in html
 
 
 class _Records(logging.Handler):
@@ -228,8 +286,8 @@ def test_report_failure_is_one_warning_and_keeps_the_exit_code(ws, monkeypatch):
     assert warnings == ["run report not written: disk full"]
 
 
-def test_tampered_candidate_is_not_loaded_for_the_gallery(ws):
-    shutil.rmtree(os.path.join(ws["root"], "report_cache"), ignore_errors=True)
+def test_report_never_reads_the_model_even_a_tampered_one(ws):
+    expected = collect(ws["first"])["analysis"]
     model_dir = os.path.join(ws["first"]["steps"]["trainer"]["outputs"]["model"], "Format-Serving")
     variables = os.path.join(model_dir, "variables")
     path = os.path.join(variables, sorted(n for n in os.listdir(variables) if n.startswith("variables.data"))[0])
@@ -238,14 +296,15 @@ def test_tampered_candidate_is_not_loaded_for_the_gallery(ws):
         f.seek(0)
         f.write(bytes([original[0] ^ 0xFF]))
     try:
-        html = build_report(ws["first"], analysis="always")
+        html = build_report(ws["first"])
+        analysis = collect(ws["first"])["analysis"]
     finally:
         with open(path, "r+b") as f:
             f.write(original)
-    assert re.search(r"candidate model: candidate model .* digest .* does not match the recorded", html)
-    assert "<img" not in html
-    cache_dir = os.path.join(ws["root"], "report_cache")
-    assert not os.path.isdir(cache_dir) or not os.listdir(cache_dir)  # a failed analysis is not cached
+    # The gallery comes from the evaluation artifact: the model's files are never opened.
+    assert "digest" not in " ".join(analysis["problems"]) and not analysis["problems"]
+    assert analysis["gallery"] == expected["gallery"] and analysis["confusion"] == expected["confusion"]
+    assert html.count("<img") == len(expected["gallery"]["items"]) > 0
 
 
 def test_failed_and_skipped_steps_are_explained_and_text_is_escaped(tmp_path):
@@ -353,3 +412,54 @@ def test_chromium_renders_sections_and_images_without_network(ws, tmp_path):
     assert image.size == (1280, 3000)
     assert len(set(image.resize((64, 150)).getdata())) > 20  # rendered content, not a blank page
     shutil.copy(shot, ws["base"] / "report-screenshot.png")
+
+
+def _comparison(slice_name, difference, low, high, candidate_only, baseline_only, p_value, alpha=0.05):
+    return {"slice": slice_name, "n": 1000, "candidate_only": candidate_only, "baseline_only": baseline_only,
+            "candidate_accuracy": 0.99, "baseline_accuracy": None if difference is None else 0.99 - difference, "candidate_ci": [0.98, 0.995],
+            "baseline_ci": [0.98, 0.995], "difference": difference, "difference_ci": [low, high],
+            "p_value": p_value, "alpha": alpha}
+
+
+def test_the_blessing_section_shows_the_paired_comparison_and_one_actionable_sentence():
+    from pipeline.report.sections_model import blessing_html, verdict_sentence
+    from pipeline.report.svg import interval_chart
+
+    reason = ("overall accuracy +0.0003 (95% CI -0.0011 to +0.0017, McNemar p = 0.66): not better "
+              "than the serving model by more than min_gain 0.0000 under superiority")
+    decision = {
+        "blessed": False, "reasons": [reason], "policy": "superiority", "alpha": 0.05, "margin": 0.002,
+        "thresholds": {"min_gain": 0.0},
+        "checks": [{"name": "superiority", "slice": "overall", "value": 0.0003, "threshold": 0.0,
+                    "passed": False, "reason": reason}],
+        "comparisons": [_comparison("label=3", -0.002, -0.009, 0.004, 1, 3, 0.62, 0.005),
+                        _comparison("overall", 0.0003, -0.0011, 0.0017, 12, 9, 0.66),
+                        _comparison("label=7", None, None, None, 0, 0, None)],
+    }
+    sentence = verdict_sentence(decision)
+    assert sentence.startswith("Not pushed, the serving model stays: overall accuracy +0.0003 (95% CI")
+    assert "No action needed" in sentence
+    html = blessing_html({"decision": decision})
+    page = _Page(html)
+    assert sentence in "".join(page.text)
+    assert "Candidate vs the serving model" in html and html.count("<svg") == 1
+    assert html.index(">overall<") < html.index(">label=3<")  # overall first, then the slices
+    assert "not computable" in html  # a non-finite slice is listed, never drawn as zero
+    assert "-0.0011 to 0.0017" in html or "-0.0011 to +0.0017" in html
+    for cells in (">12<", ">9<", ">0.66<"):
+        assert cells in html
+    assert "min_gain" in html  # the threshold line of the chart
+
+    blessed = {**decision, "blessed": True, "checks": [{"name": "superiority", "passed": True,
+                                                         "reason": "overall accuracy +0.0040 ..."}]}
+    assert verdict_sentence(blessed).startswith("Pushed: overall accuracy +0.0040")
+    first = {"blessed": True, "policy": None, "checks": []}
+    assert "first model" in verdict_sentence(first)
+    closed = {"blessed": False, "policy": "superiority",
+              "checks": [{"name": "paired_outcomes", "passed": False, "reason": "no paired outcomes"}]}
+    assert "could not compare" in verdict_sentence(closed)
+    regress = {"blessed": False, "policy": "superiority",
+               "checks": [{"name": "slice_max_regression", "passed": False, "reason": "slice label=3 ..."}]}
+    assert "that digit" in verdict_sentence(regress)
+    with pytest.raises(ValueError, match="no finite intervals"):
+        interval_chart([("a", None, None, None)], "t", "x")

@@ -10,12 +10,11 @@ import pytest
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline.config import PipelineConfig
-from pipeline.errors import DataValidationError, LockTimeoutError
-from pipeline.factory import Pipeline
-from pipeline.lock import exclusive_lock
-from pipeline.runner import run_pipeline
-from pipeline.step import InputSpec, StepOutcome, StepSpec
+from pipeline.core.errors import InputDataError, LockTimeoutError
+from pipeline.core.pipeline import Pipeline
+from pipeline.core.lock import exclusive_lock
+from pipeline.core.runner import run_pipeline
+from pipeline.core.step import InputSpec, StepOutcome, StepSpec
 
 CALLS = []
 NUMBERS = {"text": "1 2 3\n"}
@@ -50,11 +49,10 @@ def half_write_then_fail(ctx):
     CALLS.append(ctx.step_name)
     with open(os.path.join(ctx.outputs["total"], "total.txt"), "w") as f:
         f.write("partial")
-    raise DataValidationError("numbers.txt: record 2 is not a number")
+    raise InputDataError("numbers.txt: record 2 is not a number")
 
 
 def fake_pipeline(tmp_path, *, gate_stop=False, second=sum_numbers, params=None) -> Pipeline:
-    config = PipelineConfig(pipeline_root=str(tmp_path / "root"), lock_timeout_s=1.0)
     steps = (
         StepSpec("example_gen", {}, {"numbers": "Numbers"}, make_numbers, params or {"n": 3}),
         StepSpec("statistics_gen", {"numbers": InputSpec(producer="example_gen.numbers")},
@@ -62,7 +60,7 @@ def fake_pipeline(tmp_path, *, gate_stop=False, second=sum_numbers, params=None)
         StepSpec("example_validator", {"total": InputSpec(producer="statistics_gen.total")},
                  {"report": "Report"}, gate, {"stop": gate_stop}),
     )
-    return Pipeline(steps=steps, config=config)
+    return Pipeline(steps=steps, root=str(tmp_path / "root"), lock_timeout_s=1.0)
 
 
 @pytest.fixture(autouse=True)
@@ -216,10 +214,10 @@ def _hold_lock(path, seconds, ready):
 
 def test_second_run_waits_then_exits_4_while_the_lock_is_held(tmp_path):
     pipeline = fake_pipeline(tmp_path)
-    os.makedirs(pipeline.config.pipeline_root)
+    os.makedirs(pipeline.root)
     ready = multiprocessing.Event()
     holder = multiprocessing.Process(target=_hold_lock, args=(
-        os.path.join(pipeline.config.pipeline_root, ".pipeline.lock"), 5, ready))
+        os.path.join(pipeline.root, ".pipeline.lock"), 5, ready))
     holder.start()
     try:
         assert ready.wait(10)
@@ -256,3 +254,80 @@ def test_each_step_reports_its_own_peak_memory(tmp_path):
     assert peaks["example_validator"] < peaks["statistics_gen"] - 250
     cached = run_pipeline(fake_pipeline(tmp_path, second=sum_numbers_holding_memory))
     assert all("peak_memory_mib" not in step for step in cached.summary["steps"].values())
+
+
+def test_a_shared_module_a_step_imports_is_part_of_that_steps_code_fingerprint(tmp_path, monkeypatch):
+    """A comment added to a module that one step imports (lazily, from another package) reruns
+    that step and not the others."""
+    from pipeline.core import fingerprint
+
+    project = tmp_path / "project"
+    for package, files in {
+        "fake_steps": {"numbers.py": "def run():\n    from fake_shared import util\n    return util\n",
+                       "total.py": "TOTAL = 1\n"},
+        "fake_shared": {"util.py": "FACTOR = 2\n"},
+    }.items():
+        (project / package).mkdir(parents=True)
+        (project / package / "__init__.py").write_text("")
+        for name, text in files.items():
+            (project / package / name).write_text(text)
+    monkeypatch.syspath_prepend(str(project))
+    shared_files = fingerprint.project_files(("fake_steps.numbers",))
+    assert str((project / "fake_shared" / "util.py").resolve()) in shared_files
+    assert str((project / "fake_shared" / "util.py").resolve()) not in fingerprint.project_files(("fake_steps.total",))
+
+    def run_states():
+        fingerprint.code_fingerprint.cache_clear()
+        steps = (
+            StepSpec("example_gen", {}, {"numbers": "Numbers"}, make_numbers, {"n": 3},
+                     code_modules=("fake_steps.numbers",)),
+            StepSpec("statistics_gen", {"numbers": InputSpec(producer="example_gen.numbers")},
+                     {"total": "Total"}, sum_numbers, {}, code_modules=("fake_steps.total",)),
+        )
+        result = run_pipeline(Pipeline(steps=steps, root=str(tmp_path / "root"), lock_timeout_s=1.0))
+        assert result.exit_code == 0
+        return [result.summary["steps"][n]["state"] for n in ("example_gen", "statistics_gen")]
+
+    assert run_states() == ["ran", "ran"]
+    assert run_states() == ["cached", "cached"]
+    util = project / "fake_shared" / "util.py"
+    util.write_text(util.read_text() + "# a comment\n")
+    assert run_states() == ["ran", "cached"]
+    total = project / "fake_steps" / "total.py"
+    total.write_text(total.read_text() + "# a comment\n")
+    assert run_states() == ["cached", "ran"]
+
+
+def test_a_step_declares_its_summary_entry_and_the_runner_knows_no_step(tmp_path):
+    """The runner lifts what a step's `summary` returns to the top of the run summary; it has
+    no entry of its own for any step name."""
+    steps = (
+        StepSpec("example_gen", {}, {"numbers": "Numbers"}, make_numbers, {"n": 3},
+                 summary=lambda report: {"numbers_made": report.properties.get("count")}),
+        StepSpec("statistics_gen", {"numbers": InputSpec(producer="example_gen.numbers")},
+                 {"total": "Total"}, sum_numbers, {},
+                 summary=lambda report: {"total": {"state": report.state,
+                                                   "from": report.inputs["numbers"].type_name}}),
+    )
+    result = run_pipeline(Pipeline(steps=steps, root=str(tmp_path / "root"), lock_timeout_s=1.0,
+                                   summary_fields={"where": "here"}))
+    assert result.summary["numbers_made"] == 3 and result.summary["where"] == "here"
+    assert result.summary["total"] == {"state": "ran", "from": "Numbers"}
+    assert not {"evaluation", "push", "data"} & set(result.summary)
+
+
+def test_declare_reads_a_declaration_module_and_checks_its_inputs():
+    import types
+
+    from pipeline.core.errors import ConfigError
+    from pipeline.core.step import declare
+
+    module = types.ModuleType("steps_pkg.counter.component")
+    module.INPUTS, module.OUTPUTS, module.CACHEABLE = ("numbers",), {"count": "Count"}, False
+    module.summary = lambda report, params: {"count": params["scale"]}
+    spec = declare(module, {"numbers": InputSpec(producer="a.numbers")}, {"scale": 2})
+    assert (spec.name, spec.executor, spec.code_modules, spec.cacheable) == (
+        "counter", "steps_pkg.counter.executor:run", ("steps_pkg.counter",), False)
+    assert spec.summary(None) == {"count": 2}
+    with pytest.raises(ConfigError, match=r"step counter: inputs \['other'\] do not match"):
+        declare(module, {"other": InputSpec(producer="a.numbers")}, {})

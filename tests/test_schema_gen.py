@@ -7,8 +7,9 @@ import pytest
 from components.schema_gen.executor import run
 from components.schema_gen.schema_diff import schema_differences
 from pipeline.config import DEFAULT_SCHEMA_PATH, ValidationConfig
-from pipeline.errors import ConfigError
-from pipeline.step import Artifact
+from pipeline.core.digest import file_digest
+from pipeline.core.errors import ConfigError
+from pipeline.core.step import Artifact
 from tiny_examples import compute_statistics, real_split, step_context, write_examples_artifact
 
 
@@ -21,8 +22,12 @@ def statistics(tmp_path_factory):
 
 
 def _run(tmp_path, statistics, **params):
-    ctx = step_context("schema_gen", {"statistics": statistics}, {"schema": str(tmp_path / "schema")},
-                       params=ValidationConfig(**params))
+    config = ValidationConfig(**params)
+    path = config.schema_path
+    curated = Artifact(path, "CuratedSchema",
+                       {"content_digest": file_digest(path) if os.path.isfile(path) else ""})
+    ctx = step_context("schema_gen", {"statistics": statistics, "curated_schema": curated},
+                       {"schema": str(tmp_path / "schema")}, params=config)
     return run(ctx), tmp_path / "schema"
 
 

@@ -7,11 +7,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from components.statistics_gen.executor import find_splits, run, split_stats_path
-from components.statistics_gen.histograms import (HISTOGRAM_STAT, OUT_OF_RANGE_STAT, ValueHistogramGenerator,
-                                                   read_value_histogram)
-from pipeline.errors import InputDataError
-from pipeline.step import Artifact
+from components.statistics_gen.executor import run
+from components.statistics_gen.histograms import ValueHistogramGenerator
+from pipeline.formats.examples import list_splits
+from pipeline.formats.statistics import HISTOGRAM_STAT, OUT_OF_RANGE_STAT, read_value_histogram, split_stats_path
+from pipeline.core.errors import InputDataError
+from pipeline.core.step import Artifact
 from tiny_examples import SplitData, compute_statistics, real_split, step_context, write_examples_artifact
 
 SPLITS = {"train": (240, 0), "eval": (60, 240), "test": (60, 300)}
@@ -111,14 +112,14 @@ def test_value_histogram_generator_skips_absent_or_float_feature():
 
 def test_find_splits_rejects_bad_layouts(tmp_path):
     with pytest.raises(InputDataError, match="not a directory"):
-        find_splits(str(tmp_path / "nope"))
+        list_splits(str(tmp_path / "nope"))
     (tmp_path / "other").mkdir()
     with pytest.raises(InputDataError, match="no Split-\\* directory"):
-        find_splits(str(tmp_path))
+        list_splits(str(tmp_path))
     (tmp_path / "Split-train").mkdir()
     (tmp_path / "Split-train" / "data.txt").write_text("x")
     with pytest.raises(InputDataError, match=r"Split-train: no data_tfrecord-\*\.gz shard"):
-        find_splits(str(tmp_path))
+        list_splits(str(tmp_path))
 
 
 def test_recorded_split_counts_must_match(tmp_path):

@@ -14,9 +14,9 @@ from mnist_slices import TRAIN_IMAGES, TRAIN_LABELS, read_real
 from model_fixtures import serialize_examples, tamper_with_variables
 from components.trainer import executor
 from pipeline.config import TrainerConfig
-from pipeline.digest import directory_digest
-from pipeline.errors import ConfigError, InputDataError, ModelIntegrityError, TrainingError
-from pipeline.step import Artifact, StepContext
+from pipeline.core.digest import directory_digest
+from pipeline.core.errors import ConfigError, InputDataError, ModelIntegrityError, TrainingError
+from pipeline.core.step import Artifact, StepContext
 
 N_TRAIN, N_EVAL = 600, 200
 # A small network keeps each run to seconds on two shared cores.

@@ -81,7 +81,7 @@ def write_examples_artifact(dest: str, splits: Dict[str, SplitData]) -> str:
     return dest
 
 
-# No --runner: executors get the pipeline's own default (pipeline.step.with_default_runner), the
+# No --runner: executors get the pipeline's own default (pipeline.core.step.with_default_runner), the
 # engine users get too.
 TEST_BEAM_ARGS = ("--direct_running_mode=in_memory",)
 
@@ -90,7 +90,7 @@ def step_context(name: str, inputs: dict, outputs: dict, params=None, beam_args=
     """A StepContext for calling an executor directly; every output directory is created empty."""
     import logging
 
-    from pipeline.step import StepContext
+    from pipeline.core.step import StepContext
 
     for path in outputs.values():
         os.makedirs(path)
@@ -103,8 +103,18 @@ def compute_statistics(examples_uri: str, out_dir: str, properties: Optional[dic
                        beam_args=TEST_BEAM_ARGS):
     """Runs the statistics_gen executor over `examples_uri` into `out_dir`; returns its outcome."""
     from components.statistics_gen import executor
-    from pipeline.step import Artifact
+    from pipeline.core.step import Artifact
 
     ctx = step_context("statistics_gen", {"examples": Artifact(examples_uri, "Examples", properties or {})},
                        {"statistics": out_dir}, beam_args=beam_args)
     return executor.run(ctx)
+
+
+def curated_schema_artifact(path=None):
+    """The curated schema file as the `curated_schema` input the runner resolves (by content)."""
+    from pipeline.config import DEFAULT_SCHEMA_PATH
+    from pipeline.core.digest import file_digest
+    from pipeline.core.step import Artifact
+
+    path = str(path or DEFAULT_SCHEMA_PATH)
+    return Artifact(path, "CuratedSchema", {"content_digest": file_digest(path)})

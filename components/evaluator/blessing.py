@@ -1,18 +1,27 @@
-"""The promotion gate: decides from plain metric dicts whether a candidate model is blessed.
+"""The promotion gate: decides from plain metric dicts and paired outcomes whether a candidate
+model is blessed.
 
 Pure logic, no TensorFlow. Metrics come keyed by slice name ("overall", "label=3",
 "ink_density_bucket=2"), each slice a dict such as {"accuracy": 0.97, "example_count": 980}.
+Paired outcomes come as slice name -> `paired_stats.PairedTable`: on the same test examples,
+how often each model alone was right.
 
 Rules (every threshold that is set must pass):
 - `accuracy_floor`: overall accuracy >= floor. Always applies; a first run (no baseline) needs it
   set, otherwise nothing absolute vouches for the model.
-- `min_gain` (needs a baseline): candidate overall accuracy >= baseline overall accuracy + min_gain.
 - `slice_accuracy_floor`: every label slice ("label=<k>") accuracy >= floor.
-- `slice_max_regression` (needs a baseline): baseline - candidate accuracy <= limit on every label
-  slice the baseline has.
+- With a baseline, the promotion policy on the paired difference of overall accuracy
+  (candidate minus baseline, Newcombe interval at level 1 - alpha):
+  `superiority`: the interval's lower bound must be above `min_gain`;
+  `non_inferiority`: the lower bound must be above `-non_inferiority_margin`.
+- `slice_max_regression` (needs a baseline): no label slice may be *significantly* worse than
+  the baseline by more than the limit (the upper bound of its interval below -limit), each
+  slice's interval at its Holm-adjusted level, so that ten slices do not multiply false
+  refusals.
 
 Fail closed: no threshold set at all, a missing slice or metric, a NaN or infinite value, a
-threshold that is not a finite number, or a slice with zero examples fails its check. NaN is
+threshold that is not a finite number, a slice with zero examples, a baseline without paired
+outcomes, or paired outcomes that disagree with TFMA's own accuracy fails its check. NaN is
 never "better": every comparison involving it fails.
 """
 
@@ -22,11 +31,17 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Optional
 
+from components.evaluator import paired_stats
+
 OVERALL = "overall"
 LABEL_SLICE_PREFIX = "label="
 ACCURACY = "accuracy"
 EXAMPLE_COUNT = "example_count"
 THRESHOLD_NAMES = ("accuracy_floor", "min_gain", "slice_accuracy_floor", "slice_max_regression")
+POLICY_DEFAULTS = {"promotion_policy": "superiority", "alpha": 0.05, "non_inferiority_margin": 0.005}
+# Paired outcomes and TFMA count the same examples; their accuracies may differ only by TFMA's
+# float32 accumulation.
+_AGREEMENT = 1e-4
 # Accuracies come from float32 sums; an exact tie with min_gain 0 must not fail on rounding.
 _TOLERANCE = 1e-9
 
@@ -57,6 +72,12 @@ class Decision:
     blessed: bool
     checks: list = field(default_factory=list)
     reasons: list = field(default_factory=list)
+    # The promotion policy applied (None: no baseline, so no comparison was made).
+    policy: Optional[str] = None
+    alpha: Optional[float] = None
+    margin: Optional[float] = None
+    # One `paired_stats.Comparison.to_json()` per compared slice, overall first.
+    comparisons: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-ready form (non-finite numbers become None)."""
@@ -64,6 +85,10 @@ class Decision:
             "blessed": self.blessed,
             "reasons": list(self.reasons),
             "checks": [{k: _json_number(v) for k, v in asdict(c).items()} for c in self.checks],
+            "policy": self.policy,
+            "alpha": self.alpha,
+            "margin": self.margin,
+            "comparisons": list(self.comparisons),
         }
 
 
@@ -129,34 +154,44 @@ def _floor_check(name: str, slice_name: str, candidate: Metrics, floor: Any) -> 
                  f"{slice_name} accuracy {_fmt(accuracy)} {relation} {name} {_fmt(floor)}")
 
 
-def _gain_check(candidate: Metrics, baseline: Metrics, min_gain: Any) -> Check:
-    name = "min_gain"
-    cand, problem = _accuracy(candidate, OVERALL, "candidate")
-    base, base_problem = _accuracy(baseline, OVERALL, "baseline")
-    problem = problem or base_problem or _bad_threshold(name, min_gain)
-    if problem:
-        return Check(name, OVERALL, None, min_gain, False, problem)
-    gain = cand - base
-    passed = gain >= min_gain - _TOLERANCE
-    verdict = "meets" if passed else "below"
-    return Check(name, OVERALL, gain, min_gain, passed,
-                 f"overall accuracy {_fmt(cand)} vs baseline {_fmt(base)}: gain {gain:+.4f} "
-                 f"{verdict} {name} {_fmt(min_gain)}")
+def _agreement_check(model: str, table: paired_stats.PairedTable, metrics: Optional[Metrics]) -> Optional[Check]:
+    """A failed check when the paired outcomes of `model` disagree with TFMA's overall accuracy."""
+    accuracy, problem = _accuracy(metrics, OVERALL, model)
+    paired = table.candidate_accuracy if model == "candidate" else table.baseline_accuracy
+    if problem is None and not (math.isfinite(paired) and abs(paired - accuracy) <= _AGREEMENT):
+        problem = (f"{model} paired outcomes give accuracy {_fmt(paired)} but TFMA measured "
+                   f"{_fmt(accuracy)}: the two passes disagree")
+    return Check("paired_outcomes", OVERALL, None, None, False, problem) if problem else None
 
 
-def _regression_check(slice_name: str, candidate: Metrics, baseline: Metrics, limit: Any) -> Check:
+def _policy_check(table: paired_stats.PairedTable, policy: str, alpha: float, min_gain: float,
+                  margin: float) -> tuple:
+    """(Check, Comparison) of the promotion policy on the overall paired table."""
+    comparison = paired_stats.compare(OVERALL, table, alpha)
+    problem = paired_stats.policy_reason(comparison, policy, min_gain, margin)
+    threshold = min_gain if policy == "superiority" else -margin
+    verdict = ("better than the serving model by more than min_gain" if policy == "superiority"
+               else "not worse than the serving model by more than non_inferiority_margin")
+    reason = problem or (f"overall accuracy {paired_stats.describe(comparison)}: {verdict} "
+                         f"{_fmt(abs(threshold))} under {policy}")
+    return Check(policy, OVERALL, comparison.difference, threshold, problem is None, reason), comparison
+
+
+def _slice_regression_checks(slices: list, paired: Mapping, alpha: float, limit: float) -> tuple:
+    """(checks, comparisons) of slice_max_regression over the label slices, Holm-adjusted."""
     name = "slice_max_regression"
-    cand, problem = _accuracy(candidate, slice_name, "candidate")
-    base, base_problem = _accuracy(baseline, slice_name, "baseline")
-    problem = problem or base_problem or _bad_threshold(name, limit)
-    if problem:
-        return Check(name, slice_name, None, limit, False, problem)
-    regression = base - cand
-    passed = regression <= limit + _TOLERANCE
-    verdict = "within" if passed else "exceeds"
-    return Check(name, slice_name, regression, limit, passed,
-                 f"{slice_name} accuracy {_fmt(cand)} vs baseline {_fmt(base)}: regression "
-                 f"{regression:+.4f} {verdict} {name} {_fmt(limit)}")
+    checks = [Check(name, s, None, limit, False, f"slice {s}: no paired outcomes")
+              for s in slices if s not in paired]
+    present = {s: paired[s] for s in slices if s in paired}
+    comparisons = paired_stats.compare_slices(present, alpha) if present else []
+    for comparison in comparisons:
+        problem = paired_stats.slice_regression_reason(comparison, limit)
+        # value and threshold as a regression (baseline minus candidate), like the limit itself.
+        checks.append(Check(name, comparison.slice, -comparison.difference, limit, problem is None,
+                            problem or f"slice {comparison.slice} accuracy "
+                                       f"{paired_stats.describe(comparison)}: not significantly worse "
+                                       f"by more than {name} {_fmt(limit)} (Holm-adjusted)"))
+    return checks, comparisons
 
 
 def _label_slices(*metric_sets: Optional[Metrics], required: Iterable[str] = ()) -> list:
@@ -172,18 +207,27 @@ def _slice_sort_key(name: str):
     return (0, int(value), "") if value.lstrip("-").isdigit() else (1, 0, value)
 
 
+def _setting(thresholds: Any, name: str):
+    value = _threshold(thresholds, name)
+    return POLICY_DEFAULTS[name] if value is None else value
+
+
 def decide(candidate: Metrics, baseline: Optional[Metrics], thresholds: Any,
-           required_slices: Iterable[str] = ()) -> Decision:
+           required_slices: Iterable[str] = (), paired: Optional[Mapping] = None) -> Decision:
     """Applies the gate's rules; returns the Decision with every check made.
 
     candidate: slice name -> metric name -> value, for the model under evaluation.
     baseline: the same for the currently served model, or None on a first run (then only the
         absolute checks apply and `accuracy_floor` must be set).
-    thresholds: an object or mapping with the four THRESHOLD_NAMES (None = not set), e.g. the
-        EvaluatorConfig.
+    thresholds: an object or mapping with the four THRESHOLD_NAMES (None = not set) and the
+        policy settings `promotion_policy`, `alpha`, `non_inferiority_margin` (defaults in
+        POLICY_DEFAULTS), e.g. the EvaluatorConfig.
     required_slices: label slices ("label=<k>") that must be present for the per-slice checks
         (e.g. every class the model predicts), in addition to those the baseline has.
-    Never raises on bad metrics: every problem becomes a failed check.
+    paired: slice name -> paired_stats.PairedTable of candidate vs baseline on the same
+        examples ("overall" and the label slices at least); needed whenever there is a baseline.
+    Never raises on bad metrics: every problem becomes a failed check. Raises ValueError for a
+    policy setting out of range (config validation catches those first).
     """
     limits = {name: _threshold(thresholds, name) for name in THRESHOLD_NAMES}
     if all(value is None for value in limits.values()):
@@ -197,9 +241,6 @@ def decide(candidate: Metrics, baseline: Optional[Metrics], thresholds: Any,
         checks.append(Check("accuracy_floor", OVERALL, None, None, False,
                             "accuracy_floor not set: a first run (no baseline) needs an absolute floor"))
 
-    if baseline is not None and limits["min_gain"] is not None:
-        checks.append(_gain_check(candidate, baseline, limits["min_gain"]))
-
     if limits["slice_accuracy_floor"] is not None:
         slices = _label_slices(candidate, baseline, required=required_slices)
         if not slices:
@@ -208,13 +249,45 @@ def decide(candidate: Metrics, baseline: Optional[Metrics], thresholds: Any,
         for name in slices:
             checks.append(_floor_check("slice_accuracy_floor", name, candidate, limits["slice_accuracy_floor"]))
 
-    if baseline is not None and limits["slice_max_regression"] is not None:
+    policy = alpha = margin = None
+    comparisons = []
+    if baseline is not None:
+        policy, alpha = _setting(thresholds, "promotion_policy"), _setting(thresholds, "alpha")
+        margin = _setting(thresholds, "non_inferiority_margin")
+        compared, more = _compare_with_baseline(candidate, baseline, limits, paired or {},
+                                                policy, alpha, margin, required_slices)
+        checks += compared
+        comparisons = more
+
+    reasons = [c.reason for c in checks if not c.passed]
+    return Decision(not reasons, checks, reasons, policy, alpha, margin, comparisons)
+
+
+def _compare_with_baseline(candidate: Metrics, baseline: Metrics, limits: dict, paired: Mapping,
+                           policy: str, alpha: float, margin: float, required_slices) -> tuple:
+    """(checks, comparisons as JSON) of the promotion policy and the slice regression checks."""
+    table = paired.get(OVERALL)
+    if table is None:
+        return [Check("paired_outcomes", OVERALL, None, None, False,
+                      "no paired outcomes of candidate and baseline on the same examples: "
+                      "cannot compare with the serving model")], []
+    checks = [c for c in (_agreement_check("candidate", table, candidate),
+                          _agreement_check("baseline", table, baseline)) if c]
+    min_gain = limits["min_gain"] if limits["min_gain"] is not None else 0.0
+    policy_check, overall = _policy_check(table, policy, alpha, min_gain, margin)
+    checks.append(policy_check)
+    by_slice = {OVERALL: overall}
+    if limits["slice_max_regression"] is not None:
         slices = _label_slices(baseline, required=required_slices)
         if not slices:
             checks.append(Check("slice_max_regression", LABEL_SLICE_PREFIX + "*", None,
                                 limits["slice_max_regression"], False, "no label slices in baseline metrics"))
-        for name in slices:
-            checks.append(_regression_check(name, candidate, baseline, limits["slice_max_regression"]))
-
-    reasons = [c.reason for c in checks if not c.passed]
-    return Decision(not reasons, checks, reasons)
+        slice_checks, slice_comparisons = _slice_regression_checks(slices, paired, alpha,
+                                                                   limits["slice_max_regression"])
+        checks += slice_checks
+        by_slice.update((c.slice, c) for c in slice_comparisons)
+    # Slices reported but not gated (other features) are compared at the overall level.
+    for name, other in paired.items():
+        if name not in by_slice:
+            by_slice[name] = paired_stats.compare(name, other, alpha)
+    return checks, [c.to_json() for c in by_slice.values()]

@@ -2,37 +2,43 @@
 
 Inputs: `examples` (Examples; the test split is evaluated), `model` (the candidate Model),
 optional `baseline_model` (the latest pushed Model). Params: EvaluatorConfig.
-Outputs: `evaluation` (TFMA output), `blessing` (BLESSED or NOT_BLESSED, plus decision.json).
+Outputs: `evaluation` (TFMA output, plus outcomes.npz, mistakes.json and confusion_matrix.json:
+see pipeline.formats.evaluation), `blessing` (BLESSED or NOT_BLESSED, plus decision.json).
 Raises ModelIntegrityError before any model is loaded when a digest does not match, and
 InputDataError when the test split is missing or empty. Not blessing is a normal result.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 
-from components.evaluator import blessing, metrics as metrics_lib, tfma_setup
+from components.evaluator import blessing, metrics as metrics_lib, paired_stats, tfma_setup
 from components.evaluator.analysis import run_analysis, split_pattern
-from components.evaluator.layout import BLESSED_FILE, DECISION_FILE, NOT_BLESSED_FILE
-from pipeline.errors import InputDataError, PipelineError
-from pipeline.model_integrity import verify_model
-from pipeline.step import StepContext, StepOutcome
+from pipeline.formats.blessing import BlessingRecord, recorded_properties, write_blessing
+from pipeline.core.errors import InputDataError, PipelineError
+from pipeline.formats.model import DIGEST, verify_model
+from pipeline.core.step import StepContext, StepOutcome
+from pipeline.formats import evaluation as evaluation_format
 
 REQUIRED_SLICES = tuple(f"{blessing.LABEL_SLICE_PREFIX}{k}" for k in range(tfma_setup.NUM_CLASSES))
 
 
 def _model_facts(artifact) -> dict:
-    return {"id": artifact.id, "uri": artifact.uri, "digest": artifact.properties.get("digest")}
+    return {"id": artifact.id, "uri": artifact.uri, "digest": artifact.properties.get(DIGEST)}
 
 
-def _write_blessing(out_dir: str, decision: blessing.Decision, report: dict) -> None:
-    with open(os.path.join(out_dir, DECISION_FILE), "w") as f:
-        json.dump(report, f, indent=2, sort_keys=True, allow_nan=False)
-    marker = BLESSED_FILE if decision.blessed else NOT_BLESSED_FILE
-    with open(os.path.join(out_dir, marker), "w") as f:
-        f.write("\n".join(decision.reasons) + "\n" if decision.reasons else "all checks passed\n")
+def _paired_tables(evaluation_uri: str):
+    """Slice name -> PairedTable of candidate vs baseline from this evaluation's outcomes.
+
+    None when the outcomes hold no baseline column: the gate then refuses (fail closed).
+    """
+    outcomes = evaluation_format.read_outcomes(evaluation_uri)
+    if evaluation_format.BASELINE_CORRECT not in outcomes:
+        return None
+    features = {name: outcomes[name] for name in (evaluation_format.LABEL, evaluation_format.INK_DENSITY_BUCKET)}
+    return paired_stats.tables_by_slice(
+        outcomes[evaluation_format.CANDIDATE_CORRECT], outcomes[evaluation_format.BASELINE_CORRECT],
+        features, required={evaluation_format.LABEL: range(tfma_setup.NUM_CLASSES)})
 
 
 def run(ctx: StepContext) -> StepOutcome:
@@ -52,8 +58,7 @@ def run(ctx: StepContext) -> StepOutcome:
                             params.max_examples, ctx.beam_pipeline_options())
     by_model = metrics_lib.merge(
         metrics_lib.read_metrics(ctx.outputs["evaluation"], unnamed_model=tfma_setup.CANDIDATE),
-        metrics_lib.read_per_class_metrics(ctx.outputs["evaluation"], tfma_setup.CANDIDATE,
-                                           tfma_setup.NUM_CLASSES))
+        metrics_lib.per_class_from_confusion(analysis.confusion))  # TFMA's plots, read once by run_analysis
     candidate_metrics = by_model.get(tfma_setup.CANDIDATE, {})
     baseline_metrics = by_model.get(tfma_setup.BASELINE, {}) if baseline is not None else None
     # TFMA's own count is authoritative; the Beam counters cross-check it where the runner has them.
@@ -65,23 +70,24 @@ def run(ctx: StepContext) -> StepOutcome:
         raise PipelineError(f"TFMA output {ctx.outputs['evaluation']}: overall example_count {evaluated} "
                             f"!= {analysis.examples_selected} examples fed to it")
 
-    decision = blessing.decide(candidate_metrics, baseline_metrics, params, REQUIRED_SLICES)
+    paired = _paired_tables(ctx.outputs["evaluation"]) if baseline is not None else None
+    decision = blessing.decide(candidate_metrics, baseline_metrics, params, REQUIRED_SLICES, paired)
     examples_per_second = evaluated / analysis.seconds if analysis.seconds > 0 else 0.0
     thresholds = {name: getattr(params, name) for name in blessing.THRESHOLD_NAMES}
-    report = {
+    record = BlessingRecord(
         **decision.to_dict(),
-        "thresholds": thresholds,
-        "candidate_model": _model_facts(candidate),
-        "baseline_model": _model_facts(baseline) if baseline is not None else None,
-        "examples": {"uri": ctx.inputs["examples"].uri, "split": "test",
-                     "read": analysis.examples_read, "evaluated": evaluated},
-        "metrics": metrics_lib.json_ready({
+        thresholds=thresholds,
+        candidate_model=_model_facts(candidate),
+        baseline_model=_model_facts(baseline) if baseline is not None else None,
+        examples={"uri": ctx.inputs["examples"].uri, "split": "test",
+                  "read": analysis.examples_read, "evaluated": evaluated},
+        metrics=metrics_lib.json_ready({
             "candidate": candidate_metrics,
             "baseline": baseline_metrics,
             "diff": by_model.get(tfma_setup.CANDIDATE + metrics_lib.DIFF_SUFFIX),
         }),
-    }
-    _write_blessing(ctx.outputs["blessing"], decision, report)
+    )
+    write_blessing(ctx.outputs["blessing"], record)
 
     blessed = 1 if decision.blessed else 0
     if decision.blessed:
@@ -97,11 +103,13 @@ def run(ctx: StepContext) -> StepOutcome:
                 "baseline": metrics_lib.summary(baseline_metrics) if baseline_metrics is not None else None,
             }),
             "checks": decision.to_dict()["checks"],
+            "policy": decision.policy,
+            "alpha": decision.alpha,
+            "margin": decision.margin,
+            "comparisons": decision.comparisons,
             "examples_evaluated": evaluated,
             "examples_per_second": round(examples_per_second, 2),
             "tfma_seconds": round(analysis.seconds, 2),
         },
-        output_properties={
-            "blessing": {"blessed": blessed, "baseline_model_id": baseline.id if baseline is not None else 0},
-        },
+        output_properties={"blessing": recorded_properties(record)},
     )

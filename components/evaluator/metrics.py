@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from components.evaluator.blessing import OVERALL
+from pipeline.core.errors import PipelineError
 
 DIFF_SUFFIX = "_diff"
 
@@ -71,14 +72,20 @@ def read_metrics(output_path: str, unnamed_model: str) -> dict:
     return result
 
 
+def _lowest_threshold(plot_value):
+    """The matrix of a multi_class_confusion_matrix_at_thresholds plot value at its lowest
+    threshold (0: argmax), or None when it holds none."""
+    matrices = plot_value.multi_class_confusion_matrix_at_thresholds.matrices
+    return min(matrices, key=lambda m: m.threshold) if matrices else None
+
+
 def confusion_matrix(plot_value, num_classes: int):
     """The [actual][predicted] counts (float [num_classes, num_classes]) of a TFMA
     multi_class_confusion_matrix_at_thresholds plot value at its lowest threshold (0: argmax),
     or None when it holds no matrix."""
-    matrices = plot_value.multi_class_confusion_matrix_at_thresholds.matrices
-    if not matrices:
+    chosen = _lowest_threshold(plot_value)
+    if chosen is None:
         return None
-    chosen = min(matrices, key=lambda m: m.threshold)
     matrix = np.zeros((num_classes, num_classes), dtype=np.float64)
     for cell in chosen.entries:
         # predicted_class_id -1 means "no class above the threshold": none at threshold 0.
@@ -99,9 +106,11 @@ def per_class_metrics(matrix) -> dict:
     return result
 
 
-def read_per_class_metrics(output_path: str, unnamed_model: str, num_classes: int) -> dict:
-    """Per-class precision and recall of every model and slice, from TFMA's confusion matrix
-    plots at `output_path`: {model: {slice: {metric: value}}}."""
+def read_confusion_plots(output_path: str, unnamed_model: str, num_classes: int) -> dict:
+    """TFMA's multi-class confusion matrix plots at `output_path`, read once:
+    {model: {slice: {"matrix": float [actual][predicted] counts, "threshold": float}}}, at each
+    plot's lowest threshold (0: argmax). Feed it to `per_class_from_confusion` and
+    `overall_confusion_matrices`."""
     import tensorflow_model_analysis as tfma
     from tensorflow_model_analysis.slicer import slicer_lib
 
@@ -114,7 +123,33 @@ def read_per_class_metrics(output_path: str, unnamed_model: str, num_classes: in
             matrix = confusion_matrix(entry.value, num_classes)
             if matrix is not None:
                 model = entry.key.model_name or unnamed_model
-                result.setdefault(model, {}).setdefault(name, {}).update(per_class_metrics(matrix))
+                result.setdefault(model, {})[name] = {
+                    "matrix": matrix, "threshold": float(_lowest_threshold(entry.value).threshold)}
+    return result
+
+
+def per_class_from_confusion(confusion: dict) -> dict:
+    """Per-class precision and recall of every model and slice of `read_confusion_plots`'s
+    result: {model: {slice: {metric: value}}}."""
+    return {model: {name: per_class_metrics(entry["matrix"]) for name, entry in slices.items()}
+            for model, slices in confusion.items()}
+
+
+def read_per_class_metrics(output_path: str, unnamed_model: str, num_classes: int) -> dict:
+    """Per-class precision and recall of every model and slice, from TFMA's confusion matrix
+    plots at `output_path`: {model: {slice: {metric: value}}}."""
+    return per_class_from_confusion(read_confusion_plots(output_path, unnamed_model, num_classes))
+
+
+def overall_confusion_matrices(confusion: dict, output_path: str) -> dict:
+    """The overall slice of `read_confusion_plots`'s result, as confusion_matrix.json holds it:
+    {model: {"matrix": int [actual][predicted] counts, "threshold": float}}. Raises
+    PipelineError when no model has a matrix for the overall slice."""
+    result = {model: {"matrix": slices[OVERALL]["matrix"].round().astype(int).tolist(),
+                      "threshold": slices[OVERALL]["threshold"]}
+              for model, slices in confusion.items() if OVERALL in slices}
+    if not result:
+        raise PipelineError(f"TFMA output {output_path}: no confusion matrix plot for the overall slice")
     return result
 
 

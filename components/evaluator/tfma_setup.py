@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 
+from pipeline.formats import examples as examples_format
+from pipeline.formats import model as model_format
+
 CANDIDATE = "candidate"
 BASELINE = "baseline"
-NUM_CLASSES = 10
-LABEL_KEY = "label"
-PREDICTION_KEY = "probabilities"
-SIGNATURE = "serving_default"
-SLICE_FEATURES = ("label", "ink_density_bucket")
+NUM_CLASSES = examples_format.NUM_CLASSES
+LABEL_KEY = examples_format.LABEL_KEY
+PREDICTION_KEY = model_format.PROBABILITIES
+SIGNATURE = model_format.EXAMPLES_SIGNATURE
+SLICE_FEATURES = (examples_format.LABEL_KEY, examples_format.INK_DENSITY_BUCKET_KEY)
 # The serving SavedModel is neither Keras nor an EvalSavedModel; naming the type spares TFMA
 # from probing it with a Keras load.
 MODEL_TYPE = "tf_generic"

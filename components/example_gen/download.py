@@ -25,9 +25,9 @@ import urllib.request
 import zlib
 from typing import Optional, Sequence
 
-from components.example_gen.idx import DATASET_FILES
-from pipeline.atomic_files import write_bytes_atomic
-from pipeline.errors import InputDataError, PipelineError
+from pipeline.core.atomic_files import write_bytes_atomic
+from pipeline.core.errors import InputDataError, PipelineError
+from pipeline.formats.idx import DATASET_FILES
 
 log = logging.getLogger(__name__)
 

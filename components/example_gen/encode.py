@@ -34,13 +34,14 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from components.example_gen import idx
-from pipeline.errors import InputDataError
+from pipeline.core.errors import InputDataError
+from pipeline.formats import idx
+from pipeline.formats.examples import (IMAGE_KEY, IMAGE_PIXELS, INK_DENSITY_BUCKET_KEY, INK_DENSITY_KEY,
+                                       LABEL_KEY, shard_path)
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "eval", "test")
-PIXELS = idx.IMAGE_ROWS * idx.IMAGE_COLS
 INK_THRESHOLD = 127
 METRICS_NAMESPACE = "example_gen"
 DEFAULT_CHUNK_ROWS = 5000
@@ -61,7 +62,7 @@ def split_counter_name(split: str) -> str:
 def ink_density(images: np.ndarray) -> np.ndarray:
     """float32 [N]: fraction of the 784 pixels of each N x 28 x 28 uint8 image above 127."""
     above = (images.reshape(len(images), -1) > INK_THRESHOLD).sum(axis=1)
-    return (above / PIXELS).astype(np.float32)
+    return (above / IMAGE_PIXELS).astype(np.float32)
 
 
 def ink_density_bucket(density: np.ndarray, edges: Sequence[float]) -> np.ndarray:
@@ -110,12 +111,12 @@ def to_record_batch(images: np.ndarray, labels: np.ndarray, edges: Sequence[floa
     density = ink_density(images)
     return pa.RecordBatch.from_arrays(
         [
-            _list_column(images.reshape(n * PIXELS).astype(np.int64), PIXELS),
+            _list_column(images.reshape(n * IMAGE_PIXELS).astype(np.int64), IMAGE_PIXELS),
             _list_column(labels.astype(np.int64), 1),
             _list_column(density, 1),
             _list_column(ink_density_bucket(density, edges), 1),
         ],
-        ["image", "label", "ink_density", "ink_density_bucket"],
+        [IMAGE_KEY, LABEL_KEY, INK_DENSITY_KEY, INK_DENSITY_BUCKET_KEY],
     )
 
 
@@ -166,7 +167,7 @@ class ShardTask:
 def plan_shards(datasets: Sequence, num_shards: int) -> list:
     """ShardTasks covering every row of the train and test pairs of validated datasets.
 
-    datasets: [(span number, idx.MnistDataset), ...]. Shard i of a source holds the i-th
+    datasets: [(span number, pipeline.formats.idx.MnistDataset), ...]. Shard i of a source holds the i-th
     contiguous num_shards-th of the rows of each span, so every split has exactly
     `num_shards` shard files and shards are of even size.
     """
@@ -187,17 +188,6 @@ def plan_shards(datasets: Sequence, num_shards: int) -> list:
             tasks.append(ShardTask(source=source, shard=shard, num_shards=num_shards,
                                    ranges=tuple(ranges)))
     return tasks
-
-
-def split_dir(output_dir: str, split: str) -> str:
-    """The folder of `split` inside an Examples artifact: `<output_dir>/Split-<split>`."""
-    return os.path.join(output_dir, f"Split-{split}")
-
-
-def shard_path(output_dir: str, split: str, shard: int, num_shards: int) -> str:
-    """`<output_dir>/Split-<split>/data_tfrecord-<shard>-of-<num_shards>.gz` (5 digits each)."""
-    return os.path.join(split_dir(output_dir, split),
-                        f"data_tfrecord-{shard:05d}-of-{num_shards:05d}.gz")
 
 
 class _WriteShardFn(beam.DoFn):

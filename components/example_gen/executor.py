@@ -22,25 +22,25 @@ import time
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 
-from components.example_gen import encode, idx, spans as spans_lib
-from pipeline.config import DataConfig
-from pipeline import errors
-from pipeline.errors import ConfigError, InputDataError, PipelineError
-from pipeline.step import StepContext, StepOutcome
+from components.example_gen import encode, spans as spans_lib
+from pipeline.core import errors
+from pipeline.core.errors import ConfigError, InputDataError, PipelineError
+from pipeline.core.step import StepContext, StepOutcome
+from pipeline.formats import examples as examples_format, idx
 
 
-def _spans_of(ctx: StepContext, params: DataConfig) -> list:
+def _spans_of(ctx: StepContext, params) -> list:
     """[(span, folder), ...] from the raw_data artifact's properties, or resolved from its uri."""
     raw = ctx.inputs.get("raw_data")
     if raw is None:
         raise ConfigError("step example_gen: input 'raw_data' is missing")
     props = dict(raw.properties or {})
-    if "span_dirs" not in props:
+    if idx.SPAN_DIRS not in props:
         return spans_lib.resolve_spans(raw.uri, params.span, params.window_spans)
-    dirs, numbers = list(props["span_dirs"]), list(props.get("spans", []))
+    dirs, numbers = list(props[idx.SPAN_DIRS]), list(props.get(idx.SPANS, []))
     if len(dirs) != len(numbers) or not dirs:
-        raise ConfigError(f"raw_data artifact {raw.uri}: properties 'spans' {numbers} and "
-                          f"'span_dirs' {dirs} must be non-empty and of equal length")
+        raise ConfigError(f"raw_data artifact {raw.uri}: properties '{idx.SPANS}' {numbers} and "
+                          f"'{idx.SPAN_DIRS}' {dirs} must be non-empty and of equal length")
     return [(int(n), str(d)) for n, d in zip(numbers, dirs)]
 
 
@@ -61,7 +61,7 @@ def _validate(ctx: StepContext, span_list: list, eval_hash_buckets: int):
         ctx.log.info("span %d (%s): %d training and %d test digits valid (%.1f s)", number, folder,
                      dataset.train.count, dataset.test.count, time.monotonic() - started)
         datasets.append((number, dataset))
-    expected_fp = (ctx.inputs["raw_data"].properties or {}).get("fingerprint")
+    expected_fp = (ctx.inputs["raw_data"].properties or {}).get(idx.FINGERPRINT)
     if expected_fp:
         actual_fp = spans_lib.fingerprint_digests((n, d.file_digests()) for n, d in datasets)
         if actual_fp != expected_fp:
@@ -75,7 +75,8 @@ def _validate(ctx: StepContext, span_list: list, eval_hash_buckets: int):
 
 
 # How a worker's PipelineError reads inside the text of the runner's own exception.
-_REMOTE_ERROR = re.compile(r"pipeline\.errors\.(\w+): (.+?)(?: \[while running .*)?$", re.MULTILINE)
+_REMOTE_ERROR = re.compile(re.escape(errors.__name__) + r"\.(\w+): (.+?)(?: \[while running .*)?$",
+                           re.MULTILINE)
 
 
 def _as_pipeline_error(e: Exception) -> PipelineError:
@@ -86,7 +87,7 @@ def _as_pipeline_error(e: Exception) -> PipelineError:
     Either way the worker's error type and first line are recovered.
     """
     if isinstance(e, PipelineError):
-        found = _REMOTE_ERROR.match(f"pipeline.errors.{type(e).__name__}: {str(e).splitlines()[0]}")
+        found = _REMOTE_ERROR.match(f"{errors.__name__}.{type(e).__name__}: {str(e).splitlines()[0]}")
         return type(e)(found.group(2)) if found else e
     found = _REMOTE_ERROR.search(str(e))
     if found and isinstance(getattr(errors, found.group(1), None), type) \
@@ -122,13 +123,13 @@ def _counted(result, split: str):
 def _check_written(ctx: StepContext, result, out_dir: str, expected: dict, num_shards: int) -> None:
     """Fails unless every split has `num_shards` shards and (where counted) the expected count."""
     for split in encode.SPLITS:
-        folder = encode.split_dir(out_dir, split)
+        folder = examples_format.split_dir(out_dir, split)
         counted = _counted(result, split)
         if counted is None:
             ctx.log.warning("runner reported no counter for split %s; using the validated count", split)
         elif counted != expected[split]:
             raise PipelineError(f"{folder}: wrote {counted} examples, validation expected {expected[split]}")
-        shards = glob.glob(os.path.join(folder, "data_tfrecord-*-of-*.gz"))
+        shards = glob.glob(os.path.join(folder, examples_format.SHARD_GLOB))
         if len(shards) != num_shards:
             raise PipelineError(f"{folder}: {len(shards)} shard files, expected {num_shards}")
 
@@ -139,7 +140,7 @@ def run(ctx: StepContext) -> StepOutcome:
     Raises ConfigError (bad spans / properties), InputDataError (bad raw files, empty split),
     PipelineError (the Beam pipeline did not write what was validated).
     """
-    params: DataConfig = ctx.params
+    params = ctx.params  # a DataConfig
     out_dir = ctx.outputs["examples"]
     span_list = _spans_of(ctx, params)
     ctx.log.info("reading spans %s", [n for n, _ in span_list])
@@ -183,5 +184,6 @@ def run(ctx: StepContext) -> StepOutcome:
             "validation_seconds": round(validation_seconds, 3),
             "write_seconds": round(seconds, 3),
         },
-        output_properties={"examples": {"spans": span_numbers, "split_counts": dict(expected)}},
+        output_properties={"examples": {examples_format.SPANS: span_numbers,
+                                        examples_format.SPLIT_COUNTS: dict(expected)}},
     )

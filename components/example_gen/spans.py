@@ -14,9 +14,10 @@ import os
 import re
 from typing import Iterable, Mapping, Optional, Sequence
 
-from components.example_gen.idx import DATASET_FILES
-from pipeline.digest import file_digest
-from pipeline.errors import ConfigError, InputDataError
+from pipeline.core.digest import file_digest
+from pipeline.core.errors import ConfigError, InputDataError
+from pipeline.formats import idx
+from pipeline.formats.idx import DATASET_FILES
 
 _SPAN_DIR = re.compile(r"^span-(\d+)$")
 
@@ -122,7 +123,7 @@ def raw_data_properties(data_root: str, span: Optional[int], window: int) -> Map
     """
     spans = resolve_spans(data_root, span, window)
     return {
-        "spans": [number for number, _ in spans],
-        "span_dirs": [folder for _, folder in spans],
-        "fingerprint": fingerprint_spans(spans),
+        idx.SPANS: [number for number, _ in spans],
+        idx.SPAN_DIRS: [folder for _, folder in spans],
+        idx.FINGERPRINT: fingerprint_spans(spans),
     }

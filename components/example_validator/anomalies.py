@@ -1,20 +1,17 @@
-"""Reading and extending TFDV `Anomalies` protos: findings, severities, drift entries.
+"""Extending TFDV `Anomalies` protos: severities, missing data, drift entries.
 
-TFDV reports one `AnomalyInfo` per feature (keyed by the feature's serialized path) plus one
-for the dataset. Severity is ERROR for everything the schema rules out; the gate treats
-UNKNOWN like ERROR (fail closed) and lets only WARNING pass.
+Severity is ERROR for everything the schema rules out; the gate treats UNKNOWN like ERROR (fail
+closed) and lets only WARNING pass. Reading them back in words is `pipeline.formats.anomalies`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional
+from typing import Optional
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from components.example_validator.drift import JENSEN_SHANNON, L_INFINITY, DriftMeasurement
 
-DATASET = "<dataset>"
 _Severity = anomalies_pb2.AnomalyInfo.Severity
 _Type = anomalies_pb2.AnomalyInfo.Type
 _MEASUREMENT_TYPES = {
@@ -26,41 +23,6 @@ _DRIFT_REASONS = {
     JENSEN_SHANNON: (_Type.COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH,
                      "High Jensen-Shannon divergence to the previous span"),
 }
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One anomaly in words: which feature (or `DATASET`), how bad, what and why."""
-
-    feature: str
-    severity: str  # "ERROR", "WARNING" or "UNKNOWN"
-    reasons: tuple  # AnomalyInfo.Type names, e.g. ("INT_TYPE_BIG_INT",)
-    short_description: str
-    description: str
-
-    @property
-    def is_error(self) -> bool:
-        return self.severity != "WARNING"
-
-
-def _finding(feature: str, info: anomalies_pb2.AnomalyInfo) -> Finding:
-    return Finding(
-        feature=feature,
-        severity=_Severity.Name(info.severity),
-        reasons=tuple(_Type.Name(r.type) for r in info.reason),
-        short_description=info.short_description or "; ".join(r.short_description for r in info.reason),
-        description=info.description or "; ".join(r.description for r in info.reason),
-    )
-
-
-def findings(anomalies: anomalies_pb2.Anomalies) -> List[Finding]:
-    """Every anomaly of `anomalies`, the dataset-level one first, then features by name."""
-    result = []
-    if anomalies.HasField("dataset_anomaly_info"):
-        result.append(_finding(DATASET, anomalies.dataset_anomaly_info))
-    for key in sorted(anomalies.anomaly_info):
-        result.append(_finding(key, anomalies.anomaly_info[key]))
-    return result
 
 
 def add_anomaly(anomalies: anomalies_pb2.Anomalies, feature: str, reason_type: int,

@@ -1,7 +1,7 @@
 """Drift of the label and pixel-value distributions between two spans' statistics.
 
 Reads the exact histograms StatisticsGen stores in the statistics (see
-`components.statistics_gen.histograms`) and measures:
+`pipeline.formats.statistics`) and measures:
   - label: L-infinity distance between the normalised label histograms (10 bins);
   - image: Jensen-Shannon divergence between the normalised pixel-value histograms (256 bins).
 A comparison that cannot be made (a histogram missing or empty on either side, bins that do not
@@ -17,7 +17,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 
 from components.example_validator.drift import (JENSEN_SHANNON, L_INFINITY, DriftMeasurement,
                                                 js_divergence, linf_distance)
-from components.statistics_gen.histograms import LABEL_FEATURE, PIXEL_FEATURE, read_value_histogram
+from pipeline.formats.statistics import LABEL_FEATURE, PIXEL_FEATURE, read_value_histogram
 
 _Type = anomalies_pb2.AnomalyInfo.Type
 

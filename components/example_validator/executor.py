@@ -3,10 +3,9 @@
 Inputs: `statistics` (`Split-<split>/FeatureStats.pb`), `schema` (`schema.pbtxt`) and, from the
 second span on, `previous_statistics` (the previous span's statistics).
 Params: `ValidationConfig` (label_drift_linf, pixel_drift_jsd).
-Output `anomalies`:
-  - `Split-<split>/SchemaDiff.pb`: binary tensorflow_metadata Anomalies per split (load with
-    `tensorflow_data_validation.utils.anomalies_util.load_anomalies_binary`); the train split's
-    also carries the drift measurements (`drift_skew_info`) and drift anomalies;
+Output `anomalies` (see `pipeline.formats.anomalies`):
+  - `Split-<split>/SchemaDiff.pb`: binary tensorflow_metadata Anomalies per split; the train
+    split's also carries the drift measurements (`drift_skew_info`) and drift anomalies;
   - `drift.json`: the drift figures and thresholds, or why drift was not checked;
   - `report.txt`: every anomaly by split, feature and type, then the drift figures.
 Any ERROR anomaly stops the run (exit status 3); the outputs are written first.
@@ -17,21 +16,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 
-from google.protobuf import message, text_format
-
-from pipeline.errors import InputDataError
-from pipeline.step import StepContext, StepOutcome
+from pipeline.core.errors import InputDataError
+from pipeline.core.step import StepContext, StepOutcome
+from pipeline.formats import anomalies as anomalies_format, schema as schema_format
+from pipeline.formats import statistics as stats_format
+from pipeline.formats.examples import SPLIT_PREFIX
 
 ENVIRONMENT = "TRAINING"
 DRIFT_SPLIT = "train"
-SCHEMA_FILE = "schema.pbtxt"
-STATS_FILE = "FeatureStats.pb"
-ANOMALIES_FILE = "SchemaDiff.pb"
-DRIFT_FILE = "drift.json"
-REPORT_FILE = "report.txt"
-_SPLIT_DIR = re.compile(r"^Split-([A-Za-z0-9_.-]+)$")
 
 
 def run(ctx: StepContext) -> StepOutcome:
@@ -40,16 +33,15 @@ def run(ctx: StepContext) -> StepOutcome:
     Raises InputDataError when the schema or a statistics file is missing or unreadable, or when
     drift must be checked but this span's statistics have no train split.
     """
-    from components.example_validator.anomalies import findings
     from components.example_validator.report import failure_summary, format_report
 
     params = ctx.params
     out_uri = ctx.outputs["anomalies"]
     statistics_uri = ctx.inputs["statistics"].uri
-    schema_path = os.path.join(ctx.inputs["schema"].uri, SCHEMA_FILE)
-    schema = load_schema(schema_path)
+    schema_path = schema_format.schema_path(ctx.inputs["schema"].uri)
+    schema = schema_format.read_schema(ctx.inputs["schema"].uri)
     environment = ENVIRONMENT if ENVIRONMENT in schema.default_environment else None
-    split_stats = load_split_statistics(statistics_uri)
+    split_stats = stats_format.read_split_statistics(statistics_uri)
 
     results = validate_splits(split_stats, schema, environment)
     drift, drift_note = None, "not checked: no previous span statistics (first span)"
@@ -57,7 +49,7 @@ def run(ctx: StepContext) -> StepOutcome:
     if previous is not None:
         drift, drift_note = _check_drift_into(results, split_stats, statistics_uri, previous, params)
 
-    split_findings = {split: findings(anomalies) for split, anomalies in results.items()}
+    split_findings = {split: anomalies_format.findings(anomalies) for split, anomalies in results.items()}
     split_counts = {split: int(stats.datasets[0].num_examples) for split, stats in split_stats.items()}
     _write_outputs(out_uri, results, drift, drift_note, format_report(
         statistics_uri=statistics_uri, schema_path=schema_path, environment=environment,
@@ -81,8 +73,8 @@ def run(ctx: StepContext) -> StepOutcome:
                              "image_jensen_shannon_divergence": params.pixel_drift_jsd},
     }
     outcome = StepOutcome(execution_properties=properties,
-                          output_properties={"anomalies": {"split_names": sorted(results),
-                                                           "passed": int(summary is None)}})
+                          output_properties={"anomalies": {anomalies_format.SPLIT_NAMES: sorted(results),
+                                                           anomalies_format.PASSED: int(summary is None)}})
     if summary is not None:
         outcome.stop_run = f"data validation failed: {summary}"
         outcome.stop_exit_code = 3
@@ -117,13 +109,13 @@ def _check_drift_into(results: dict, split_stats: dict, statistics_uri: str, pre
     from components.example_validator.drift_check import check_drift
 
     if DRIFT_SPLIT not in split_stats:
-        raise InputDataError(f"statistics artifact {statistics_uri}: no Split-{DRIFT_SPLIT} "
+        raise InputDataError(f"statistics artifact {statistics_uri}: no {SPLIT_PREFIX}{DRIFT_SPLIT} "
                              "to compare with the previous span")
-    previous_path = os.path.join(previous.uri, f"Split-{DRIFT_SPLIT}", STATS_FILE)
+    previous_path = stats_format.split_stats_path(previous.uri, DRIFT_SPLIT)
     # A previous artifact without a train split leaves nothing to compare: check_drift reports
     # that as missing control data (an ERROR), it is not skipped.
-    previous_dataset = (_load_stats_file(previous_path).datasets[0] if os.path.isfile(previous_path)
-                        else _empty_dataset())
+    previous_dataset = (stats_format.load_stats_file(previous_path).datasets[0]
+                        if os.path.isfile(previous_path) else _empty_dataset())
     drift = check_drift(split_stats[DRIFT_SPLIT].datasets[0], previous_dataset,
                         params.label_drift_linf, params.pixel_drift_jsd)
     for problem in drift.problems:
@@ -131,68 +123,20 @@ def _check_drift_into(results: dict, split_stats: dict, statistics_uri: str, pre
                     problem.short_description, problem.description)
     for measurement in drift.measurements:
         add_drift(results[DRIFT_SPLIT], measurement)
-    spans = previous.properties.get("spans")
+    spans = previous.properties.get(stats_format.SPANS)
     return drift, f"against {previous_path}" + (f" (spans {list(spans)})" if spans else "")
 
 
 def _write_outputs(out_uri: str, results: dict, drift, drift_note: str, report: str) -> None:
     """Writes Split-*/SchemaDiff.pb, drift.json and report.txt."""
-    for split, anomalies in results.items():
-        os.makedirs(os.path.join(out_uri, f"Split-{split}"))
-        with open(os.path.join(out_uri, f"Split-{split}", ANOMALIES_FILE), "wb") as f:
-            f.write(anomalies.SerializeToString())
+    anomalies_format.write_split_anomalies(out_uri, results)
     drift_json = {"checked": drift is not None, "split": DRIFT_SPLIT, "note": drift_note,
                   "measurements": [m.to_json() for m in drift.measurements] if drift else [],
                   "problems": [{"feature": p.feature, "description": p.description}
                                for p in drift.problems] if drift else []}
-    _write_text(os.path.join(out_uri, DRIFT_FILE), json.dumps(drift_json, indent=1, sort_keys=True) + "\n")
-    _write_text(os.path.join(out_uri, REPORT_FILE), report)
-
-
-def load_schema(path: str):
-    """Parses the text Schema at `path`; InputDataError naming the file when missing or invalid."""
-    from tensorflow_metadata.proto.v0 import schema_pb2
-
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            return text_format.Parse(f.read(), schema_pb2.Schema())
-    except OSError as e:
-        raise InputDataError(f"schema file {path}: cannot be read ({e.strerror})") from e
-    except (text_format.ParseError, UnicodeDecodeError) as e:
-        raise InputDataError(f"schema file {path}: not a valid Schema text proto: {e}") from e
-
-
-def load_split_statistics(statistics_uri: str) -> dict:
-    """Returns {split: DatasetFeatureStatisticsList} of a statistics artifact.
-
-    Raises InputDataError when there is no `Split-*` directory, a split lacks its stats file,
-    or a file does not hold exactly one dataset's statistics.
-    """
-    if not os.path.isdir(statistics_uri):
-        raise InputDataError(f"statistics artifact {statistics_uri}: not a directory")
-    result = {}
-    for name in sorted(os.listdir(statistics_uri)):
-        match = _SPLIT_DIR.match(name)
-        if match and os.path.isdir(os.path.join(statistics_uri, name)):
-            result[match.group(1)] = _load_stats_file(os.path.join(statistics_uri, name, STATS_FILE))
-    if not result:
-        raise InputDataError(f"statistics artifact {statistics_uri}: no Split-* directory")
-    return result
-
-
-def _load_stats_file(path: str):
-    from tensorflow_metadata.proto.v0 import statistics_pb2
-
-    try:
-        with open(path, "rb") as f:
-            stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(f.read())
-    except OSError as e:
-        raise InputDataError(f"statistics file {path}: cannot be read ({e.strerror})") from e
-    except message.DecodeError as e:
-        raise InputDataError(f"statistics file {path}: not a binary DatasetFeatureStatisticsList") from e
-    if len(stats.datasets) != 1:
-        raise InputDataError(f"statistics file {path}: holds {len(stats.datasets)} datasets, expected 1")
-    return stats
+    _write_text(os.path.join(out_uri, anomalies_format.DRIFT_FILE),
+                json.dumps(drift_json, indent=1, sort_keys=True) + "\n")
+    _write_text(os.path.join(out_uri, anomalies_format.REPORT_FILE), report)
 
 
 def _empty_dataset():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from components.example_validator.anomalies import DATASET, Finding
 from components.example_validator.drift_check import DriftResult
+from pipeline.formats.anomalies import DATASET, Finding
 
 
 def format_report(*, statistics_uri: str, schema_path: str, environment: Optional[str],

@@ -1,5 +1,6 @@
-"""The pusher step: atomic, verified publishing into the TF Serving folder, and rollback.
+"""The pusher step: atomic, verified publishing into the TF Serving folder.
 
-Modules: `publish` (lock, staging copy, digest check, rename), `serving_check` (the staged
-model must load and answer), `rollback` (re-publish an earlier version), `executor` (the step).
+Modules: `publish` (the next version, through the serving folder's staged commit in
+`pipeline.formats.pushed_model`), `serving_check` (the digits the staged model must answer),
+`executor` (the step). Rolling back is an operation of the application (`pipeline.operations`).
 """

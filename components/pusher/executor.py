@@ -4,63 +4,49 @@ Inputs: `model` (Model), `blessing` (ModelBlessing), `examples` (test digits the
 answer), optional `baseline_model` (the latest pushed model, resolved just before this step).
 Params: PusherConfig with `serving_dir` resolved. Output: `pushed_model` with push.json.
 
-Not pushing because the model is not blessed, or because the served model changed since the
-evaluation (compare-and-swap on the baseline id), is a normal result. A push that was attempted
-and failed stops the run with exit status 1. A model whose files do not match its digest raises
-ModelIntegrityError before anything else happens.
+The blessing is read only through `pipeline.formats.blessing.read_blessing`: a decision that is
+missing, malformed or contradicted (by its marker file or the artifact's recorded properties)
+pushes nothing. Not pushing because the model is not blessed, or because the served model
+changed since the evaluation (compare-and-swap on the baseline id), is a normal result. A push
+that was attempted and failed stops the run with exit status 1. A model whose files do not match
+its digest raises ModelIntegrityError before anything else happens.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Optional
 
-from components.evaluator.layout import BLESSED_FILE, DECISION_FILE, NOT_BLESSED_FILE
 from components.pusher.publish import publish
 from components.pusher.serving_check import make_verify_fn, read_examples
-from pipeline.errors import ConfigError, PushError
-from pipeline.model_integrity import verify_model
-from pipeline.step import StepContext, StepOutcome
+from pipeline.core.errors import ConfigError, PushError
+from pipeline.core.step import StepContext, StepOutcome
+from pipeline.formats import blessing as blessing_format, model as model_format
+from pipeline.formats import pushed_model as pushed_format
 
-PUSH_FILE = "push.json"
 
-
-def _gate_reasons(not_blessed_path: str) -> str:
-    """The evaluator's first reason from its NOT_BLESSED file, with how many more there are, so
-    the run's last line says why; the file's path when it cannot be read."""
-    try:
-        with open(not_blessed_path, encoding="utf-8", errors="replace") as f:
-            reasons = [line.strip() for line in f if line.strip()]
-    except OSError as e:
-        return f"{not_blessed_path} ({e.strerror})"
-    if not reasons:
-        return f"see {not_blessed_path}"
-    more = f" (+{len(reasons) - 1} more in {not_blessed_path})" if len(reasons) > 1 else ""
-    return reasons[0] + more
+def _gate_reasons(record: blessing_format.BlessingRecord, blessing_uri: str) -> str:
+    """The evaluator's first reason, with how many more there are (listed in the NOT_BLESSED
+    marker), so the run's last line says why."""
+    reasons = record.reasons
+    marker = os.path.join(blessing_uri, record.marker)
+    return reasons[0] + (f" (+{len(reasons) - 1} more in {marker})" if len(reasons) > 1 else "")
 
 
 def _blessing_refusal(ctx: StepContext) -> Optional[str]:
     """Returns why the model must not be pushed, or None when the blessing allows it."""
     blessing = ctx.inputs["blessing"]
     model = ctx.inputs["model"]
-    not_blessed = os.path.join(blessing.uri, NOT_BLESSED_FILE)
-    if os.path.exists(not_blessed):
-        return f"model not blessed: {_gate_reasons(not_blessed)}"
-    if not os.path.isfile(os.path.join(blessing.uri, BLESSED_FILE)):
-        return f"model not blessed (no {BLESSED_FILE} marker in {blessing.uri})"
-    if blessing.properties.get("blessed") != 1:
-        return f"model not blessed (blessing artifact {blessing.id} has blessed={blessing.properties.get('blessed')!r})"
     try:
-        with open(os.path.join(blessing.uri, DECISION_FILE)) as f:
-            decision = json.load(f)
-        blessed_digest = decision["candidate_model"]["digest"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return f"blessing {blessing.uri}: unreadable {DECISION_FILE} ({type(e).__name__}); not pushing"
-    if blessed_digest != model.properties.get("digest"):
+        record = blessing_format.read_blessing(blessing.uri, recorded=blessing.properties)
+    except blessing_format.BlessingError as e:
+        return f"model not blessed ({e})"
+    if not record.blessed:
+        return f"model not blessed: {_gate_reasons(record, blessing.uri)}"
+    if record.candidate_digest != model.properties.get(model_format.DIGEST):
         return f"blessing {blessing.uri} was given to a different model (digest mismatch); not pushing"
-    evaluated_against = blessing.properties.get("baseline_model_id")
+    evaluated_against = record.baseline_model_id
     current = ctx.inputs.get("baseline_model")
     current_id = current.id if current is not None else 0
     if evaluated_against != current_id:
@@ -73,15 +59,15 @@ def _outcome(ctx: StepContext, pushed: int, version: int, reason: str,
              stop_run: Optional[str] = None) -> StepOutcome:
     model = ctx.inputs["model"]
     serving_dir = ctx.params.serving_dir
-    record = {"pushed": pushed, "version": version, "model_id": model.id, "model_uri": model.uri,
-              "model_digest": model.properties.get("digest"), "serving_dir": serving_dir,
-              "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    with open(os.path.join(ctx.outputs["pushed_model"], PUSH_FILE), "w") as f:
-        json.dump(record, f, indent=2, sort_keys=True)
+    pushed_format.write_push_record(ctx.outputs["pushed_model"], {
+        "pushed": pushed, "version": version, "model_id": model.id, "model_uri": model.uri,
+        "model_digest": model.properties.get(model_format.DIGEST), "serving_dir": serving_dir,
+        "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return StepOutcome(
         execution_properties={"pushed": pushed, "version": version, "reason": reason},
-        output_properties={"pushed_model": {"pushed": pushed, "version": version,
-                                            "model_id": model.id, "serving_dir": serving_dir}},
+        output_properties={"pushed_model": {pushed_format.PUSHED: pushed, pushed_format.VERSION: version,
+                                            pushed_format.MODEL_ID: model.id,
+                                            pushed_format.SERVING_DIR: serving_dir}},
         stop_run=stop_run,
         stop_exit_code=1,
     )
@@ -92,7 +78,7 @@ def run(ctx: StepContext) -> StepOutcome:
     params = ctx.params
     if not params.serving_dir:
         raise ConfigError("config key pusher.serving_dir: empty; the factory must resolve it")
-    model_dir = verify_model(ctx.inputs["model"], "model to push")
+    model_dir = model_format.verify_model(ctx.inputs["model"], "model to push")
     serving = ctx.inputs.get("baseline_model")
     if serving is not None and serving.id == ctx.inputs["model"].id:
         reason = f"model {serving.id} is already serving; nothing to push"
@@ -105,7 +91,7 @@ def run(ctx: StepContext) -> StepOutcome:
 
     records = read_examples(ctx.inputs["examples"].uri, params.verify_examples)
     try:
-        version = publish(model_dir, params.serving_dir, ctx.inputs["model"].properties["digest"],
+        version = publish(model_dir, params.serving_dir, ctx.inputs["model"].properties[model_format.DIGEST],
                           make_verify_fn(records))
     except PushError as e:
         reason = str(e)

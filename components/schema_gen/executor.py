@@ -1,7 +1,8 @@
 """SchemaGen: publishes the curated schema; optionally reports how it differs from an inferred one.
 
-Params: `ValidationConfig` (`schema_path`, `infer_schema_report`). Input `statistics` (used only
-for the report). Output `schema`:
+Params: `ValidationConfig` (`infer_schema_report`). Inputs: `curated_schema` (the file at
+`validation.schema_path`, fingerprinted by content) and `statistics` (used only for the report).
+Output `schema`:
   - `schema.pbtxt`: the curated schema file, byte for byte (comments kept), once it parsed and
     passed the checks in `check_schema`;
   - with `infer_schema_report`: `inferred_schema.pbtxt` (tfdv.infer_schema over the train split's
@@ -11,37 +12,32 @@ for the report). Output `schema`:
 from __future__ import annotations
 
 import os
-import shutil
 
-from google.protobuf import message, text_format
+from pipeline.core.errors import ConfigError
+from pipeline.core.external import CONTENT_DIGEST, read_verified
+from pipeline.core.step import Artifact, StepContext, StepOutcome
+from pipeline.formats import schema as schema_format, statistics as stats_format
+from pipeline.formats.examples import split_dirs
 
-from pipeline.digest import file_digest
-from pipeline.errors import ConfigError, InputDataError
-from pipeline.step import StepContext, StepOutcome
-
-SCHEMA_FILE = "schema.pbtxt"
-INFERRED_FILE = "inferred_schema.pbtxt"
-REPORT_FILE = "schema_report.txt"
-STATS_FILE = "FeatureStats.pb"
 REPORT_SPLIT = "train"
 
 
-def load_curated_schema(path: str):
-    """Parses and checks the curated schema at `path`; ConfigError naming the file otherwise."""
-    from tensorflow_metadata.proto.v0 import schema_pb2
+def load_curated_schema(curated: Artifact):
+    """Parses and checks the curated schema artifact (a file outside the pipeline root).
 
-    where = f"schema file {path} (config key validation.schema_path)"
-    if not os.path.isfile(path):
+    Returns (schema proto, the file's bytes as fingerprinted by the run). Raises ConfigError
+    naming the file when it is missing, unparseable or fails `check_schema`, and InputDataError
+    when it changed after the run fingerprinted it.
+    """
+    where = f"schema file {curated.uri} (config key validation.schema_path)"
+    if not os.path.isfile(curated.uri):
         raise ConfigError(f"{where}: no such file")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            schema = text_format.Parse(f.read(), schema_pb2.Schema())
-    except (text_format.ParseError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{where}: not a valid tensorflow_metadata Schema: {e}") from e
+    data = read_verified(curated)
+    schema = schema_format.parse_schema(data, where, error=ConfigError)
     problem = check_schema(schema)
     if problem:
         raise ConfigError(f"{where}: {problem}")
-    return schema
+    return schema, data
 
 
 def check_schema(schema) -> str:
@@ -78,13 +74,15 @@ def run(ctx: StepContext) -> StepOutcome:
     """
     params = ctx.params
     out_uri = ctx.outputs["schema"]
-    schema = load_curated_schema(params.schema_path)
-    shutil.copyfile(params.schema_path, os.path.join(out_uri, SCHEMA_FILE))
-    ctx.log.info("curated schema %s: %d features", params.schema_path, len(schema.feature))
+    curated = ctx.inputs["curated_schema"]
+    schema, data = load_curated_schema(curated)
+    with open(schema_format.schema_path(out_uri), "wb") as f:
+        f.write(data)
+    ctx.log.info("curated schema %s: %d features", curated.uri, len(schema.feature))
 
     properties = {
-        "schema_path": params.schema_path,
-        "schema_sha256": file_digest(params.schema_path),
+        "schema_path": curated.uri,
+        "schema_sha256": curated.properties[CONTENT_DIGEST],
         "feature_count": len(schema.feature),
         "features": [f.name for f in schema.feature],
         "environments": list(schema.default_environment),
@@ -95,45 +93,36 @@ def run(ctx: StepContext) -> StepOutcome:
         properties["inferred_from_split"] = split
         properties["inferred_differences"] = len(differences)
     return StepOutcome(execution_properties=properties,
-                       output_properties={"schema": {"feature_count": len(schema.feature)}})
+                       output_properties={"schema": {schema_format.FEATURE_COUNT: len(schema.feature)}})
 
 
 def _write_inference_report(ctx: StepContext, curated, out_uri: str) -> tuple:
     """Infers a schema from one split's statistics; writes it and the differences report."""
     import tensorflow_data_validation as tfdv
-    from tensorflow_metadata.proto.v0 import statistics_pb2
 
     from components.schema_gen.schema_diff import schema_differences
 
     stats_uri = ctx.inputs["statistics"].uri
-    splits = sorted(n[len("Split-"):] for n in os.listdir(stats_uri) if n.startswith("Split-"))
-    if not splits:
-        raise InputDataError(f"statistics artifact {stats_uri}: no Split-* directory")
+    splits = list(split_dirs(stats_uri, "statistics artifact"))
     split = REPORT_SPLIT if REPORT_SPLIT in splits else splits[0]
-    path = os.path.join(stats_uri, f"Split-{split}", STATS_FILE)
-    try:
-        with open(path, "rb") as f:
-            stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(f.read())
-    except OSError as e:
-        raise InputDataError(f"statistics file {path}: cannot be read ({e.strerror})") from e
-    except message.DecodeError as e:
-        raise InputDataError(f"statistics file {path}: not a binary DatasetFeatureStatisticsList") from e
+    path = stats_format.split_stats_path(stats_uri, split)
+    stats = stats_format.load_stats_file(path)
 
     # value_count rather than shape, so the inferred schema compares field by field with ours.
     inferred = tfdv.infer_schema(stats, infer_feature_shape=False)
-    tfdv.write_schema_text(inferred, os.path.join(out_uri, INFERRED_FILE))
+    tfdv.write_schema_text(inferred, os.path.join(out_uri, schema_format.INFERRED_FILE))
     differences = schema_differences(curated, inferred)
-    num_examples = stats.datasets[0].num_examples if stats.datasets else 0
+    num_examples = stats.datasets[0].num_examples
     lines = [
         "Curated schema vs. schema inferred by tfdv.infer_schema",
-        f"curated:  {ctx.params.schema_path}",
+        f"curated:  {ctx.inputs['curated_schema'].uri}",
         f"inferred: from split {split} ({num_examples} examples), {path}",
         "TFDV does not infer value ranges, categorical flags, environments or dataset",
         "constraints: differences in those are expected; the curated schema is what gates.",
         "",
         f"{len(differences)} differences:",
     ] + [f"  {d}" for d in differences]
-    with open(os.path.join(out_uri, REPORT_FILE), "w", encoding="utf-8") as f:
+    with open(os.path.join(out_uri, schema_format.REPORT_FILE), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     ctx.log.info("inferred schema differs from the curated one in %d fields", len(differences))
     return differences, split

@@ -1,55 +1,20 @@
 """StatisticsGen: TFDV statistics for every split of an Examples artifact, in one Beam pipeline.
 
-Input `examples`: `<uri>/Split-<split>/data_tfrecord-*.gz` (gzip TFRecords of tf.Example).
-Output `statistics`: `<out>/Split-<split>/FeatureStats.pb`, a binary DatasetFeatureStatisticsList
-(`tfdv.load_stats_binary`) whose `image` and `label` features also carry exact value histograms
-(see `histograms.py`), and `<out>/Split-<split>/pixel_histogram.json`, a readable copy of the
-pixel-value histogram.
+Input `examples` and output `statistics`: the layouts of `pipeline.formats.examples` and
+`pipeline.formats.statistics` (`Split-<split>/FeatureStats.pb`, whose `image` and `label`
+features also carry the exact value histograms of `histograms.py`, plus
+`Split-<split>/pixel_histogram.json`, a readable copy of the pixel-value histogram).
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import re
 import time
 
-from pipeline.errors import InputDataError, PipelineError
-from pipeline.step import StepContext, StepOutcome
-
-STATS_FILE = "FeatureStats.pb"
-PIXEL_HISTOGRAM_FILE = "pixel_histogram.json"
-SHARD_PATTERN = "data_tfrecord-*.gz"
-_SPLIT_DIR = re.compile(r"^Split-([A-Za-z0-9_.-]+)$")
-
-
-def find_splits(examples_uri: str) -> dict:
-    """Returns {split name: shard file pattern} for the Examples artifact at `examples_uri`.
-
-    Raises InputDataError when the directory is missing, holds no `Split-*` directory, or a split
-    directory holds no `data_tfrecord-*.gz` shard.
-    """
-    if not os.path.isdir(examples_uri):
-        raise InputDataError(f"examples artifact {examples_uri}: not a directory")
-    splits = {}
-    for name in sorted(os.listdir(examples_uri)):
-        match = _SPLIT_DIR.match(name)
-        path = os.path.join(examples_uri, name)
-        if not match or not os.path.isdir(path):
-            continue
-        pattern = os.path.join(path, SHARD_PATTERN)
-        if not glob.glob(pattern):
-            raise InputDataError(f"examples split directory {path}: no {SHARD_PATTERN} shard")
-        splits[match.group(1)] = pattern
-    if not splits:
-        raise InputDataError(f"examples artifact {examples_uri}: no Split-* directory")
-    return splits
-
-
-def split_stats_path(statistics_uri: str, split: str) -> str:
-    """Where the statistics of `split` live inside a statistics artifact."""
-    return os.path.join(statistics_uri, f"Split-{split}", STATS_FILE)
+from pipeline.core.errors import InputDataError, PipelineError
+from pipeline.core.step import StepContext, StepOutcome
+from pipeline.formats import examples as examples_format, statistics as stats_format
 
 
 def run(ctx: StepContext) -> StepOutcome:
@@ -65,21 +30,21 @@ def run(ctx: StepContext) -> StepOutcome:
     import tensorflow_data_validation as tfdv
 
     from components.statistics_gen.beam_stats import ExamplesToStatistics
-    from components.statistics_gen.histograms import PIXEL_BINS, PIXEL_FEATURE, read_value_histogram
 
     examples = ctx.inputs["examples"]
     out_uri = ctx.outputs["statistics"]
-    splits = find_splits(examples.uri)
+    splits = examples_format.list_splits(examples.uri)
     _check_recorded_splits(examples, splits)
     ctx.log.info("computing statistics of splits %s from %s", ", ".join(splits), examples.uri)
 
     start = time.monotonic()
     pipeline = beam.Pipeline(options=ctx.beam_pipeline_options())
     for split, pattern in splits.items():
-        os.makedirs(os.path.join(out_uri, f"Split-{split}"))
+        os.makedirs(examples_format.split_dir(out_uri, split))
         _ = (pipeline
              | f"Stats[{split}]" >> ExamplesToStatistics(pattern, split)
-             | f"Write[{split}]" >> tfdv.WriteStatisticsToBinaryFile(split_stats_path(out_uri, split)))
+             | f"Write[{split}]" >> tfdv.WriteStatisticsToBinaryFile(
+                 stats_format.split_stats_path(out_uri, split)))
     try:
         result = pipeline.run()
         result.wait_until_finish()
@@ -93,25 +58,27 @@ def run(ctx: StepContext) -> StepOutcome:
 
     split_counts, pixel_out_of_range = {}, {}
     for split in splits:
-        stats = tfdv.load_stats_binary(split_stats_path(out_uri, split))
+        stats = tfdv.load_stats_binary(stats_format.split_stats_path(out_uri, split))
         dataset = stats.datasets[0]
         split_counts[split] = int(dataset.num_examples)
-        histogram = read_value_histogram(dataset, PIXEL_FEATURE)
+        histogram = stats_format.read_value_histogram(dataset, stats_format.PIXEL_FEATURE)
         if histogram is not None:
             counts, out_of_range = histogram
             pixel_out_of_range[split] = out_of_range
-            _write_json(os.path.join(out_uri, f"Split-{split}", PIXEL_HISTOGRAM_FILE), {
-                "feature": PIXEL_FEATURE, "bins": PIXEL_BINS, "counts": counts.tolist(),
-                "out_of_range_values": out_of_range, "total_values": int(counts.sum()) + out_of_range,
-                "note": f"readable copy; the source of truth is the custom_stats of {STATS_FILE}",
+            _write_json(os.path.join(examples_format.split_dir(out_uri, split),
+                                     stats_format.PIXEL_HISTOGRAM_FILE), {
+                "feature": stats_format.PIXEL_FEATURE, "bins": stats_format.PIXEL_BINS,
+                "counts": counts.tolist(), "out_of_range_values": out_of_range,
+                "total_values": int(counts.sum()) + out_of_range,
+                "note": f"readable copy; the source of truth is the custom_stats of {stats_format.STATS_FILE}",
             })
         ctx.log.info("split %s: %d examples (%s records read)", split, split_counts[split],
                      records_read.get(split, "?"))
 
     _check_recorded_counts(examples, split_counts)
-    output_properties = {"split_names": list(splits), "split_counts": split_counts}
-    if "spans" in examples.properties:
-        output_properties["spans"] = list(examples.properties["spans"])
+    output_properties = {stats_format.SPLIT_NAMES: list(splits), stats_format.SPLIT_COUNTS: split_counts}
+    if examples_format.SPANS in examples.properties:
+        output_properties[stats_format.SPANS] = examples_format.spans_of(examples.properties)
     return StepOutcome(
         execution_properties={"split_counts": split_counts, "pixel_out_of_range": pixel_out_of_range},
         output_properties={"statistics": output_properties},
@@ -148,16 +115,16 @@ def _first_line(error: BaseException, limit: int = 200) -> str:
 
 def _check_recorded_splits(examples, splits) -> None:
     """Raises InputDataError when a split ExampleGen recorded has no directory."""
-    recorded = examples.properties.get("split_counts") or {}
+    recorded = examples.properties.get(examples_format.SPLIT_COUNTS) or {}
     missing = sorted(set(recorded) - set(splits))
     if missing:
-        raise InputDataError(f"examples artifact {examples.uri}: no Split-{missing[0]} directory, "
-                             f"but example_gen recorded {recorded[missing[0]]} examples for it")
+        raise InputDataError(f"examples artifact {examples.uri}: no {examples_format.SPLIT_PREFIX}{missing[0]} "
+                             f"directory, but example_gen recorded {recorded[missing[0]]} examples for it")
 
 
 def _check_recorded_counts(examples, split_counts: dict) -> None:
     """Raises InputDataError when ExampleGen's recorded split counts differ from what was read."""
-    recorded = examples.properties.get("split_counts")
+    recorded = examples.properties.get(examples_format.SPLIT_COUNTS)
     if not recorded:
         return
     for split, count in split_counts.items():

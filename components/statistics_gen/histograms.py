@@ -7,30 +7,21 @@ them: `ValueHistogramGenerator` is a TFDV `CombinerStatsGenerator` that counts e
 int64 feature into one bin per integer of a fixed range `[0, num_bins)`.
 
 The result lives in the feature's `custom_stats` of the same `FeatureStats.pb`, so the
-statistics artifact stays the single source of truth:
-  - `value_histogram`: a `Histogram` with one bucket per integer v, low_value=v,
-    high_value=v+1 (half-open), sample_count = how many values equal v;
-  - `out_of_range_values`: how many values fell outside `[0, num_bins)` (not in any bucket).
-`read_value_histogram` decodes them again.
+statistics artifact stays the single source of truth; the layout of those custom statistics,
+and `read_value_histogram` that decodes them again, are `pipeline.formats.statistics`'s.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Tuple
+from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
 from tensorflow_data_validation.statistics.generators import stats_generator
 from tensorflow_metadata.proto.v0 import path_pb2, statistics_pb2
 
-HISTOGRAM_STAT = "value_histogram"
-OUT_OF_RANGE_STAT = "out_of_range_values"
-
-# Features whose exact histograms StatisticsGen records, with their number of integer bins.
-PIXEL_FEATURE = "image"
-PIXEL_BINS = 256
-LABEL_FEATURE = "label"
-LABEL_BINS = 10
+from pipeline.formats.statistics import (HISTOGRAM_STAT, LABEL_BINS, LABEL_FEATURE, OUT_OF_RANGE_STAT,
+                                         PIXEL_BINS, PIXEL_FEATURE)
 
 
 class _Accumulator:
@@ -107,25 +98,3 @@ def default_generators() -> list:
     """The exact histograms StatisticsGen adds: pixel values (256 bins) and labels (10 bins)."""
     return [ValueHistogramGenerator(PIXEL_FEATURE, PIXEL_BINS),
             ValueHistogramGenerator(LABEL_FEATURE, LABEL_BINS)]
-
-
-def read_value_histogram(dataset: statistics_pb2.DatasetFeatureStatistics,
-                         feature: str) -> Optional[Tuple[np.ndarray, int]]:
-    """Returns (`counts` int64 array, `out_of_range` count) recorded for `feature`, or None.
-
-    None means the statistics hold no exact histogram for the feature (feature absent, not
-    integer-typed, or statistics written without `ValueHistogramGenerator`).
-    """
-    for feat in dataset.features:
-        name = feat.path.step[0] if feat.path.step else feat.name
-        if name != feature or len(feat.path.step) > 1:
-            continue
-        counts, out_of_range = None, 0
-        for stat in feat.custom_stats:
-            if stat.name == HISTOGRAM_STAT and stat.HasField("histogram"):
-                counts = np.array([b.sample_count for b in stat.histogram.buckets], dtype=np.int64)
-            elif stat.name == OUT_OF_RANGE_STAT:
-                out_of_range = int(stat.num)
-        if counts is not None:
-            return counts, out_of_range
-    return None

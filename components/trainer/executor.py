@@ -34,10 +34,10 @@ from components.trainer.exporters import BestAccuracyExporter, EvalHistory
 from components.trainer.hooks import NonFiniteLossHook, ProgressHook
 from components.trainer.model import model_fn
 from components.trainer.warm_start import warm_start_settings
-from pipeline.errors import InputDataError, TrainingError
-from pipeline.step import StepContext, StepOutcome
+from pipeline.core.errors import InputDataError, TrainingError
+from pipeline.core.step import StepContext, StepOutcome
+from pipeline.formats import examples as examples_format, model as model_format
 
-HISTORY_FILE = "training_history.json"
 # Records of the eval split fed to both serving signatures to check the exported model.
 VERIFY_RECORDS = 16
 # Progress lines per evaluation interval.
@@ -77,9 +77,9 @@ def _publish_best_export(best_export_dir: str, model_uri: str, run_dir: str, sam
     The exporter's then empty folder (`<run_dir>/export`) is removed.
     """
     export.rename_signatures(best_export_dir,
-                             {export.ESTIMATOR_IMAGES_SIGNATURE: export.IMAGES_SIGNATURE})
+                             {export.ESTIMATOR_IMAGES_SIGNATURE: model_format.IMAGES_SIGNATURE})
     export.verify_serving_model(best_export_dir, *sample)
-    serving_dir = os.path.join(model_uri, export.SERVING_SUBDIR)
+    serving_dir = os.path.join(model_uri, model_format.SERVING_SUBDIR)
     shutil.move(best_export_dir, serving_dir)
     shutil.rmtree(os.path.join(run_dir, "export"))
     return serving_dir
@@ -124,8 +124,8 @@ def run(ctx: StepContext) -> StepOutcome:
     model_uri, run_dir = ctx.outputs["model"], ctx.outputs["model_run"]
     inputs.check_schema(ctx.inputs["schema"].uri)
     # Fail fast on an empty split or records of another shape, before any graph is built.
-    inputs.read_sample(inputs.split_files(examples.uri, "train"), 1)
-    sample = inputs.read_sample(inputs.split_files(examples.uri, "eval"), VERIFY_RECORDS)
+    inputs.read_sample(examples_format.split_files(examples.uri, "train"), 1)
+    sample = inputs.read_sample(examples_format.split_files(examples.uri, "eval"), VERIFY_RECORDS)
 
     warm_start = None
     if cfg.warm_start and "base_model" in ctx.inputs:
@@ -150,7 +150,7 @@ def run(ctx: StepContext) -> StepOutcome:
 
     log.info("training up to %d steps (batch %d, %s lr %g), evaluating every %d steps; "
              "split counts %s", cfg.train_steps, cfg.batch_size, cfg.optimizer, cfg.learning_rate,
-             cfg.eval_every_steps, examples.properties.get("split_counts", "unknown"))
+             cfg.eval_every_steps, examples.properties.get(examples_format.SPLIT_COUNTS, "unknown"))
     started = time.perf_counter()
     _train_and_evaluate(estimator, train_spec, eval_spec, examples.uri)
     train_seconds = time.perf_counter() - started
@@ -165,7 +165,7 @@ def run(ctx: StepContext) -> StepOutcome:
     stopped_early = steps_trained < cfg.train_steps
 
     serving_dir = _publish_best_export(best_exporter.best_export_dir, model_uri, run_dir, sample)
-    digest = export.write_model_digest(model_uri)
+    digest = model_format.write_model_digest(model_uri)
 
     rate = progress.examples_per_sec
     summary = {
@@ -180,7 +180,7 @@ def run(ctx: StepContext) -> StepOutcome:
         "train_seconds": round(train_seconds, 2),
         "warm_started": warm_start is not None,
     }
-    with open(os.path.join(run_dir, HISTORY_FILE), "w") as f:
+    with open(os.path.join(run_dir, model_format.HISTORY_FILE), "w") as f:
         json.dump({"evaluations": history.evaluations, **summary}, f, indent=2)
         f.write("\n")
     log.info("trained %d steps%s; best eval accuracy %.4f at step %d; %s examples/s; "
@@ -188,4 +188,4 @@ def run(ctx: StepContext) -> StepOutcome:
              best["accuracy"], best["step"], summary["train_examples_per_sec"], serving_dir,
              digest[:12])
     return StepOutcome(execution_properties=summary,
-                       output_properties={"model": {"digest": digest}})
+                       output_properties={"model": {model_format.DIGEST: digest}})

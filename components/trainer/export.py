@@ -1,6 +1,6 @@
-"""The serving contract of the exported model, and its check.
+"""Exporting the serving contract of `pipeline.formats.model`, and checking the export.
 
-The Estimator exports a SavedModel with two signatures (see the common Model layout):
+The Estimator exports a SavedModel with two signatures:
 - `serving_default`: `examples` (tf.string [None], serialized tf.Example) -> `class_ids`
   (int64 [None]) and `probabilities` (float32 [None, 10]);
 - `serving_images`: `images` (float32 [None, 784], pixel values 0..255) -> the same outputs.
@@ -12,7 +12,6 @@ contract name in the SavedModel proto, which leaves the graph and variables unto
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Mapping
 
@@ -20,18 +19,11 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from components.trainer.model import CLASS_IDS, IMAGE_KEY, IMAGE_PIXELS, NUM_CLASSES, PROBABILITIES
-from pipeline.digest import directory_digest
-from pipeline.errors import TrainingError
-from pipeline.model_integrity import SERVING_SUBDIR
+from pipeline.core.errors import TrainingError
+from pipeline.formats.examples import IMAGE_KEY, IMAGE_PIXELS, NUM_CLASSES
+from pipeline.formats.model import (CLASS_IDS, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, IMAGES_INPUT,
+                                    IMAGES_SIGNATURE, PROBABILITIES)
 
-DIGEST_FILE = "model_digest.json"
-DIGEST_ALGORITHM = "sha256-tree"
-
-EXAMPLES_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # "serving_default"
-IMAGES_SIGNATURE = "serving_images"
-EXAMPLES_INPUT = "examples"
-IMAGES_INPUT = "images"
 # What the Estimator calls the signature built from the `images` receiver alternative.
 ESTIMATOR_IMAGES_SIGNATURE = f"{IMAGES_INPUT}:{EXAMPLES_SIGNATURE}"
 
@@ -132,12 +124,3 @@ def verify_serving_model(export_dir: str, serialized_examples, images: np.ndarra
             and np.allclose(by_examples[PROBABILITIES], by_images[PROBABILITIES], atol=1e-5)):
         raise TrainingError(f"exported model {export_dir}: signatures {EXAMPLES_SIGNATURE!r} and "
                             f"{IMAGES_SIGNATURE!r} disagree on the same records")
-
-
-def write_model_digest(model_uri: str) -> str:
-    """Digests `<model_uri>/Format-Serving`, writes `<model_uri>/model_digest.json`; returns it."""
-    digest = directory_digest(os.path.join(model_uri, SERVING_SUBDIR))
-    with open(os.path.join(model_uri, DIGEST_FILE), "w") as f:
-        json.dump({"digest": digest, "algorithm": DIGEST_ALGORITHM}, f, indent=2)
-        f.write("\n")
-    return digest

@@ -16,7 +16,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from pipeline.errors import TrainingError
+from pipeline.core.errors import TrainingError
 
 
 def model_loss() -> Optional[tf.Tensor]:
@@ -34,6 +34,12 @@ def summary_tensor(tag: str) -> Optional[tf.Tensor]:
         if op.type == "ScalarSummary" and op.name.rsplit("/", 1)[-1] == tag:
             return op.inputs[1]
     return None
+
+
+def global_step_value(session) -> int:
+    """The global step's value in `session` when it starts (0 when the graph has none)."""
+    global_step = tf.compat.v1.train.get_global_step()
+    return int(session.run(global_step)) if global_step is not None else 0
 
 
 def format_duration(seconds: float) -> str:
@@ -69,8 +75,7 @@ class NonFiniteLossHook(tf.compat.v1.train.SessionRunHook):
 
     def after_create_session(self, session, coord):
         del coord
-        global_step = tf.compat.v1.train.get_global_step()
-        self._step = int(session.run(global_step)) if global_step is not None else 0
+        self._step = global_step_value(session)
 
     def before_run(self, run_context):
         del run_context
@@ -144,8 +149,7 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
 
     def after_create_session(self, session, coord):
         del coord
-        global_step = tf.compat.v1.train.get_global_step()
-        self._step = int(session.run(global_step)) if global_step is not None else 0
+        self._step = global_step_value(session)
 
     def before_run(self, run_context):
         del run_context

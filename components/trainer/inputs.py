@@ -1,9 +1,9 @@
 """`input_fn`s reading one split of an Examples artifact for the Estimator.
 
-An Examples artifact holds `<uri>/Split-<split>/data_tfrecord-NNNNN-of-MMMMM.gz`, gzip TFRecords
-of tf.train.Example with `image` (int64 x 784, 0..255) and `label` (int64 0..9) among other
-features. The input functions yield `({"image": float32 [B, 784]}, label int64 [B])` batches.
-Records are parsed a batch at a time after batching (one vectorised parse per batch).
+An Examples artifact (`pipeline.formats.examples`) holds gzip TFRecords of tf.train.Example per
+split, with `image` (int64 x 784, 0..255) and `label` (int64 0..9) among other features. The
+input functions yield `({"image": float32 [B, 784]}, label int64 [B])` batches. Records are parsed
+a batch at a time after batching (one vectorised parse per batch).
 
 Also here: `read_sample` (the first records of a split, to fail fast and to check an export)
 and `check_schema` (the Schema artifact must describe the features read here).
@@ -17,10 +17,10 @@ from typing import Callable, List, Optional
 
 import tensorflow as tf
 
-from components.trainer.model import IMAGE_KEY, IMAGE_PIXELS, LABEL_KEY
-from pipeline.errors import InputDataError
+from pipeline.core.errors import InputDataError
+from pipeline.formats.examples import IMAGE_KEY, IMAGE_PIXELS, LABEL_KEY, split_files
+from pipeline.formats.schema import read_schema, schema_path
 
-SHARD_PATTERN = "data_tfrecord-*.gz"
 # Serialized records held in the shuffle buffer (about 2 KB each: some 20 MB).
 SHUFFLE_BUFFER = 10_000
 
@@ -28,20 +28,6 @@ FEATURE_SPEC = {
     IMAGE_KEY: tf.io.FixedLenFeature([IMAGE_PIXELS], tf.int64),
     LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
 }
-
-
-def split_files(examples_uri: str, split: str) -> List[str]:
-    """Returns the sorted TFRecord shard paths of `split` in the Examples artifact.
-
-    Raises InputDataError naming the split folder when it is missing or holds no shard.
-    """
-    split_dir = os.path.join(examples_uri, f"Split-{split}")
-    if not tf.io.gfile.isdir(split_dir):
-        raise InputDataError(f"examples {split_dir}: split folder missing")
-    files = sorted(tf.io.gfile.glob(os.path.join(split_dir, SHARD_PATTERN)))
-    if not files:
-        raise InputDataError(f"examples {split_dir}: no {SHARD_PATTERN} shard")
-    return files
 
 
 def _parse_batch(serialized: tf.Tensor):
@@ -110,18 +96,13 @@ def check_schema(schema_uri: str) -> None:
     """Checks that the Schema artifact (`<schema_uri>/schema.pbtxt`) describes what the trainer
     reads: `image` INT with 784 values (when the schema bounds the count) and `label` INT.
 
-    Raises InputDataError naming the schema file and the feature that does not fit.
+    Raises InputDataError naming the schema file and the feature that does not fit, or when it
+    cannot be read.
     """
-    from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
 
-    path = os.path.join(schema_uri, "schema.pbtxt")
-    schema = schema_pb2.Schema()
-    try:
-        with tf.io.gfile.GFile(path, "r") as f:
-            text_format.Parse(f.read(), schema)
-    except (tf.errors.OpError, text_format.ParseError) as e:
-        raise InputDataError(f"schema {path}: unreadable ({e})") from e
+    path = schema_path(schema_uri)
+    schema = read_schema(schema_uri)
     features = {feature.name: feature for feature in schema.feature}
     for name, count in ((IMAGE_KEY, IMAGE_PIXELS), (LABEL_KEY, 1)):
         feature = features.get(name)

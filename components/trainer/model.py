@@ -28,17 +28,9 @@ from typing import Any, Mapping
 
 import tensorflow as tf
 
-from pipeline.errors import ConfigError
-
-IMAGE_KEY = "image"
-LABEL_KEY = "label"
-IMAGE_SIDE = 28
-IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
-NUM_CLASSES = 10
-MAX_PIXEL = 255.0
-
-CLASS_IDS = "class_ids"
-PROBABILITIES = "probabilities"
+from pipeline.core.errors import ConfigError
+from pipeline.formats.examples import IMAGE_KEY, IMAGE_SIDE, MAX_PIXEL, NUM_CLASSES
+from pipeline.formats.model import CLASS_IDS, PROBABILITIES
 
 HYPERPARAMETERS = ("conv1_filters", "conv2_filters", "kernel_size", "dense_units",
                    "dropout_rate", "learning_rate", "optimizer")
@@ -129,7 +121,7 @@ def augment(images: tf.Tensor, max_shift: float, max_rotation_degrees: float) ->
 
 def scale_images(images: tf.Tensor) -> tf.Tensor:
     """[N, 784] pixel values 0..255 (any numeric dtype) -> float32 [N, 28, 28, 1] in [0, 1]."""
-    scaled = tf.cast(images, tf.float32) / MAX_PIXEL
+    scaled = tf.cast(images, tf.float32) / float(MAX_PIXEL)
     return tf.reshape(scaled, [-1, IMAGE_SIDE, IMAGE_SIDE, 1])
 
 

@@ -13,10 +13,11 @@ from typing import Any, Dict
 
 import tensorflow as tf
 
-from components.trainer.model import IMAGE_KEY, IMAGE_PIXELS, model_fn
-from pipeline.errors import ConfigError, ModelIntegrityError
-from pipeline.model_integrity import verify_model
-from pipeline.step import Artifact
+from components.trainer.model import model_fn
+from pipeline.core.errors import ConfigError, ModelIntegrityError
+from pipeline.core.step import Artifact
+from pipeline.formats.examples import IMAGE_KEY, IMAGE_PIXELS
+from pipeline.formats.model import verify_model
 
 
 def base_checkpoint(base_model: Artifact) -> str:

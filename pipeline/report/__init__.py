@@ -7,9 +7,10 @@ mistakes on the test split, the blessing decision and the push outcome.
 - `write_report(summary, run_dir)`: called by the runner after the summary is written.
 - `rebuild_report(pipeline_root, run_id)`: `run_local.py report`, for any past run.
 
-Modules: `sources` (artifact readers, no TensorFlow), `analysis` (confusion matrix and
-misclassified digits, TensorFlow), `cache` (analysis results by content), `collect` (all of it
-for one run), `sections_data` / `sections_model` / `render` (HTML), `svg`, `images`, `markup`.
+The report only reads artifacts: it never loads a model, TensorFlow or TFMA (the evaluator
+writes the confusion matrices and the most confident mistakes into its evaluation artifact).
+Modules: `sources` (artifact readers), `collect` (all of it for one run), `sections_data` /
+`sections_model` / `render` (HTML), `svg`, `images`, `markup`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import re
 import time
 from typing import Optional
 
-from pipeline.atomic_files import write_text_atomic
-from pipeline.errors import ConfigError
+from pipeline.core.atomic_files import write_text_atomic
+from pipeline.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -29,26 +30,23 @@ REPORT_FILE = "report.html"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
 
-def build_report(summary: dict, analysis: str = "auto") -> str:
-    """The report's HTML for the run `summary` (see `collect.collect` for `analysis`)."""
+def build_report(summary: dict) -> str:
+    """The report's HTML for the run `summary` (see `collect.collect`)."""
     from pipeline.report.collect import collect
     from pipeline.report.render import render_report
 
-    return render_report(collect(summary, analysis))
+    return render_report(collect(summary))
 
 
-def write_report(summary: dict, run_dir: str, analysis: str = "auto") -> str:
+def write_report(summary: dict, run_dir: str) -> str:
     """Writes `<run_dir>/report.html` for `summary` (atomically); returns its path.
 
-    analysis: "auto" computes the confusion matrix and misclassified digits only when the
-        evaluator ran in this run (else they come from the report cache, or the section says
-        how to build them), "always", or "never".
     Unreadable artifacts become notes in the report; raises only when the page cannot be
     built or written (OSError and the like) - the runner logs that and carries on.
     """
     started = time.monotonic()
     path = os.path.join(run_dir, REPORT_FILE)
-    write_text_atomic(path, build_report(summary, analysis))
+    write_text_atomic(path, build_report(summary))
     log.info("report: %s (%.1fs)", path, time.monotonic() - started)
     return path
 
@@ -62,13 +60,13 @@ def _newest_run(runs_dir: str) -> str:
 
 
 def rebuild_report(pipeline_root: str, run_id: Optional[str] = None) -> str:
-    """(Re)writes the report of run `run_id` (default: the newest) with the full analysis.
+    """(Re)writes the report of run `run_id` (default: the newest) from its artifacts.
 
     Adds the report's path to the run's summary.json when it is missing. Returns the path.
     Raises ConfigError for an unknown or malformed run id.
     """
-    from pipeline.report.sources import read_json
-    from pipeline.atomic_files import write_json_atomic
+    from pipeline.core.atomic_files import write_json_atomic
+    from pipeline.formats.files import read_json
 
     runs_dir = os.path.join(pipeline_root, "runs")
     if run_id is None:
@@ -80,7 +78,7 @@ def rebuild_report(pipeline_root: str, run_id: Optional[str] = None) -> str:
     if not os.path.isfile(summary_path):
         raise ConfigError(f"run {run_id}: no {summary_path}")
     summary = read_json(summary_path)
-    path = write_report(summary, run_dir, analysis="always")
+    path = write_report(summary, run_dir)
     if summary.get("report") != path:
         summary["report"] = path
         write_json_atomic(summary_path, summary)

@@ -1,27 +1,29 @@
 """Gathers what the run report shows: the run summary plus the artifacts its steps name.
 
-`collect(summary, analysis)` returns a plain dict, one entry per report section. Each section
-holds `note` (why it is incomplete: step cached, skipped, failed or absent; None when the step
-ran), `problems` (sources that could not be read, one line each) and its data. Reading one
-source never stops the others: a broken file becomes a problem line in its section.
+`collect(summary)` returns a plain dict, one entry per report section. Each section holds
+`note` (why it is incomplete: step cached, skipped, failed or absent; None when the step ran),
+`problems` (sources that could not be read, one line each) and its data. Reading one source
+never stops the others: a broken file becomes a problem line in its section.
 
-Artifact facts that the summary does not carry (the model digest, which examples and model the
-evaluator consumed) come from ML Metadata through the executions the summary names.
+The report only reads: the confusion matrices and the most confident mistakes are files the
+evaluator wrote into its `evaluation` artifact (see `pipeline.formats.evaluation`); no model,
+TensorFlow or TFMA is loaded here.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from typing import Callable, Optional
+from typing import Callable
 
-from pipeline.report import cache, sources
+from pipeline.formats import evaluation as evaluation_format
+from pipeline.report import sources
+from pipeline.report.images import png_data_uri
 
 log = logging.getLogger(__name__)
 
-# Bump when the analysis dict changes shape, so older cache entries are not reused.
-ANALYSIS_FORMAT = 1
-ANALYSIS_MODES = ("auto", "always", "never")
+# Accepted for callers of `collect`; the report computes nothing, so they all read the same.
+PREDATES = ("this evaluation predates per-example outputs (no {files} in {uri}); "
+            "rerun the evaluator to see the confusion matrix and the most confident mistakes")
 
 
 def _try(problems: list, what: str, read: Callable, *args):
@@ -53,13 +55,6 @@ def step_availability(summary: dict, step: str) -> tuple:
     if state == "failed":
         return {}, f"{step} failed: {report.get('error') or 'no error recorded'}"
     return outputs, f"{step}: unknown state {state!r}"
-
-
-def _open_store(pipeline_root: Optional[str]):
-    from pipeline.metadata import MetadataStore
-
-    path = os.path.join(pipeline_root or "", "metadata.sqlite")
-    return MetadataStore(path) if pipeline_root and os.path.isfile(path) else None
 
 
 def _run_header(summary: dict) -> dict:
@@ -102,115 +97,64 @@ def _training_section(summary: dict) -> dict:
     return {"note": note, "problems": problems, "history": history, "properties": properties}
 
 
-def _evaluation_section(summary: dict) -> dict:
+def _decision_section(summary: dict, step: str, output: str, what: str, reader, summary_key: str,
+                      field: str) -> dict:
+    """A section made of one artifact of `step` (read by `reader`) and its summary entry:
+    {"note", "problems", "summary": summary[summary_key], field: what the reader returned}."""
     problems: list = []
-    outputs, note = step_availability(summary, "evaluator")
-    decision = None
-    if outputs.get("blessing"):
-        decision = _try(problems, "blessing", sources.read_blessing, outputs["blessing"])
-    return {"note": note, "problems": problems, "summary": summary.get("evaluation"), "decision": decision}
+    outputs, note = step_availability(summary, step)
+    read = _try(problems, what, reader, outputs[output]) if outputs.get(output) else None
+    return {"note": note, "problems": problems, "summary": summary.get(summary_key), field: read}
+
+
+def _evaluation_section(summary: dict) -> dict:
+    return _decision_section(summary, "evaluator", "blessing", "blessing", sources.read_blessing,
+                             "evaluation", "decision")
 
 
 def _push_section(summary: dict) -> dict:
+    return _decision_section(summary, "pusher", "pushed_model", "push record", sources.read_push,
+                             "push", "record")
+
+
+def _gallery(mistakes: dict) -> dict:
+    """mistakes.json with each digit's pixels as a PNG data URI ("png") instead."""
+    items = [{"png": png_data_uri(item["pixels"]), "label": item["label"], "predicted": item["predicted"],
+              "confidence": item["confidence"], "label_probability": item["label_probability"]}
+             for item in mistakes["items"]]
+    return {"scanned": mistakes["scanned"], "misclassified": mistakes["misclassified"], "items": items}
+
+
+def _analysis_section(summary: dict) -> dict:
+    """Confusion matrices and misclassified digits, as the evaluation artifact holds them."""
     problems: list = []
-    outputs, note = step_availability(summary, "pusher")
-    record = None
-    if outputs.get("pushed_model"):
-        record = _try(problems, "push record", sources.read_push, outputs["pushed_model"])
-    return {"note": note, "problems": problems, "summary": summary.get("push"), "record": record}
-
-
-def _evaluated_artifacts(store, summary: dict) -> dict:
-    """The evaluator execution's model, examples (inputs) and evaluation (output) artifacts."""
-    execution_id = ((summary.get("steps") or {}).get("evaluator") or {}).get("execution_id")
-    if not execution_id:
-        raise ValueError("the evaluator has no execution in this run")
-    inputs, outputs = store.inputs_of(execution_id), store.outputs_of(execution_id)
-    missing = [k for k in ("model", "examples") if k not in inputs] + \
-              [k for k in ("evaluation",) if k not in outputs]
-    if missing:
-        raise ValueError(f"evaluator execution {execution_id}: no {', '.join(missing)} artifact recorded")
-    return {"model": store.artifact(inputs["model"]), "examples": store.artifact(inputs["examples"]),
-            "evaluation": store.artifact(outputs["evaluation"])}
-
-
-def analysis_key(artifacts: dict, max_examples: int, keep: int) -> dict:
-    """The cache key of an analysis: what it is computed from, by content."""
-    return {"format": ANALYSIS_FORMAT, "model_digest": artifacts["model"].properties.get("digest"),
-            "examples_digest": artifacts["examples"].properties.get("content_digest"),
-            "evaluation_digest": artifacts["evaluation"].properties.get("content_digest"),
-            "max_examples": max_examples, "keep": keep}
-
-
-def _compute_analysis(artifacts: dict, problems: list, max_examples: int, keep: int) -> Optional[dict]:
-    from pipeline.model_integrity import verify_model
-    from pipeline.report import analysis
-    from pipeline.resolvers import to_step_artifact
-
-    confusion = _try(problems, "confusion matrix", analysis.confusion_matrices, artifacts["evaluation"].uri)
-    model_dir = _try(problems, "candidate model", verify_model, to_step_artifact(artifacts["model"]),
-                     "candidate model")
-    gallery = None
-    if model_dir is not None:
-        gallery = _try(problems, "misclassified digits", analysis.misclassified, model_dir,
-                       artifacts["examples"].uri, max_examples, keep)
-    if confusion is None or gallery is None:
-        return None
-    return {"confusion": confusion, "gallery": gallery}
-
-
-def _analysis_section(summary: dict, store, mode: str) -> dict:
-    """Confusion matrices and misclassified digits, from the cache or computed (see `collect`)."""
-    from pipeline.report.analysis import GALLERY_SIZE, MAX_EXAMPLES
-
-    problems: list = []
-    _, note = step_availability(summary, "evaluator")
-    section = {"note": note, "problems": problems, "confusion": None, "gallery": None, "cached": False}
-    state = ((summary.get("steps") or {}).get("evaluator") or {}).get("state")
-    if state not in ("ran", "cached", "skipped") or not (summary.get("steps") or {}).get("evaluator", {}).get("outputs"):
+    outputs, note = step_availability(summary, "evaluator")
+    section = {"note": note, "problems": problems, "confusion": None, "gallery": None}
+    uri = outputs.get("evaluation")
+    if not uri:
         return section
-    if store is None:
-        problems.append("no metadata store next to the run: the model cannot be verified, so it is not loaded")
+    missing = [name for name in evaluation_format.missing_per_example_files(uri)
+               if name != evaluation_format.OUTCOMES_FILE]
+    if len(missing) == 2:
+        section["skipped"] = PREDATES.format(files=" or ".join(missing), uri=uri)
         return section
-    artifacts = _try(problems, "evaluator lineage", _evaluated_artifacts, store, summary)
-    if artifacts is None:
-        return section
-    key = analysis_key(artifacts, MAX_EXAMPLES, GALLERY_SIZE)
-    root = summary["pipeline_root"]
-    value = cache.load(root, key)
-    if value is not None:
-        section["cached"] = True
-    elif mode == "always" or (mode == "auto" and state == "ran"):
-        value = _compute_analysis(artifacts, problems, MAX_EXAMPLES, GALLERY_SIZE)
-        if value is not None:
-            _try(problems, "report cache", cache.store, root, key, value)
-    else:
-        section["skipped"] = ("not computed: the evaluator did not run in this run and no earlier report "
-                              f"analysed this model; build it with `run_local.py report {summary.get('run_id')}`")
-    if value is not None:
-        section.update(confusion=value.get("confusion"), gallery=value.get("gallery"))
+    section["confusion"] = _try(problems, "confusion matrix", evaluation_format.read_confusion_matrices, uri)
+    mistakes = _try(problems, "misclassified digits", evaluation_format.read_mistakes, uri)
+    if mistakes is not None:
+        section["gallery"] = _try(problems, "misclassified digits", _gallery, mistakes)
     return section
 
 
-def collect(summary: dict, analysis: str = "auto") -> dict:
+def collect(summary: dict) -> dict:
     """Everything the report shows for the run `summary` (as written by the runner).
 
-    analysis: when to compute the confusion matrices and misclassified digits that are not in
-        the cache: "auto" only when the evaluator ran in this run (TensorFlow is loaded then
-        anyway; a rerun with a cached evaluator stays fast), "always", or "never".
-    Never raises for unreadable artifacts (they become problems); ValueError for a bad mode.
+    Never raises for unreadable artifacts (they become problems).
     """
-    if analysis not in ANALYSIS_MODES:
-        raise ValueError(f"analysis must be one of {ANALYSIS_MODES}, got {analysis!r}")
-    problems: list = []
-    store = _try(problems, "metadata store", _open_store, summary.get("pipeline_root"))
-    result = {
+    return {
         "run": _run_header(summary),
         "data": _data_section(summary),
         "training": _training_section(summary),
         "evaluation": _evaluation_section(summary),
-        "analysis": _analysis_section(summary, store, analysis),
+        "analysis": _analysis_section(summary),
         "push": _push_section(summary),
     }
-    result["analysis"]["problems"][:0] = problems
-    return result

@@ -6,10 +6,9 @@ is escaped.
 
 from __future__ import annotations
 
+from pipeline.formats.examples import NUM_CLASSES
 from pipeline.report.markup import Raw, badge, esc, note, table, tag
 from pipeline.report.svg import Series, bar_chart
-
-NUM_CLASSES = 10
 
 
 def notes(*texts, problems=()) -> str:

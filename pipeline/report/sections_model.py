@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import re
 
+from pipeline.formats import examples as examples_format
 from pipeline.report.markup import Raw, badge, esc, fmt, is_number, note, table, tag
 from pipeline.report.sections_data import notes
-from pipeline.report.svg import Series, bar_chart, line_chart
+from pipeline.report.svg import Series, bar_chart, interval_chart, line_chart
 
-NUM_CLASSES = 10
+NUM_CLASSES = examples_format.NUM_CLASSES
 _SLICE = re.compile(r"^([A-Za-z_]+)=(-?\d+)$")
 
 
@@ -165,7 +166,8 @@ def confusion_table(name: str, matrix) -> str:
 
 
 def confusion_html(section: dict) -> str:
-    """The confusion matrices TFMA computed (candidate, and baseline when compared)."""
+    """The confusion matrices TFMA computed (candidate, and baseline when compared), as the
+    evaluator wrote them; or why they are missing (an evaluation from before it wrote them)."""
     confusion = section.get("confusion")
     if not confusion:
         return notes(section.get("note"), section.get("skipped"), problems=section.get("problems") or [])
@@ -176,15 +178,15 @@ def confusion_html(section: dict) -> str:
 
 
 def gallery_html(section: dict) -> str:
-    """The most confident mistakes of the candidate on the test split, as images."""
+    """The most confident mistakes of the candidate on the test split, as images (PNG data URIs
+    made by `collect` from the pixels the evaluator kept)."""
     gallery = section.get("gallery")
     if not gallery:
         return ""  # confusion_html already said why the analysis is missing
     parts = [tag("p", esc(
         f"{gallery['misclassified']} of {gallery['scanned']} test digits misclassified by the candidate"
         + (f"; the {len(gallery['items'])} most confident mistakes" if gallery["items"] else "")
-        + ". Caption: true -> predicted (confidence of the prediction)."
-        + (" (from the report cache)" if section.get("cached") else "")))]
+        + ". Caption: true -> predicted (confidence of the prediction)."))]
     figures = []
     for item in gallery["items"]:
         png = item.get("png", "")
@@ -213,10 +215,12 @@ def blessing_html(section: dict) -> str:
     parts = [notes(section.get("note")), tag("p", "decision: " + verdict +
                                              (esc(f" (marker file: {decision['marker']})")
                                               if decision and decision.get("marker") else ""))]
-    if decision and decision.get("marker") is None:
-        parts.append(note("the blessing artifact holds neither or both of BLESSED and NOT_BLESSED", "warn"))
+    if decision:
+        parts.append(tag("p", tag("strong", esc(verdict_sentence(decision))), cls="verdict"))
     for reason in source.get("reasons") or []:
         parts.append(note(reason, "error"))
+    if decision:
+        parts.append(comparison_html(decision))
     thresholds = (decision or {}).get("thresholds")
     if thresholds:
         parts.append(table(["threshold", "value"], [[k, v if v is not None else "not set"]
@@ -228,6 +232,75 @@ def blessing_html(section: dict) -> str:
                              Raw(badge("pass", "ok") if c.get("passed") else badge("fail", "bad")),
                              c.get("reason")] for c in checks],
                            row_classes=[None if c.get("passed") else "bad" for c in checks]))
+    return "".join(parts)
+
+
+def verdict_sentence(decision: dict) -> str:
+    """One sentence a person on call can act on: what the gate decided against the serving
+    model, on which evidence, and what to do about it."""
+    checks = decision.get("checks") or []
+    failed = [c for c in checks if not c.get("passed")]
+    policy = decision.get("policy")
+    if decision.get("blessed") in (1, True):
+        if policy is None:
+            return ("Pushed as the first model: there was no serving model to compare with, and it "
+                    "cleared every absolute floor. Nothing to do.")
+        policy_check = next((c for c in checks if c.get("name") == policy), {})
+        return (f"Pushed: {policy_check.get('reason', 'every check passed')}. Nothing to do.")
+    if not failed:
+        return "Not pushed: the gate recorded no passing decision. Treat as a failure and rerun."
+    first = failed[0]
+    name = first.get("name")
+    if name == "paired_outcomes":
+        return (f"Not pushed, the gate could not compare the models: {first.get('reason')}. "
+                "The serving model stays; rerun the evaluator, and report a bug if it persists.")
+    if name == policy:
+        return (f"Not pushed, the serving model stays: {first.get('reason')}. No action needed "
+                "unless an improvement was expected (then train longer or add data).")
+    if name == "slice_max_regression":
+        return (f"Not pushed, the serving model stays: {first.get('reason')}. Look at the new "
+                "training data for that digit before retrying.")
+    return (f"Not pushed, the serving model stays: {first.get('reason')}. Fix what this check "
+            "names (data, training budget or thresholds) before retrying.")
+
+
+def _interval(values) -> tuple:
+    if isinstance(values, (list, tuple)) and len(values) == 2:
+        return values[0], values[1]
+    return None, None
+
+
+def comparison_html(decision: dict) -> str:
+    """Candidate vs the serving model per slice: the paired difference with its interval (a
+    chart with error bars), the discordant counts and the McNemar p-values."""
+    comparisons = decision.get("comparisons") or []
+    if not comparisons:
+        return ""
+    ordered = sorted(comparisons, key=lambda c: (c.get("slice") != "overall", slice_sort_key(c.get("slice", ""))))
+    level = decision.get("alpha")
+    rows = [(_short(c.get("slice", "")), c.get("difference"), *_interval(c.get("difference_ci")))
+            for c in ordered]
+    references = [(0.0, "no difference")]
+    if decision.get("policy") == "superiority" and is_number(decision.get("thresholds", {}).get("min_gain")):
+        references.append((decision["thresholds"]["min_gain"], "min_gain"))
+    elif decision.get("policy") == "non_inferiority" and is_number(decision.get("margin")):
+        references.append((-decision["margin"], "-non_inferiority_margin"))
+    parts = [tag("h3", "Candidate vs the serving model (paired, same test digits)"),
+             tag("p", esc(f"policy {decision.get('policy')}, alpha {fmt(level)}; label slices use "
+                          "Holm-adjusted intervals (their own alpha below)."))]
+    try:
+        parts.append(interval_chart(rows, "accuracy difference (candidate - serving) with its interval",
+                                    "candidate minus serving accuracy", references))
+    except ValueError as e:
+        parts.append(note(str(e), "warn"))
+    parts.append(table(
+        ["slice", "n", "candidate", "serving", "candidate only right", "serving only right",
+         "difference", "interval", "McNemar p", "alpha"],
+        [[c.get("slice"), c.get("n"), c.get("candidate_accuracy"), c.get("baseline_accuracy"),
+          c.get("candidate_only"), c.get("baseline_only"), c.get("difference"),
+          " to ".join(fmt(v) for v in _interval(c.get("difference_ci"))),
+          f"{c['p_value']:.2g}" if is_number(c.get("p_value")) else "-", c.get("alpha")]
+         for c in ordered]))
     return "".join(parts)
 
 

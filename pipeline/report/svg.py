@@ -190,3 +190,58 @@ def bar_chart(categories: Sequence[str], series: Sequence[Series], title: str, x
                          f'<title>{esc(s.name)} {esc(category)}: {esc(f"{value:.{digits}f}")}</title></rect>')
     parts.append(_legend(series, width))
     return _frame(width, height, title, x_label, y_label, "".join(parts))
+
+
+def interval_chart(rows: Sequence[Tuple[str, Optional[float], Optional[float], Optional[float]]],
+                   title: str, x_label: str, references: Sequence[Tuple[float, str]] = (),
+                   width: int = 560, digits: int = 4) -> str:
+    """An SVG chart of one estimate with its interval per row (a forest plot).
+
+    rows: (label, estimate, low, high); a row with a non-finite value is listed without a bar.
+    references: (x, name) vertical lines, e.g. zero and a threshold.
+    Raises ValueError when no row has a finite interval.
+    """
+    finite = [(lo, hi) for _, est, lo, hi in rows if all(is_number(v) for v in (est, lo, hi))]
+    if not finite:
+        raise ValueError(f"chart {title!r}: no finite intervals")
+    xs = [v for pair in finite for v in pair] + [x for x, _ in references if is_number(x)]
+    low, high = _range(xs, None)
+    row_height, left = 22, 150
+    height = _MARGIN_TOP + row_height * len(rows) + _MARGIN_BOTTOM
+    plot_right = width - _MARGIN_RIGHT
+
+    def x_of(value: float) -> float:
+        return left + (min(max(value, low), high) - low) * (plot_right - left) / (high - low)
+
+    parts = []
+    ticks = nice_ticks(low, high, 5)
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else high - low
+    bottom = height - _MARGIN_BOTTOM
+    for t in ticks:
+        if low <= t <= high:
+            parts.append(f'<line x1="{x_of(t):.1f}" y1="{_MARGIN_TOP}" x2="{x_of(t):.1f}" y2="{bottom}" '
+                         f'class="gl"/><text x="{x_of(t):.1f}" y="{bottom + 16}" class="tl" '
+                         f'text-anchor="middle">{esc(_tick_label(t, step))}</text>')
+    for index, (x, name) in enumerate(references):
+        if is_number(x):
+            colour = PALETTE[(index + 5) % len(PALETTE)]
+            parts.append(f'<line x1="{x_of(x):.1f}" y1="{_MARGIN_TOP - 4}" x2="{x_of(x):.1f}" y2="{bottom}" '
+                         f'stroke="{colour}" stroke-dasharray="4 3"><title>{esc(name)}: '
+                         f'{esc(f"{x:+.{digits}f}")}</title></line>')
+    for index, (label, estimate, lo, hi) in enumerate(rows):
+        y = _MARGIN_TOP + row_height * index + row_height / 2
+        parts.append(f'<text x="{left - 8}" y="{y + 4:.1f}" class="tl" text-anchor="end">{esc(label)}</text>')
+        if not all(is_number(v) for v in (estimate, lo, hi)):
+            parts.append(f'<text x="{left + 4}" y="{y + 4:.1f}" class="tl">not computable</text>')
+            continue
+        tip = f"{label}: {estimate:+.{digits}f} ({lo:+.{digits}f} to {hi:+.{digits}f})"
+        parts.append(f'<g><title>{esc(tip)}</title>'
+                     f'<line x1="{x_of(lo):.1f}" y1="{y:.1f}" x2="{x_of(hi):.1f}" y2="{y:.1f}" '
+                     f'stroke="{PALETTE[0]}" stroke-width="2"/>'
+                     f'<line x1="{x_of(lo):.1f}" y1="{y - 5:.1f}" x2="{x_of(lo):.1f}" y2="{y + 5:.1f}" '
+                     f'stroke="{PALETTE[0]}" stroke-width="2"/>'
+                     f'<line x1="{x_of(hi):.1f}" y1="{y - 5:.1f}" x2="{x_of(hi):.1f}" y2="{y + 5:.1f}" '
+                     f'stroke="{PALETTE[0]}" stroke-width="2"/>'
+                     f'<circle cx="{x_of(estimate):.1f}" cy="{y:.1f}" r="4" fill="{PALETTE[1]}"/></g>')
+    parts.append(f'<line x1="{left}" y1="{bottom}" x2="{plot_right}" y2="{bottom}" class="ax"/>')
+    return _frame(width, height, title, x_label, "", "".join(parts))

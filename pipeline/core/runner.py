@@ -22,17 +22,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Optional
 
-from pipeline import artifacts as layout
-from pipeline import resolvers, resources
-from pipeline.config import config_to_dict
-from pipeline.digest import directory_digest
-from pipeline.errors import EXIT_FAILURE, EXIT_OK, ConfigError, PipelineError
-from pipeline.factory import Pipeline
-from pipeline.fingerprint import cache_key
-from pipeline.lock import exclusive_lock
-from pipeline.metadata import CACHED, COMPLETE, MetadataStore, open_store
-from pipeline.step import Artifact, StepContext, StepOutcome, StepSpec
-from pipeline.atomic_files import write_json_atomic
+from pipeline.core import artifacts as layout
+from pipeline.core import resources
+from pipeline.core.atomic_files import write_json_atomic
+from pipeline.core.digest import directory_digest
+from pipeline.core.errors import EXIT_FAILURE, EXIT_OK, ConfigError, PipelineError
+from pipeline.core.fingerprint import cache_key
+from pipeline.core.lock import exclusive_lock, pipeline_lock_path
+from pipeline.core.metadata import CACHED, COMPLETE, MetadataStore, open_store, to_step_artifact
+from pipeline.core.pipeline import Pipeline
+from pipeline.core.step import Artifact, StepContext, StepOutcome, StepSpec
 
 log = logging.getLogger("pipeline")
 
@@ -52,6 +51,8 @@ class StepReport:
     reason: Optional[str] = None
     # Peak resident memory of the pipeline process while the step ran (None: not measured).
     peak_memory_mib: Optional[float] = None
+    # The step's resolved inputs (input key -> Artifact), for its summary contribution.
+    inputs: dict = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict:
         data = {"state": self.state, "execution_id": self.execution_id, "outputs": self.outputs,
@@ -103,36 +104,34 @@ class _Run:
     def __init__(self, pipeline: Pipeline, store: MetadataStore, run_id: str,
                  first: int, last: int):
         self.pipeline = pipeline
-        self.config = pipeline.config
-        self.root = self.config.pipeline_root
+        self.root = pipeline.root
         self.store = store
         self.run_id = run_id
         self.first, self.last = first, last
         self.produced: dict = {}  # "step.output" -> Artifact
         self.reports: dict = {}
-        self.spans: list = []
         self.exit_code = EXIT_OK
         self.stop_message: Optional[str] = None
         self.contexts = store.run_contexts(run_id, {"pipeline_root": self.root})
 
     # ---- inputs ---------------------------------------------------------------------------
     def _resolve_inputs(self, spec: StepSpec) -> dict:
+        """Input key -> Artifact: producer inputs first, then resolvers, which see those."""
         inputs = {}
-        for key, inp in spec.inputs.items():
-            if inp.producer:
-                artifact = self.produced.get(inp.producer)
-            else:
-                artifact = resolvers.RESOLVERS[inp.resolver](
-                    store=self.store, config=self.config, current_spans=self.spans,
-                    produced=self.produced)
-                if inp.resolver == "raw_data" and artifact is not None:
-                    self.spans = list(artifact.properties["spans"])
-            if artifact is None:
-                if inp.optional:
+        for by_producer in (True, False):
+            for key, inp in spec.inputs.items():
+                if (inp.producer is not None) != by_producer:
                     continue
-                raise PipelineError(f"step {spec.name}: required input {key!r} has no artifact")
-            inputs[key] = artifact
-        return inputs
+                if by_producer:
+                    artifact = self.produced.get(inp.producer)
+                else:
+                    artifact = inp.resolver(self.store, dict(inputs))
+                if artifact is None:
+                    if inp.optional:
+                        continue
+                    raise PipelineError(f"step {spec.name}: required input {key!r} has no artifact")
+                inputs[key] = artifact
+        return {key: inputs[key] for key in spec.inputs if key in inputs}
 
     @staticmethod
     def _fingerprint(artifact: Artifact) -> str:
@@ -157,7 +156,7 @@ class _Run:
                 log.warning("%s: cached output %s at %s is missing or altered; running again",
                             spec.name, key, recorded.uri)
                 return None
-            result[key] = resolvers.to_step_artifact(recorded)
+            result[key] = to_step_artifact(recorded)
         return result
 
     def _find_cached(self, spec: StepSpec, key: Optional[str]) -> Optional[tuple]:
@@ -178,8 +177,13 @@ class _Run:
             self.produced[f"{spec.name}.{key}"] = artifact
 
     def _run_step(self, spec: StepSpec, index: int) -> StepReport:
+        report = self._run_step_on(spec, index, self._resolve_inputs(spec))
+        report.inputs = self._last_inputs
+        return report
+
+    def _run_step_on(self, spec: StepSpec, index: int, inputs: dict) -> StepReport:
+        self._last_inputs = inputs
         position = f"[{index + 1}/{len(self.pipeline.steps)}] {spec.name}"
-        inputs = self._resolve_inputs(spec)
         key = cache_key(spec.name, spec.params, spec.code_modules,
                         {k: self._fingerprint(a) for k, a in inputs.items()})
         input_ids = {k: a.id for k, a in inputs.items() if a.id}
@@ -217,7 +221,7 @@ class _Run:
         staging = {out: layout.staging_dir(self.root, spec.name, out, execution_id) for out in spec.outputs}
         ctx = StepContext(step_name=spec.name, run_id=self.run_id, pipeline_root=self.root,
                           inputs=inputs, outputs=dict(staging), params=spec.params,
-                          beam_args=tuple(self.config.beam_args),
+                          beam_args=tuple(self.pipeline.beam_args),
                           log=logging.getLogger(f"pipeline.{spec.name}"))
         try:
             outcome = _load_executor(spec)(ctx)
@@ -296,17 +300,16 @@ def run_pipeline(pipeline: Pipeline, from_step: Optional[str] = None, to_step: O
                  summary_json: Optional[str] = None, run_id: Optional[str] = None) -> RunResult:
     """Runs `pipeline` under the pipeline root's lock and writes the run summary.
 
-    Returns a RunResult whose `exit_code` follows pipeline.errors (0 ok, 1 failure, 2 usage,
+    Returns a RunResult whose `exit_code` follows pipeline.core.errors (0 ok, 1 failure, 2 usage,
     3 data gate, 4 lock timeout). Raises ConfigError for bad --from/--to before taking the lock,
     and LockTimeoutError when another run holds the lock too long.
     """
-    config = pipeline.config
     first, last = _step_range(pipeline, from_step, to_step)
-    root = config.pipeline_root
+    root = pipeline.root
     os.makedirs(root, exist_ok=True)
     run_id = run_id or new_run_id()
     started = datetime.now(timezone.utc)
-    with exclusive_lock(os.path.join(root, ".pipeline.lock"), config.lock_timeout_s):
+    with exclusive_lock(pipeline_lock_path(root), pipeline.lock_timeout_s):
         store = open_store(root)
         abandoned = store.abandon_running_executions()
         removed = layout.remove_stale_staging(root) + layout.remove_uncommitted(
@@ -315,7 +318,9 @@ def run_pipeline(pipeline: Pipeline, from_step: Optional[str] = None, to_step: O
             log.warning("cleaned up after an interrupted run: %d execution(s) marked failed, "
                         "%d uncommitted folder(s) removed", len(abandoned), len(removed))
         run_dir = os.path.join(root, "runs", run_id)
-        write_json_atomic(os.path.join(run_dir, "config.json"), config_to_dict(config))
+        run_config = {"pipeline_root": root, "lock_timeout_s": pipeline.lock_timeout_s,
+                      "beam_args": list(pipeline.beam_args), **pipeline.run_config}
+        write_json_atomic(os.path.join(run_dir, "config.json"), run_config)
         log.info("run %s: pipeline root %s", run_id, root)
         state = _Run(pipeline, store, run_id, first, last)
         state.execute()
@@ -327,49 +332,34 @@ def run_pipeline(pipeline: Pipeline, from_step: Optional[str] = None, to_step: O
             "status": "completed" if state.exit_code == EXIT_OK else "failed",
             "message": state.stop_message,
             "pipeline_root": root,
-            "serving_dir": config.serving_dir,
-            "data": {"data_root": config.data.data_root, "spans": state.spans},
+            **pipeline.summary_fields,
             "steps": {name: report.to_json() for name, report in state.reports.items()},
         }
-        summary.update(_gate_summary(state.reports))
+        for spec in pipeline.steps:
+            if spec.summary is not None:
+                summary.update(spec.summary(state.reports[spec.name]))
         summary_path = os.path.join(run_dir, "summary.json")
         write_json_atomic(summary_path, summary)
-        report = _write_report(summary, run_dir)
-        if report:
-            summary["report"] = report
+        extra = _after_run(pipeline, summary, run_dir)
+        if extra:
+            summary["report"] = extra
             write_json_atomic(summary_path, summary)
         if summary_json:
             write_json_atomic(summary_json, summary)
     return RunResult(state.exit_code, summary, summary_path)
 
 
-def _write_report(summary: dict, run_dir: str) -> Optional[str]:
-    """Writes the run's report.html; returns its path, or None (one warning) when that fails.
+def _after_run(pipeline: Pipeline, summary: dict, run_dir: str) -> Optional[str]:
+    """Calls the pipeline's `after_run` hook; returns the path it wrote, or None.
 
-    The report only describes the run: its failure never changes the run's outcome.
+    The hook only describes the run (the report): its failure is one warning and never changes
+    the run's outcome.
     """
+    if pipeline.after_run is None:
+        return None
     try:
-        from pipeline.report import write_report
-
-        return write_report(summary, run_dir)
+        return pipeline.after_run(summary, run_dir)
     except Exception as e:  # noqa: BLE001 - see the docstring
         log.warning("run report not written: %s", _one_line(e))
         log.debug("traceback:\n%s", traceback.format_exc())
         return None
-
-
-def _gate_summary(reports: dict) -> dict:
-    """The evaluator's metrics and decision and the pusher's result, lifted to the top level."""
-    result = {}
-    evaluator = reports.get("evaluator")
-    if evaluator and evaluator.properties:
-        props = evaluator.properties
-        result["evaluation"] = {k: props.get(k) for k in ("blessed", "reasons", "metrics", "checks")
-                                if k in props}
-    pusher = reports.get("pusher")
-    if pusher and pusher.properties:
-        result["push"] = {k: pusher.properties.get(k) for k in ("pushed", "version", "reason", "serving_dir")
-                          if k in pusher.properties}
-    elif pusher:
-        result["push"] = {"pushed": 0, "version": 0, "reason": pusher.error or pusher.reason}
-    return result

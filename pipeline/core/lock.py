@@ -13,9 +13,17 @@ import logging
 import os
 import time
 
-from pipeline.errors import LockTimeoutError
+from pipeline.core.errors import LockTimeoutError
 
 log = logging.getLogger(__name__)
+
+
+PIPELINE_LOCK_FILE = ".pipeline.lock"
+
+
+def pipeline_lock_path(pipeline_root: str) -> str:
+    """The lock file that lets one run at a time use a pipeline root."""
+    return os.path.join(pipeline_root, PIPELINE_LOCK_FILE)
 
 
 @contextlib.contextmanager

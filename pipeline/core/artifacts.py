@@ -13,7 +13,8 @@ import os
 import re
 import shutil
 
-from pipeline.errors import ConfigError
+from pipeline.core.atomic_files import fsync_path
+from pipeline.core.errors import ConfigError
 
 _SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -64,7 +65,7 @@ def commit(staging: str, final: str) -> None:
     if os.path.exists(final):
         shutil.rmtree(final)  # left by a run killed between rename and its metadata record
     os.rename(staging, final)
-    _fsync_dir(os.path.dirname(final))
+    fsync_path(os.path.dirname(final))
 
 
 def remove_stale_staging(pipeline_root: str) -> list:
@@ -105,11 +106,3 @@ def remove_uncommitted(pipeline_root: str, step_outputs: dict, execution_ids) ->
                     shutil.rmtree(path)
                     removed.append(path)
     return removed
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

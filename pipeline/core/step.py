@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 # The DirectRunner's in-process engine. Beam 2.72's DirectRunner would first try PrismRunner, a Go
 # binary it downloads from GitHub at run time when the network allows: then the same command runs
@@ -98,18 +98,25 @@ class StepOutcome:
     stop_exit_code: int = 3
 
 
+# resolver(store, resolved) -> Artifact or None. `store` is the run's metadata store
+# (pipeline.core.metadata.MetadataStore); `resolved` maps this step's producer inputs, already
+# resolved, by input key.
+Resolver = Callable[[Any, Mapping[str, Artifact]], Optional[Artifact]]
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """Where an input comes from: an upstream step's output, or a resolver.
 
     producer: "step_name.output_key" of an upstream step, or None when `resolver` is used.
-    resolver: name of a runner resolver (e.g. "latest_pushed_model") for inputs found in the
-        metadata store rather than produced in this run.
+    resolver: a `Resolver` for inputs found in the metadata store or outside the pipeline root
+        (the serving model, raw data, a curated file). It runs after the step's producer inputs
+        are resolved and sees them, so it needs no knowledge of the wiring.
     optional: the step runs without this input when nothing resolves (e.g. no baseline yet).
     """
 
     producer: Optional[str] = None
-    resolver: Optional[str] = None
+    resolver: Optional[Resolver] = None
     optional: bool = False
 
 
@@ -123,8 +130,12 @@ class StepSpec:
     executor: function(StepContext) -> StepOutcome, or its "module:function" path, imported only
         when the step runs (so building the pipeline does not import TensorFlow).
     params: parameters; their JSON form is part of the cache key.
-    code_modules: importable module or package names whose source is part of the cache key.
+    code_modules: importable module or package names whose source, and the source of every
+        project module they import (transitively), is part of the cache key.
     cacheable: False for steps that must run every time (the pusher).
+    summary: what the step contributes to the top level of the run summary:
+        summary(report) -> dict, where `report` is the step's `StepReport` of this run (its
+        state, properties, error and resolved inputs). None: nothing beyond `steps`.
     """
 
     name: str
@@ -134,3 +145,33 @@ class StepSpec:
     params: Any = None
     code_modules: Sequence[str] = ()
     cacheable: bool = True
+    summary: Optional[Callable[[Any], dict]] = None
+
+
+def declare(component, inputs: Mapping[str, InputSpec], params) -> StepSpec:
+    """The StepSpec of the step whose declaration module is `component`.
+
+    A declaration module (`<package>/component.py`, like a TFX ComponentSpec) holds:
+    INPUTS (the input keys), OUTPUTS (output key -> artifact type), optionally
+    CACHEABLE = False and `summary(report, params) -> dict` (its run-summary entry). The step's
+    name is the package's last part, its executor `<package>.executor:run`, its code the package.
+    inputs: input key -> InputSpec, exactly the keys of INPUTS (ConfigError otherwise).
+    """
+    from pipeline.core.errors import ConfigError
+
+    package = component.__name__.rpartition(".")[0]
+    name = package.rpartition(".")[2]
+    if set(inputs) != set(component.INPUTS):
+        raise ConfigError(f"step {name}: inputs {sorted(inputs)} do not match its declared "
+                          f"inputs {sorted(component.INPUTS)}")
+    summarize = getattr(component, "summary", None)
+    return StepSpec(
+        name=name,
+        inputs=dict(inputs),
+        outputs=dict(component.OUTPUTS),
+        executor=f"{package}.executor:run",
+        params=params,
+        code_modules=(package,),
+        cacheable=getattr(component, "CACHEABLE", True),
+        summary=(lambda report: summarize(report, params)) if summarize else None,
+    )

@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+from pipeline.core.step import Artifact
 
 PIPELINE_CONTEXT_TYPE = "pipeline"
 RUN_CONTEXT_TYPE = "pipeline_run"
@@ -99,6 +101,12 @@ class RecordedArtifact:
     properties: dict
 
 
+def to_step_artifact(recorded: RecordedArtifact) -> Artifact:
+    """Converts an artifact read from the store into the `Artifact` an executor receives."""
+    return Artifact(uri=recorded.uri, type_name=recorded.type_name,
+                    properties=dict(recorded.properties), id=recorded.id)
+
+
 class MetadataStore:
     """A thin, typed wrapper over `ml_metadata.MetadataStore` for the pipeline's needs."""
 
@@ -156,14 +164,13 @@ class MetadataStore:
         execution_id, _, _ = self.store.put_execution(execution, artifacts_and_events, contexts)
         return execution_id
 
-    def complete_execution(self, execution_id: int, outputs: dict, outcome: dict, contexts: list,
-                           state: int = COMPLETE) -> dict:
-        """Atomically marks the execution `state` and records its outputs as LIVE artifacts.
+    def complete_execution(self, execution_id: int, outputs: dict, outcome: dict, contexts: list) -> dict:
+        """Atomically marks the execution COMPLETE and records its outputs as LIVE artifacts.
 
         outputs: output key -> (type_name, uri, properties). Returns output key -> artifact id.
         """
         [execution] = self.store.get_executions_by_id([execution_id])
-        execution.last_known_state = state
+        execution.last_known_state = COMPLETE
         _set_value(execution.custom_properties["outcome"], outcome)
         artifacts_and_events = []
         keys = []
@@ -283,21 +290,16 @@ class MetadataStore:
                 return event.execution_id
         return None
 
-    def mark_artifacts(self, artifact_ids: Iterable[int], state: int) -> None:
-        """Sets the state of artifacts (e.g. MARKED_FOR_DELETION when found corrupt)."""
-        artifacts = self.store.get_artifacts_by_id(list(artifact_ids))
-        for artifact in artifacts:
-            artifact.state = state
-        if artifacts:
-            self.store.put_artifacts(artifacts)
 
-    def run_ids(self) -> list:
-        """Names of all pipeline_run contexts, oldest first."""
-        contexts = self.store.get_contexts_by_type(RUN_CONTEXT_TYPE)
-        return [c.name for c in sorted(contexts, key=lambda c: c.id)]
+STORE_FILE = "metadata.sqlite"
+
+
+def store_path(pipeline_root: str) -> str:
+    """Where the metadata store of a pipeline root lives."""
+    return os.path.join(pipeline_root, STORE_FILE)
 
 
 def open_store(pipeline_root: str) -> MetadataStore:
     """Opens the store of a pipeline root, creating the root when missing."""
     os.makedirs(pipeline_root, exist_ok=True)
-    return MetadataStore(os.path.join(pipeline_root, "metadata.sqlite"))
+    return MetadataStore(store_path(pipeline_root))

@@ -29,12 +29,6 @@ class InputDataError(PipelineError):
     exit_code = EXIT_DATA_GATE
 
 
-class DataValidationError(PipelineError):
-    """The data validation gate found ERROR anomalies or drift beyond its limits."""
-
-    exit_code = EXIT_DATA_GATE
-
-
 class TrainingError(PipelineError):
     """Training cannot produce a trustworthy model (NaN or Inf loss, no checkpoint)."""
 

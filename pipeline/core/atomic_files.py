@@ -38,6 +38,16 @@ def write_text_atomic(path: str, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def fsync_path(path: str) -> None:
+    """Flushes the file or folder `path` to disk (for a folder: the names it holds, so a rename
+    into it survives a crash)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_json_atomic(path: str, data) -> None:
     """Writes `data` as indented JSON (plus a final newline) to `path` atomically; values JSON
     cannot hold are written with str()."""

@@ -1,4 +1,4 @@
-"""Parsing and validating MNIST IDX files (gzip-compressed) without trusting them.
+"""Raw data: MNIST IDX files (gzip-compressed), parsed and validated without trusting them.
 
 The IDX format: a big-endian int32 magic number (0x00000801 for a 1-D label file, 0x00000803
 for a 3-D image file; the third byte 0x08 means unsigned bytes, the fourth is the number of
@@ -8,6 +8,9 @@ Everything here raises `InputDataError("<path>: <what is wrong>")`, one line, on
 unreadable or corrupt gzip (bad CRC, truncated stream), empty file, wrong magic number, wrong
 dimensions, data shorter or longer than the header declares, labels outside 0..9, and image
 and label files that disagree on the record count. Nothing is written anywhere.
+
+ExampleGen reads a data root of them (its `RawData` input, properties `spans`, `span_dirs`,
+`fingerprint`); `run_local.py predict` reads IDX image files too.
 """
 
 from __future__ import annotations
@@ -22,13 +25,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.errors import InputDataError
+from pipeline.core.errors import InputDataError
+from pipeline.formats.examples import IMAGE_SIDE, NUM_CLASSES
+from pipeline.formats.files import read_bytes
+
+# Properties of the RawData artifact (uri: the data root) that ExampleGen reads.
+# The RawData artifact (an input outside the pipeline root: the span folders a run reads).
+RAW_DATA_TYPE = "RawData"
+SPANS = "spans"
+SPAN_DIRS = "span_dirs"
+FINGERPRINT = "fingerprint"
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
-IMAGE_ROWS = 28
-IMAGE_COLS = 28
-NUM_CLASSES = 10
+IMAGE_ROWS = IMAGE_SIDE
+IMAGE_COLS = IMAGE_SIDE
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
@@ -120,15 +131,7 @@ def parse_idx(raw: bytes, path: str, kind: str) -> np.ndarray:
 
 def read_file_bytes(path: str) -> bytes:
     """Returns the bytes of `path`; InputDataError naming it when missing or unreadable."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError as e:
-        raise _fail(path, "file not found") from e
-    except IsADirectoryError as e:
-        raise _fail(path, "is a directory, expected a gzip IDX file") from e
-    except OSError as e:
-        raise _fail(path, f"cannot read: {e.strerror or e}") from e
+    return read_bytes(path, expected="a gzip IDX file")
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,6 @@ def load_pair(images_path: str, labels_path: str) -> LabelledDigits:
 class MnistDataset:
     """The four validated files of one dataset folder."""
 
-    folder: str
     train: LabelledDigits
     test: LabelledDigits
 
@@ -198,7 +200,6 @@ def load_dataset(folder: str) -> MnistDataset:
                         else "is not a regular file")
     join = lambda name: os.path.join(folder, name)  # noqa: E731
     return MnistDataset(
-        folder=folder,
         train=load_pair(join(TRAIN_IMAGES), join(TRAIN_LABELS)),
         test=load_pair(join(TEST_IMAGES), join(TEST_LABELS)),
     )

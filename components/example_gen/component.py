@@ -1,0 +1,37 @@
+"""ExampleGen's declaration (read by `pipeline.core.step.declare`): its raw-data input (the
+spans to read), its output, and its run-summary entry (`data`); params: a `DataConfig`."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from components.example_gen.spans import raw_data_properties
+from pipeline.core.metadata import to_step_artifact
+from pipeline.core.step import Artifact, InputSpec
+from pipeline.formats import examples as examples_format
+from pipeline.formats import idx
+
+INPUTS = ("raw_data",)
+OUTPUTS = {"examples": examples_format.ARTIFACT_TYPE}
+
+
+def raw_data_input(data_root: str, span: Optional[int], window_spans: int) -> InputSpec:
+    """The `raw_data` input: a resolver registering the spans to read as a `RawData` artifact.
+
+    uri = data_root; properties {"spans", "span_dirs", "fingerprint"} (the raw files' content
+    digest, so new or changed files invalidate the cache). Resolving raises ConfigError /
+    InputDataError (from span discovery) when the data root is unusable.
+    """
+    def resolve(store, _resolved) -> Artifact:
+        properties = raw_data_properties(data_root, span, window_spans)
+        artifact_id = store.put_external_artifact(idx.RAW_DATA_TYPE, data_root, dict(properties))
+        return to_step_artifact(store.artifact(artifact_id))
+
+    return InputSpec(resolver=resolve)
+
+
+def summary(report, params) -> dict:
+    """{"data": the data root and the spans this run read ([] when they did not resolve)}."""
+    raw = report.inputs.get("raw_data")
+    spans = list(raw.properties.get(idx.SPANS, [])) if raw is not None else []
+    return {"data": {"data_root": params.data_root, "spans": spans}}

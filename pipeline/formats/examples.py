@@ -1,0 +1,103 @@
+"""Examples: gzip TFRecords of tf.train.Example, one `Split-<name>/` folder per split.
+
+Layout: `<uri>/Split-<split>/data_tfrecord-<shard>-of-<num_shards>.gz` (five digits each). The
+`Split-<name>/` folders are TFX's and other split artifacts (statistics, anomalies) use them too:
+`split_dir` and `split_dirs` serve those as well.
+
+Features of every example (ExampleGen writes them, the trainer, evaluator and pusher read them):
+    image               int64 x IMAGE_PIXELS  pixel values 0..MAX_PIXEL, row-major 28 x 28
+    label               int64                 0..NUM_CLASSES-1
+    ink_density         float                 fraction of pixels > 127
+    ink_density_bucket  int64                 the density's bucket among data.ink_density_edges
+
+Properties: `spans` (the raw-data spans they were made from), `split_counts`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from typing import List, Mapping
+
+from pipeline.core.errors import InputDataError
+
+ARTIFACT_TYPE = "Examples"
+SPANS = "spans"
+SPLIT_COUNTS = "split_counts"
+
+IMAGE_KEY = "image"
+LABEL_KEY = "label"
+INK_DENSITY_KEY = "ink_density"
+INK_DENSITY_BUCKET_KEY = "ink_density_bucket"
+IMAGE_SIDE = 28
+IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
+MAX_PIXEL = 255
+# The label domain: digits 0..9 (also the width of the model's probabilities).
+NUM_CLASSES = 10
+
+SPLIT_PREFIX = "Split-"
+SHARD_GLOB = "data_tfrecord-*.gz"
+_SPLIT_DIR = re.compile(r"^Split-([A-Za-z0-9_.-]+)$")
+
+
+def spans_of(properties: Mapping) -> list:
+    """The span numbers recorded on an Examples artifact ([] when none are recorded)."""
+    return list(properties.get(SPANS) or [])
+
+
+def split_dir(uri: str, split: str) -> str:
+    """The folder of `split` inside a split artifact: `<uri>/Split-<split>`."""
+    return os.path.join(uri, f"{SPLIT_PREFIX}{split}")
+
+
+def shard_path(uri: str, split: str, shard: int, num_shards: int) -> str:
+    """`<uri>/Split-<split>/data_tfrecord-<shard>-of-<num_shards>.gz` (5 digits each)."""
+    return os.path.join(split_dir(uri, split), f"data_tfrecord-{shard:05d}-of-{num_shards:05d}.gz")
+
+
+def split_dirs(uri: str, what: str, required: bool = True) -> dict:
+    """{split name: folder} of the `Split-*` folders of a split artifact, by split name.
+
+    what: how messages name the artifact ("examples artifact"). Raises InputDataError when
+    `uri` is not a directory, or (when `required`) holds no `Split-*` folder.
+    """
+    if not os.path.isdir(uri):
+        raise InputDataError(f"{what} {uri}: not a directory")
+    found = {}
+    for name in sorted(os.listdir(uri)):
+        match = _SPLIT_DIR.match(name)
+        if match and os.path.isdir(os.path.join(uri, name)):
+            found[match.group(1)] = os.path.join(uri, name)
+    if required and not found:
+        raise InputDataError(f"{what} {uri}: no {SPLIT_PREFIX}* directory")
+    return found
+
+
+def split_files(uri: str, split: str) -> List[str]:
+    """The sorted shard files of `split` in the Examples artifact at `uri`.
+
+    Raises InputDataError naming the split folder when it is missing or holds no shard.
+    """
+    folder = split_dir(uri, split)
+    if not os.path.isdir(folder):
+        raise InputDataError(f"examples {folder}: split folder missing")
+    files = sorted(glob.glob(os.path.join(folder, SHARD_GLOB)))
+    if not files:
+        raise InputDataError(f"examples {folder}: no {SHARD_GLOB} shard")
+    return files
+
+
+def split_pattern(uri: str, split: str) -> str:
+    """The file pattern of the shards of `split` (for Beam readers), once `split_files` found some."""
+    split_files(uri, split)
+    return os.path.join(split_dir(uri, split), SHARD_GLOB)
+
+
+def list_splits(uri: str) -> dict:
+    """{split name: shard file pattern} of every split of the Examples artifact at `uri`.
+
+    Raises InputDataError when the directory is missing, holds no `Split-*` directory, or a
+    split directory holds no shard.
+    """
+    return {split: split_pattern(uri, split) for split in split_dirs(uri, "examples artifact")}

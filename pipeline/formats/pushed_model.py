@@ -1,0 +1,249 @@
+"""PushedModel: one publish (or rollback) into the serving folder, and the serving folder itself.
+
+The serving folder (TF Serving's layout): `<serving_dir>/<version>/saved_model.pb + variables/`,
+versions strictly increasing integers; TF Serving serves the highest. A version folder appears
+only complete and verified: the model is copied into a hidden
+`<serving_dir>/.staging-<version>-<random>/`, fsynced, checked (digest and a serving call), then
+renamed into place in one `os.rename`. The exclusive lock `<serving_dir>/.push.lock` serialises
+publishers sharing a serving folder, so version numbers never collide and a staging folder found
+while holding the lock is debris of a killed push. Published versions are never modified or
+deleted: a rollback publishes an earlier version again under a new number.
+
+The PushedModel artifact (uri `<serving_dir>/<version>`) has properties `pushed` (1 when a
+version was published), `version`, `model_id` (the Model artifact behind it), `serving_dir`,
+and for rollbacks `rolled_back_from`. The pusher's output folder holds `push.json`, the record
+of what it did (pushed, version, model_id, model_uri, model_digest, serving_dir, reason, time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from typing import Callable, Iterator, Mapping, Optional
+
+from pipeline.core.atomic_files import fsync_path
+from pipeline.core.digest import directory_digest
+from pipeline.core.errors import ConfigError, LockTimeoutError, PushError
+from pipeline.core.lock import exclusive_lock
+from pipeline.formats.files import read_json_object
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT_TYPE = "PushedModel"
+PUSHED = "pushed"
+VERSION = "version"
+MODEL_ID = "model_id"
+SERVING_DIR = "serving_dir"
+ROLLED_BACK_FROM = "rolled_back_from"
+
+PUSH_FILE = "push.json"
+LOCK_FILE = ".push.lock"
+STAGING_PREFIX = ".staging-"
+LOCK_TIMEOUT_S = 300.0
+_LOCK_POLL_S = 0.2
+
+VerifyFn = Callable[[str], None]
+
+
+# ---------------------------------------------------------------------------- the record
+
+def pushed_model_id(properties: Mapping) -> int:
+    """The Model artifact id a PushedModel record published; 0 when it published nothing."""
+    if properties.get(PUSHED) != 1:
+        return 0
+    return int(properties.get(MODEL_ID) or 0)
+
+
+def write_push_record(pushed_model_dir: str, record: dict) -> None:
+    """Writes `push.json` into the pusher's output folder."""
+    with open(os.path.join(pushed_model_dir, PUSH_FILE), "w") as f:
+        json.dump(record, f, indent=2, sort_keys=True)
+
+
+def read_push_record(pushed_model_uri: str) -> dict:
+    """`<pushed_model>/push.json`; InputDataError naming it when missing or malformed."""
+    return read_json_object(os.path.join(pushed_model_uri, PUSH_FILE))
+
+
+def latest_push(store):
+    """The newest PushedModel artifact of `store` that published a model, or None."""
+    return next((a for a in store.artifacts_of_type(ARTIFACT_TYPE) if pushed_model_id(a.properties)), None)
+
+
+def find_push(store, serving_dir: str, version: int):
+    """The newest PushedModel artifact of `store` that published `version` into `serving_dir`.
+
+    A record counts when it published a model (`pushed` 1 and a `model_id`) and names the same
+    folder (compared after resolving links). Returns None when there is none.
+    """
+    wanted = os.path.realpath(serving_dir)
+    for pushed in store.artifacts_of_type(ARTIFACT_TYPE):
+        props = pushed.properties
+        recorded_dir = props.get(SERVING_DIR)
+        if (pushed_model_id(props) and props.get(VERSION) == version and isinstance(recorded_dir, str)
+                and os.path.realpath(recorded_dir) == wanted):
+            return pushed
+    return None
+
+
+# ---------------------------------------------------------------------------- the serving folder
+
+def list_versions(serving_dir: str) -> list:
+    """Returns the published versions (integer folder names) in ascending order.
+
+    Hidden entries, files, links and non-integer names are ignored. Raises OSError when the
+    folder cannot be listed (a missing folder has no versions).
+    """
+    if not os.path.isdir(serving_dir):
+        return []
+    versions = []
+    for entry in os.scandir(serving_dir):
+        if entry.name.isascii() and entry.name.isdigit() and entry.is_dir(follow_symlinks=False):
+            versions.append(int(entry.name))
+    return sorted(versions)
+
+
+def rollback_version(versions: list, to_version: Optional[int], serving_dir: str) -> int:
+    """The version a rollback re-publishes: `to_version`, or the one before the newest.
+
+    Raises ConfigError when there are fewer than two versions (and none is named), or
+    `to_version` is not one of `versions`.
+    """
+    listing = ", ".join(map(str, versions)) or "none"
+    if to_version is None:
+        if len(versions) < 2:
+            raise ConfigError(f"rollback: serving dir {serving_dir} has versions [{listing}]; "
+                              "need at least two to roll back")
+        return versions[-2]
+    if isinstance(to_version, bool) or not isinstance(to_version, int) or to_version not in versions:
+        raise ConfigError(f"rollback: version {to_version!r} not found in {serving_dir} (versions: {listing})")
+    return to_version
+
+
+@contextlib.contextmanager
+def serving_lock(serving_dir: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Holds the exclusive lock of `serving_dir` (created if missing) for the `with` body.
+
+    Raises PushError when the folder or lock file cannot be created or the lock is not free
+    within `timeout_s` seconds.
+    """
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(exclusive_lock(os.path.join(serving_dir, LOCK_FILE), timeout_s,
+                                              poll_s=_LOCK_POLL_S, what="serving dir"))
+        except LockTimeoutError as e:
+            raise PushError(f"serving dir {serving_dir}: lock {LOCK_FILE} not acquired within "
+                            f"{timeout_s:.0f}s (another push is running?)") from e
+        except OSError as e:
+            raise PushError(f"serving dir {serving_dir}: cannot lock {LOCK_FILE}: {e.strerror or e}") from e
+        yield
+
+
+def clean_stale_staging(serving_dir: str) -> list:
+    """Removes `.staging-*` folders left by killed pushes; returns their names.
+
+    Call only while holding `serving_lock`: then no live push owns a staging folder.
+    """
+    removed = []
+    for entry in os.scandir(serving_dir):
+        if entry.name.startswith(STAGING_PREFIX) and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+            removed.append(entry.name)
+            logger.warning("removed stale staging folder %s", entry.path)
+    return removed
+
+
+@contextlib.contextmanager
+def locked_versions(serving_dir: str, timeout_s: float, what: str) -> Iterator[list]:
+    """Holds `serving_lock`, clears stale staging folders and yields the published versions.
+
+    what: the operation, for the message ("push", "rollback"). Raises PushError as
+    `serving_lock`, or when the folder cannot be cleaned or listed.
+    """
+    with serving_lock(serving_dir, timeout_s):
+        try:
+            clean_stale_staging(serving_dir)
+            versions = list_versions(serving_dir)
+        except OSError as e:
+            raise PushError(f"serving dir {serving_dir}: cannot prepare {what}: {e.strerror}") from e
+        yield versions
+
+
+def copy_tree_durably(src: str, dst: str) -> int:
+    """Copies the plain files under `src` into the existing folder `dst`; fsyncs files and dirs.
+
+    Returns the number of files copied. Raises OSError (e.g. ENOSPC) as the copy meets it, and
+    ValueError on a symbolic link (an artifact is plain files only).
+    """
+    copied = 0
+    for root, dirs, files in os.walk(src):
+        dirs.sort()
+        rel = os.path.relpath(root, src)
+        target_root = dst if rel == "." else os.path.join(dst, rel)
+        for name in dirs:
+            if os.path.islink(os.path.join(root, name)):
+                raise ValueError(f"symbolic link inside model: {os.path.join(root, name)}")
+            os.mkdir(os.path.join(target_root, name))
+        for name in sorted(files):
+            source = os.path.join(root, name)
+            if os.path.islink(source):
+                raise ValueError(f"symbolic link inside model: {source}")
+            target = os.path.join(target_root, name)
+            shutil.copy2(source, target)
+            fsync_path(target)
+            copied += 1
+        fsync_path(target_root)
+    return copied
+
+
+def stage_and_commit(model_dir: str, serving_dir: str, version: int, expected_digest: str,
+                     verify_fn: Optional[VerifyFn]) -> int:
+    """Copies `model_dir` to a staging folder, verifies it, renames it to `<serving_dir>/<version>`.
+
+    The caller holds `serving_lock` and has chosen `version` (not yet present). verify_fn gets
+    the staged folder and raises on a model that does not serve. Returns `version`.
+    Raises PushError naming the step that failed; the staging folder is then removed and no
+    version folder exists.
+    """
+    final = os.path.join(serving_dir, str(version))
+    if os.path.lexists(final):
+        raise PushError(f"serving dir {serving_dir}: version {version} already exists")
+    staging = None
+    step = "create staging folder"
+    try:
+        staging = tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{version}-", dir=serving_dir)
+        # mkdtemp makes it owner-only; the server reading the published version may be another user.
+        os.chmod(staging, 0o755)
+        step = f"copy {model_dir}"
+        files = copy_tree_durably(model_dir, staging)
+        step = "verify digest of the staged copy"
+        actual = directory_digest(staging)
+        if actual != expected_digest:
+            raise PushError(f"staged copy of {model_dir} has digest {actual[:12]}..., "
+                            f"expected {expected_digest[:12]}...; not published")
+        step = "verify the staged model serves"
+        if verify_fn is not None:
+            verify_fn(staging)
+        step = f"rename staging folder to {final}"
+        os.rename(staging, final)
+        staging = None
+    except PushError:
+        raise
+    except Exception as e:  # any failure must leave nothing half-published
+        detail = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).splitlines() or [""])[0]
+        raise PushError(f"push to {serving_dir} failed at '{step}': {type(e).__name__}: {detail}") from e
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    try:
+        fsync_path(serving_dir)  # makes the rename durable
+    except OSError as e:
+        # The version is already visible; failing now would report a push that happened.
+        logger.warning("fsync of %s after publishing version %d failed: %s", serving_dir, version, e)
+    logger.info("published %s as version %d (%d files) in %s", model_dir, version, files, serving_dir)
+    return version
+
