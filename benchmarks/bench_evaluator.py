@@ -30,6 +30,10 @@ import time
 
 import common
 
+from pipeline.core.artifacts import SUMMARY_FILE, runs_dir
+from pipeline.formats import examples as examples_format
+from pipeline.formats import model as model_format
+
 TARGET_EXAMPLES_PER_SECOND = 5_000
 INFERENCE_BATCH = 1_000
 
@@ -37,7 +41,7 @@ INFERENCE_BATCH = 1_000
 def find_or_make_model(pipeline_root: str) -> tuple:
     """(examples uri, model uri, model digest) of the newest run in `pipeline_root` whose trainer
     output still exists; when there is none, a 300-step training run makes one there."""
-    for summary_path in sorted(glob.glob(os.path.join(pipeline_root, "runs", "*", "summary.json")), reverse=True):
+    for summary_path in sorted(glob.glob(os.path.join(runs_dir(pipeline_root), "*", SUMMARY_FILE)), reverse=True):
         with open(summary_path) as f:
             steps = json.load(f).get("steps", {})
         model = (steps.get("trainer") or {}).get("outputs", {}).get("model")
@@ -84,9 +88,10 @@ def tfma_processing_rate(work: str, examples: str, model: str, with_baseline: bo
     """TFMA's marginal rate from a run on the test split and one on the train split."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from components.evaluator.analysis import run_analysis, split_pattern
+    from components.evaluator.analysis import run_analysis
+    from pipeline.formats.examples import split_pattern
 
-    serving = os.path.join(model, "Format-Serving")
+    serving = os.path.join(model, model_format.SERVING_SUBDIR)
     runs = {}
     for split in ("test", "train"):
         shutil.rmtree(work, ignore_errors=True)
@@ -106,9 +111,10 @@ def inference_ceiling(examples: str, model: str) -> dict:
     """Examples per second of the serving signature alone on the test split."""
     import tensorflow as tf
 
-    shards = sorted(glob.glob(os.path.join(examples, "Split-test", "*.gz")))
+    shards = examples_format.split_files(examples, "test")
     records = list(tf.data.TFRecordDataset(shards, compression_type="GZIP").as_numpy_iterator())
-    serve = tf.saved_model.load(os.path.join(model, "Format-Serving")).signatures["serving_default"]
+    serve = tf.saved_model.load(os.path.join(model, model_format.SERVING_SUBDIR)).signatures[
+        model_format.EXAMPLES_SIGNATURE]
     serve(examples=tf.constant(records[:INFERENCE_BATCH]))  # traces and warms up
     started = time.perf_counter()
     for start in range(0, len(records), INFERENCE_BATCH):

@@ -7,6 +7,7 @@
     run_local.py download --dest DIR     fetch MNIST from the canonical mirrors, checksum-verified
     run_local.py predict FILE...         classify PNG / IDX digit files with the model serving now
     run_local.py report [RUN_ID]         (re)build a run's report.html (default: the newest run)
+    run_local.py metadata restore        put the metadata store's latest good backup in place
 
 Exit status: 0 completed, 1 failure, 2 bad usage or configuration, 3 stopped by the data
 validation gate, 4 another run holds the pipeline root.
@@ -27,7 +28,7 @@ from pipeline.logs import configure_logging
 
 log = logging.getLogger("pipeline")
 
-COMMANDS = ("run", "rollback", "runs", "status", "download", "predict", "report")
+COMMANDS = ("run", "rollback", "runs", "status", "download", "predict", "report", "metadata")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -228,6 +229,29 @@ def cmd_report(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_metadata(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="run_local.py metadata",
+                                     description="Look after the ML Metadata store (metadata.sqlite).")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    restore = actions.add_parser(
+        "restore", help="put the latest good backup of the store in place",
+        description="Replace <pipeline-root>/metadata.sqlite with its backup metadata.sqlite.backup "
+                    "(written after every completed run), keeping the replaced file as "
+                    "metadata.sqlite.damaged-<UTC time>. Refused while a run holds the pipeline root "
+                    "(exit 4), and when the backup is missing or damaged too (exit 1).")
+    _add_common(restore)
+    restore.add_argument("--force", action="store_true",
+                         help="replace the store even when it passes its integrity check")
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    from pipeline.operations import restore_metadata
+
+    store, kept = restore_metadata(load(args), args.force)
+    log.info("restored %s from its backup%s", store,
+             f"; the file it replaced is kept as {kept}" if kept else "")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -235,7 +259,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv and argv[0] == command:
         argv = argv[1:]
     handler = {"run": cmd_run, "rollback": cmd_rollback, "runs": cmd_runs, "status": cmd_status,
-               "download": cmd_download, "predict": cmd_predict, "report": cmd_report}[command]
+               "download": cmd_download, "predict": cmd_predict, "report": cmd_report,
+               "metadata": cmd_metadata}[command]
     try:
         return handler(argv)
     except PipelineError as e:

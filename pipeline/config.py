@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from pipeline.core.errors import ConfigError
+from pipeline.formats.blessing import PROMOTION_POLICIES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_ROOT = PROJECT_ROOT / "data" / "mnist"
 DEFAULT_SCHEMA_PATH = PROJECT_ROOT / "schema" / "schema.pbtxt"
+# Label and pixel histograms of the 60,000 MNIST training digits (scripts/make_reference.py).
+DEFAULT_REFERENCE_PATH = PROJECT_ROOT / "data" / "reference" / "mnist_train_statistics.json"
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    """The data gate: the curated schema and drift limits against the previous span."""
+    """The data gate: the curated schema, drift limits against the previous span, and against
+    the reference statistics for a first span."""
 
     schema_path: str = str(DEFAULT_SCHEMA_PATH)
     # L-infinity distance between label distributions of this span and the previous one.
@@ -52,6 +56,16 @@ class ValidationConfig:
     pixel_drift_jsd: float = 0.01
     # Also infer a schema from the statistics and write its diff against the curated one.
     infer_schema_report: bool = True
+    # A pipeline root's first span has no previous span: compare it with the reference
+    # statistics instead (false: skip drift on the first span, for data that is not MNIST-like).
+    reference_check: bool = True
+    # The reference: label and pixel histograms as JSON (pipeline.formats.reference), read by
+    # content digest, so editing it reruns the gate. Default: the shipped MNIST training set.
+    reference_path: str = str(DEFAULT_REFERENCE_PATH)
+    # Limits against the reference. One sample against a population is less noisy than two
+    # spans against each other, but a first span can be small: measured in README "Reliability".
+    reference_label_drift_linf: float = 0.07
+    reference_pixel_drift_jsd: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -234,6 +248,10 @@ def validate_config(config: PipelineConfig) -> None:
     # Both distances lie in [0, 1]: a threshold above 1 would switch the drift check off.
     require(0 < config.validation.label_drift_linf <= 1, "validation.label_drift_linf", "must be in (0, 1]")
     require(0 < config.validation.pixel_drift_jsd <= 1, "validation.pixel_drift_jsd", "must be in (0, 1]")
+    require(0 < config.validation.reference_label_drift_linf <= 1, "validation.reference_label_drift_linf",
+            "must be in (0, 1]")
+    require(0 < config.validation.reference_pixel_drift_jsd <= 1, "validation.reference_pixel_drift_jsd",
+            "must be in (0, 1]")
     t = config.trainer
     require(t.train_steps >= 1, "trainer.train_steps", "must be >= 1")
     require(t.batch_size >= 1, "trainer.batch_size", "must be >= 1")
@@ -254,9 +272,8 @@ def validate_config(config: PipelineConfig) -> None:
         require(value is None or 0.0 <= value <= 1.0, f"evaluator.{key}",
                 "must be in [0, 1] or unset (to accept a worse model, use promotion_policy = "
                 "\"non_inferiority\" with non_inferiority_margin)")
-    require(config.evaluator.promotion_policy in ("superiority", "non_inferiority"),
-            "evaluator.promotion_policy", "must be \"superiority\" or \"non_inferiority\", got "
-            f"{config.evaluator.promotion_policy!r}")
+    require(config.evaluator.promotion_policy in PROMOTION_POLICIES, "evaluator.promotion_policy",
+            f"must be one of {', '.join(PROMOTION_POLICIES)}, got {config.evaluator.promotion_policy!r}")
     require(0.0 < config.evaluator.alpha < 0.5, "evaluator.alpha", "must be in (0, 0.5)")
     require(0.0 <= config.evaluator.non_inferiority_margin <= 1.0, "evaluator.non_inferiority_margin",
             "must be in [0, 1]")
@@ -269,7 +286,8 @@ def validate_config(config: PipelineConfig) -> None:
     # paths (or handed to TF's file systems) and written somewhere nobody meant.
     for key, value in (("pipeline_root", config.pipeline_root), ("data.data_root", config.data.data_root),
                        ("pusher.serving_dir", config.pusher.serving_dir),
-                       ("validation.schema_path", config.validation.schema_path)):
+                       ("validation.schema_path", config.validation.schema_path),
+                       ("validation.reference_path", config.validation.reference_path)):
         require("://" not in value, key, f"only local paths are supported, got {value!r}")
     for arg in config.beam_args:
         require(isinstance(arg, str) and arg.startswith("--"), "beam_args",

@@ -23,6 +23,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.external import external_file
 from pipeline.core.pipeline import Pipeline
 from pipeline.core.step import InputSpec, declare
+from pipeline.formats import reference as reference_format
 from pipeline.formats import schema as schema_format
 
 STEP_NAMES = (
@@ -50,6 +51,14 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
                           f"{config.validation.schema_path}")
     curated_schema = external_file(schema_format.CURATED_TYPE, config.validation.schema_path,
                                    "validation.schema_path")
+    reference = None
+    if config.validation.reference_check:
+        if not os.path.isfile(config.validation.reference_path):
+            raise ConfigError("config key validation.reference_path: no reference statistics at "
+                              f"{config.validation.reference_path} (or set validation.reference_check = false)")
+        # By content digest, like the curated schema: editing the file reruns the gate.
+        reference = external_file(reference_format.ARTIFACT_TYPE, config.validation.reference_path,
+                                  "validation.reference_path")
     steps = (
         declare(example_gen, {"raw_data": example_gen.raw_data_input(
             config.data.data_root, config.data.span, config.data.window_spans)}, config.data),
@@ -63,6 +72,8 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
             "schema": _produced("schema_gen.schema"),
             "previous_statistics": InputSpec(
                 resolver=resolvers.statistics_of_previous_span("statistics"), optional=True),
+            "reference_statistics": InputSpec(
+                resolver=resolvers.reference_for_first_span("statistics", reference), optional=True),
         }, config.validation),
         declare(trainer, {
             "examples": _produced("example_gen.examples"),
@@ -74,13 +85,14 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
         declare(evaluator, {
             "examples": _produced("example_gen.examples"),
             "model": _produced("trainer.model"),
-            "baseline_model": InputSpec(resolver=resolvers.serving_model_unless("model"), optional=True),
+            "baseline_model": InputSpec(resolver=resolvers.serving_model_unless("model", config.serving_dir),
+                                        optional=True),
         }, config.evaluator),
         declare(pusher, {
             "model": _produced("trainer.model"),
             "blessing": _produced("evaluator.blessing"),
             "examples": _produced("example_gen.examples"),
-            "baseline_model": InputSpec(resolver=resolvers.latest_pushed_model, optional=True),
+            "baseline_model": InputSpec(resolver=resolvers.serving_model(config.serving_dir), optional=True),
         }, dataclasses.replace(config.pusher, serving_dir=config.serving_dir)),
     )
     return Pipeline(

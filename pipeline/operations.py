@@ -1,4 +1,5 @@
-"""Day-to-day operations outside a pipeline run: rollback, run history, serving status.
+"""Day-to-day operations outside a pipeline run: rollback, run history, serving status,
+restoring the metadata store from its backup.
 
 Each reads or writes the same metadata store the runner uses; rollback takes the pipeline
 root's lock, so it never races a scheduled run. The serving folder's layout, lock and staged
@@ -12,26 +13,34 @@ from __future__ import annotations
 import functools
 import glob
 import json
+import logging
 import os
 from datetime import datetime, timezone
 from typing import Optional
 
 from pipeline.config import PipelineConfig
+from pipeline.core.artifacts import SUMMARY_FILE, runs_dir
 from pipeline.core.digest import directory_digest
 from pipeline.core.errors import ConfigError, ModelIntegrityError, PushError
 from pipeline.core.lock import exclusive_lock, pipeline_lock_path
-from pipeline.core.metadata import open_store
-from pipeline.formats import blessing as blessing_format, examples as examples_format
+from pipeline.core.metadata import open_store, store_path
+from pipeline.core.store_backup import keep_backup, restore_store
+from pipeline.resolvers import training_spans
+from pipeline.formats import blessing as blessing_format
 from pipeline.formats import model as model_format, pushed_model as pushed_format
+
+logger = logging.getLogger(__name__)
 
 # The headline metrics `status` shows of the serving model's evaluation.
 STATUS_METRICS = ("example_count", "accuracy", "log_loss")
+# A restore is done by hand: it should say at once that a run is active, not wait for it.
+RESTORE_LOCK_TIMEOUT_S = 3.0
 
 
 def republish(serving_dir: str, to_version: Optional[int] = None,
               verify_fn: Optional[pushed_format.VerifyFn] = None,
               lock_timeout_s: float = pushed_format.LOCK_TIMEOUT_S,
-              expected_digest: Optional[str] = None) -> int:
+              expected_digest: Optional[str] = None, record: Optional[dict] = None) -> int:
     """Re-publishes serving version `to_version` (default: the one before the newest) as a new
     newest version of `serving_dir`; TF Serving serves the highest, so this rolls back.
 
@@ -43,6 +52,8 @@ def republish(serving_dir: str, to_version: Optional[int] = None,
     expected_digest: the digest recorded for the model of that version when it was exported;
         the version's files must match it before anything is copied or loaded (None skips this,
         for callers that verified the source themselves).
+    record: `pushed_model.version_record` of this rollback, written beside the new version before
+        it appears (None writes none).
     Returns the new version. Raises ConfigError for a bad choice of version (or the newest),
     ModelIntegrityError when the version's files do not match `expected_digest`, PushError when
     the copy cannot be made or verified (nothing is published then).
@@ -67,7 +78,7 @@ def republish(serving_dir: str, to_version: Optional[int] = None,
             verify_fn = functools.partial(model_format.check_serving, records=[])
         try:
             return pushed_format.stage_and_commit(source, serving_dir, versions[-1] + 1, source_digest,
-                                                  verify_fn)
+                                                  verify_fn, record)
         except PushError as e:
             raise PushError(f"rollback to version {source_version}: {e}") from e
 
@@ -76,6 +87,9 @@ def rollback(config: PipelineConfig, to_version: Optional[int] = None) -> tuple:
     """Re-publishes serving version `to_version` (default: the one before the newest) as a new
     newest version (see `republish`), and records it in ML Metadata as a push of the same model.
 
+    First the newest version is reconciled with the store (`recover_interrupted_publish`). When
+    it was an interrupted rollback to `to_version` (or to any version, when none is named: a
+    rerun of a killed `rollback`), it is recorded and nothing is published again.
     Returns (new_version, source_version). Raises ConfigError when there is nothing to roll
     back to, ModelIntegrityError when that version has no push record here or its files no
     longer match the digest recorded for its model, PushError when publishing fails (nothing
@@ -83,24 +97,102 @@ def rollback(config: PipelineConfig, to_version: Optional[int] = None) -> tuple:
     """
     serving_dir = config.serving_dir
     with exclusive_lock(pipeline_lock_path(config.pipeline_root), config.lock_timeout_s):
+        store = open_store(config.pipeline_root)
+        recovered = recover_interrupted_publish(store, config)
+        rolled_back_from = (recovered or {}).get(pushed_format.ROLLED_BACK_FROM)
+        if rolled_back_from is not None and to_version in (None, rolled_back_from):
+            logger.warning("already serving (version %d, recovered from an interrupted rollback to version %d); "
+                           "not publishing again", recovered[pushed_format.VERSION], rolled_back_from)
+            return recovered[pushed_format.VERSION], rolled_back_from
         source_version = pushed_format.rollback_version(pushed_format.list_versions(serving_dir),
                                                         to_version, serving_dir)
-        store = open_store(config.pipeline_root)
         source = pushed_format.find_push(store, serving_dir, source_version)
-        new_version = republish(serving_dir, source_version,
-                                expected_digest=_recorded_digest(store, source, source_version, serving_dir))
+        expected_digest = _recorded_digest(store, source, source_version, serving_dir)
+        model_id = pushed_format.pushed_model_id(source.properties)
         run_id = "rollback-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        contexts = store.run_contexts(run_id, {"pipeline_root": config.pipeline_root})
-        execution_id = store.start_execution("rollback", run_id, "", contexts, {"pushed_model": source.id})
-        properties = {pushed_format.PUSHED: 1, pushed_format.VERSION: new_version,
-                      pushed_format.ROLLED_BACK_FROM: source_version, pushed_format.SERVING_DIR: serving_dir,
-                      pushed_format.MODEL_ID: pushed_format.pushed_model_id(source.properties)}
-        store.complete_execution(
-            execution_id,
-            {"pushed_model": (pushed_format.ARTIFACT_TYPE, os.path.join(serving_dir, str(new_version)),
-                              properties)},
-            {"properties": properties}, contexts)
+        record = pushed_format.version_record(config.pipeline_root, run_id, model_id, store.artifact(model_id).uri,
+                                              expected_digest, rolled_back_from=source_version)
+        new_version = republish(serving_dir, source_version, expected_digest=expected_digest, record=record)
+        _record_publish(store, config, "rollback", run_id, {"pushed_model": source.id}, {
+            pushed_format.PUSHED: 1, pushed_format.VERSION: new_version,
+            pushed_format.ROLLED_BACK_FROM: source_version, pushed_format.SERVING_DIR: serving_dir,
+            pushed_format.MODEL_ID: model_id})
     return new_version, source_version
+
+
+def recover_interrupted_publish(store, config: PipelineConfig) -> Optional[dict]:
+    """Records the newest serving version in the store when a push or rollback of this pipeline
+    root published it and was killed before recording it; returns its version record (None
+    when there was nothing to recover).
+
+    Believed only when the version's files have the digest the store records for the model its
+    record names: a partial or altered version is left unrecorded (and so never loaded as
+    trusted by `predict` or `rollback`). Only the newest version is recovered: its record becomes
+    the store's newest push, which must be what serves. The caller holds the pipeline root's lock.
+    """
+    serving_dir = config.serving_dir
+    versions = pushed_format.list_versions(serving_dir)
+    if not versions or pushed_format.find_push(store, serving_dir, versions[-1]) is not None:
+        return None
+    newest = versions[-1]
+    record = pushed_format.read_version_record(serving_dir, newest, config.pipeline_root)
+    if record is None:
+        return None
+    model_id = record.get(pushed_format.MODEL_ID)
+    model = _recorded_model(store, model_id)
+    if model is None or not pushed_format.version_holds(serving_dir, newest, record, model_id, model.uri,
+                                                        model.properties[model_format.DIGEST]):
+        logger.warning("serving version %d in %s is recorded as model %r, which this pipeline's store does not "
+                       "know or whose digest its files do not have; not adopted", newest, serving_dir, model_id)
+        return None
+    properties = {pushed_format.PUSHED: 1, pushed_format.VERSION: newest, pushed_format.MODEL_ID: model_id,
+                  pushed_format.SERVING_DIR: serving_dir}
+    rolled_back_from = record.get(pushed_format.ROLLED_BACK_FROM)
+    if isinstance(rolled_back_from, int) and not isinstance(rolled_back_from, bool):
+        properties[pushed_format.ROLLED_BACK_FROM] = rolled_back_from
+    run_id = "recovery-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    _record_publish(store, config, "serving_recovery", run_id, {"model": model_id}, properties)
+    logger.warning("recorded serving version %d in %s (model %d): its %s was interrupted before it was "
+                   "recorded", newest, serving_dir, model_id, "rollback" if rolled_back_from is not None else "push")
+    return record
+
+
+def _recorded_model(store, model_id):
+    """The store's Model artifact `model_id` when it has an export digest; None otherwise."""
+    if isinstance(model_id, bool) or not isinstance(model_id, int) or model_id <= 0:
+        return None
+    try:
+        model = store.artifact(model_id)
+    except ValueError:  # no artifact with that id
+        return None
+    digest = model.properties.get(model_format.DIGEST)
+    return model if model.type_name == model_format.ARTIFACT_TYPE and isinstance(digest, str) and digest else None
+
+
+def _record_publish(store, config: PipelineConfig, step: str, run_id: str, inputs: dict, properties: dict) -> None:
+    """Records one COMPLETE execution `step` whose output is the PushedModel `properties` describe,
+    then backs the store up (`keep_backup`). The caller holds the pipeline root's lock."""
+    contexts = store.run_contexts(run_id, {"pipeline_root": config.pipeline_root})
+    execution_id = store.start_execution(step, run_id, "", contexts, inputs)
+    uri = os.path.join(config.serving_dir, str(properties[pushed_format.VERSION]))
+    store.complete_execution(execution_id, {"pushed_model": (pushed_format.ARTIFACT_TYPE, uri, properties)},
+                             {"properties": properties}, contexts)
+    # A restore from an older backup would bring back the previous baseline.
+    keep_backup(store_path(config.pipeline_root))
+
+
+def restore_metadata(config: PipelineConfig, force: bool = False) -> tuple:
+    """Puts the backup of the pipeline root's metadata store in place (`restore_store`), under
+    the pipeline root's lock.
+
+    Returns (the store file, the path the replaced file is kept at, or None when there was
+    none). Raises LockTimeoutError when a run holds the lock for RESTORE_LOCK_TIMEOUT_S seconds,
+    StoreRestoreError (nothing changed) as `restore_store`.
+    """
+    store = store_path(config.pipeline_root)
+    with exclusive_lock(pipeline_lock_path(config.pipeline_root), RESTORE_LOCK_TIMEOUT_S):
+        kept = restore_store(store, force)
+    return store, kept
 
 
 def _recorded_digest(store, source, version: int, serving_dir: str) -> str:
@@ -120,7 +212,7 @@ def _recorded_digest(store, source, version: int, serving_dir: str) -> str:
 def list_runs(config: PipelineConfig) -> list:
     """One dict per past run (oldest first) from the runs' summary files."""
     runs = []
-    for path in sorted(glob.glob(os.path.join(config.pipeline_root, "runs", "*", "summary.json"))):
+    for path in sorted(glob.glob(os.path.join(runs_dir(config.pipeline_root), "*", SUMMARY_FILE))):
         with open(path) as f:
             summary = json.load(f)
         states = [s["state"] for s in summary.get("steps", {}).values()]
@@ -143,7 +235,7 @@ def serving_status(config: PipelineConfig) -> dict:
     """The model serving now and its lineage: version, run, spans, its blessing and metrics."""
     store = open_store(config.pipeline_root)
     status = {"serving_dir": config.serving_dir, "versions": pushed_format.list_versions(config.serving_dir)}
-    latest = pushed_format.latest_push(store)
+    latest = pushed_format.latest_push(store, config.serving_dir)
     if latest is None:
         status["serving"] = None
         return status
@@ -154,9 +246,9 @@ def serving_status(config: PipelineConfig) -> dict:
     if trainer_execution:
         [execution] = store.store.get_executions_by_id([trainer_execution])
         lineage["trained_in_run"] = execution.custom_properties["run_id"].string_value
-        examples_id = store.inputs_of(trainer_execution).get("examples")
-        if examples_id:
-            lineage["spans"] = store.artifact(examples_id).properties.get(examples_format.SPANS)
+        spans = training_spans(store, model.id)
+        if spans:
+            lineage["spans"] = spans
         lineage.update(_evaluation_of(store, model.id))
     status["serving"] = lineage
     return status

@@ -14,25 +14,32 @@ from pipeline.core.metadata import MetadataStore, to_step_artifact
 from pipeline.core.step import Artifact, Resolver
 from pipeline.formats import examples as examples_format
 from pipeline.formats import pushed_model as pushed_format
+from pipeline.formats import statistics as stats_format
 
 
-def latest_pushed_model(store: MetadataStore, _resolved=None) -> Optional[Artifact]:
-    """The Model artifact behind the newest successful push or rollback; None before any."""
-    pushed = pushed_format.latest_push(store)
+def latest_pushed_model(store: MetadataStore, serving_dir: str) -> Optional[Artifact]:
+    """The Model artifact behind the newest successful push or rollback into `serving_dir`;
+    None before any."""
+    pushed = pushed_format.latest_push(store, serving_dir)
     if pushed is None:
         return None
     return to_step_artifact(store.artifact(pushed_format.pushed_model_id(pushed.properties)))
 
 
-def serving_model_unless(candidate_key: str) -> Resolver:
-    """The model serving now, unless it *is* the step's input `candidate_key`.
+def serving_model(serving_dir: str) -> Resolver:
+    """The model serving now in `serving_dir` (see `latest_pushed_model`)."""
+    return lambda store, _resolved: latest_pushed_model(store, serving_dir)
+
+
+def serving_model_unless(candidate_key: str, serving_dir: str) -> Resolver:
+    """The model serving now in `serving_dir`, unless it *is* the step's input `candidate_key`.
 
     A rerun on unchanged data reuses the cached model: comparing a model with itself decides
     nothing, and leaving it out keeps the evaluator's inputs, and so its cache hit, identical to
     the first run.
     """
     def resolve(store: MetadataStore, resolved) -> Optional[Artifact]:
-        serving = latest_pushed_model(store)
+        serving = latest_pushed_model(store, serving_dir)
         candidate = resolved.get(candidate_key)
         if serving is None or (candidate is not None and candidate.id == serving.id):
             return None
@@ -41,7 +48,8 @@ def serving_model_unless(candidate_key: str) -> Resolver:
     return resolve
 
 
-def _training_spans(store: MetadataStore, model_id: int) -> list:
+def training_spans(store: MetadataStore, model_id: int) -> list:
+    """The spans of the Examples a Model artifact was trained on ([] when unknown)."""
     trainer_execution = store.producer_of(model_id)
     if trainer_execution is None:
         return []
@@ -72,7 +80,7 @@ def pushed_model_of_earlier_spans(examples_key: str, enabled: bool) -> Resolver:
             model_id = pushed_format.pushed_model_id(pushed.properties)
             if not model_id:
                 continue
-            spans = _training_spans(store, model_id)
+            spans = training_spans(store, model_id)
             if spans and max(spans) < max(current):
                 return to_step_artifact(store.artifact(model_id))
         return None
@@ -81,24 +89,36 @@ def pushed_model_of_earlier_spans(examples_key: str, enabled: bool) -> Resolver:
 
 
 def statistics_of_previous_span(statistics_key: str) -> Resolver:
-    """Statistics of the newest span before the spans behind the step's `statistics_key` input,
-    for drift checks; None when there is none.
+    """Statistics of the newest span before the spans of the step's `statistics_key` input, for
+    drift checks; None when there is none (or the input records no spans).
     """
     def resolve(store: MetadataStore, resolved) -> Optional[Artifact]:
         current_stats = resolved[statistics_key]
-        producer = store.producer_of(current_stats.id) if current_stats.id else None
-        current_spans = _spans_of_examples_input(store, producer) if producer else []
+        current_spans = list(current_stats.properties.get(stats_format.SPANS) or [])
         if not current_spans:
             return None
-        current = max(current_spans)
         best = None
         for stats in store.artifacts_of_type(current_stats.type_name):
-            stats_producer = store.producer_of(stats.id)
-            if stats_producer is None:
-                continue
-            spans = _spans_of_examples_input(store, stats_producer)
-            if spans and max(spans) < current and (best is None or max(spans) > best[0]):
+            spans = stats.properties.get(stats_format.SPANS) or []
+            if spans and max(spans) < max(current_spans) and (best is None or max(spans) > best[0]):
                 best = (max(spans), stats)
         return to_step_artifact(best[1]) if best else None
+
+    return resolve
+
+
+def reference_for_first_span(statistics_key: str, reference: Optional[Resolver]) -> Resolver:
+    """The `reference` resolver's artifact when the step's `statistics_key` input has no
+    previous span (a pipeline root's first span), else None; always None when `reference` is.
+
+    Exactly one drift baseline reaches the gate: the previous span when there is one. Resolving
+    the reference only for a first span keeps later spans' cache keys free of it.
+    """
+    previous_span = statistics_of_previous_span(statistics_key)
+
+    def resolve(store: MetadataStore, resolved) -> Optional[Artifact]:
+        if reference is None or previous_span(store, resolved) is not None:
+            return None
+        return reference(store, resolved)
 
     return resolve

@@ -199,7 +199,7 @@ def test_slice_regression_beyond_limit_fails():
     assert failed(d) == {("slice_max_regression", "label=3")}
     check = next(c for c in d.checks if c.name == "slice_max_regression" and c.slice == "label=3")
     assert check.value == pytest.approx(0.05) and check.threshold == 0.02
-    assert "(Holm-adjusted)" in check.reason and "McNemar p = " in check.reason
+    assert "(Holm step-down, p = " in check.reason and "McNemar p = " in check.reason
     compared = next(c for c in d.comparisons if c["slice"] == "label=3")
     assert compared["alpha"] < 0.05  # the smallest p gets alpha / 10 under Holm
 
@@ -328,3 +328,17 @@ def test_the_gate_defaults_for_a_bare_mapping_are_the_configs_defaults():
     from components.evaluator.blessing import POLICY_DEFAULTS
 
     assert POLICY_DEFAULTS == {name: getattr(EvaluatorConfig(), name) for name in POLICY_DEFAULTS}
+
+
+@pytest.mark.parametrize("setting, fragment", [
+    ({"promotion_policy": "Superiority"}, "policy must be one of"),
+    ({"min_gain": -0.5}, "min_gain must be"),
+    ({"alpha": 0.9}, "alpha must be in"),
+    ({"non_inferiority_margin": float("nan")}, "non_inferiority_margin must be"),
+])
+def test_settings_the_gate_cannot_apply_promote_nothing(setting, fragment):
+    """Config validation stops these first; the gate itself still fails closed on them."""
+    limits = {**thresholds(accuracy_floor=0.9, min_gain=0.0), **setting}
+    d = decide(metrics(overall=0.99), metrics(overall=0.97), limits, paired=paired(0.99, 0.97))
+    assert not d.blessed and failed(d) == {("promotion_settings", "overall")}
+    assert fragment in d.reasons[0]

@@ -17,6 +17,8 @@ from pipeline.cli import main
 
 DATA_STEPS = ["example_gen", "statistics_gen", "schema_gen", "example_validator"]
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FASHION = os.path.join(PROJECT, "tests", "data", "fashion_mnist")  # 1,000 + 200 images, see its README
+SHIPPED = "the shipped MNIST reference"
 
 
 def run_cli(*args) -> tuple:
@@ -61,6 +63,9 @@ def test_data_half_runs_then_is_fully_cached(tmp_path, small_mnist):
     for split in ("train", "eval", "test"):
         anomalies = load_anomalies_binary(os.path.join(anomalies_uri, f"Split-{split}", "SchemaDiff.pb"))
         assert not anomalies.anomaly_info, f"unexpected anomalies in {split}"
+    # A first span: its drift was measured against the shipped reference, and passed.
+    validator = summary["steps"]["example_validator"]["properties"]
+    assert validator["drift_checked"] is True and validator["drift_baseline"] == SHIPPED
 
     code, again = data_half(tmp_path, small_mnist)
     assert code == 0
@@ -96,11 +101,15 @@ def test_drifted_new_span_is_stopped_by_the_gate(tmp_path):
     write_idx(os.path.join(span2, TEST_IMAGES), 255 - read_real(TEST_IMAGES, 300, 1200))
     code, first = data_half(tmp_path, str(data), "--span", "1")
     assert code == 0, first["message"]
+    assert first["steps"]["example_validator"]["properties"]["drift_baseline"] == SHIPPED
     code, second = data_half(tmp_path, str(data))
     assert second["data"]["spans"] == [2]
     assert code == 3
     assert "train/image" in second["message"]
     assert "jensen-shannon divergence" in second["message"].lower()
+    # From the second span on, drift is against the previous span, never the reference.
+    assert "to previous span 1: " in second["message"]
+    assert second["steps"]["example_validator"]["properties"]["drift_baseline"] == "previous span 1"
     report = os.path.join(second["steps"]["example_validator"]["outputs"]["anomalies"], "report.txt")
     assert "image" in open(report).read()
 
@@ -170,3 +179,57 @@ def test_editing_the_curated_schema_in_place_reruns_the_gate(tmp_path, small_mni
     assert "label" in second["message"]
     assert second["steps"]["schema_gen"]["properties"]["schema_sha256"] != \
         first["steps"]["schema_gen"]["properties"]["schema_sha256"]
+
+
+def test_fashion_mnist_as_the_first_span_is_stopped_by_the_reference(tmp_path):
+    """Valid IDX files of clothing photos as a fresh root's first span: no previous span, but the
+    pixel histogram is far from the shipped MNIST reference, so the gate stops the run (exit 3)
+    before training. With validation.reference_check = false the same data passes."""
+    code, summary = data_half(tmp_path, FASHION)
+    assert code == 3, summary["message"]
+    assert summary["data"]["spans"] == [0]
+    assert summary["message"].startswith(
+        f"data validation failed: train/image: High Jensen-Shannon divergence to {SHIPPED}: ")
+    assert summary["message"].endswith(" > 0.02 (COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH)")
+    assert [summary["steps"][s]["state"] for s in DATA_STEPS] == ["ran"] * 4
+    assert summary["steps"]["trainer"]["state"] == "skipped"
+    validator = summary["steps"]["example_validator"]["properties"]
+    assert validator["drift_baseline"] == SHIPPED and validator["drift_baseline_kind"] == "reference"
+    assert validator["drift"]["image_jensen_shannon_divergence"] > 0.1  # measured: 0.143
+    anomalies_uri = summary["steps"]["example_validator"]["outputs"]["anomalies"]
+    report = open(os.path.join(anomalies_uri, "report.txt")).read()
+    assert f"drift (train split against {SHIPPED}): " in report
+    assert "image  jensen_shannon_divergence = " in report and "EXCEEDED" in report
+
+    config = tmp_path / "off.toml"
+    config.write_text("[validation]\nreference_check = false\n")
+    code, off = data_half(tmp_path, FASHION, "--config", str(config))
+    assert code == 0, off["message"]
+    assert off["steps"]["example_validator"]["state"] == "ran"
+    assert off["steps"]["example_validator"]["properties"]["drift_checked"] is False
+    assert off["steps"]["example_gen"]["state"] == off["steps"]["statistics_gen"]["state"] == "cached"
+
+
+def test_editing_the_reference_in_place_reruns_the_gate(tmp_path, mode_mnist):
+    """The reference is an input by content, like the curated schema: an edit in place is seen."""
+    from pipeline.config import DEFAULT_REFERENCE_PATH
+
+    reference = tmp_path / "my_reference.json"
+    reference.write_bytes(DEFAULT_REFERENCE_PATH.read_bytes())
+    config = tmp_path / "config.toml"
+    config.write_text(f'[validation]\nreference_path = "{reference}"\n')
+    code, first = data_half(tmp_path, mode_mnist, "--config", str(config))
+    assert code == 0, first["message"]
+    assert first["steps"]["example_validator"]["properties"]["drift_baseline"] == SHIPPED
+
+    doc = json.loads(reference.read_text())
+    doc["name"] = "my edited reference"
+    doc["histograms"]["label"]["counts"] = [6000] * 10  # still within the limit of real digits
+    reference.write_text(json.dumps(doc))
+    code, second = data_half(tmp_path, mode_mnist, "--config", str(config))
+    assert code == 0, second["message"]
+    assert [second["steps"][s]["state"] for s in DATA_STEPS] == ["cached", "cached", "cached", "ran"]
+    validator = second["steps"]["example_validator"]["properties"]
+    assert validator["drift_baseline"] == "my edited reference"
+    assert validator["drift"]["label_l_infinity"] != first["steps"]["example_validator"]["properties"][
+        "drift"]["label_l_infinity"]

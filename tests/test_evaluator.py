@@ -15,6 +15,7 @@ from components.evaluator import analysis, executor
 from pipeline.config import EvaluatorConfig
 from pipeline.core.errors import InputDataError, ModelIntegrityError
 from pipeline.core.step import Artifact, StepContext
+from pipeline.formats import examples as examples_format
 from pipeline.formats import evaluation
 
 N_TEST = 300
@@ -191,7 +192,7 @@ def model_scores(model_uri, examples_uri):
     at `model_uri` on every test example, computed here independently of the evaluator."""
     import tensorflow as tf
 
-    records = model_fixtures.read_records(glob.glob(analysis.split_pattern(examples_uri)))
+    records = model_fixtures.read_records(glob.glob(examples_format.split_pattern(examples_uri, "test")))
     parsed = [tf.train.Example.FromString(r).features.feature for r in records]
     pixels = np.array([list(f["image"].int64_list.value) for f in parsed], dtype=np.int64)
     labels = np.array([f["label"].int64_list.value[0] for f in parsed], dtype=np.int64)
@@ -233,7 +234,7 @@ def test_paired_outcomes_of_one_pass_agree_with_tfma(tmp_path, assets, candidate
         baseline_uri = str(tmp_path / "baseline_model")
         model_fixtures.copy_model(candidate_uri, baseline_uri)
     out = str(tmp_path / "evaluation")
-    run = analysis.run_analysis(analysis.split_pattern(assets["examples"]),
+    run = analysis.run_analysis(examples_format.split_pattern(assets["examples"], "test"),
                                 os.path.join(candidate_uri, model_fixtures.SERVING_SUBDIR),
                                 os.path.join(baseline_uri, model_fixtures.SERVING_SUBDIR),
                                 out, None, PipelineOptions([]))
@@ -416,7 +417,7 @@ def test_subsample_is_deterministic_and_content_defined(tmp_path, assets):
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
 
-    pattern = analysis.split_pattern(assets["examples"])
+    pattern = examples_format.split_pattern(assets["examples"], "test")
     records = model_fixtures.read_records(glob.glob(pattern))
     expected = sorted(records, key=lambda r: hashlib.sha256(r).digest())[:25]
     with beam.Pipeline() as p:

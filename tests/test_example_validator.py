@@ -15,10 +15,12 @@ from components.example_validator.drift import (DriftMeasurement, exceeds, js_di
 from components.example_validator.executor import run
 from components.schema_gen.executor import run as schema_gen_run
 from pipeline.config import ValidationConfig
-from pipeline.core.errors import InputDataError
+from pipeline.core.errors import InputDataError, PipelineError
 from pipeline.core.step import Artifact
-from tiny_examples import (SplitData, compute_statistics, curated_schema_artifact, real_split, step_context,
-                           write_examples_artifact)
+from tiny_examples import (SplitData, compute_statistics, curated_schema_artifact, real_split, reference_artifact,
+                           step_context, write_examples_artifact)
+
+SHIPPED = "the shipped MNIST reference"
 
 # ---------------------------------------------------------------- drift math (pure)
 
@@ -144,10 +146,14 @@ def _stats_artifact(corpus, dest, **splits) -> Artifact:
     return Artifact(str(dest), "ExampleStatistics", {"spans": [1]})
 
 
-def _validate(tmp_path, corpus, current: dict, previous: dict = None, **params):
+def _validate(tmp_path, corpus, current: dict, previous: dict = None, reference: bool = True, **params):
+    """Runs the validator on corpus splits. As the pipeline wires it, a first span (no
+    `previous`) gets the shipped reference, unless `reference` is False."""
     inputs = {"statistics": _stats_artifact(corpus, tmp_path / "current", **current), "schema": corpus["schema"]}
     if previous is not None:
         inputs["previous_statistics"] = _stats_artifact(corpus, tmp_path / "previous", **previous)
+    elif reference:
+        inputs["reference_statistics"] = reference_artifact()
     out = tmp_path / "anomalies"
     ctx = step_context("example_validator", inputs, {"anomalies": str(out)}, params=ValidationConfig(**params))
     return run(ctx), out
@@ -167,20 +173,96 @@ def _reasons(anomalies, feature):
 
 
 def test_clean_data_passes(tmp_path, corpus):
+    """A first span of real digits passes, its drift measured against the shipped reference."""
     outcome, out = _validate(tmp_path, corpus, {"train": "clean", "eval": "previous"})
     assert outcome.stop_run is None
     props = outcome.execution_properties
     assert props["passed"] is True
     assert props["anomaly_counts"] == {"train": 0, "eval": 0}
     assert props["split_counts"] == {"train": 300, "eval": 300}
-    assert props["drift_checked"] is False
+    assert props["drift_checked"] is True
+    assert props["drift_baseline"] == SHIPPED and props["drift_baseline_kind"] == "reference"
+    defaults = ValidationConfig()
+    assert props["drift_thresholds"] == {"label_l_infinity": defaults.reference_label_drift_linf,
+                                         "image_jensen_shannon_divergence": defaults.reference_pixel_drift_jsd}
+    assert 0 < props["drift"]["label_l_infinity"] <= defaults.reference_label_drift_linf
+    assert 0 < props["drift"]["image_jensen_shannon_divergence"] <= defaults.reference_pixel_drift_jsd
     for split in ("train", "eval"):
         anomalies = _load_anomalies(out, split)
         assert not anomalies.anomaly_info and not anomalies.HasField("dataset_anomaly_info")
         assert not anomalies.data_missing
+    assert sorted(list(d.path.step) for d in _load_anomalies(out, "train").drift_skew_info) == [["image"], ["label"]]
+    drift = json.loads((out / "drift.json").read_text())
+    assert drift["checked"] is True and drift["baseline"] == SHIPPED and drift["baseline_kind"] == "reference"
+    report = (out / "report.txt").read_text()
+    assert "result:      PASSED" in report
+    assert f"drift (train split against {SHIPPED}): reference statistics {reference_artifact().uri} (sha256 " in report
+    assert "as the first span has no previous span" in report
+    assert "reference_check = false" not in report  # the hint is only for a span that drifted
+
+
+def test_first_span_with_the_reference_check_off_is_not_checked(tmp_path, corpus):
+    outcome, out = _validate(tmp_path, corpus, {"train": "clean", "eval": "previous"}, reference=False,
+                             reference_check=False)
+    assert outcome.stop_run is None
+    props = outcome.execution_properties
+    assert props["passed"] is True
+    assert props["drift_checked"] is False and props["drift_baseline"] is None and props["drift"] == {}
+    assert not _load_anomalies(out, "train").drift_skew_info
     assert json.loads((out / "drift.json").read_text())["checked"] is False
     report = (out / "report.txt").read_text()
-    assert "result:      PASSED" in report and "first span" in report
+    assert "result:      PASSED" in report
+    assert "drift (train split): not checked: first span (no previous span) and " \
+           "validation.reference_check = false" in report
+
+
+def test_reference_check_on_without_any_baseline_fails_closed(tmp_path, corpus):
+    """The factory always wires a baseline while the check is on; its absence is an error, never
+    a silent skip."""
+    with pytest.raises(PipelineError, match="reference_check is on, but the step got neither"):
+        _validate(tmp_path, corpus, {"train": "clean"}, reference=False)
+
+
+def test_non_digits_drift_from_the_reference_and_the_message_names_it(tmp_path, corpus):
+    outcome, out = _validate(tmp_path, corpus, {"train": "inverted"})
+    assert outcome.stop_exit_code == 3
+    assert outcome.stop_run.startswith(f"data validation failed: train/image: High Jensen-Shannon divergence "
+                                       f"to {SHIPPED}: ")
+    assert outcome.stop_run.endswith(f" > {ValidationConfig().reference_pixel_drift_jsd:g} "
+                                     "(COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH)")
+    drift = outcome.execution_properties["drift"]
+    assert drift["image_jensen_shannon_divergence"] > 0.5
+    assert drift["label_l_infinity"] <= ValidationConfig().reference_label_drift_linf  # real labels
+    anomalies = _load_anomalies(out, "train")
+    assert set(anomalies.anomaly_info) == {"image"}
+    assert f"and that of {SHIPPED} is " in anomalies.anomaly_info["image"].description
+    report = (out / "report.txt").read_text()
+    assert f"drift (train split against {SHIPPED}): " in report and "image  jensen_shannon_divergence" in report
+    assert "set validation.reference_check = false or point validation.reference_path" in report
+
+
+def test_reference_limits_are_their_own(tmp_path, corpus):
+    """Against the reference, the reference_* limits apply, not those between spans."""
+    measured, _ = _validate(tmp_path / "measured", corpus, {"train": "clean"})
+    label = measured.execution_properties["drift"]["label_l_infinity"]
+    loose_spans, _ = _validate(tmp_path / "spans", corpus, {"train": "clean"}, label_drift_linf=1.0,
+                               reference_label_drift_linf=label * 0.999)
+    assert loose_spans.stop_run.startswith(f"data validation failed: train/label: High L-infinity distance "
+                                           f"to {SHIPPED}: ")
+    tight_spans, _ = _validate(tmp_path / "tight", corpus, {"train": "clean"}, label_drift_linf=label * 0.5)
+    assert tight_spans.stop_run is None
+
+
+def test_a_reference_changed_after_the_run_resolved_it_is_refused(tmp_path, corpus):
+    copy = tmp_path / "reference.json"
+    copy.write_bytes(open(reference_artifact().uri, "rb").read())
+    artifact = reference_artifact(copy)
+    copy.write_bytes(copy.read_bytes().replace(b'"name": "the shipped', b'"name": "an edited'))
+    ctx = step_context("example_validator", {
+        "statistics": _stats_artifact(corpus, tmp_path / "cur", train="clean"), "schema": corpus["schema"],
+        "reference_statistics": artifact}, {"anomalies": str(tmp_path / "out")}, params=ValidationConfig())
+    with pytest.raises(InputDataError, match="reference.json: file changed while the run was using it"):
+        run(ctx)
 
 
 INJECTED = {
@@ -222,6 +304,9 @@ def test_label_drift_beyond_threshold_stops(tmp_path, corpus):
     outcome, out = _validate(tmp_path, corpus, {"train": "digits_0_4"}, previous={"train": "clean"})
     assert outcome.stop_run.startswith("data validation failed: train/label: ")
     assert "COMPARATOR_L_INFTY_HIGH" in outcome.stop_run
+    assert "High L-infinity distance to previous span 1: " in outcome.stop_run  # names the baseline
+    assert outcome.execution_properties["drift_baseline"] == "previous span 1"
+    assert outcome.execution_properties["drift_thresholds"]["label_l_infinity"] == ValidationConfig().label_drift_linf
     label_linf = outcome.execution_properties["drift"]["label_l_infinity"]
     assert label_linf > 0.05
     anomalies = _load_anomalies(out, "train")
@@ -230,6 +315,7 @@ def test_label_drift_beyond_threshold_stops(tmp_path, corpus):
     drift = {m["feature"]: m for m in json.loads((out / "drift.json").read_text())["measurements"]}
     assert drift["label"]["exceeded"] is True and drift["image"]["exceeded"] is False
     assert "label  l_infinity = " in (out / "report.txt").read_text()
+    assert "drift (train split against previous span 1): statistics " in (out / "report.txt").read_text()
 
 
 def test_pixel_drift_beyond_threshold_stops(tmp_path, corpus):

@@ -1,6 +1,7 @@
 """Paired statistics for the promotion gate: checked against scipy, published values and brute force."""
 
 import itertools
+import dataclasses
 import math
 
 import numpy as np
@@ -223,10 +224,13 @@ def test_compare_and_to_json():
     j = c.to_json()
     assert list(j) == ["slice", "n", "candidate_only", "baseline_only", "candidate_accuracy",
                        "baseline_accuracy", "candidate_ci", "baseline_ci", "difference",
-                       "difference_ci", "p_value", "alpha"]
+                       "difference_ci", "p_value", "alpha", "regression_p_value"]
     assert j["n"] == 10000 and j["difference"] == 0.0003 and j["alpha"] == 0.05
     assert isinstance(j["difference_ci"], list) and len(j["difference_ci"]) == 2
-    assert j["p_value"] == round(stats.binomtest(12, 21).pvalue, 6)
+    assert j["p_value"] == float(f"{stats.binomtest(12, 21).pvalue:.6g}")
+    assert j["regression_p_value"] is None  # computed for label slices only (compare_slices)
+    tiny = compare("overall", table(0, 60, 10000), 0.05).to_json()["p_value"]
+    assert 0 < tiny == float(f"{stats.binomtest(0, 60).pvalue:.6g}")  # a tiny p is not rounded to 0
     empty = compare("label=3", PairedTable(0, 0, 0, 0), 0.05).to_json()
     assert empty["difference"] is None and empty["difference_ci"] == [None, None]
     assert empty["p_value"] == 1.0
@@ -315,11 +319,12 @@ def test_empty_slice_fails_closed():
 def test_significantly_worse_slice_is_refused_by_name():
     tables = {f"label={k}": table(10, 11, 1000) for k in range(10)}
     tables["label=7"] = table(5, 80, 1000)
-    slices = compare_slices(tables, 0.05)
+    slices = compare_slices(tables, 0.05, limit=0.01)
     [reason] = gate(CLEARLY_BETTER, "superiority", slices, slice_max=0.01)
     assert reason.startswith("slice label=7 accuracy -0.0750 (99.5% CI")
     assert "McNemar p = " in reason and "slice_max_regression 0.0100" in reason
-    assert gate(CLEARLY_BETTER, "superiority", slices, slice_max=0.08) == []
+    lenient = compare_slices(tables, 0.05, limit=0.08)
+    assert gate(CLEARLY_BETTER, "superiority", lenient, slice_max=0.08) == []
 
 
 def test_ten_noisy_slices_do_not_refuse():
@@ -384,3 +389,29 @@ def test_tables_by_slice_counts_each_slice_and_keeps_required_empty_slices():
     assert tables["ink_density_bucket=4"] == PairedTable(0, 0, 0, 1)
     with pytest.raises(ValueError, match="feature label has 2 rows, the outcomes 5"):
         tables_by_slice(cand, base, {"label": [0, 1]})
+
+
+def test_slices_are_refused_by_holm_step_down_on_their_regression_p_values():
+    from components.evaluator.paired_stats import regression_p_value, verdicts
+
+    # Ranked by the test of "worse by more than the limit", not by McNemar's test of "no difference".
+    tables = {"label=0": PairedTable(900, 0, 15, 85), "label=1": PairedTable(160, 0, 15, 25)}
+    slices = compare_slices(tables, 0.05, limit=0.02)
+    assert slices[1].regression_p_value < slices[0].regression_p_value
+    assert slices[1].alpha == pytest.approx(0.025) and slices[0].alpha == pytest.approx(0.05)
+    overall = compare("overall", CLEARLY_BETTER, 0.05)
+    _, results = verdicts(overall, slices, "superiority", 0.05, 0.0, 0.005, 0.02)
+    assert [reason is not None for _, reason in results] == [False, True]
+    # The p-value inverts the interval: at level p the upper bound sits on -limit.
+    p = slices[1].regression_p_value
+    assert newcombe_difference_interval(tables["label=1"], p * 1.01)[1] < -0.02
+    assert newcombe_difference_interval(tables["label=1"], p * 0.99)[1] >= -0.02
+    assert regression_p_value(PairedTable(0, 0, 0, 0), 0.02) != regression_p_value(PairedTable(0, 0, 0, 0), 0.02)
+
+    # Step-down stops at the first slice it cannot refuse: the next one is kept even though its
+    # own p is below the level it would have had (0.0053 <= 0.05 / 9).
+    base = compare("label=0", table(10, 10, 1000), 0.05)
+    ranked = [dataclasses.replace(base, slice=f"label={k}", regression_p_value=p)
+              for k, p in enumerate([0.0052, 0.0053] + [0.9] * 8)]
+    _, results = verdicts(overall, ranked, "superiority", 0.05, 0.0, 0.005, 0.02)
+    assert all(reason is None for _, reason in results)

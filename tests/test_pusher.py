@@ -35,7 +35,9 @@ def blessing_artifact(path, model_digest, blessed=True, baseline_id=0, artifact_
     os.makedirs(path, exist_ok=True)
     blessing_format.write_blessing(path, blessing_format.BlessingRecord(
         blessed=blessed, reasons=[] if blessed else list(reasons), checks=[],
-        candidate_model={"digest": model_digest}, baseline_model={"id": baseline_id} if baseline_id else None))
+        candidate_model={"digest": model_digest}, baseline_model={"id": baseline_id} if baseline_id else None,
+        # The gate's evidence that a record blessed over a serving model must carry.
+        policy="superiority" if baseline_id else None, comparisons=[{"slice": "overall"}] if baseline_id else []))
     return Artifact(path, "ModelBlessing", {"blessed": int(blessed), "baseline_model_id": baseline_id},
                     artifact_id)
 
@@ -107,6 +109,25 @@ def test_blessed_marker_without_blessed_property_is_refused(tmp_path, assets):
     assert outcome.execution_properties["pushed"] == 0 and numbered(serving) == []
 
 
+def test_a_decision_blessed_over_a_baseline_without_its_evidence_is_refused(tmp_path, assets):
+    """A decision.json claiming a blessing over the serving model, but holding no policy or no
+    overall comparison (hand-edited, or from a gate that skipped its statistics), pushes nothing."""
+    serving = str(tmp_path / "serving")
+    _, digest = assets["good"]
+    blessing = blessing_artifact(str(tmp_path / "b"), digest, baseline_id=7)
+    path = os.path.join(blessing.uri, "decision.json")
+    for strip in ("comparisons", "policy"):
+        data = json.load(open(path))
+        data[strip] = [] if strip == "comparisons" else None
+        with open(path, "w") as f:
+            json.dump(data, f)
+        (tmp_path / strip).mkdir()
+        outcome = executor.run(make_ctx(tmp_path / strip, assets, serving, blessing=blessing))
+        assert outcome.execution_properties["pushed"] == 0, strip
+        assert "blessed over a baseline" in outcome.execution_properties["reason"]
+    assert numbered(serving) == []
+
+
 def test_blessing_of_another_model_is_refused(tmp_path, assets):
     serving = str(tmp_path / "serving")
     outcome = executor.run(make_ctx(tmp_path, assets, serving,
@@ -168,6 +189,71 @@ def test_model_digest_mismatch_is_refused(tmp_path, assets):
     assert numbered(serving) == [] and staging(serving) == []
 
 
+# --- a push killed after its version appeared ------------------------------------------------
+
+def version_records(serving_dir):
+    return [e for e in serving_entries(serving_dir) if e.startswith(".version-")]
+
+
+def killed_push(ctx, assets, model_id=20, pipeline_root=None):
+    """Publishes the good model with a version record, as a push that died before its record."""
+    uri, digest = assets["good"]
+    record = pushed_format.version_record(pipeline_root or ctx.pipeline_root, "killed", model_id, uri, digest)
+    return publish_lib.publish(os.path.join(uri, "Format-Serving"), ctx.params.serving_dir, digest, None,
+                               record=record)
+
+
+def test_a_push_that_died_after_its_rename_is_recorded_not_repeated(tmp_path, assets):
+    serving = str(tmp_path / "serving")
+    # The blessing now refuses, yet the version serves: the pusher records what serves.
+    ctx = make_ctx(tmp_path, assets, serving, blessing=blessing_artifact(
+        str(tmp_path / "refused"), assets["good"][1], blessed=False))
+    assert killed_push(ctx, assets) == 1
+    outcome = executor.run(ctx)
+    reason = "already serving (version 1, recovered from an interrupted push)"
+    assert outcome.stop_run is None
+    assert outcome.execution_properties == {"pushed": 1, "version": 1, "reason": reason}
+    assert outcome.output_properties["pushed_model"] == {"pushed": 1, "version": 1, "model_id": 20,
+                                                        "serving_dir": serving}
+    assert push_json(ctx)["reason"] == reason
+    assert numbered(serving) == ["1"] and version_records(serving) == [".version-1.json"]
+
+
+@pytest.mark.parametrize("other", ["model", "pipeline_root", "no_record"])
+def test_a_version_recorded_for_another_model_or_root_is_not_adopted(tmp_path, assets, other):
+    serving = str(tmp_path / "serving")
+    ctx = make_ctx(tmp_path, assets, serving)
+    killed_push(ctx, assets, model_id=21 if other == "model" else 20,
+                pipeline_root=str(tmp_path / "elsewhere") if other == "pipeline_root" else None)
+    if other == "no_record":
+        os.remove(pushed_format.version_record_path(serving, 1))
+    outcome = executor.run(ctx)
+    assert outcome.execution_properties["reason"] == f"published as version 2 in {serving}"
+    assert numbered(serving) == ["1", "2"]
+
+
+def test_every_version_has_its_record_and_a_record_without_its_version_is_removed(tmp_path, assets):
+    serving = str(tmp_path / "serving")
+    uri, digest = assets["good"]
+    ctx = make_ctx(tmp_path, assets, serving)
+    assert executor.run(ctx).execution_properties["version"] == 1
+    record = json.load(open(pushed_format.version_record_path(serving, 1)))
+    assert {k: record[k] for k in ("version", "model_id", "model_uri", "model_digest", "run_id")} == {
+        "version": 1, "model_id": 20, "model_uri": uri, "model_digest": digest, "run_id": "test"}
+    assert record["pipeline_root"] == os.path.realpath(ctx.pipeline_root)
+    # Beside the version, not in it: the version's files are still exactly the model.
+    assert directory_digest(os.path.join(serving, "1")) == digest
+    # Debris of a push killed between writing the record and the rename.
+    with open(pushed_format.version_record_path(serving, 2), "w") as f:
+        f.write('{"version": 2, "model_')
+    assert killed_push(ctx, assets) == 2
+    assert json.load(open(pushed_format.version_record_path(serving, 2)))["run_id"] == "killed"
+    with open(pushed_format.version_record_path(serving, 7), "w") as f:
+        f.write("{}")
+    assert publish_lib.publish(os.path.join(uri, "Format-Serving"), serving, digest, None) == 3
+    assert version_records(serving) == [".version-1.json", ".version-2.json"]
+
+
 # --- failures during the push -----------------------------------------------------------------
 
 def fail_on_second_copy(monkeypatch):
@@ -207,7 +293,22 @@ def test_verify_failure_leaves_nothing_and_stops_the_run(tmp_path, assets, monke
     outcome = executor.run(make_ctx(tmp_path, assets, serving))
     assert outcome.execution_properties["pushed"] == 0 and outcome.stop_exit_code == 1
     assert "failed to answer" in outcome.stop_run
-    assert numbered(serving) == [] and staging(serving) == []
+    assert numbered(serving) == [] and staging(serving) == [] and version_records(serving) == []
+
+
+def test_a_rename_failure_removes_the_version_record_too(tmp_path, assets, monkeypatch):
+    serving = str(tmp_path / "serving")
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if os.path.basename(src).startswith(".staging-"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), dst)
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    outcome = executor.run(make_ctx(tmp_path, assets, serving))
+    assert "failed at 'rename staging folder" in outcome.stop_run
+    assert serving_entries(serving) == [".push.lock"]
 
 
 def test_publish_refuses_a_copy_whose_digest_differs(tmp_path, assets):

@@ -4,7 +4,9 @@ already prove them:
 - paths: URI schemes in a config file, `..` and symlink escapes, unsafe step/output names (14);
 - the push: a failure or a SIGKILL at every file of a real SavedModel, after the copy and right
   after the rename, never leaves an incomplete numbered version (4, 5); concurrent publishers get
-  distinct consecutive versions (6); a model promoted mid-run is not overwritten (7);
+  distinct consecutive versions (6); a model promoted mid-run is not overwritten (7); a pipeline
+  run or a rollback SIGKILLed between the serving rename and its record is recovered by the next
+  one, not published twice, and a version whose files do not match is never adopted (8, 15);
 - the runner: a run SIGKILLed inside each step, or between renaming a step's output and
   recording it, resumes to a clean run's outputs (8); a code or library change invalidates the
   cache (9);
@@ -18,6 +20,7 @@ already prove them:
 """
 
 import ast
+import dataclasses
 import errno
 import json
 import logging
@@ -315,6 +318,155 @@ def test_concurrent_publishers_get_distinct_consecutive_versions(tmp_path, saved
 
 
 # =============================================================================================
+# 8, 15. A push or rollback killed between the serving rename and its record is recovered
+# =============================================================================================
+
+# The child runs the CLI and SIGKILLs itself right after a version folder of the serving folder
+# got its final name: the version is complete, its metadata record not yet written.
+KILLED_AFTER_SERVING_RENAME = textwrap.dedent("""
+    import os, signal, sys
+    from pipeline.cli import main
+
+    serving_dir, argv = os.path.realpath(sys.argv[1]), sys.argv[2:]
+    real_rename = os.rename
+
+    def rename(src, dst):
+        real_rename(src, dst)
+        if os.path.dirname(os.path.realpath(dst)) == serving_dir and os.path.basename(dst).isdigit():
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    os.rename = rename
+    main(argv)
+    print("survived")
+""")
+
+
+def run_killed_after_serving_rename(serving_dir: str, *argv: str) -> None:
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_SERVING_RENAME, serving_dir, *argv],
+                            env=child_env(), capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, (killed.stdout[-2000:], killed.stderr[-3000:])
+
+
+def test_a_run_killed_between_the_serving_rename_and_its_record_is_recovered_not_pushed_again(tmp_path):
+    """Whole pipeline: the push is SIGKILLed right after version 1 appears; the next run
+    publishes nothing, says so, and records version 1; the run after it sees the model serving."""
+    from pipeline.core.metadata import open_store
+    from pipeline.formats import pushed_model as pushed_format
+    from pipeline.predict import resolve_served_model
+
+    data = write_mnist_slice(str(tmp_path / "data"), 1000, 200)
+    root, serving = str(tmp_path / "root"), str(tmp_path / "root" / "serving")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(FAULT_CONFIG))
+
+    def args(n):
+        return ["--config", str(config), "--data-root", data, "--pipeline-root", root,
+                "--summary-json", str(tmp_path / f"summary{n}.json")]
+
+    run_killed_after_serving_rename(serving, *args(1))
+    assert numbered(serving) == ["1"]
+    assert pushed_format.latest_push(open_store(root), serving) is None  # the record never came
+    # Until it is recorded, the version is not trusted.
+    with pytest.raises(ModelIntegrityError, match="no push record"):
+        resolve_served_model(serving, root)
+
+    assert main(args(2)) == 0
+    summary = json.loads((tmp_path / "summary2.json").read_text())
+    assert summary["push"] == {"pushed": 1, "version": 1,
+                               "reason": "already serving (version 1, recovered from an interrupted push)"}
+    assert step_states(summary) == {**{s: "cached" for s in ("example_gen", "statistics_gen", "schema_gen",
+                                                             "example_validator", "trainer", "evaluator")},
+                                    "pusher": "ran"}
+    assert numbered(serving) == ["1"] and staging(serving) == []
+    store = open_store(root)
+    model_uri = summary["steps"]["trainer"]["outputs"]["model"]
+    recorded = pushed_format.find_push(store, serving, 1)
+    assert store.artifact(pushed_format.pushed_model_id(recorded.properties)).uri == model_uri
+    served = resolve_served_model(serving, root)
+    assert served.verified and served.version == 1
+
+    # The next run's baseline resolution sees the model serving: it is the candidate itself.
+    assert main(args(3)) == 0
+    summary = json.loads((tmp_path / "summary3.json").read_text())
+    assert summary["push"]["pushed"] == 0 and summary["push"]["reason"].endswith("is already serving; nothing to push")
+    assert step_states(summary)["evaluator"] == "cached"
+    assert numbered(serving) == ["1"]
+
+
+def _two_recorded_versions(tmp_path, saved_model):
+    """A pipeline root whose serving folder holds versions 1 and 2 of two recorded models."""
+    from components.pusher import publish
+    from pipeline.core.metadata import open_store
+
+    root, serving = str(tmp_path / "root"), str(tmp_path / "serving")
+    store = open_store(root)
+    model_ids = []
+    for version in (1, 2):
+        uri = str(tmp_path / f"model{version}")
+        model_fixtures.copy_model(saved_model["uri"], uri)
+        model_ids.append(_record_model(store, uri, saved_model["digest"]))
+        assert publish.publish(saved_model["dir"], serving, saved_model["digest"], None) == version
+        _record_push(store, model_ids[-1], version, serving)
+    return root, serving, model_ids
+
+
+def test_a_rollback_killed_between_the_serving_rename_and_its_record_is_recovered_not_repeated(
+        tmp_path, saved_model):
+    from pipeline import operations, resolvers
+    from pipeline.core.metadata import open_store
+    from pipeline.formats import pushed_model as pushed_format
+
+    root, serving, model_ids = _two_recorded_versions(tmp_path, saved_model)
+    run_killed_after_serving_rename(serving, "rollback", "--pipeline-root", root, "--serving-dir", serving)
+    assert numbered(serving) == ["1", "2", "3"]
+    assert pushed_format.find_push(open_store(root), serving, 3) is None
+
+    config = load_config(None, {"pipeline_root": root, "pusher": {"serving_dir": serving}})
+    assert operations.rollback(config) == (3, 1)  # the same command again: recorded, not repeated
+    assert numbered(serving) == ["1", "2", "3"]
+    store = open_store(root)
+    assert resolvers.latest_pushed_model(store, serving).id == model_ids[0]
+    status = operations.serving_status(config)
+    assert status["serving"]["version"] == 3 and status["serving"]["rolled_back_from"] == 1
+    # Recorded once: a further rollback goes on from there.
+    assert operations.rollback(config, to_version=2) == (4, 2)
+    assert resolvers.latest_pushed_model(open_store(root), serving).id == model_ids[1]
+
+
+def test_an_unrecorded_version_whose_files_changed_is_never_adopted(tmp_path, saved_model):
+    """The version record of a killed push names a model, but the version's files are no
+    longer that model's: neither the pusher nor rollback records it, predict refuses it."""
+    from components.pusher import executor, publish
+    from pipeline import operations
+    from pipeline.core.metadata import open_store, to_step_artifact
+    from pipeline.formats import pushed_model as pushed_format
+    from pipeline.predict import resolve_served_model
+
+    root, serving, model_ids = _two_recorded_versions(tmp_path, saved_model)
+    store = open_store(root)
+    candidate = to_step_artifact(store.artifact(model_ids[1]))
+    record = pushed_format.version_record(root, "killed", candidate.id, candidate.uri, saved_model["digest"])
+    assert publish.publish(saved_model["dir"], serving, saved_model["digest"], None, record=record) == 3
+    flip_byte(os.path.join(serving, "3"))
+
+    config = load_config(None, {"pipeline_root": root, "pusher": {"serving_dir": serving}})
+    assert operations.recover_interrupted_publish(store, config) is None
+    assert pushed_format.find_push(store, serving, 3) is None
+    with pytest.raises(ModelIntegrityError, match="does not match|no push record"):
+        resolve_served_model(serving, root)
+
+    # The pusher does not adopt it either: it publishes a verified copy as the next version.
+    blessing = _blessing(str(tmp_path / "blessing"), saved_model["digest"], model_ids[0])
+    ctx = _pusher_ctx(tmp_path, candidate, blessing, model_fixtures.write_examples(str(tmp_path / "ex"), 4),
+                      serving, to_step_artifact(store.artifact(model_ids[0])))
+    ctx = dataclasses.replace(ctx, pipeline_root=root)
+    outcome = executor.run(ctx)
+    assert outcome.execution_properties["version"] == 4
+    assert outcome.execution_properties["reason"] == f"published as version 4 in {serving}"
+    assert directory_digest(os.path.join(serving, "4")) == saved_model["digest"]
+
+
+# =============================================================================================
 # 1, 7. The pusher refuses without a blessing marker, and when the serving model changed
 # =============================================================================================
 
@@ -338,7 +490,9 @@ def _blessing(path: str, digest: str, baseline_id: int, marker: bool = True) -> 
 
     os.makedirs(path)
     write_blessing(path, BlessingRecord(blessed=True, reasons=[], checks=[], candidate_model={"digest": digest},
-                                        baseline_model={"id": baseline_id} if baseline_id else None))
+                                        baseline_model={"id": baseline_id} if baseline_id else None,
+                                        policy="superiority" if baseline_id else None,
+                                        comparisons=[{"slice": "overall"}] if baseline_id else []))
     if not marker:
         os.remove(os.path.join(path, BLESSED_FILE))
     return Artifact(path, "ModelBlessing", {"blessed": 1, "baseline_model_id": baseline_id}, 900)
@@ -395,12 +549,12 @@ def test_a_model_promoted_mid_run_is_not_overwritten(tmp_path, saved_model, exam
         _record_model(store, copies["candidate"], saved_model["digest"])))
 
     # Evaluation time: the baseline is model A, and the blessing records that.
-    baseline = resolvers.serving_model_unless("model")(store, {"model": candidate})
+    baseline = resolvers.serving_model_unless("model", serving)(store, {"model": candidate})
     assert baseline.id == model_a
     blessing = _blessing(str(tmp_path / "blessing"), saved_model["digest"], baseline.id)
 
     # Without a promotion in between, this blessing would push (control).
-    at_push = resolvers.latest_pushed_model(store=store)
+    at_push = resolvers.latest_pushed_model(store, serving)
     ctx = _pusher_ctx(tmp_path, candidate, blessing, examples_uri, str(tmp_path / "control_serving"),
                       at_push)
     assert executor.run(ctx).execution_properties["pushed"] == 1
@@ -409,7 +563,7 @@ def test_a_model_promoted_mid_run_is_not_overwritten(tmp_path, saved_model, exam
     model_b = _record_model(store, copies["other_b"], saved_model["digest"])
     publish.publish(saved_model["dir"], serving, saved_model["digest"], None)
     _record_push(store, model_b, 2, serving)
-    at_push = resolvers.latest_pushed_model(store=store)
+    at_push = resolvers.latest_pushed_model(store, serving)
     assert at_push.id == model_b
     outcome = executor.run(_pusher_ctx(tmp_path, candidate, blessing, examples_uri, serving, at_push))
     assert outcome.execution_properties["pushed"] == 0
@@ -616,7 +770,7 @@ def test_rollback_refuses_a_version_whose_files_changed(tmp_path, saved_model):
 def test_rollback_command_verifies_the_recorded_digest_and_records_the_rollback(tmp_path, saved_model):
     from components.pusher import publish
     from pipeline import operations, resolvers
-    from pipeline.core.metadata import open_store
+    from pipeline.core.metadata import MetadataStore, open_store
 
     root, serving = str(tmp_path / "root"), str(tmp_path / "serving")
     config = load_config(None, {"pipeline_root": root, "pusher": {"serving_dir": serving}})
@@ -643,9 +797,13 @@ def test_rollback_command_verifies_the_recorded_digest_and_records_the_rollback(
     assert operations.rollback(config, to_version=1) == (4, 1)
     assert directory_digest(os.path.join(serving, "4")) == saved_model["digest"]
     # Recorded: the model serving now, for the next run's baseline, is the rolled-back one.
-    assert resolvers.latest_pushed_model(store=open_store(root)).id == model_ids[0]
+    assert resolvers.latest_pushed_model(open_store(root), serving).id == model_ids[0]
     status = operations.serving_status(config)
     assert status["serving"]["version"] == 4 and status["serving"]["rolled_back_from"] == 1
+    # ... and in the store's backup: a later restore does not bring the old baseline back.
+    shutil.copy(os.path.join(root, "metadata.sqlite.backup"), str(tmp_path / "restored.sqlite"))
+    restored = MetadataStore(str(tmp_path / "restored.sqlite"))
+    assert resolvers.latest_pushed_model(restored, serving).id == model_ids[0]
 
 
 # =============================================================================================
@@ -722,7 +880,8 @@ def test_label_and_image_of_the_wrong_type_stop_the_run(tmp_path):
         "example_validator",
         {"statistics": Artifact(str(tmp_path / "statistics"), "ExampleStatistics"),
          "schema": Artifact(str(tmp_path / "schema"), "Schema")},
-        {"anomalies": str(tmp_path / "anomalies")}, params=ValidationConfig()))
+        # Only the type check is under test: these splits have no train split to measure drift on.
+        {"anomalies": str(tmp_path / "anomalies")}, params=ValidationConfig(reference_check=False)))
     assert outcome.stop_exit_code == 3 and outcome.stop_run.startswith("data validation failed: ")
     assert outcome.execution_properties["error_counts"] == {"image_as_float": 1, "label_as_float": 1}
     report = (tmp_path / "anomalies" / "report.txt").read_text()
@@ -872,3 +1031,20 @@ def test_fault_no_thresholds_blesses_nothing_and_says_why(faults):
     assert summary["push"]["pushed"] == 0
     assert summary["push"]["reason"] == "model not blessed: no thresholds configured"
     assert numbered(faults["base"] / "root" / "serving") == ["1"]
+
+
+def test_the_serving_model_is_the_one_pushed_into_this_serving_folder(tmp_path, saved_model):
+    """Two serving folders fed from one pipeline root: each run compares with what serves in
+    its own folder, never with a model published elsewhere."""
+    from pipeline import resolvers
+    from pipeline.core.metadata import open_store
+
+    store = open_store(str(tmp_path / "root"))
+    serving_a, serving_b = str(tmp_path / "serving_a"), str(tmp_path / "serving_b")
+    model_a = _record_model(store, saved_model["uri"], saved_model["digest"])
+    model_b = _record_model(store, saved_model["uri"], saved_model["digest"])
+    _record_push(store, model_a, 1, serving_a)
+    _record_push(store, model_b, 1, serving_b)
+    assert resolvers.latest_pushed_model(store, serving_a).id == model_a
+    assert resolvers.latest_pushed_model(store, serving_b).id == model_b
+    assert resolvers.serving_model(str(tmp_path / "serving_c"))(store, {}) is None

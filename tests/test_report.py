@@ -452,9 +452,10 @@ def test_the_blessing_section_shows_the_paired_comparison_and_one_actionable_sen
 
     blessed = {**decision, "blessed": True, "checks": [{"name": "superiority", "passed": True,
                                                          "reason": "overall accuracy +0.0040 ..."}]}
-    assert verdict_sentence(blessed).startswith("Pushed: overall accuracy +0.0040")
+    assert verdict_sentence(blessed).startswith("Passed the gate: overall accuracy +0.0040")
     first = {"blessed": True, "policy": None, "checks": []}
-    assert "first model" in verdict_sentence(first)
+    assert "no other serving model" in verdict_sentence(first)
+    assert "Candidate vs the serving model" in blessing_html({"decision": {**decision, "thresholds": None}})
     closed = {"blessed": False, "policy": "superiority",
               "checks": [{"name": "paired_outcomes", "passed": False, "reason": "no paired outcomes"}]}
     assert "could not compare" in verdict_sentence(closed)

@@ -118,3 +118,14 @@ def curated_schema_artifact(path=None):
 
     path = str(path or DEFAULT_SCHEMA_PATH)
     return Artifact(path, "CuratedSchema", {"content_digest": file_digest(path)})
+
+
+def reference_artifact(path=None):
+    """The reference statistics file as the `reference_statistics` input the runner resolves
+    for a first span (by content; default: the shipped MNIST reference)."""
+    from pipeline.config import DEFAULT_REFERENCE_PATH
+    from pipeline.core.digest import file_digest
+    from pipeline.core.step import Artifact
+
+    path = str(path or DEFAULT_REFERENCE_PATH)
+    return Artifact(path, "ReferenceStatistics", {"content_digest": file_digest(path)})

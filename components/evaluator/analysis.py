@@ -42,11 +42,6 @@ class AnalysisRun:
     outcomes: int = 0
 
 
-def split_pattern(examples_uri: str, split: str = "test") -> str:
-    """Returns the file pattern of a split's shards; InputDataError when it has none."""
-    return examples_format.split_pattern(examples_uri, split)
-
-
 def _fingerprint(record: bytes) -> tuple:
     return hashlib.sha256(record).digest(), record
 
@@ -108,7 +103,8 @@ def _column(features: dict, name: str, n: int, default: int) -> np.ndarray:
 
 
 def batch_outcomes(extracts: dict, candidate: str, baseline: Optional[str],
-                   prediction_key: str, image_key: str = "image", bucket_key: str = "ink_density_bucket",
+                   prediction_key: str, image_key: str = examples_format.IMAGE_KEY,
+                   bucket_key: str = examples_format.INK_DENSITY_BUCKET_KEY,
                    keep: int = evaluation_format.MAX_MISTAKES) -> dict:
     """One batch of TFMA extracts (after its PredictionsExtractor: `labels` as the LabelsExtractor
     took them from the label key, `features` from the examples, `input` the serialized examples,
@@ -145,10 +141,10 @@ def batch_outcomes(extracts: dict, candidate: str, baseline: Optional[str],
     mistakes = []
     for i in wrong:
         label = int(labels[i])
+        pixels = np.clip(np.rint(np.asarray(features[image_key][i], dtype=np.float64)), 0, examples_format.MAX_PIXEL)
         mistakes.append({
             "fingerprint": partial["fingerprint"][i],
-            "pixels": np.clip(np.rint(np.asarray(features[image_key][i], dtype=np.float64)), 0, 255)
-                        .astype(np.int64).reshape(-1).tolist(),
+            "pixels": pixels.astype(np.int64).reshape(-1).tolist(),
             "label": label, "predicted": int(predicted[i]),
             "confidence": float(shown[i, predicted[i]]),
             "label_probability": float(shown[i, label]) if 0 <= label < shown.shape[1] else 0.0,

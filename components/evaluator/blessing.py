@@ -32,8 +32,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Optional
 
 from components.evaluator import paired_stats
+from pipeline.formats.evaluation import OVERALL_SLICE
 
-OVERALL = "overall"
+OVERALL = OVERALL_SLICE
 LABEL_SLICE_PREFIX = "label="
 ACCURACY = "accuracy"
 EXAMPLE_COUNT = "example_count"
@@ -164,34 +165,23 @@ def _agreement_check(model: str, table: paired_stats.PairedTable, metrics: Optio
     return Check("paired_outcomes", OVERALL, None, None, False, problem) if problem else None
 
 
-def _policy_check(table: paired_stats.PairedTable, policy: str, alpha: float, min_gain: float,
-                  margin: float) -> tuple:
-    """(Check, Comparison) of the promotion policy on the overall paired table."""
-    comparison = paired_stats.compare(OVERALL, table, alpha)
-    problem = paired_stats.policy_reason(comparison, policy, min_gain, margin)
+def _policy_check(comparison, reason: Optional[str], policy: str, min_gain: float, margin: float) -> Check:
+    """The Check of the promotion policy on the overall comparison (`reason`: why it refuses)."""
     threshold = min_gain if policy == "superiority" else -margin
     verdict = ("better than the serving model by more than min_gain" if policy == "superiority"
                else "not worse than the serving model by more than non_inferiority_margin")
-    reason = problem or (f"overall accuracy {paired_stats.describe(comparison)}: {verdict} "
-                         f"{_fmt(abs(threshold))} under {policy}")
-    return Check(policy, OVERALL, comparison.difference, threshold, problem is None, reason), comparison
+    passed = reason or (f"overall accuracy {paired_stats.describe(comparison)}: {verdict} "
+                        f"{_fmt(abs(threshold))} under {policy}")
+    return Check(policy, OVERALL, comparison.difference, threshold, reason is None, passed)
 
 
-def _slice_regression_checks(slices: list, paired: Mapping, alpha: float, limit: float) -> tuple:
-    """(checks, comparisons) of slice_max_regression over the label slices, Holm-adjusted."""
+def _slice_check(comparison, reason: Optional[str], limit: float) -> Check:
+    """The slice_max_regression Check of one label slice (`reason`: why it refuses)."""
     name = "slice_max_regression"
-    checks = [Check(name, s, None, limit, False, f"slice {s}: no paired outcomes")
-              for s in slices if s not in paired]
-    present = {s: paired[s] for s in slices if s in paired}
-    comparisons = paired_stats.compare_slices(present, alpha) if present else []
-    for comparison in comparisons:
-        problem = paired_stats.slice_regression_reason(comparison, limit)
-        # value and threshold as a regression (baseline minus candidate), like the limit itself.
-        checks.append(Check(name, comparison.slice, -comparison.difference, limit, problem is None,
-                            problem or f"slice {comparison.slice} accuracy "
-                                       f"{paired_stats.describe(comparison)}: not significantly worse "
-                                       f"by more than {name} {_fmt(limit)} (Holm-adjusted)"))
-    return checks, comparisons
+    # value and threshold as a regression (baseline minus candidate), like the limit itself.
+    return Check(name, comparison.slice, -comparison.difference, limit, reason is None,
+                 reason or f"slice {comparison.slice} accuracy {paired_stats.describe(comparison)}: "
+                           f"not shown worse by more than {name} {_fmt(limit)} (Holm step-down)")
 
 
 def _label_slices(*metric_sets: Optional[Metrics], required: Iterable[str] = ()) -> list:
@@ -266,6 +256,12 @@ def decide(candidate: Metrics, baseline: Optional[Metrics], thresholds: Any,
 def _compare_with_baseline(candidate: Metrics, baseline: Metrics, limits: dict, paired: Mapping,
                            policy: str, alpha: float, margin: float, required_slices) -> tuple:
     """(checks, comparisons as JSON) of the promotion policy and the slice regression checks."""
+    min_gain = limits["min_gain"] if limits["min_gain"] is not None else 0.0
+    limit = limits["slice_max_regression"]
+    try:
+        paired_stats.check_settings(policy, alpha, min_gain, margin, limit)
+    except ValueError as e:  # fail closed: settings the gate cannot apply promote nothing
+        return [Check("promotion_settings", OVERALL, None, None, False, f"promotion settings: {e}")], []
     table = paired.get(OVERALL)
     if table is None:
         return [Check("paired_outcomes", OVERALL, None, None, False,
@@ -273,19 +269,21 @@ def _compare_with_baseline(candidate: Metrics, baseline: Metrics, limits: dict, 
                       "cannot compare with the serving model")], []
     checks = [c for c in (_agreement_check("candidate", table, candidate),
                           _agreement_check("baseline", table, baseline)) if c]
-    min_gain = limits["min_gain"] if limits["min_gain"] is not None else 0.0
-    policy_check, overall = _policy_check(table, policy, alpha, min_gain, margin)
-    checks.append(policy_check)
-    by_slice = {OVERALL: overall}
-    if limits["slice_max_regression"] is not None:
-        slices = _label_slices(baseline, required=required_slices)
+    overall = paired_stats.compare(OVERALL, table, alpha)
+    slices = _label_slices(baseline, required=required_slices) if limit is not None else []
+    present = {s: paired[s] for s in slices if s in paired}
+    slice_comparisons = paired_stats.compare_slices(present, alpha, limit) if present else []
+    overall_reason, slice_results = paired_stats.verdicts(overall, slice_comparisons, policy, alpha,
+                                                          min_gain, margin, limit)
+    checks.append(_policy_check(overall, overall_reason, policy, min_gain, margin))
+    if limit is not None:
         if not slices:
-            checks.append(Check("slice_max_regression", LABEL_SLICE_PREFIX + "*", None,
-                                limits["slice_max_regression"], False, "no label slices in baseline metrics"))
-        slice_checks, slice_comparisons = _slice_regression_checks(slices, paired, alpha,
-                                                                   limits["slice_max_regression"])
-        checks += slice_checks
-        by_slice.update((c.slice, c) for c in slice_comparisons)
+            checks.append(Check("slice_max_regression", LABEL_SLICE_PREFIX + "*", None, limit, False,
+                                "no label slices in baseline metrics"))
+        checks += [Check("slice_max_regression", s, None, limit, False, f"slice {s}: no paired outcomes")
+                   for s in slices if s not in paired]
+        checks += [_slice_check(c, reason, limit) for c, reason in slice_results]
+    by_slice = {OVERALL: overall, **{c.slice: c for c in slice_comparisons}}
     # Slices reported but not gated (other features) are compared at the overall level.
     for name, other in paired.items():
         if name not in by_slice:

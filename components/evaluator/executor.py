@@ -13,12 +13,13 @@ from __future__ import annotations
 import math
 
 from components.evaluator import blessing, metrics as metrics_lib, paired_stats, tfma_setup
-from components.evaluator.analysis import run_analysis, split_pattern
+from components.evaluator.analysis import run_analysis
 from pipeline.formats.blessing import BlessingRecord, recorded_properties, write_blessing
 from pipeline.core.errors import InputDataError, PipelineError
 from pipeline.formats.model import DIGEST, verify_model
 from pipeline.core.step import StepContext, StepOutcome
 from pipeline.formats import evaluation as evaluation_format
+from pipeline.formats import examples as examples_format
 
 REQUIRED_SLICES = tuple(f"{blessing.LABEL_SLICE_PREFIX}{k}" for k in range(tfma_setup.NUM_CLASSES))
 
@@ -49,7 +50,7 @@ def run(ctx: StepContext) -> StepOutcome:
     # Our promise: only models whose files match their recorded digest are ever loaded.
     candidate_path = verify_model(candidate, "candidate model")
     baseline_path = verify_model(baseline, "baseline model") if baseline is not None else None
-    pattern = split_pattern(ctx.inputs["examples"].uri, "test")
+    pattern = examples_format.split_pattern(ctx.inputs["examples"].uri, "test")
     ctx.log.info("evaluating candidate %s%s on %s (max_examples=%s)", candidate.uri,
                  f" against baseline {baseline.uri}" if baseline is not None else " (no baseline: first run)",
                  pattern, params.max_examples)

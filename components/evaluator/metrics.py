@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from components.evaluator.blessing import OVERALL
+from pipeline.formats.evaluation import OVERALL_SLICE as OVERALL
 from pipeline.core.errors import PipelineError
 
 DIFF_SUFFIX = "_diff"
@@ -133,12 +133,6 @@ def per_class_from_confusion(confusion: dict) -> dict:
     result: {model: {slice: {metric: value}}}."""
     return {model: {name: per_class_metrics(entry["matrix"]) for name, entry in slices.items()}
             for model, slices in confusion.items()}
-
-
-def read_per_class_metrics(output_path: str, unnamed_model: str, num_classes: int) -> dict:
-    """Per-class precision and recall of every model and slice, from TFMA's confusion matrix
-    plots at `output_path`: {model: {slice: {metric: value}}}."""
-    return per_class_from_confusion(read_confusion_plots(output_path, unnamed_model, num_classes))
 
 
 def overall_confusion_matrices(confusion: dict, output_path: str) -> dict:

@@ -30,7 +30,10 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 from scipy import stats
 
-POLICIES = ("superiority", "non_inferiority")
+from pipeline.formats.blessing import PROMOTION_POLICIES
+from pipeline.formats.evaluation import OVERALL_SLICE
+
+POLICIES = PROMOTION_POLICIES
 _COUNTS = ("both_correct", "candidate_only", "baseline_only", "both_wrong")
 Interval = tuple[float, float]
 _NAN_PAIR: Interval = (math.nan, math.nan)
@@ -154,22 +157,28 @@ class Comparison:
     difference_ci: Interval
     p_value: float
     alpha: float
+    # One-sided p of "worse than the serving model by more than the slice limit" (label slices).
+    regression_p_value: Optional[float] = None
 
     def to_json(self) -> dict:
-        """Plain dict: intervals as lists, floats rounded to 6 decimals, NaN as None."""
-        def clean(x):
+        """Plain dict: intervals as lists, NaN as None; p-values to 6 significant digits (a tiny
+        p stays visible), other floats to 6 decimals."""
+        def clean(name, x):
             if isinstance(x, tuple):
-                return [clean(v) for v in x]
+                return [clean(name, v) for v in x]
             if isinstance(x, float):
-                return round(float(x), 6) if math.isfinite(x) else None
+                if not math.isfinite(x):
+                    return None
+                return float(f"{x:.6g}") if name.endswith("p_value") else round(float(x), 6)
             return x
-        return {name: clean(getattr(self, name)) for name in self.__dataclass_fields__}
+        return {name: clean(name, getattr(self, name)) for name in self.__dataclass_fields__}
 
 
-def compare(slice_name: str, table: PairedTable, alpha: float) -> Comparison:
+def compare(slice_name: str, table: PairedTable, alpha: float,
+            regression_p_value: Optional[float] = None) -> Comparison:
     """All statistics for one table at level 1 - alpha."""
     _check_alpha(alpha)
-    return Comparison(
+    return Comparison(regression_p_value=regression_p_value,
         slice=slice_name, n=table.n,
         candidate_only=table.candidate_only, baseline_only=table.baseline_only,
         candidate_accuracy=table.candidate_accuracy, baseline_accuracy=table.baseline_accuracy,
@@ -205,11 +214,35 @@ def holm_reject(p_values: Sequence[float], alpha: float) -> list[bool]:
     return out
 
 
-def compare_slices(tables: Mapping[str, PairedTable], alpha: float) -> list[Comparison]:
-    """Comparisons for each slice at its Holm-adjusted alpha (ranked by McNemar p), in key order."""
+def regression_p_value(table: PairedTable, limit: float) -> float:
+    """p of the test "the candidate is worse than the baseline by more than `limit`" (null:
+    difference >= -limit), by inverting Newcombe's interval: the smallest alpha at which the
+    interval's upper bound lies below -limit. 1.0 when no level gets it there; NaN when n == 0.
+
+    The upper bound falls as alpha grows (a narrower interval), so bisection finds it; 60 steps
+    on log10(alpha) in [-12, 0) give far more precision than any decision needs.
+    """
+    if table.n == 0:
+        return math.nan
+    below = lambda a: newcombe_difference_interval(table, a)[1] < -limit  # noqa: E731
+    low, high = -12.0, math.log10(0.999999)
+    if not below(10 ** high):
+        return 1.0
+    if below(10 ** low):
+        return 10 ** low
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (low, middle) if below(10 ** middle) else (middle, high)
+    return 10 ** high
+
+
+def compare_slices(tables: Mapping[str, PairedTable], alpha: float, limit: float = 0.0) -> list[Comparison]:
+    """Comparisons for each slice, in key order, each at the level Holm's step-down procedure
+    assigns it when the slices are ranked by `regression_p_value(table, limit)`."""
     names = list(tables)
-    p = [mcnemar_exact_p(tables[k].candidate_only, tables[k].baseline_only) for k in names]
-    return [compare(k, tables[k], a) for k, a in zip(names, holm_adjusted_alphas(p, alpha))]
+    p = [regression_p_value(tables[k], limit) for k in names]
+    return [compare(k, tables[k], a, regression_p_value=pk)
+            for k, a, pk in zip(names, holm_adjusted_alphas(p, alpha), p)]
 
 
 def _num(x: float, spec: str) -> str:
@@ -233,14 +266,9 @@ def _finite(c: Comparison) -> bool:
     return all(math.isfinite(x) for x in (c.difference, *c.difference_ci))
 
 
-def decide(comparison_overall: Comparison, slice_comparisons: Sequence[Comparison], policy: str,
-           alpha: float, min_gain: float, non_inferiority_margin: float,
-           slice_max_regression: Optional[float]) -> list[str]:
-    """Reasons not to promote the candidate (empty list = promote).
-
-    `comparison_overall` must be built at `alpha`; `slice_comparisons` at their Holm-adjusted
-    alphas (see `compare_slices`). slice_max_regression None skips the per-slice check.
-    """
+def check_settings(policy: str, alpha: float, min_gain: float, non_inferiority_margin: float,
+                   slice_max_regression: Optional[float]) -> None:
+    """Raises ValueError naming the first setting out of range."""
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
     _check_alpha(alpha, 0.5)
@@ -248,20 +276,42 @@ def decide(comparison_overall: Comparison, slice_comparisons: Sequence[Compariso
     _check_nonneg("non_inferiority_margin", non_inferiority_margin)
     if slice_max_regression is not None:
         _check_nonneg("slice_max_regression", slice_max_regression)
+
+
+def verdicts(comparison_overall: Comparison, slice_comparisons: Sequence[Comparison], policy: str,
+             alpha: float, min_gain: float, non_inferiority_margin: float,
+             slice_max_regression: Optional[float]) -> tuple:
+    """(reason the overall comparison refuses, or None; [(slice comparison, reason or None)]).
+
+    `comparison_overall` must be built at `alpha`; `slice_comparisons` by `compare_slices` with
+    the same alpha and limit. A slice is refused by Holm's step-down procedure over their
+    regression p-values (ranked, the k-th smallest against alpha / (m - k + 1), stopping at the
+    first that is not below), or when it has no example or a non-finite statistic.
+    slice_max_regression None skips the slices. Raises ValueError for a setting out of range.
+    """
+    check_settings(policy, alpha, min_gain, non_inferiority_margin, slice_max_regression)
     # A comparison built at another level would silently change what the gate tests.
     if not math.isclose(comparison_overall.alpha, alpha, rel_tol=1e-9):
         raise ValueError(f"alpha {alpha} differs from the overall comparison's alpha {comparison_overall.alpha}")
-
-    reasons = [r for r in [policy_reason(comparison_overall, policy, min_gain, non_inferiority_margin)] if r]
+    overall = policy_reason(comparison_overall, policy, min_gain, non_inferiority_margin)
     if slice_max_regression is None:
-        return reasons
+        return overall, []
     for s in slice_comparisons:
         if s.alpha > alpha * (1 + 1e-9):
             raise ValueError(f"slice {s.slice} alpha {s.alpha} exceeds the family alpha {alpha}")
-        reason = slice_regression_reason(s, slice_max_regression)
-        if reason:
-            reasons.append(reason)
-    return reasons
+    p = [math.nan if s.regression_p_value is None else s.regression_p_value for s in slice_comparisons]
+    refused = holm_reject(p, alpha)
+    return overall, [(s, slice_regression_reason(s, slice_max_regression, r))
+                     for s, r in zip(slice_comparisons, refused)]
+
+
+def decide(comparison_overall: Comparison, slice_comparisons: Sequence[Comparison], policy: str,
+           alpha: float, min_gain: float, non_inferiority_margin: float,
+           slice_max_regression: Optional[float]) -> list[str]:
+    """Reasons not to promote the candidate (empty list = promote); see `verdicts`."""
+    overall, slices = verdicts(comparison_overall, slice_comparisons, policy, alpha, min_gain,
+                               non_inferiority_margin, slice_max_regression)
+    return [r for r in [overall] + [reason for _, reason in slices] if r]
 
 
 def policy_reason(c: Comparison, policy: str, min_gain: float, non_inferiority_margin: float) -> Optional[str]:
@@ -276,22 +326,25 @@ def policy_reason(c: Comparison, policy: str, min_gain: float, non_inferiority_m
     if policy == "non_inferiority" and not c.difference_ci[0] > -non_inferiority_margin:
         return (f"overall accuracy {describe(c)}: may be worse than the serving model by more "
                 f"than non_inferiority_margin {non_inferiority_margin:.4f} under non_inferiority")
+    if policy not in POLICIES:
+        return f"unknown promotion policy {policy!r}: nothing is promoted"
     return None
 
 
-def slice_regression_reason(s: Comparison, slice_max_regression: float) -> Optional[str]:
+def slice_regression_reason(s: Comparison, slice_max_regression: float, refused: bool) -> Optional[str]:
     """Why slice comparison `s` fails the regression check; None when it passes.
 
-    Fails when the slice has no examples, its statistics are not finite, or the candidate is
-    significantly worse (the interval's upper bound below -slice_max_regression).
+    Fails when the slice has no examples, its statistics are not finite, or `refused` (Holm's
+    procedure found the candidate worse by more than slice_max_regression on it).
     """
     if s.n == 0:
         return f"slice {s.slice} has no examples"
-    if not _finite(s):
+    if not _finite(s) or s.regression_p_value is None or not math.isfinite(s.regression_p_value):
         return f"slice {s.slice} accuracy {describe(s)}: difference cannot be computed"
-    if s.difference_ci[1] < -slice_max_regression:
+    if refused:
         return (f"slice {s.slice} accuracy {describe(s)}: worse than the serving model by "
-                f"more than slice_max_regression {slice_max_regression:.4f} (Holm-adjusted)")
+                f"more than slice_max_regression {slice_max_regression:.4f} (Holm step-down, "
+                f"p = {s.regression_p_value:.2g})")
     return None
 
 
@@ -307,7 +360,7 @@ def tables_by_slice(candidate_correct, baseline_correct, features: Mapping[str, 
     """
     cand = np.asarray(candidate_correct, dtype=bool).ravel()
     base = np.asarray(baseline_correct, dtype=bool).ravel()
-    tables = {"overall": PairedTable.from_correctness(cand, base)}
+    tables = {OVERALL_SLICE: PairedTable.from_correctness(cand, base)}
     for name, values in features.items():
         values = np.asarray(values).ravel()
         if values.shape != cand.shape:

@@ -31,7 +31,7 @@ def build_eval_config(with_baseline: bool):
 
     Metrics: example_count, accuracy (SparseCategoricalAccuracy), log_loss
     (SparseCategoricalCrossentropy) and the multi-class confusion matrix plot, from which
-    `metrics.read_per_class_metrics` derives per-class top-1 precision and recall. Slices:
+    `metrics.per_class_from_confusion` derives per-class top-1 precision and recall. Slices:
     overall, by label, by ink_density_bucket.
     """
     import tensorflow_model_analysis as tfma

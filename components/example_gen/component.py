@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Optional
 
 from components.example_gen.spans import raw_data_properties
+from pipeline.core.artifacts import CONTENT_DIGEST
 from pipeline.core.metadata import to_step_artifact
 from pipeline.core.step import Artifact, InputSpec
 from pipeline.formats import examples as examples_format
@@ -23,8 +24,10 @@ def raw_data_input(data_root: str, span: Optional[int], window_spans: int) -> In
     InputDataError (from span discovery) when the data root is unusable.
     """
     def resolve(store, _resolved) -> Artifact:
-        properties = raw_data_properties(data_root, span, window_spans)
-        artifact_id = store.put_external_artifact(idx.RAW_DATA_TYPE, data_root, dict(properties))
+        properties = dict(raw_data_properties(data_root, span, window_spans))
+        # The raw files' fingerprint is what the core compares for this input.
+        properties[CONTENT_DIGEST] = properties[idx.FINGERPRINT]
+        artifact_id = store.put_external_artifact(idx.RAW_DATA_TYPE, data_root, properties)
         return to_step_artifact(store.artifact(artifact_id))
 
     return InputSpec(resolver=resolve)

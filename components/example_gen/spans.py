@@ -3,7 +3,8 @@
 A data root is either *flat* (the four MNIST files directly inside it: span 0) or *spanned*
 (`span-N/` folders, N a non-negative integer, each holding the four files). A run reads the
 newest span, or the one named by `data.span`, together with the `data.window_spans - 1` spans
-before it. The runner turns the result into the `raw_data` input artifact:
+before it. ExampleGen's input resolver (`component.raw_data_input`) turns the result into the
+`raw_data` input artifact:
 uri=data_root, properties {"spans": [...], "span_dirs": [...], "fingerprint": "..."}.
 """
 

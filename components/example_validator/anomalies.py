@@ -19,9 +19,8 @@ _MEASUREMENT_TYPES = {
     JENSEN_SHANNON: anomalies_pb2.DriftSkewInfo.Measurement.JENSEN_SHANNON_DIVERGENCE,
 }
 _DRIFT_REASONS = {
-    L_INFINITY: (_Type.COMPARATOR_L_INFTY_HIGH, "High L-infinity distance to the previous span"),
-    JENSEN_SHANNON: (_Type.COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH,
-                     "High Jensen-Shannon divergence to the previous span"),
+    L_INFINITY: (_Type.COMPARATOR_L_INFTY_HIGH, "High L-infinity distance"),
+    JENSEN_SHANNON: (_Type.COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH, "High Jensen-Shannon divergence"),
 }
 
 
@@ -62,8 +61,13 @@ def flag_missing_data(anomalies: anomalies_pb2.Anomalies) -> None:
     info.description = _join(info.description, "The split has no examples (TFDV reports data_missing).")
 
 
-def add_drift(anomalies: anomalies_pb2.Anomalies, measurement: DriftMeasurement) -> None:
-    """Records `measurement` in `drift_skew_info`, and as an ERROR anomaly when it is exceeded."""
+def add_drift(anomalies: anomalies_pb2.Anomalies, measurement: DriftMeasurement, baseline: str) -> None:
+    """Records `measurement` in `drift_skew_info`, and as an ERROR anomaly when it is exceeded.
+
+    baseline: what the span was compared with ("previous span 1", "the shipped MNIST
+    reference"); the short description names it and the figures, because the gate's one-line
+    message is made of it.
+    """
     entry = None
     for info in anomalies.drift_skew_info:
         if list(info.path.step) == [measurement.feature]:
@@ -75,9 +79,10 @@ def add_drift(anomalies: anomalies_pb2.Anomalies, measurement: DriftMeasurement)
                                  value=measurement.value, threshold=measurement.threshold)
     if measurement.exceeded:
         reason, short = _DRIFT_REASONS[measurement.metric]
-        add_anomaly(anomalies, measurement.feature, reason, short,
-                    f"The {measurement.metric.replace('_', ' ')} between this span's and the previous "
-                    f"span's distribution of {measurement.feature} is {measurement.value:.6g}, above "
+        add_anomaly(anomalies, measurement.feature, reason,
+                    f"{short} to {baseline}: {measurement.value:.4g} > {measurement.threshold:g}",
+                    f"The {measurement.metric.replace('_', ' ')} between this span's distribution of "
+                    f"{measurement.feature} and that of {baseline} is {measurement.value:.6g}, above "
                     f"the threshold {measurement.threshold:.6g}.")
 
 

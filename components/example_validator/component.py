@@ -4,5 +4,5 @@ from __future__ import annotations
 
 from pipeline.formats import anomalies
 
-INPUTS = ("statistics", "schema", "previous_statistics")
+INPUTS = ("statistics", "schema", "previous_statistics", "reference_statistics")
 OUTPUTS = {"anomalies": anomalies.ARTIFACT_TYPE}

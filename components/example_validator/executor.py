@@ -1,12 +1,17 @@
 """ExampleValidator: the data gate. Statistics against the curated schema, and drift.
 
-Inputs: `statistics` (`Split-<split>/FeatureStats.pb`), `schema` (`schema.pbtxt`) and, from the
-second span on, `previous_statistics` (the previous span's statistics).
-Params: `ValidationConfig` (label_drift_linf, pixel_drift_jsd).
+Inputs: `statistics` (`Split-<split>/FeatureStats.pb`), `schema` (`schema.pbtxt`) and at most
+one drift baseline: from the second span on `previous_statistics` (the previous span's
+statistics); on a pipeline root's first span `reference_statistics` (the reference JSON of
+`pipeline.formats.reference`, an external file registered by content digest), unless
+`reference_check` is off.
+Params: `ValidationConfig` (label_drift_linf and pixel_drift_jsd against the previous span;
+reference_check, reference_label_drift_linf and reference_pixel_drift_jsd against the
+reference).
 Output `anomalies` (see `pipeline.formats.anomalies`):
   - `Split-<split>/SchemaDiff.pb`: binary tensorflow_metadata Anomalies per split; the train
     split's also carries the drift measurements (`drift_skew_info`) and drift anomalies;
-  - `drift.json`: the drift figures and thresholds, or why drift was not checked;
+  - `drift.json`: the drift figures, thresholds and baseline, or why drift was not checked;
   - `report.txt`: every anomaly by split, feature and type, then the drift figures.
 Any ERROR anomaly stops the run (exit status 3); the outputs are written first.
 """
@@ -16,22 +21,41 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
 
-from pipeline.core.errors import InputDataError
+from pipeline.core.errors import InputDataError, PipelineError
 from pipeline.core.step import StepContext, StepOutcome
 from pipeline.formats import anomalies as anomalies_format, schema as schema_format
 from pipeline.formats import statistics as stats_format
 from pipeline.formats.examples import SPLIT_PREFIX
 
+if TYPE_CHECKING:  # drift_check imports the TFMD protos; the executor imports it when it runs
+    from components.example_validator.drift_check import Baseline
+
 ENVIRONMENT = "TRAINING"
 DRIFT_SPLIT = "train"
+PREVIOUS_SPAN, REFERENCE = "previous_span", "reference"
+
+
+@dataclass(frozen=True)
+class DriftPlan:
+    """What drift is measured against, with which limits; `note` names the file compared with."""
+
+    kind: str  # PREVIOUS_SPAN or REFERENCE
+    baseline: "Baseline"
+    label_threshold: float
+    pixel_threshold: float
+    note: str
 
 
 def run(ctx: StepContext) -> StepOutcome:
     """Validates every split; returns StepOutcome with `stop_run` set on any ERROR anomaly.
 
-    Raises InputDataError when the schema or a statistics file is missing or unreadable, or when
-    drift must be checked but this span's statistics have no train split.
+    Raises InputDataError when the schema, a statistics file or the reference is missing,
+    unreadable or changed since the run resolved it, or when drift must be checked but this
+    span's statistics have no train split; PipelineError when `reference_check` is on but
+    neither baseline was given (a wiring error: the gate never skips drift silently).
     """
     from components.example_validator.report import failure_summary, format_report
 
@@ -44,14 +68,16 @@ def run(ctx: StepContext) -> StepOutcome:
     split_stats = stats_format.read_split_statistics(statistics_uri)
 
     results = validate_splits(split_stats, schema, environment)
-    drift, drift_note = None, "not checked: no previous span statistics (first span)"
-    previous = ctx.inputs.get("previous_statistics")
-    if previous is not None:
-        drift, drift_note = _check_drift_into(results, split_stats, statistics_uri, previous, params)
+    plan = drift_plan(ctx.inputs, params)
+    drift = None
+    if plan is None:
+        drift_note = "not checked: first span (no previous span) and validation.reference_check = false"
+    else:
+        drift, drift_note = _check_drift_into(results, split_stats, statistics_uri, plan), plan.note
 
     split_findings = {split: anomalies_format.findings(anomalies) for split, anomalies in results.items()}
     split_counts = {split: int(stats.datasets[0].num_examples) for split, stats in split_stats.items()}
-    _write_outputs(out_uri, results, drift, drift_note, format_report(
+    _write_outputs(out_uri, results, drift, drift_note, plan, format_report(
         statistics_uri=statistics_uri, schema_path=schema_path, environment=environment,
         split_counts=split_counts, split_findings=split_findings, drift=drift,
         drift_split=DRIFT_SPLIT, drift_note=drift_note))
@@ -68,9 +94,11 @@ def run(ctx: StepContext) -> StepOutcome:
         "anomaly_counts": {s: len(items) for s, items in split_findings.items()},
         "error_counts": {s: sum(f.is_error for f in items) for s, items in split_findings.items()},
         "drift_checked": drift is not None,
+        # What the drift was measured against: "previous span 1", "the shipped MNIST reference".
+        "drift_baseline": drift.baseline if drift else None,
+        "drift_baseline_kind": plan.kind if plan else None,
         "drift": {f"{m.feature}_{m.metric}": round(m.value, 6) for m in drift.measurements} if drift else {},
-        "drift_thresholds": {"label_l_infinity": params.label_drift_linf,
-                             "image_jensen_shannon_divergence": params.pixel_drift_jsd},
+        "drift_thresholds": _thresholds(plan, params),
     }
     outcome = StepOutcome(execution_properties=properties,
                           output_properties={"anomalies": {anomalies_format.SPLIT_NAMES: sorted(results),
@@ -80,7 +108,8 @@ def run(ctx: StepContext) -> StepOutcome:
         outcome.stop_exit_code = 3
         ctx.log.error("%s", outcome.stop_run)
     else:
-        ctx.log.info("data validation passed for splits %s", ", ".join(sorted(results)))
+        ctx.log.info("data validation passed for splits %s (drift %s)", ", ".join(sorted(results)),
+                     f"against {drift.baseline}" if drift else "not checked")
     return outcome
 
 
@@ -100,49 +129,95 @@ def validate_splits(split_stats: dict, schema, environment) -> dict:
     return results
 
 
-def _check_drift_into(results: dict, split_stats: dict, statistics_uri: str, previous, params) -> tuple:
-    """Measures drift of the train split against `previous` and records it in `results`.
+def drift_plan(inputs, params) -> Optional[DriftPlan]:
+    """The baseline drift is measured against: the previous span when there is one, else the
+    reference; None only when there is neither and `params.reference_check` is off.
 
-    Returns (DriftResult, a note naming the statistics compared against).
+    Raises PipelineError when `reference_check` is on and no baseline was given, InputDataError
+    when the reference cannot be read (see `_reference_plan`).
     """
+    previous = inputs.get("previous_statistics")
+    if previous is not None:
+        return _previous_plan(previous, params)
+    reference = inputs.get("reference_statistics")
+    if reference is not None:
+        return _reference_plan(reference, params)
+    if params.reference_check:
+        raise PipelineError("example_validator: validation.reference_check is on, but the step got neither "
+                            "previous_statistics nor reference_statistics to measure drift against")
+    return None
+
+
+def _previous_plan(previous, params) -> DriftPlan:
+    from components.example_validator.drift_check import Baseline, statistics_histograms
+
+    previous_path = stats_format.split_stats_path(previous.uri, DRIFT_SPLIT)
+    # A previous artifact without a train split leaves nothing to compare: check_drift reports
+    # that as missing control data (an ERROR), it is not skipped.
+    histograms = (statistics_histograms(stats_format.load_stats_file(previous_path).datasets[0])
+                  if os.path.isfile(previous_path) else {})
+    spans = list(previous.properties.get(stats_format.SPANS) or [])
+    if not spans:
+        name = "the previous span"
+    else:
+        name = f"previous span{'s' if len(spans) > 1 else ''} {', '.join(str(s) for s in spans)}"
+    return DriftPlan(PREVIOUS_SPAN, Baseline(name, histograms), params.label_drift_linf, params.pixel_drift_jsd,
+                     f"statistics {previous_path}")
+
+
+def _reference_plan(reference, params) -> DriftPlan:
+    """The reference as a baseline; InputDataError when it is unreadable, malformed, or changed
+    since the run registered its digest (the cache key would not describe what was read)."""
+    from components.example_validator.drift_check import Baseline
+    from pipeline.core.external import CONTENT_DIGEST, read_verified
+    from pipeline.formats.reference import parse_reference
+
+    parsed = parse_reference(read_verified(reference), reference.uri)
+    digest = str(reference.properties.get(CONTENT_DIGEST, ""))
+    return DriftPlan(REFERENCE, Baseline(parsed.name, parsed.histograms, is_reference=True),
+                     params.reference_label_drift_linf, params.reference_pixel_drift_jsd,
+                     f"reference statistics {reference.uri} (sha256 {digest[:16]}, "
+                     f"{parsed.num_examples} examples), as the first span has no previous span")
+
+
+def _thresholds(plan: Optional[DriftPlan], params) -> dict:
+    """The limits that applied (those against the previous span when drift was not checked)."""
+    label, pixel = ((plan.label_threshold, plan.pixel_threshold) if plan
+                    else (params.label_drift_linf, params.pixel_drift_jsd))
+    return {"label_l_infinity": label, "image_jensen_shannon_divergence": pixel}
+
+
+def _check_drift_into(results: dict, split_stats: dict, statistics_uri: str, plan: DriftPlan):
+    """Measures drift of the train split against `plan`'s baseline and records it in `results`."""
     from components.example_validator.anomalies import add_anomaly, add_drift
     from components.example_validator.drift_check import check_drift
 
     if DRIFT_SPLIT not in split_stats:
         raise InputDataError(f"statistics artifact {statistics_uri}: no {SPLIT_PREFIX}{DRIFT_SPLIT} "
-                             "to compare with the previous span")
-    previous_path = stats_format.split_stats_path(previous.uri, DRIFT_SPLIT)
-    # A previous artifact without a train split leaves nothing to compare: check_drift reports
-    # that as missing control data (an ERROR), it is not skipped.
-    previous_dataset = (stats_format.load_stats_file(previous_path).datasets[0]
-                        if os.path.isfile(previous_path) else _empty_dataset())
-    drift = check_drift(split_stats[DRIFT_SPLIT].datasets[0], previous_dataset,
-                        params.label_drift_linf, params.pixel_drift_jsd)
+                             f"to compare with {plan.baseline.name}")
+    drift = check_drift(split_stats[DRIFT_SPLIT].datasets[0], plan.baseline,
+                        plan.label_threshold, plan.pixel_threshold)
     for problem in drift.problems:
         add_anomaly(results[DRIFT_SPLIT], problem.feature, problem.reason_type,
                     problem.short_description, problem.description)
     for measurement in drift.measurements:
-        add_drift(results[DRIFT_SPLIT], measurement)
-    spans = previous.properties.get(stats_format.SPANS)
-    return drift, f"against {previous_path}" + (f" (spans {list(spans)})" if spans else "")
+        add_drift(results[DRIFT_SPLIT], measurement, drift.baseline)
+    return drift
 
 
-def _write_outputs(out_uri: str, results: dict, drift, drift_note: str, report: str) -> None:
+def _write_outputs(out_uri: str, results: dict, drift, drift_note: str, plan: Optional[DriftPlan],
+                   report: str) -> None:
     """Writes Split-*/SchemaDiff.pb, drift.json and report.txt."""
     anomalies_format.write_split_anomalies(out_uri, results)
     drift_json = {"checked": drift is not None, "split": DRIFT_SPLIT, "note": drift_note,
+                  "baseline": drift.baseline if drift else None,
+                  "baseline_kind": plan.kind if plan else None,
                   "measurements": [m.to_json() for m in drift.measurements] if drift else [],
                   "problems": [{"feature": p.feature, "description": p.description}
                                for p in drift.problems] if drift else []}
     _write_text(os.path.join(out_uri, anomalies_format.DRIFT_FILE),
                 json.dumps(drift_json, indent=1, sort_keys=True) + "\n")
     _write_text(os.path.join(out_uri, anomalies_format.REPORT_FILE), report)
-
-
-def _empty_dataset():
-    from tensorflow_metadata.proto.v0 import statistics_pb2
-
-    return statistics_pb2.DatasetFeatureStatistics()
 
 
 def _write_text(path: str, text: str) -> None:

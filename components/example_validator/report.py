@@ -14,8 +14,8 @@ def format_report(*, statistics_uri: str, schema_path: str, environment: Optiona
     """Returns report.txt: one line per anomaly naming split, feature, severity and reasons.
 
     split_counts / split_findings: per split, examples counted and the anomalies found (drift
-    anomalies included). drift: the drift result, or None when drift was not checked, with
-    `drift_note` saying why (or which statistics were compared).
+    anomalies included). drift: the drift result (naming its baseline), or None when drift was
+    not checked, with `drift_note` saying why (or which file was compared with).
     """
     errors = sum(f.is_error for items in split_findings.values() for f in items)
     lines = [
@@ -35,13 +35,19 @@ def format_report(*, statistics_uri: str, schema_path: str, environment: Optiona
             lines.append(f"  {f.severity:<7} split={split} feature={feature} "
                          f"anomaly={'+'.join(f.reasons) or 'UNKNOWN'}: {f.short_description}")
             lines.append(f"          {f.description}")
-    lines += ["", f"drift ({drift_split} split against the previous span): {drift_note}"]
+    # Name what the span was compared with: the previous span, or the reference on a first span.
+    against = f" against {drift.baseline}" if drift is not None and drift.baseline else ""
+    lines += ["", f"drift ({drift_split} split{against}): {drift_note}"]
     if drift is not None:
         for m in drift.measurements:
             verdict = "EXCEEDED" if m.exceeded else "ok"
             lines.append(f"  {m.feature:<6} {m.metric} = {m.value:.6f} (threshold {m.threshold:g}): {verdict}")
         for p in drift.problems:
             lines.append(f"  {p.feature:<6} not compared: {p.description}")
+        if drift.is_reference and drift.exceeded:
+            lines.append("  (a first span is compared with the reference; for data that is not meant to look like "
+                         "it, set validation.reference_check = false or point validation.reference_path at a "
+                         "reference of that data: scripts/make_reference.py)")
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,12 @@ pushes nothing. Not pushing because the model is not blessed, or because the ser
 changed since the evaluation (compare-and-swap on the baseline id), is a normal result. A push
 that was attempted and failed stops the run with exit status 1. A model whose files do not match
 its digest raises ModelIntegrityError before anything else happens.
+
+A push killed after its version appeared and before the runner recorded it is recovered, not
+repeated: when the newest version's record names this model of this pipeline root and its files
+have this model's digest, the pusher publishes nothing and records that version as pushed
+("already serving (version N, recovered from an interrupted push)"). This is checked before the
+blessing: it records what serves, a decision an earlier run already made and carried out.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import os
 import time
 from typing import Optional
 
-from components.pusher.publish import publish
+from components.pusher.publish import interrupted_push, publish
 from components.pusher.serving_check import make_verify_fn, read_examples
 from pipeline.core.errors import ConfigError, PushError
 from pipeline.core.step import StepContext, StepOutcome
@@ -78,21 +84,33 @@ def run(ctx: StepContext) -> StepOutcome:
     params = ctx.params
     if not params.serving_dir:
         raise ConfigError("config key pusher.serving_dir: empty; the factory must resolve it")
-    model_dir = model_format.verify_model(ctx.inputs["model"], "model to push")
+    model = ctx.inputs["model"]
+    model_dir = model_format.verify_model(model, "model to push")
+    digest = model.properties[model_format.DIGEST]
     serving = ctx.inputs.get("baseline_model")
-    if serving is not None and serving.id == ctx.inputs["model"].id:
+    if serving is not None and serving.id == model.id:
         reason = f"model {serving.id} is already serving; nothing to push"
         ctx.log.info("not pushing: %s", reason)
         return _outcome(ctx, 0, 0, reason)
+    try:
+        recovered = interrupted_push(params.serving_dir, ctx.pipeline_root, model.id, model.uri, digest)
+    except OSError as e:
+        reason = f"serving dir {params.serving_dir}: cannot be read: {e.strerror or e}"
+        ctx.log.error("push failed: %s", reason)
+        return _outcome(ctx, 0, 0, reason, stop_run=f"push failed: {reason}")
+    if recovered is not None:
+        reason = f"already serving (version {recovered}, recovered from an interrupted push)"
+        ctx.log.warning("not pushing again: model %d is %s", model.id, reason)
+        return _outcome(ctx, 1, recovered, reason)
     refusal = _blessing_refusal(ctx)
     if refusal:
         ctx.log.info("not pushing: %s", refusal)
         return _outcome(ctx, 0, 0, refusal)
 
     records = read_examples(ctx.inputs["examples"].uri, params.verify_examples)
+    record = pushed_format.version_record(ctx.pipeline_root, ctx.run_id, model.id, model.uri, digest)
     try:
-        version = publish(model_dir, params.serving_dir, ctx.inputs["model"].properties[model_format.DIGEST],
-                          make_verify_fn(records))
+        version = publish(model_dir, params.serving_dir, digest, make_verify_fn(records), record=record)
     except PushError as e:
         reason = str(e)
         ctx.log.error("push failed: %s", reason)

@@ -17,6 +17,22 @@ from pipeline.core.atomic_files import fsync_path
 from pipeline.core.errors import ConfigError
 
 _SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# The property every artifact the core trusts carries: the sha256 of its content (a directory
+# digest for outputs, a file or fingerprint digest for inputs from outside the root).
+CONTENT_DIGEST = "content_digest"
+RUNS_DIR = "runs"
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.json"
+
+
+def runs_dir(pipeline_root: str) -> str:
+    """Where the per-run folders (`<run_id>/summary.json`, config.json, report) live."""
+    return os.path.join(pipeline_root, RUNS_DIR)
+
+
+def run_dir(pipeline_root: str, run_id: str) -> str:
+    """The folder of one run."""
+    return os.path.join(runs_dir(pipeline_root), run_id)
 
 
 def check_local_path(key: str, path: str) -> str:

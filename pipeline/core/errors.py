@@ -45,3 +45,12 @@ class LockTimeoutError(PipelineError):
     """Another run holds the pipeline root's lock and did not release it in time."""
 
     exit_code = EXIT_LOCKED
+
+
+class StoreDamagedError(PipelineError):
+    """The metadata store's file is not a sound SQLite database (or is gone while its backup
+    exists); nothing was read from or written to it."""
+
+
+class StoreRestoreError(PipelineError):
+    """The metadata store could not be restored from its backup; nothing was changed."""

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 from typing import Mapping, Optional
 
+from pipeline.core.artifacts import CONTENT_DIGEST
 from pipeline.core.digest import file_digest
 from pipeline.core.errors import ConfigError, InputDataError
 from pipeline.core.metadata import to_step_artifact
 from pipeline.core.step import Artifact, Resolver
 
-CONTENT_DIGEST = "content_digest"
+__all__ = ["CONTENT_DIGEST", "external_file", "read_verified"]
 
 
 def external_file(type_name: str, path: str, setting: str) -> Resolver:

@@ -92,9 +92,14 @@ def project_files(module_names) -> list:
     if not module_names:
         return []
     root = _project_root(module_names[0])
-    project = {name[: -len(".py")] if name.endswith(".py") else name for name in os.listdir(root)
-               if not name.startswith(".") and (name.endswith(".py") or
-                                                os.path.isfile(os.path.join(root, name, "__init__.py")))}
+    if os.path.basename(root) in ("site-packages", "dist-packages"):
+        # Installed without -e: the neighbours are other libraries (versioned in stack_versions);
+        # the project is the steps' own packages and the package this core belongs to.
+        project = {name.split(".")[0] for name in module_names} | {__name__.split(".")[0]}
+    else:
+        project = {name[: -len(".py")] if name.endswith(".py") else name for name in os.listdir(root)
+                   if not name.startswith(".") and (name.endswith(".py") or
+                                                    os.path.isfile(os.path.join(root, name, "__init__.py")))}
     seen, pending = set(), []
     for name in module_names:
         files = _module_files(name)

@@ -24,6 +24,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from pipeline.core.step import Artifact
+from pipeline.core.store_backup import check_store
 
 PIPELINE_CONTEXT_TYPE = "pipeline"
 RUN_CONTEXT_TYPE = "pipeline_run"
@@ -111,7 +112,12 @@ class MetadataStore:
     """A thin, typed wrapper over `ml_metadata.MetadataStore` for the pipeline's needs."""
 
     def __init__(self, sqlite_path: str):
-        """Opens (creating when missing) the SQLite store at `sqlite_path`."""
+        """Opens (creating when missing) the SQLite store at `sqlite_path`.
+
+        Raises StoreDamagedError, before ml-metadata touches the file, when it fails SQLite's
+        integrity check or is missing while its backup exists (see `store_backup.check_store`).
+        """
+        check_store(sqlite_path)
         config = mlmd.ConnectionConfig()
         config.sqlite.filename_uri = sqlite_path
         config.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
@@ -300,6 +306,7 @@ def store_path(pipeline_root: str) -> str:
 
 
 def open_store(pipeline_root: str) -> MetadataStore:
-    """Opens the store of a pipeline root, creating the root when missing."""
+    """Opens the store of a pipeline root, creating the root when missing; StoreDamagedError
+    when the store's file is damaged (see `MetadataStore`)."""
     os.makedirs(pipeline_root, exist_ok=True)
     return MetadataStore(store_path(pipeline_root))

@@ -32,6 +32,7 @@ from pipeline.core.lock import exclusive_lock, pipeline_lock_path
 from pipeline.core.metadata import CACHED, COMPLETE, MetadataStore, open_store, to_step_artifact
 from pipeline.core.pipeline import Pipeline
 from pipeline.core.step import Artifact, StepContext, StepOutcome, StepSpec
+from pipeline.core.store_backup import keep_backup
 
 log = logging.getLogger("pipeline")
 
@@ -136,7 +137,7 @@ class _Run:
     @staticmethod
     def _fingerprint(artifact: Artifact) -> str:
         props = artifact.properties
-        return str(props.get("content_digest") or props.get("fingerprint") or f"id:{artifact.id}")
+        return str(props.get(layout.CONTENT_DIGEST) or f"id:{artifact.id}")
 
     # ---- cache ----------------------------------------------------------------------------
     def _verified_outputs(self, spec: StepSpec, execution) -> Optional[dict]:
@@ -147,7 +148,7 @@ class _Run:
         result = {}
         for key, artifact_id in outputs.items():
             recorded = self.store.artifact(artifact_id)
-            expected = recorded.properties.get("content_digest")
+            expected = recorded.properties.get(layout.CONTENT_DIGEST)
             try:
                 ok = expected and directory_digest(recorded.uri) == expected
             except (OSError, ValueError):
@@ -177,12 +178,12 @@ class _Run:
             self.produced[f"{spec.name}.{key}"] = artifact
 
     def _run_step(self, spec: StepSpec, index: int) -> StepReport:
-        report = self._run_step_on(spec, index, self._resolve_inputs(spec))
-        report.inputs = self._last_inputs
+        inputs = self._resolve_inputs(spec)
+        report = self._execute_step(spec, index, inputs)
+        report.inputs = inputs
         return report
 
-    def _run_step_on(self, spec: StepSpec, index: int, inputs: dict) -> StepReport:
-        self._last_inputs = inputs
+    def _execute_step(self, spec: StepSpec, index: int, inputs: dict) -> StepReport:
         position = f"[{index + 1}/{len(self.pipeline.steps)}] {spec.name}"
         key = cache_key(spec.name, spec.params, spec.code_modules,
                         {k: self._fingerprint(a) for k, a in inputs.items()})
@@ -260,7 +261,7 @@ class _Run:
         for out, path in staging.items():
             final = layout.final_dir(self.root, spec.name, out, execution_id)
             properties = dict(outcome.output_properties.get(out, {}))
-            properties["content_digest"] = directory_digest(path)
+            properties[layout.CONTENT_DIGEST] = directory_digest(path)
             layout.commit(path, final)
             records[out] = (spec.outputs[out], final, properties)
         stored_outcome = {"cache_key": key, "properties": outcome.execution_properties,
@@ -302,7 +303,9 @@ def run_pipeline(pipeline: Pipeline, from_step: Optional[str] = None, to_step: O
 
     Returns a RunResult whose `exit_code` follows pipeline.core.errors (0 ok, 1 failure, 2 usage,
     3 data gate, 4 lock timeout). Raises ConfigError for bad --from/--to before taking the lock,
-    and LockTimeoutError when another run holds the lock too long.
+    LockTimeoutError when another run holds the lock too long, and StoreDamagedError when the
+    metadata store fails its integrity check: then nothing in the root is touched but the lock.
+    After the summary is written, the store is backed up beside it (`keep_backup`).
     """
     first, last = _step_range(pipeline, from_step, to_step)
     root = pipeline.root
@@ -310,6 +313,7 @@ def run_pipeline(pipeline: Pipeline, from_step: Optional[str] = None, to_step: O
     run_id = run_id or new_run_id()
     started = datetime.now(timezone.utc)
     with exclusive_lock(pipeline_lock_path(root), pipeline.lock_timeout_s):
+        # First of all: a damaged store stops the run before anything in the root changes.
         store = open_store(root)
         abandoned = store.abandon_running_executions()
         removed = layout.remove_stale_staging(root) + layout.remove_uncommitted(
@@ -317,10 +321,10 @@ def run_pipeline(pipeline: Pipeline, from_step: Optional[str] = None, to_step: O
         if abandoned or removed:
             log.warning("cleaned up after an interrupted run: %d execution(s) marked failed, "
                         "%d uncommitted folder(s) removed", len(abandoned), len(removed))
-        run_dir = os.path.join(root, "runs", run_id)
+        run_dir = layout.run_dir(root, run_id)
         run_config = {"pipeline_root": root, "lock_timeout_s": pipeline.lock_timeout_s,
                       "beam_args": list(pipeline.beam_args), **pipeline.run_config}
-        write_json_atomic(os.path.join(run_dir, "config.json"), run_config)
+        write_json_atomic(os.path.join(run_dir, layout.CONFIG_FILE), run_config)
         log.info("run %s: pipeline root %s", run_id, root)
         state = _Run(pipeline, store, run_id, first, last)
         state.execute()
@@ -338,8 +342,9 @@ def run_pipeline(pipeline: Pipeline, from_step: Optional[str] = None, to_step: O
         for spec in pipeline.steps:
             if spec.summary is not None:
                 summary.update(spec.summary(state.reports[spec.name]))
-        summary_path = os.path.join(run_dir, "summary.json")
+        summary_path = os.path.join(run_dir, layout.SUMMARY_FILE)
         write_json_atomic(summary_path, summary)
+        keep_backup(store.path)
         extra = _after_run(pipeline, summary, run_dir)
         if extra:
             summary["report"] = extra

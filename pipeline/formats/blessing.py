@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 from typing import List, Mapping, Optional
 
 from pipeline.core.errors import PipelineError
+from pipeline.formats.evaluation import OVERALL_SLICE
 from pipeline.formats.files import read_json_object
 
 ARTIFACT_TYPE = "ModelBlessing"
+# The ways a candidate may replace the serving model (see the evaluator's paired statistics).
+PROMOTION_POLICIES = ("superiority", "non_inferiority")
 BLESSED_FILE = "BLESSED"
 NOT_BLESSED_FILE = "NOT_BLESSED"
 DECISION_FILE = "decision.json"
@@ -121,6 +124,12 @@ def _problem(data: dict) -> Optional[str]:
     if data["blessed"] == bool(data["reasons"]):
         return ("blessed, yet it lists reasons against it" if data["blessed"]
                 else "not blessed, yet it gives no reason")
+    if data["blessed"] and data.get("baseline_model") is not None:
+        # Blessed over a serving model: the evidence must be there, or nothing vouches for it.
+        if data.get("policy") not in PROMOTION_POLICIES:
+            return f"blessed over a baseline under policy {data.get('policy')!r}, not one of {PROMOTION_POLICIES}"
+        if not any(c.get("slice") == OVERALL_SLICE for c in data.get("comparisons", [])):
+            return "blessed over a baseline without an overall comparison"
     return None
 
 

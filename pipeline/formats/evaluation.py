@@ -33,6 +33,8 @@ from pipeline.core.errors import InputDataError
 from pipeline.formats import examples as examples_format
 
 ARTIFACT_TYPE = "ModelEvaluation"
+# The name of the slice of all examples (others are "<feature>=<value>", e.g. "label=3").
+OVERALL_SLICE = "overall"
 
 OUTCOMES_FILE = "outcomes.npz"
 MISTAKES_FILE = "mistakes.json"
@@ -158,8 +160,8 @@ def _check_mistakes(mistakes, path: str) -> dict:
             raise InputDataError(f"{where}: not a JSON object")
         pixels = item.get("pixels")
         if (not isinstance(pixels, list) or len(pixels) != PIXELS
-                or not all(_is_int(p) and 0 <= p <= 255 for p in pixels)):
-            raise InputDataError(f"{where}: 'pixels' must be {PIXELS} ints 0..255")
+                or not all(_is_int(p) and 0 <= p <= examples_format.MAX_PIXEL for p in pixels)):
+            raise InputDataError(f"{where}: 'pixels' must be {PIXELS} ints 0..{examples_format.MAX_PIXEL}")
         label, predicted = item.get("label"), item.get("predicted")
         if not (_is_int(label) and _is_int(predicted) and label != predicted
                 and 0 <= predicted < NUM_CLASSES):

@@ -29,8 +29,8 @@ from pipeline.core.errors import InputDataError
 from pipeline.formats.examples import IMAGE_SIDE, NUM_CLASSES
 from pipeline.formats.files import read_bytes
 
-# Properties of the RawData artifact (uri: the data root) that ExampleGen reads.
-# The RawData artifact (an input outside the pipeline root: the span folders a run reads).
+# The RawData artifact (uri: the data root; an input outside the pipeline root) and the
+# properties ExampleGen reads: the spans of this run and their folders.
 RAW_DATA_TYPE = "RawData"
 SPANS = "spans"
 SPAN_DIRS = "span_dirs"

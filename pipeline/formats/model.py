@@ -12,7 +12,7 @@ version is published, `predict` and the evaluator call it):
   outputs; both signatures agree on the same digits.
 
 Every reader of a Model artifact goes through `verify_model`: the evaluator (candidate and
-baseline), the pusher, the trainer's warm start and the run report.
+baseline), the pusher and the trainer's warm start. (The report loads no model.)
 """
 
 from __future__ import annotations

@@ -9,6 +9,15 @@ publishers sharing a serving folder, so version numbers never collide and a stag
 while holding the lock is debris of a killed push. Published versions are never modified or
 deleted: a rollback publishes an earlier version again under a new number.
 
+Each version has a version record beside it, `<serving_dir>/.version-<version>.json`, written
+and fsynced before the rename: what the version holds (`pipeline_root`, `model_id`,
+`model_uri`, `model_digest`, `run_id`, `time`, `version`, and for rollbacks
+`rolled_back_from`). It lives beside the version, not inside it, so the version's files stay
+byte for byte the exported model (their digest is the model's). It lets the next run recognise
+a version whose push was killed after the rename and before the metadata store recorded it; a
+record is believed only for a version whose files have the digest the store records for the
+model it names. A record without its version is debris, removed under the lock.
+
 The PushedModel artifact (uri `<serving_dir>/<version>`) has properties `pushed` (1 when a
 version was published), `version`, `model_id` (the Model artifact behind it), `serving_dir`,
 and for rollbacks `rolled_back_from`. The pusher's output folder holds `push.json`, the record
@@ -23,6 +32,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from typing import Callable, Iterator, Mapping, Optional
 
 from pipeline.core.atomic_files import fsync_path
@@ -43,6 +53,8 @@ ROLLED_BACK_FROM = "rolled_back_from"
 PUSH_FILE = "push.json"
 LOCK_FILE = ".push.lock"
 STAGING_PREFIX = ".staging-"
+VERSION_RECORD_PREFIX = ".version-"
+VERSION_RECORD_SUFFIX = ".json"
 LOCK_TIMEOUT_S = 300.0
 _LOCK_POLL_S = 0.2
 
@@ -69,9 +81,16 @@ def read_push_record(pushed_model_uri: str) -> dict:
     return read_json_object(os.path.join(pushed_model_uri, PUSH_FILE))
 
 
-def latest_push(store):
-    """The newest PushedModel artifact of `store` that published a model, or None."""
-    return next((a for a in store.artifacts_of_type(ARTIFACT_TYPE) if pushed_model_id(a.properties)), None)
+def _same_folder(recorded, serving_dir: str) -> bool:
+    return isinstance(recorded, str) and os.path.realpath(recorded) == os.path.realpath(serving_dir)
+
+
+def latest_push(store, serving_dir: str):
+    """The newest PushedModel artifact of `store` that published a model into `serving_dir`
+    (compared after resolving links), or None: what serves there now, as far as the store knows."""
+    return next((a for a in store.artifacts_of_type(ARTIFACT_TYPE)
+                 if pushed_model_id(a.properties) and _same_folder(a.properties.get(SERVING_DIR), serving_dir)),
+                None)
 
 
 def find_push(store, serving_dir: str, version: int):
@@ -80,14 +99,78 @@ def find_push(store, serving_dir: str, version: int):
     A record counts when it published a model (`pushed` 1 and a `model_id`) and names the same
     folder (compared after resolving links). Returns None when there is none.
     """
-    wanted = os.path.realpath(serving_dir)
     for pushed in store.artifacts_of_type(ARTIFACT_TYPE):
         props = pushed.properties
-        recorded_dir = props.get(SERVING_DIR)
-        if (pushed_model_id(props) and props.get(VERSION) == version and isinstance(recorded_dir, str)
-                and os.path.realpath(recorded_dir) == wanted):
+        if pushed_model_id(props) and props.get(VERSION) == version and _same_folder(props.get(SERVING_DIR), serving_dir):
             return pushed
     return None
+
+
+# ---------------------------------------------------------------------------- the version record
+
+def version_record(pipeline_root: str, run_id: str, model_id: int, model_uri: str, model_digest: str,
+                   rolled_back_from: Optional[int] = None) -> dict:
+    """What a version about to be published holds, for `stage_and_commit` to write beside it.
+
+    pipeline_root: the root whose metadata store will record the push (stored resolved).
+    rolled_back_from: the version a rollback re-publishes; None for a push.
+    """
+    record = {"pipeline_root": os.path.realpath(pipeline_root), "run_id": run_id, "model_id": model_id,
+              "model_uri": model_uri, "model_digest": model_digest,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if rolled_back_from is not None:
+        record[ROLLED_BACK_FROM] = rolled_back_from
+    return record
+
+
+def version_record_path(serving_dir: str, version: int) -> str:
+    """`<serving_dir>/.version-<version>.json`."""
+    return os.path.join(serving_dir, f"{VERSION_RECORD_PREFIX}{version}{VERSION_RECORD_SUFFIX}")
+
+
+def write_version_record(serving_dir: str, version: int, record: Mapping) -> str:
+    """Writes `record` (with `version` added) beside version `version`, fsynced with its folder
+    entry; returns its path. Raises OSError."""
+    path = version_record_path(serving_dir, version)
+    with open(path, "w") as f:
+        json.dump({**record, VERSION: version}, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_path(serving_dir)
+    return path
+
+
+def read_version_record(serving_dir: str, version: int, pipeline_root: str) -> Optional[dict]:
+    """The record beside `<serving_dir>/<version>` when a push or rollback of `pipeline_root`
+    wrote it; None when there is none (an older push, another pipeline root) or it is unreadable,
+    malformed or names another version. Proves nothing by itself: see `version_holds`."""
+    try:
+        with open(version_record_path(serving_dir, version)) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(record, dict) or record.get(VERSION) != version
+            or not _same_folder(record.get("pipeline_root"), pipeline_root)):
+        return None
+    return record
+
+
+def version_holds(serving_dir: str, version: int, record: Mapping, model_id: int, model_uri: str,
+                  model_digest: str) -> bool:
+    """True when version record `record` names Model `model_id` at `model_uri` with
+    `model_digest`, and the files of `<serving_dir>/<version>` have exactly that digest.
+
+    The model's id, uri and digest must come from the metadata store, never from the record:
+    anyone able to write the serving folder can write a record, but only the model's own bytes
+    have its digest. False for a partial or altered version, or one that cannot be read.
+    """
+    if (not model_id or record.get(MODEL_ID) != model_id or record.get("model_uri") != model_uri
+            or record.get("model_digest") != model_digest):
+        return False
+    try:
+        return directory_digest(os.path.join(serving_dir, str(version))) == model_digest
+    except (OSError, ValueError):
+        return False
 
 
 # ---------------------------------------------------------------------------- the serving folder
@@ -144,16 +227,24 @@ def serving_lock(serving_dir: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterato
 
 
 def clean_stale_staging(serving_dir: str) -> list:
-    """Removes `.staging-*` folders left by killed pushes; returns their names.
+    """Removes `.staging-*` folders and version records without their version, left by killed
+    pushes; returns their names.
 
-    Call only while holding `serving_lock`: then no live push owns a staging folder.
+    Call only while holding `serving_lock`: then no live push owns a staging folder or a record
+    whose version is not there yet.
     """
     removed = []
+    records_kept = {os.path.basename(version_record_path(serving_dir, v)) for v in list_versions(serving_dir)}
     for entry in os.scandir(serving_dir):
         if entry.name.startswith(STAGING_PREFIX) and entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path)
-            removed.append(entry.name)
-            logger.warning("removed stale staging folder %s", entry.path)
+        elif (entry.name.startswith(VERSION_RECORD_PREFIX) and entry.name not in records_kept
+              and entry.is_file(follow_symlinks=False)):
+            os.remove(entry.path)
+        else:
+            continue
+        removed.append(entry.name)
+        logger.warning("removed stale %s", entry.path)
     return removed
 
 
@@ -201,18 +292,19 @@ def copy_tree_durably(src: str, dst: str) -> int:
 
 
 def stage_and_commit(model_dir: str, serving_dir: str, version: int, expected_digest: str,
-                     verify_fn: Optional[VerifyFn]) -> int:
+                     verify_fn: Optional[VerifyFn], record: Optional[Mapping] = None) -> int:
     """Copies `model_dir` to a staging folder, verifies it, renames it to `<serving_dir>/<version>`.
 
     The caller holds `serving_lock` and has chosen `version` (not yet present). verify_fn gets
-    the staged folder and raises on a model that does not serve. Returns `version`.
-    Raises PushError naming the step that failed; the staging folder is then removed and no
-    version folder exists.
+    the staged folder and raises on a model that does not serve. record (see `version_record`)
+    is written beside the version before the rename; None writes none. Returns `version`.
+    Raises PushError naming the step that failed; the staging folder and the record are then
+    removed and no version folder exists.
     """
     final = os.path.join(serving_dir, str(version))
     if os.path.lexists(final):
         raise PushError(f"serving dir {serving_dir}: version {version} already exists")
-    staging = None
+    staging = record_path = None
     step = "create staging folder"
     try:
         staging = tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{version}-", dir=serving_dir)
@@ -228,9 +320,14 @@ def stage_and_commit(model_dir: str, serving_dir: str, version: int, expected_di
         step = "verify the staged model serves"
         if verify_fn is not None:
             verify_fn(staging)
+        if record is not None:
+            # Before the rename: a version that exists always has its record, so a push killed
+            # right after the rename is recognised, not published again, by the next run.
+            step = "write the version record"
+            record_path = write_version_record(serving_dir, version, record)
         step = f"rename staging folder to {final}"
         os.rename(staging, final)
-        staging = None
+        staging = record_path = None
     except PushError:
         raise
     except Exception as e:  # any failure must leave nothing half-published
@@ -239,6 +336,9 @@ def stage_and_commit(model_dir: str, serving_dir: str, version: int, expected_di
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+        if record_path is not None:
+            with contextlib.suppress(OSError):
+                os.remove(record_path)
     try:
         fsync_path(serving_dir)  # makes the rename durable
     except OSError as e:

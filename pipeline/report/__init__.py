@@ -21,6 +21,8 @@ import re
 import time
 from typing import Optional
 
+from pipeline.core import artifacts as run_layout
+from pipeline.core.artifacts import SUMMARY_FILE
 from pipeline.core.atomic_files import write_text_atomic
 from pipeline.core.errors import ConfigError
 
@@ -52,7 +54,7 @@ def write_report(summary: dict, run_dir: str) -> str:
 
 
 def _newest_run(runs_dir: str) -> str:
-    names = sorted(n for n in os.listdir(runs_dir) if os.path.isfile(os.path.join(runs_dir, n, "summary.json"))) \
+    names = sorted(n for n in os.listdir(runs_dir) if os.path.isfile(os.path.join(runs_dir, n, SUMMARY_FILE))) \
         if os.path.isdir(runs_dir) else []
     if not names:
         raise ConfigError(f"{runs_dir}: no run with a summary.json")
@@ -68,13 +70,13 @@ def rebuild_report(pipeline_root: str, run_id: Optional[str] = None) -> str:
     from pipeline.core.atomic_files import write_json_atomic
     from pipeline.formats.files import read_json
 
-    runs_dir = os.path.join(pipeline_root, "runs")
+    runs_dir = run_layout.runs_dir(pipeline_root)
     if run_id is None:
         run_id = _newest_run(runs_dir)
     elif not _RUN_ID.match(run_id):
         raise ConfigError(f"run id {run_id!r}: not a run id (letters, digits, '_', '-', '.', ':')")
     run_dir = os.path.join(runs_dir, run_id)
-    summary_path = os.path.join(run_dir, "summary.json")
+    summary_path = os.path.join(run_dir, SUMMARY_FILE)
     if not os.path.isfile(summary_path):
         raise ConfigError(f"run {run_id}: no {summary_path}")
     summary = read_json(summary_path)

@@ -21,7 +21,6 @@ from pipeline.report.images import png_data_uri
 
 log = logging.getLogger(__name__)
 
-# Accepted for callers of `collect`; the report computes nothing, so they all read the same.
 PREDATES = ("this evaluation predates per-example outputs (no {files} in {uri}); "
             "rerun the evaluator to see the confusion matrix and the most confident mistakes")
 

@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 
-IMAGE_SIDE = 28
+from pipeline.formats.examples import IMAGE_SIDE, MAX_PIXEL
 
 
 def png_data_uri(pixels) -> str:
@@ -23,7 +23,7 @@ def png_data_uri(pixels) -> str:
         raise ValueError(f"a digit image has {IMAGE_SIDE * IMAGE_SIDE} pixels, got shape {array.shape}")
     if not np.all(np.isfinite(array)):
         raise ValueError("digit image holds non-finite pixel values")
-    image = np.clip(np.rint(array), 0, 255).astype(np.uint8).reshape(IMAGE_SIDE, IMAGE_SIDE)
+    image = np.clip(np.rint(array), 0, MAX_PIXEL).astype(np.uint8).reshape(IMAGE_SIDE, IMAGE_SIDE)
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -58,7 +58,10 @@ def statistics_html(section: dict) -> str:
 def _drift_html(drift) -> str:
     if not drift:
         return ""
-    parts = [tag("p", esc(f"drift ({drift.get('split', 'train')} split against the previous span): "
+    # drift.json names its baseline (previous span N, or the reference on a first span); one
+    # written before baselines were named was always against the previous span.
+    against = drift.get("baseline") or ("the previous span" if drift.get("checked") else "")
+    parts = [tag("p", esc(f"drift ({drift.get('split', 'train')} split{' against ' + against if against else ''}): "
                           f"{drift.get('note') or ''}"))]
     measurements = drift.get("measurements") or []
     if measurements:

@@ -243,10 +243,12 @@ def verdict_sentence(decision: dict) -> str:
     policy = decision.get("policy")
     if decision.get("blessed") in (1, True):
         if policy is None:
-            return ("Pushed as the first model: there was no serving model to compare with, and it "
-                    "cleared every absolute floor. Nothing to do.")
+            return ("Passed the gate on its absolute floors: there was no other serving model to "
+                    "compare with (a first run, or this model is the one serving). The push "
+                    "section says whether it was published.")
         policy_check = next((c for c in checks if c.get("name") == policy), {})
-        return (f"Pushed: {policy_check.get('reason', 'every check passed')}. Nothing to do.")
+        return (f"Passed the gate: {policy_check.get('reason', 'every check passed')}. The push "
+                "section says whether it was published.")
     if not failed:
         return "Not pushed: the gate recorded no passing decision. Treat as a failure and rerun."
     first = failed[0]
@@ -281,8 +283,9 @@ def comparison_html(decision: dict) -> str:
     rows = [(_short(c.get("slice", "")), c.get("difference"), *_interval(c.get("difference_ci")))
             for c in ordered]
     references = [(0.0, "no difference")]
-    if decision.get("policy") == "superiority" and is_number(decision.get("thresholds", {}).get("min_gain")):
-        references.append((decision["thresholds"]["min_gain"], "min_gain"))
+    min_gain = (decision.get("thresholds") or {}).get("min_gain")
+    if decision.get("policy") == "superiority" and is_number(min_gain):
+        references.append((min_gain, "min_gain"))
     elif decision.get("policy") == "non_inferiority" and is_number(decision.get("margin")):
         references.append((-decision["margin"], "-non_inferiority_margin"))
     parts = [tag("h3", "Candidate vs the serving model (paired, same test digits)"),
