@@ -159,14 +159,20 @@ def test_portable_runner_against_the_local_job_service(tmp_path, mode_mnist):
         service.wait(20)
 
 
+def _copy_with_config(tmp_path, source, key: str) -> tuple:
+    """(a copy of the file `source` under tmp_path, a config file pointing validation.<key> at it)."""
+    copy = tmp_path / f"my_{source.name}"
+    copy.write_bytes(source.read_bytes())
+    config = tmp_path / "config.toml"
+    config.write_text(f'[validation]\n{key} = "{copy}"\n')
+    return copy, config
+
+
 def test_editing_the_curated_schema_in_place_reruns_the_gate(tmp_path, small_mnist):
     """The curated schema is an input by content: an edit in place (same path) is seen."""
     from pipeline.config import DEFAULT_SCHEMA_PATH
 
-    schema = tmp_path / "my_schema.pbtxt"
-    schema.write_text(DEFAULT_SCHEMA_PATH.read_text())
-    config = tmp_path / "config.toml"
-    config.write_text(f'[validation]\nschema_path = "{schema}"\n')
+    schema, config = _copy_with_config(tmp_path, DEFAULT_SCHEMA_PATH, "schema_path")
     code, first = data_half(tmp_path, small_mnist, "--config", str(config))
     assert code == 0, first["message"]
 
@@ -214,10 +220,7 @@ def test_editing_the_reference_in_place_reruns_the_gate(tmp_path, mode_mnist):
     """The reference is an input by content, like the curated schema: an edit in place is seen."""
     from pipeline.config import DEFAULT_REFERENCE_PATH
 
-    reference = tmp_path / "my_reference.json"
-    reference.write_bytes(DEFAULT_REFERENCE_PATH.read_bytes())
-    config = tmp_path / "config.toml"
-    config.write_text(f'[validation]\nreference_path = "{reference}"\n')
+    reference, config = _copy_with_config(tmp_path, DEFAULT_REFERENCE_PATH, "reference_path")
     code, first = data_half(tmp_path, mode_mnist, "--config", str(config))
     assert code == 0, first["message"]
     assert first["steps"]["example_validator"]["properties"]["drift_baseline"] == SHIPPED

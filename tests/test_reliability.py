@@ -772,16 +772,8 @@ def test_rollback_command_verifies_the_recorded_digest_and_records_the_rollback(
     from pipeline import operations, resolvers
     from pipeline.core.metadata import MetadataStore, open_store
 
-    root, serving = str(tmp_path / "root"), str(tmp_path / "serving")
+    root, serving, model_ids = _two_recorded_versions(tmp_path, saved_model)
     config = load_config(None, {"pipeline_root": root, "pusher": {"serving_dir": serving}})
-    store = open_store(root)
-    model_ids = []
-    for version in (1, 2):
-        uri = str(tmp_path / f"model{version}")
-        model_fixtures.copy_model(saved_model["uri"], uri)
-        model_ids.append(_record_model(store, uri, saved_model["digest"]))
-        assert publish.publish(saved_model["dir"], serving, saved_model["digest"], None) == version
-        _record_push(store, model_ids[-1], version, serving)
 
     flip_byte(os.path.join(serving, "1"))
     with pytest.raises(ModelIntegrityError, match="version 1 .*files changed after publishing"):
