@@ -26,6 +26,7 @@ setup(
         "pandas==1.5.3",
         "protobuf==4.25.9",
         "pillow==12.3.0",
+        "pymysql==1.2.4",
     ],
     extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.15"]},
     entry_points={"console_scripts": ["mnist-pipeline=pipeline.cli:main"]},

@@ -8,6 +8,7 @@
     run_local.py predict FILE...         classify PNG / IDX digit files with the model serving now
     run_local.py report [RUN_ID]         (re)build a run's report.html (default: the newest run)
     run_local.py metadata restore        put the metadata store's latest good backup in place
+    run_local.py compare --config A --config B ...  train several model modules, compare them paired
 
 Exit status: 0 completed, 1 failure, 2 bad usage or configuration, 3 stopped by the data
 validation gate, 4 another run holds the pipeline root.
@@ -28,7 +29,7 @@ from pipeline.logs import configure_logging
 
 log = logging.getLogger("pipeline")
 
-COMMANDS = ("run", "rollback", "runs", "status", "download", "predict", "report", "metadata")
+COMMANDS = ("run", "rollback", "runs", "status", "download", "predict", "report", "metadata", "compare")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -201,11 +202,12 @@ def cmd_predict(argv: Sequence[str]) -> int:
                         help="load a served version that has no push record in ML Metadata")
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
+    from pipeline.metadata_settings import store_settings
     from pipeline.predict import predict_files
 
     config = load(args)
     served, predictions = predict_files(args.files, config.serving_dir, config.pipeline_root,
-                                        args.invert, args.allow_unverified)
+                                        args.invert, args.allow_unverified, store_settings(config))
     log.info("model: serving version %d at %s (%s)", served.version, served.path,
              f"verified: digest {served.digest[:12]}... of model id {served.model_id}" if served.verified
              else "UNVERIFIED")
@@ -226,6 +228,33 @@ def cmd_report(argv: Sequence[str]) -> int:
     from pipeline.report import rebuild_report
 
     print(rebuild_report(load(args).pipeline_root, args.run_id))
+    return 0
+
+
+def cmd_compare(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="run_local.py compare",
+        description="Train the model of each config (its [trainer] module_file) on the same data, "
+                    "up to the evaluator (nothing is pushed), all on one pipeline root, and write one "
+                    "HTML page comparing them pairwise on the same test digits with the gate's paired "
+                    "statistics (McNemar, Newcombe interval, Holm over the digit slices).",
+        epilog="The configs must agree on data.* and evaluator.max_examples; the page goes to "
+               "<pipeline-root>/comparisons/<id>/comparison.html (and comparison.json).")
+    parser.add_argument("--config", action="append", required=True, metavar="FILE", dest="configs",
+                        help="a config file (TOML or JSON) naming one model; give two or more")
+    parser.add_argument("--pipeline-root", metavar="DIR",
+                        help="the root all models share (default: the configs' pipeline_root)")
+    parser.add_argument("--data-root", metavar="DIR", help="the raw data, for every config")
+    parser.add_argument("--train-steps", type=int, metavar="N", help="override trainer.train_steps for every config")
+    parser.add_argument("--beam-arg", action="append", default=[], metavar="OPTION",
+                        help="an Apache Beam pipeline option passed through unchanged; repeatable")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs")
+    parser.set_defaults(serving_dir=None)  # nothing is pushed: no serving folder to name
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    from pipeline.compare import compare
+
+    print(compare(args.configs, _overrides(args), args.beam_arg))
     return 0
 
 
@@ -260,7 +289,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         argv = argv[1:]
     handler = {"run": cmd_run, "rollback": cmd_rollback, "runs": cmd_runs, "status": cmd_status,
                "download": cmd_download, "predict": cmd_predict, "report": cmd_report,
-               "metadata": cmd_metadata}[command]
+               "metadata": cmd_metadata, "compare": cmd_compare}[command]
     try:
         return handler(argv)
     except PipelineError as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tomllib
 import types
 import typing
@@ -26,6 +27,8 @@ DEFAULT_DATA_ROOT = PROJECT_ROOT / "data" / "mnist"
 DEFAULT_SCHEMA_PATH = PROJECT_ROOT / "schema" / "schema.pbtxt"
 # Label and pixel histograms of the 60,000 MNIST training digits (scripts/make_reference.py).
 DEFAULT_REFERENCE_PATH = PROJECT_ROOT / "data" / "reference" / "mnist_train_statistics.json"
+# The network the trainer builds unless the config names another module (README "Bring your own model").
+DEFAULT_MODULE_FILE = PROJECT_ROOT / "models" / "classic_cnn.py"
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,13 @@ class ValidationConfig:
 class TrainerConfig:
     """Hyperparameters passed to `model_fn` as `params`, and the training budget."""
 
+    # The Python file defining the network: `model_fn(features, labels, mode, params)` or
+    # `keras_model(params)` (components/trainer/module_contract.py has the contract). It is code:
+    # the trainer imports and runs it. Read by content digest, so editing it retrains.
+    module_file: str = str(DEFAULT_MODULE_FILE)
+    # The module's own settings, passed through in params["hparams"] unchecked (the module
+    # checks them): any TOML table of strings, numbers, booleans, lists and tables.
+    hparams: dict = field(default_factory=dict)
     train_steps: int = 12000
     batch_size: int = 100
     learning_rate: float = 1e-3
@@ -100,6 +110,12 @@ class TrainerConfig:
     # Start from the weights of the latest blessed model, when there is one.
     warm_start: bool = False
     random_seed: int = 42
+    # Training on a local TensorFlow cluster (README "Training on a TensorFlow cluster"): a
+    # chief, this many workers and `parameter_servers` parameter servers, each a process on a
+    # loopback port. 0 = one process (no cluster).
+    workers: int = 0
+    # Parameter servers holding the variables; at least 1 when workers > 0.
+    parameter_servers: int = 0
 
 
 @dataclass(frozen=True)
@@ -135,6 +151,31 @@ class PusherConfig:
     verify_examples: int = 8
 
 
+METADATA_BACKENDS = ("sqlite", "mysql")
+# The only place a MySQL / MariaDB store's password is read from: never a config file.
+MYSQL_PASSWORD_ENV = "MLMD_MYSQL_PASSWORD"
+
+
+@dataclass(frozen=True)
+class MetadataConfig:
+    """Where ML Metadata lives (README "Shared metadata store (MySQL/MariaDB)")."""
+
+    # "sqlite": <pipeline_root>/metadata.sqlite, embedded; "mysql": a MySQL / MariaDB database
+    # that several pipeline roots and machines may share (the keys below apply to it only).
+    backend: str = "sqlite"
+    host: str = "127.0.0.1"
+    port: int = 3306
+    database: str = "mlmd"
+    # The account must use mysql_native_password. Its password: the environment variable
+    # MLMD_MYSQL_PASSWORD only.
+    user: str = ""
+    # true: the database must exist already; false: ML Metadata creates it on first use.
+    skip_db_creation: bool = False
+    # This pipeline's name in the database ("" = the pipeline root's absolute path). Runs with
+    # the same name share lineage, caches, baselines and the run lock, on any machine.
+    pipeline_name: str = ""
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """Everything a run needs. Build with `load_config`, never from loose dicts."""
@@ -149,6 +190,7 @@ class PipelineConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     pusher: PusherConfig = field(default_factory=PusherConfig)
+    metadata: MetadataConfig = field(default_factory=MetadataConfig)
 
     @property
     def serving_dir(self) -> str:
@@ -180,10 +222,29 @@ def _check_value(where: str, value: Any, annotation: Any) -> Any:
     elif annotation is tuple:
         if isinstance(value, (list, tuple)):
             return tuple(value)
+    elif annotation is dict:
+        if isinstance(value, Mapping):
+            return _plain_table(where, value)
     else:
         raise ConfigError(f"config key {where}: unsupported type {annotation!r}")
     type_name = getattr(annotation, "__name__", str(annotation))
     raise ConfigError(f"config key {where}: expected {type_name}, got {value!r}")
+
+
+def _plain_table(where: str, table: Mapping[str, Any]) -> dict:
+    """A copy of `table` holding only JSON values (it becomes part of the cache key and of the
+    run's config.json); ConfigError naming the first key that holds anything else."""
+    def plain(path: str, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): plain(f"{path}.{k}", v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(f"{path}[{i}]", v) for i, v in enumerate(value)]
+        if value is None or isinstance(value, (str, int, float, bool)):
+            return value
+        raise ConfigError(f"config key {path}: expected a string, number, boolean, list or table, "
+                          f"got {value!r}")
+
+    return plain(where, table)
 
 
 def _merge(where: str, current: Any, overrides: Mapping[str, Any]) -> Any:
@@ -195,6 +256,9 @@ def _merge(where: str, current: Any, overrides: Mapping[str, Any]) -> Any:
     changes = {}
     for key, value in overrides.items():
         path = f"{where}.{key}" if where else key
+        if path == "metadata.password":  # say where it goes, and never echo its value
+            raise ConfigError(f"config key metadata.password: a password is never read from a config file; "
+                              f"set the environment variable {MYSQL_PASSWORD_ENV}")
         if key not in known:
             raise ConfigError(f"unknown config key {path!r} (known: {', '.join(sorted(known))})")
         if dataclasses.is_dataclass(getattr(current, key)):
@@ -264,6 +328,14 @@ def validate_config(config: PipelineConfig) -> None:
         require(getattr(t, key) >= 1, f"trainer.{key}", "must be >= 1")
     require(t.eval_examples is None or t.eval_examples >= 1, "trainer.eval_examples",
             "must be >= 1 or unset")
+    require(bool(t.module_file), "trainer.module_file", "must name a Python file")
+    require(t.workers >= 0, "trainer.workers", "must be >= 0 (0 = one process, no cluster)")
+    require(t.parameter_servers >= 0, "trainer.parameter_servers", "must be >= 0")
+    require(t.workers == 0 or t.parameter_servers >= 1, "trainer.parameter_servers",
+            f"must be >= 1 when trainer.workers > 0 (got workers = {t.workers}, "
+            f"parameter_servers = {t.parameter_servers}): the workers share variables through them")
+    require(t.workers > 0 or t.parameter_servers == 0, "trainer.parameter_servers",
+            "must be 0 when trainer.workers = 0 (one process has no parameter servers)")
     for key in ("accuracy_floor", "slice_accuracy_floor"):
         value = getattr(config.evaluator, key)
         require(value is None or -1.0 <= value <= 1.0, f"evaluator.{key}", "must be in [-1, 1] or unset")
@@ -281,17 +353,33 @@ def validate_config(config: PipelineConfig) -> None:
             "evaluator.max_examples", "must be >= 1 or unset")
     require(config.pusher.verify_examples >= 1, "pusher.verify_examples", "must be >= 1")
     require(config.lock_timeout_s >= 0, "lock_timeout_s", "must be >= 0")
+    _validate_metadata(config.metadata, require)
     require(bool(config.pipeline_root), "pipeline_root", "must not be empty")
     # Only local paths: a `gs://...` or `file://...` value would otherwise be joined into local
     # paths (or handed to TF's file systems) and written somewhere nobody meant.
     for key, value in (("pipeline_root", config.pipeline_root), ("data.data_root", config.data.data_root),
                        ("pusher.serving_dir", config.pusher.serving_dir),
                        ("validation.schema_path", config.validation.schema_path),
-                       ("validation.reference_path", config.validation.reference_path)):
+                       ("validation.reference_path", config.validation.reference_path),
+                       ("trainer.module_file", config.trainer.module_file)):
         require("://" not in value, key, f"only local paths are supported, got {value!r}")
     for arg in config.beam_args:
         require(isinstance(arg, str) and arg.startswith("--"), "beam_args",
                 f"each entry must be a '--name=value' option, got {arg!r}")
+
+
+def _validate_metadata(m: MetadataConfig, require) -> None:
+    require(m.backend in METADATA_BACKENDS, "metadata.backend",
+            f"must be one of {', '.join(METADATA_BACKENDS)}, got {m.backend!r}")
+    if m.backend != "mysql":
+        return
+    require(bool(m.host.strip()), "metadata.host", "must name the MySQL / MariaDB server")
+    require(1 <= m.port <= 65535, "metadata.port", f"must be in 1..65535, got {m.port}")
+    # MySQL's limits for an unquoted database name; ML Metadata puts it into SQL as it is.
+    require(re.fullmatch(r"[A-Za-z0-9_$]{1,64}", m.database) is not None, "metadata.database",
+            f"must be 1 to 64 letters, digits, '_' or '$', got {m.database!r}")
+    require(bool(m.user), "metadata.user", "must name the database account (backend = \"mysql\")")
+    require(len(m.pipeline_name) <= 255, "metadata.pipeline_name", "must be at most 255 characters")
 
 
 def config_to_dict(config: PipelineConfig) -> dict:

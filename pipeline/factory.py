@@ -17,12 +17,16 @@ from components.pusher import component as pusher
 from components.schema_gen import component as schema_gen
 from components.statistics_gen import component as statistics_gen
 from components.trainer import component as trainer
+from components.trainer.module_contract import check_module_file
 from pipeline import resolvers
 from pipeline.config import PipelineConfig, config_to_dict
+from pipeline.metadata_settings import store_settings
+from pipeline.core.beam_engines import with_job_server_jar
 from pipeline.core.errors import ConfigError
 from pipeline.core.external import external_file
 from pipeline.core.pipeline import Pipeline
 from pipeline.core.step import InputSpec, declare
+from pipeline.formats import module_file as module_file_format
 from pipeline.formats import reference as reference_format
 from pipeline.formats import schema as schema_format
 
@@ -44,7 +48,8 @@ def _produced(ref: str) -> InputSpec:
 def create_pipeline(config: PipelineConfig) -> Pipeline:
     """Returns the pipeline for `config`, its steps in an order that respects dependencies.
 
-    Raises ConfigError when the config names a path that cannot be used.
+    Raises ConfigError when the config names a path that cannot be used, or a trainer module
+    file that does not parse or does not define exactly one entry point.
     """
     if not os.path.isfile(config.validation.schema_path):
         raise ConfigError("config key validation.schema_path: no schema file at "
@@ -59,6 +64,11 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
         # By content digest, like the curated schema: editing the file reruns the gate.
         reference = external_file(reference_format.ARTIFACT_TYPE, config.validation.reference_path,
                                   "validation.reference_path")
+    # The module is code the trainer will import: checked from its source now (no import),
+    # read by content digest at run time, so editing it retrains.
+    module_path = os.path.abspath(config.trainer.module_file)
+    check_module_file(module_path)
+    trainer_params = dataclasses.replace(config.trainer, module_file=module_path)
     steps = (
         declare(example_gen, {"raw_data": example_gen.raw_data_input(
             config.data.data_root, config.data.span, config.data.window_spans)}, config.data),
@@ -81,7 +91,9 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
             "base_model": InputSpec(
                 resolver=resolvers.pushed_model_of_earlier_spans("examples", config.trainer.warm_start),
                 optional=True),
-        }, config.trainer),
+            "module_file": InputSpec(resolver=external_file(
+                module_file_format.ARTIFACT_TYPE, module_path, "trainer.module_file")),
+        }, trainer_params),
         declare(evaluator, {
             "examples": _produced("example_gen.examples"),
             "model": _produced("trainer.model"),
@@ -99,10 +111,11 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
         steps=steps,
         root=config.pipeline_root,
         lock_timeout_s=config.lock_timeout_s,
-        beam_args=tuple(config.beam_args),
+        beam_args=tuple(with_job_server_jar(config.beam_args)),
         run_config=config_to_dict(config),
         summary_fields={"serving_dir": config.serving_dir},
         after_run=_write_report,
+        store=store_settings(config),
     )
 
 

@@ -22,9 +22,10 @@ from pipeline.config import PipelineConfig
 from pipeline.core.artifacts import SUMMARY_FILE, runs_dir
 from pipeline.core.digest import directory_digest
 from pipeline.core.errors import ConfigError, ModelIntegrityError, PushError
-from pipeline.core.lock import exclusive_lock, pipeline_lock_path
+from pipeline.core.lock import exclusive_lock, pipeline_lock_path, run_lock
 from pipeline.core.metadata import open_store, store_path
 from pipeline.core.store_backup import keep_backup, restore_store
+from pipeline.metadata_settings import store_settings
 from pipeline.resolvers import training_spans
 from pipeline.formats import blessing as blessing_format
 from pipeline.formats import model as model_format, pushed_model as pushed_format
@@ -96,8 +97,9 @@ def rollback(config: PipelineConfig, to_version: Optional[int] = None) -> tuple:
     is published then).
     """
     serving_dir = config.serving_dir
-    with exclusive_lock(pipeline_lock_path(config.pipeline_root), config.lock_timeout_s):
-        store = open_store(config.pipeline_root)
+    settings = store_settings(config)
+    with run_lock(config.pipeline_root, config.lock_timeout_s, settings):
+        store = open_store(config.pipeline_root, settings)
         recovered = recover_interrupted_publish(store, config)
         rolled_back_from = (recovered or {}).get(pushed_format.ROLLED_BACK_FROM)
         if rolled_back_from is not None and to_version in (None, rolled_back_from):
@@ -178,7 +180,8 @@ def _record_publish(store, config: PipelineConfig, step: str, run_id: str, input
     store.complete_execution(execution_id, {"pushed_model": (pushed_format.ARTIFACT_TYPE, uri, properties)},
                              {"properties": properties}, contexts)
     # A restore from an older backup would bring back the previous baseline.
-    keep_backup(store_path(config.pipeline_root))
+    if store.path is not None:  # a MySQL store is backed up by its server's tools
+        keep_backup(store.path)
 
 
 def restore_metadata(config: PipelineConfig, force: bool = False) -> tuple:
@@ -187,8 +190,14 @@ def restore_metadata(config: PipelineConfig, force: bool = False) -> tuple:
 
     Returns (the store file, the path the replaced file is kept at, or None when there was
     none). Raises LockTimeoutError when a run holds the lock for RESTORE_LOCK_TIMEOUT_S seconds,
-    StoreRestoreError (nothing changed) as `restore_store`.
+    StoreRestoreError (nothing changed) as `restore_store`, ConfigError when the store is a
+    MySQL database (its server's backups restore it, not this command).
     """
+    settings = store_settings(config)
+    if settings is not None:
+        raise ConfigError(f"metadata restore: the metadata store is {settings.describe()}, not a SQLite file; "
+                          "a MySQL / MariaDB store is backed up and restored with the server's own tools "
+                          "(mysqldump), not by this command")
     store = store_path(config.pipeline_root)
     with exclusive_lock(pipeline_lock_path(config.pipeline_root), RESTORE_LOCK_TIMEOUT_S):
         kept = restore_store(store, force)
@@ -233,7 +242,7 @@ def list_runs(config: PipelineConfig) -> list:
 
 def serving_status(config: PipelineConfig) -> dict:
     """The model serving now and its lineage: version, run, spans, its blessing and metrics."""
-    store = open_store(config.pipeline_root)
+    store = open_store(config.pipeline_root, store_settings(config))
     status = {"serving_dir": config.serving_dir, "versions": pushed_format.list_versions(config.serving_dir)}
     latest = pushed_format.latest_push(store, config.serving_dir)
     if latest is None:
@@ -242,6 +251,10 @@ def serving_status(config: PipelineConfig) -> dict:
     model = store.artifact(pushed_format.pushed_model_id(latest.properties))
     lineage = {"version": latest.properties.get(pushed_format.VERSION), "model_id": model.id,
                "model_uri": model.uri, "rolled_back_from": latest.properties.get(pushed_format.ROLLED_BACK_FROM)}
+    if model.properties.get(model_format.MODULE_DIGEST):
+        # The trainer module that built the network (models from before modules lack it).
+        lineage["module"] = {"path": model.properties.get(model_format.MODULE_FILE),
+                             "sha256": model.properties[model_format.MODULE_DIGEST]}
     trainer_execution = store.producer_of(model.id)
     if trainer_execution:
         [execution] = store.store.get_executions_by_id([trainer_execution])

@@ -72,19 +72,20 @@ def newest_version(serving_dir: str) -> int:
     return versions[-1]
 
 
-def recorded_digest(pipeline_root: str, serving_dir: str, version: int) -> Optional[Tuple[str, int]]:
+def recorded_digest(pipeline_root: str, serving_dir: str, version: int,
+                    store_settings=None) -> Optional[Tuple[str, int]]:
     """(digest, model id) recorded in ML Metadata for `version` pushed to `serving_dir`.
 
-    None when the pipeline root has no metadata store, or the store has no successful push
-    (or rollback) of that version into that folder. A record whose model has no digest gives
-    ("", model id), which never matches.
+    store_settings: the MySqlSettings of a shared store (None: the root's metadata.sqlite).
+    None when the pipeline root has no SQLite metadata store, or the store has no successful
+    push (or rollback) of that version into that folder. A record whose model has no digest
+    gives ("", model id), which never matches.
     """
-    from pipeline.core.metadata import MetadataStore, store_path
+    from pipeline.core.metadata import open_store, store_path
 
-    sqlite = store_path(pipeline_root)
-    if not os.path.isfile(sqlite):
+    if store_settings is None and not os.path.isfile(store_path(pipeline_root)):
         return None
-    store = MetadataStore(sqlite)
+    store = open_store(pipeline_root, store_settings)
     pushed = pushed_format.find_push(store, serving_dir, version)
     if pushed is None:
         return None
@@ -93,8 +94,11 @@ def recorded_digest(pipeline_root: str, serving_dir: str, version: int) -> Optio
     return (digest if isinstance(digest, str) else "", model_id)
 
 
-def resolve_served_model(serving_dir: str, pipeline_root: str, allow_unverified: bool = False) -> ServedModel:
+def resolve_served_model(serving_dir: str, pipeline_root: str, allow_unverified: bool = False,
+                         store_settings=None) -> ServedModel:
     """The newest serving version, verified against its push record (see the module docstring).
+
+    store_settings: as `recorded_digest`.
 
     Raises ConfigError when nothing is published, ModelIntegrityError when the files do not
     match the recorded digest, or when there is no record and `allow_unverified` is False.
@@ -103,12 +107,13 @@ def resolve_served_model(serving_dir: str, pipeline_root: str, allow_unverified:
 
     version = newest_version(serving_dir)
     path = os.path.join(serving_dir, str(version))
-    record = recorded_digest(pipeline_root, serving_dir, version)
+    record = recorded_digest(pipeline_root, serving_dir, version, store_settings)
     if record is None:
+        where = store_settings.describe() if store_settings is not None else os.path.join(pipeline_root, "metadata.sqlite")
         if not allow_unverified:
             raise ModelIntegrityError(
                 f"serving version {version} in {serving_dir}: no push record in "
-                f"{os.path.join(pipeline_root, 'metadata.sqlite')} to verify it against; refusing to "
+                f"{where} to verify it against; refusing to "
                 "load it (pass --pipeline-root of the pipeline that pushed it, or --allow-unverified)")
         log.warning("serving version %d in %s has no push record: loading it UNVERIFIED", version, serving_dir)
         return ServedModel(version, path, verified=False)
@@ -157,15 +162,17 @@ def classify(model_dir: str, images: np.ndarray, batch_size: int = BATCH_SIZE,
 
 
 def predict_files(paths: Sequence[str], serving_dir: str, pipeline_root: str, invert: str = "auto",
-                  allow_unverified: bool = False) -> Tuple[ServedModel, List[Prediction]]:
+                  allow_unverified: bool = False, store_settings=None) -> Tuple[ServedModel, List[Prediction]]:
     """Classifies every digit in `paths` (PNG or gzip IDX images) with the served model.
+
+    store_settings: the MySqlSettings of a shared metadata store (None: the root's SQLite file).
 
     Every file is read and validated before the model is resolved and loaded, so a bad file
     fails fast (InputDataError naming it). Raises as `resolve_served_model` and `classify`.
     Returns the model used and one Prediction per digit, in file and record order.
     """
     digits = [digit for path in paths for digit in read_digits(path, invert)]
-    served = resolve_served_model(serving_dir, pipeline_root, allow_unverified)
+    served = resolve_served_model(serving_dir, pipeline_root, allow_unverified, store_settings)
     class_ids, probabilities = classify(served.path, np.stack([d.pixels for d in digits]))
     confidence = probabilities[np.arange(len(digits)), class_ids]
     return served, [Prediction(d, int(c), float(p)) for d, c, p in zip(digits, class_ids, confidence)]

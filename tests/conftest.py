@@ -25,6 +25,18 @@ def tiny_mnist(tmp_path_factory) -> str:
     return write_mnist_slice(str(tmp_path_factory.mktemp("mnist_tiny")), 240, 60)
 
 
+@pytest.fixture(scope="session")
+def mariadb():
+    """A real MariaDB server (Debian's mariadb-server, installed and started by
+    scripts/ensure_mariadb.sh when needed) with an account of this session's own
+    (tests/mariadb_server.py)."""
+    import mariadb_server
+
+    server = mariadb_server.start()
+    yield server
+    mariadb_server.stop(server)
+
+
 def pytest_configure(config):
     """At exit, the same filter the CLI installs, so CI's log ends with pytest's summary rather
     than TensorFlow's teardown tracebacks (see pipeline.logs). atexit, because pytest restores

@@ -5,7 +5,8 @@ import logging
 import pytest
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
-from pipeline.core.step import StepContext, with_default_runner
+from pipeline.core.beam_engines import with_default_runner
+from pipeline.core.step import StepContext
 
 
 def _options(beam_args):

@@ -1,11 +1,9 @@
 """The data half (example_gen .. example_validator) end to end on a few thousand real digits,
-through the CLI, under each Beam running mode; then fully cached; then the gate."""
+through the CLI, under each Beam running mode (other engines: test_beam_engines); then fully
+cached; then the gate."""
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -127,36 +125,6 @@ def test_direct_runner_running_modes(tmp_path, mode_mnist, mode):
     assert code == 0, summary and summary["message"]
     assert [summary["steps"][s]["state"] for s in DATA_STEPS] == ["ran"] * 4
     assert summary["steps"]["example_gen"]["properties"]["split_counts"]["test"] == 200
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_portable_runner_against_the_local_job_service(tmp_path, mode_mnist):
-    port = _free_port()
-    service = subprocess.Popen(
-        [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
-         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.5)
-        code, summary = data_half(tmp_path, mode_mnist, "--beam-arg=--runner=PortableRunner",
-                                  f"--beam-arg=--job_endpoint=localhost:{port}",
-                                  "--beam-arg=--environment_type=LOOPBACK")
-        assert code == 0, summary and summary["message"]
-        assert [summary["steps"][s]["state"] for s in DATA_STEPS] == ["ran"] * 4
-        assert summary["steps"]["example_gen"]["properties"]["split_counts"]["test"] == 200
-    finally:
-        service.terminate()
-        service.wait(20)
 
 
 def _copy_with_config(tmp_path, source, key: str) -> tuple:

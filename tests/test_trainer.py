@@ -136,7 +136,13 @@ def test_export_layout_and_digest(trained):
     serving = os.path.join(model_uri, "Format-Serving")
     assert sorted(os.listdir(serving)) == ["saved_model.pb", "variables"]
     digest = directory_digest(serving)
-    assert outcome.output_properties == {"model": {"digest": digest}}
+    from pipeline.config import DEFAULT_MODULE_FILE
+    from pipeline.core.digest import file_digest
+
+    # The model records the module that built it (the default: the classic CNN).
+    assert outcome.output_properties == {"model": {
+        "digest": digest, "module_file": str(DEFAULT_MODULE_FILE),
+        "module_digest": file_digest(str(DEFAULT_MODULE_FILE))}}
     with open(os.path.join(model_uri, "model_digest.json")) as f:
         assert json.load(f) == {"digest": digest, "algorithm": "sha256-tree"}
 

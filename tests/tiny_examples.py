@@ -81,7 +81,7 @@ def write_examples_artifact(dest: str, splits: Dict[str, SplitData]) -> str:
     return dest
 
 
-# No --runner: executors get the pipeline's own default (pipeline.core.step.with_default_runner), the
+# No --runner: executors get the pipeline's own default (pipeline.core.beam_engines.with_default_runner), the
 # engine users get too.
 TEST_BEAM_ARGS = ("--direct_running_mode=in_memory",)
 

@@ -1,15 +1,19 @@
 """The evaluator's Beam pipeline: read the test split, optionally subsample it, run TFMA.
 
 Candidate and baseline are evaluated on the same examples in one pipeline run, so their
-metrics (and TFMA's diff metrics) compare like with like. The same run also taps TFMA's
-extracts right after its PredictionsExtractor (a custom `tfma.evaluators.Evaluator` next to
-TFMA's default ones: same examples, one inference per model) and writes, next to TFMA's output,
-the per-example outcomes and the candidate's most confident mistakes; afterwards the overall
-confusion matrices are taken from TFMA's plots. File formats: `pipeline.formats.evaluation`.
+metrics (and their diff metrics) compare like with like. TFMA reads the examples in batches of
+INFERENCE_BATCH_SIZE and runs its extractors up to its PredictionsExtractor (one inference per
+model and batch); one evaluator (`BatchedEvaluator`, a custom `tfma.evaluators.Evaluator` in
+place of TFMA's per-example metrics evaluator) then reduces each batch to per-example rows,
+combines the rows once and, from them, computes TFMA's metrics and plots per slice
+(`slice_metrics`), which TFMA's writers store as their own, and writes, next to TFMA's
+output, the per-example outcomes and the candidate's most confident mistakes; afterwards the
+overall confusion matrices are taken from TFMA's plots. File formats: `pipeline.formats.evaluation`.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import time
@@ -19,6 +23,7 @@ from typing import Optional
 import apache_beam as beam
 import numpy as np
 
+from components.evaluator import slice_metrics
 from pipeline.core.errors import InputDataError, PipelineError
 from pipeline.formats import evaluation as evaluation_format
 from pipeline.formats import examples as examples_format
@@ -26,6 +31,9 @@ from pipeline.formats import examples as examples_format
 logger = logging.getLogger(__name__)
 
 COUNTER_NAMESPACE = "evaluator"
+# Examples per batch through TFMA's extractors and the model (the batch the model's own rate is
+# measured at); TFXIO's default starts at 1 and grows, which averaged 75 per inference here.
+INFERENCE_BATCH_SIZE = 1_000
 
 
 @dataclass(frozen=True)
@@ -46,37 +54,93 @@ def _fingerprint(record: bytes) -> tuple:
     return hashlib.sha256(record).digest(), record
 
 
+def _read_batches(path: str, batch_size: int):
+    """The serialized records of the gzip TFRecord file `path`, in lists of up to `batch_size`,
+    read by TensorFlow's C++ reader. Raises InputDataError naming the file when it is damaged."""
+    import tensorflow as tf
+
+    dataset = tf.data.TFRecordDataset(path, compression_type="GZIP").batch(batch_size)
+    try:
+        for batch in dataset.as_numpy_iterator():
+            yield list(batch)
+    except tf.errors.OpError as e:
+        raise InputDataError(f"{path}: not a readable gzip TFRecord file ({e.message})") from e
+
+
+def _chunks(records: list, size: int) -> list:
+    return [records[start:start + size] for start in range(0, len(records), size)]
+
+
 @beam.ptransform_fn
 def ReadExamples(pipeline, file_pattern: str, max_examples: Optional[int]):  # pylint: disable=invalid-name
-    """Reads serialized tf.Examples from gzip TFRecords; keeps at most `max_examples`.
+    """Reads serialized tf.Examples from gzip TFRecords as lists of up to INFERENCE_BATCH_SIZE;
+    keeps at most `max_examples`.
 
-    The subset is the `max_examples` records with the smallest sha256 fingerprints: a
-    content-defined sample, the same on every run and independent of shard order.
-    Counts `examples_read` and `examples_selected` as Beam metrics.
+    Each file is read in batches (no per-record Beam element: Beam's Python TFRecord reader took
+    a fifth of the evaluator's time per example). The subset is the `max_examples` records with
+    the smallest sha256 fingerprints: a content-defined sample, the same on every run and
+    independent of shard order. Counts `examples_read` and `examples_selected` as Beam metrics.
+    Raises InputDataError when no file matches.
     """
+    files = sorted(glob.glob(file_pattern))
+    if not files:
+        raise InputDataError(f"{file_pattern}: no file matches")
     read_counter = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, "examples_read")
     selected_counter = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, "examples_selected")
 
     def count(counter):
-        def inc(record):
-            counter.inc()
-            return record
+        def inc(batch):
+            counter.inc(len(batch))
+            return batch
         return inc
 
-    records = (pipeline
-               | "ReadTFRecords" >> beam.io.ReadFromTFRecord(
-                   file_pattern, compression_type=beam.io.filesystem.CompressionTypes.GZIP)
+    batches = (pipeline
+               | "Files" >> beam.Create(files)
+               | "SpreadFiles" >> beam.Reshuffle()
+               | "ReadTFRecords" >> beam.FlatMap(_read_batches, INFERENCE_BATCH_SIZE)
                | "CountRead" >> beam.Map(count(read_counter)))
     if max_examples is not None:
-        records = (records
+        batches = (batches
+                   | "Records" >> beam.FlatMap(lambda batch: batch)
                    | "Fingerprint" >> beam.Map(_fingerprint)
                    | "KeepSmallestFingerprints" >> beam.combiners.Top.Smallest(max_examples)
-                   | "Unpack" >> beam.FlatMap(lambda kept: [record for _, record in kept]))
-    return records | "CountSelected" >> beam.Map(count(selected_counter))
+                   | "Rebatch" >> beam.FlatMap(lambda kept: _chunks([record for _, record in kept],
+                                                                     INFERENCE_BATCH_SIZE)))
+    return batches | "CountSelected" >> beam.Map(count(selected_counter))
 
 
-# ---- the tap on TFMA's extracts ---------------------------------------------------------------
-TAP_STAGE = "TapPerExampleOutcomes"
+class DecodeForEvaluation(beam.DoFn):
+    """A list of serialized tf.Examples -> the Arrow RecordBatch TFMA's extractors read: only the
+    label and the ink density bucket decoded (the models parse the serialized examples
+    themselves, in `raw_record_column`; the pixels of the few mistakes shown are read from it)."""
+
+    def __init__(self, raw_record_column: str):
+        self._raw_record_column = raw_record_column
+        self._decoder = None
+
+    def setup(self):
+        from tensorflow_metadata.proto.v0 import schema_pb2
+        from tfx_bsl.coders import example_coder
+
+        schema = schema_pb2.Schema()
+        for name in ROW_FEATURES:
+            schema.feature.add(name=name, type=schema_pb2.INT)
+        self._decoder = example_coder.ExamplesToRecordBatchDecoder(schema.SerializeToString())
+
+    def process(self, records: list):
+        from tfx_bsl.tfxio import record_based_tfxio
+
+        yield record_based_tfxio.AppendRawRecordColumn(self._decoder.DecodeBatch(records),
+                                                       self._raw_record_column, records)
+
+
+# ---- the evaluator on TFMA's batched extracts -------------------------------------------------
+EVALUATOR_STAGE = "EvaluateBatches"
+# The names of the models' per-example columns (as in outcomes.npz: "candidate_correct").
+CANDIDATE_ROLE = evaluation_format.CANDIDATE_CORRECT.removesuffix("_correct")
+BASELINE_ROLE = evaluation_format.BASELINE_CORRECT.removesuffix("_correct")
+# The columns of the rows that slices may be taken on.
+ROW_FEATURES = (evaluation_format.LABEL, evaluation_format.INK_DENSITY_BUCKET)
 
 
 def _per_model(value, model: str, model_names):
@@ -109,12 +173,13 @@ def batch_outcomes(extracts: dict, candidate: str, baseline: Optional[str],
     """One batch of TFMA extracts (after its PredictionsExtractor: `labels` as the LabelsExtractor
     took them from the label key, `features` from the examples, `input` the serialized examples,
     `predictions` keyed by model name when there are several models) -> a partial result:
-    {"fingerprint": [n] sha256 of each serialized example, "label", "ink_density_bucket",
-    "candidate_correct" (and "baseline_correct"): [n] arrays, "mistakes": up to `keep` mistakes
-    of the candidate in this batch, as `_mistake_key` orders them}.
+    {"fingerprint": [n] sha256 of each serialized example, "label", "ink_density_bucket": [n]
+    arrays, the `slice_metrics.per_example_columns` of "candidate" (and "baseline"), among them
+    "candidate_correct" (and "baseline_correct"), "mistakes": up to `keep` mistakes of the
+    candidate in this batch, as `_mistake_key` orders them}.
 
     The predicted class is the argmax of `prediction_key` (as TFMA's accuracy and its confusion
-    matrix at threshold 0 take it).
+    matrix at threshold 0 take it). Raises PipelineError for a label outside the model's classes.
     """
     models = [candidate] + ([baseline] if baseline else [])
     records = list(extracts["input"])
@@ -128,29 +193,33 @@ def batch_outcomes(extracts: dict, candidate: str, baseline: Optional[str],
     }
     probabilities = _probabilities(extracts["predictions"], candidate, models, prediction_key).reshape(n, -1)
     predicted = probabilities.argmax(axis=1)
-    partial[evaluation_format.CANDIDATE_CORRECT] = predicted == labels
+    partial.update(slice_metrics.per_example_columns(CANDIDATE_ROLE, probabilities, labels))
     if baseline:
         base = _probabilities(extracts["predictions"], baseline, models, prediction_key).reshape(n, -1)
-        partial[evaluation_format.BASELINE_CORRECT] = base.argmax(axis=1) == labels
-    wrong = np.flatnonzero(predicted != labels)
-    if len(wrong) and image_key not in features:
-        raise PipelineError(f"TFMA extracts hold no {image_key!r} feature: the examples lack the digits' pixels")
+        partial.update(slice_metrics.per_example_columns(BASELINE_ROLE, base, labels))
     # Shown probabilities are clipped to [0, 1] (float32 softmax may overshoot by an ulp; a
     # non-finite one shows as 0 and the gate fails the model on its NaN metrics anyway).
     shown = np.clip(np.nan_to_num(probabilities, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
-    mistakes = []
-    for i in wrong:
-        label = int(labels[i])
-        pixels = np.clip(np.rint(np.asarray(features[image_key][i], dtype=np.float64)), 0, examples_format.MAX_PIXEL)
-        mistakes.append({
-            "fingerprint": partial["fingerprint"][i],
-            "pixels": pixels.astype(np.int64).reshape(-1).tolist(),
-            "label": label, "predicted": int(predicted[i]),
-            "confidence": float(shown[i, predicted[i]]),
-            "label_probability": float(shown[i, label]) if 0 <= label < shown.shape[1] else 0.0,
-        })
-    partial["mistakes"] = sorted(mistakes, key=_mistake_key)[:keep]
+    mistakes = sorted(({"fingerprint": partial["fingerprint"][i], "index": i, "label": int(labels[i]),
+                        "predicted": int(predicted[i]), "confidence": float(shown[i, predicted[i]]),
+                        "label_probability": float(shown[i, labels[i]])}
+                       for i in np.flatnonzero(predicted != labels)), key=_mistake_key)[:keep]
+    for item in mistakes:
+        item["pixels"] = _pixels(records[item.pop("index")], image_key)
+    partial["mistakes"] = mistakes
     return partial
+
+
+def _pixels(record: bytes, image_key: str) -> list:
+    """The `image_key` feature of a serialized tf.Example as ints 0..MAX_PIXEL. Raises
+    PipelineError when the example has no such feature."""
+    import tensorflow as tf
+
+    feature = tf.train.Example.FromString(record).features.feature
+    if image_key not in feature:
+        raise PipelineError(f"a test example has no {image_key!r} feature: the examples lack the digits' pixels")
+    values = feature[image_key].int64_list.value or feature[image_key].float_list.value
+    return np.clip(np.rint(np.asarray(values, dtype=np.float64)), 0, examples_format.MAX_PIXEL).astype(np.int64).tolist()
 
 
 def _mistake_key(item: dict) -> tuple:
@@ -208,7 +277,7 @@ def _concatenate(partials: list) -> dict:
 
 def write_per_example(combined: dict, output_path: str, with_baseline: bool) -> None:
     """Writes outcomes.npz and mistakes.json for the combined result into `output_path`."""
-    outcomes = dict(combined["outcomes"])
+    outcomes = {k: v for k, v in combined["outcomes"].items() if k in evaluation_format.OUTCOME_COLUMNS}
     if with_baseline and evaluation_format.BASELINE_CORRECT not in outcomes:
         outcomes[evaluation_format.BASELINE_CORRECT] = np.zeros(0, bool)  # no examples at all
     evaluation_format.write_outcomes(output_path, outcomes)
@@ -218,28 +287,67 @@ def write_per_example(combined: dict, output_path: str, with_baseline: bool) -> 
                                       for m in combined["mistakes"]])
 
 
+def _model_names(eval_config) -> tuple:
+    """({name TFMA gives the model in its keys: CANDIDATE_ROLE or BASELINE_ROLE}, the baseline's
+    name or "") from an EvalConfig as TFMA completes it (a single model's name is "")."""
+    from tensorflow_model_analysis.utils import config_util
+
+    completed = config_util.update_eval_config_with_defaults(
+        eval_config, has_baseline=any(spec.is_baseline for spec in eval_config.model_specs))
+    models = {spec.name: BASELINE_ROLE if spec.is_baseline else CANDIDATE_ROLE for spec in completed.model_specs}
+    baseline = next((name for name, role in models.items() if role == BASELINE_ROLE), "")
+    return completed, models, baseline
+
+
 @beam.ptransform_fn
-def TapPerExampleOutcomes(extracts, output_path: str, candidate: str, baseline: Optional[str],  # pylint: disable=invalid-name
-                          prediction_key: str):
-    """The tap's ptransform: batched extracts -> outcomes.npz and mistakes.json in `output_path`.
+def EvaluateBatches(extracts, output_path: str, eval_config, candidate: str, baseline: Optional[str],  # pylint: disable=invalid-name
+                    prediction_key: str):
+    """The evaluator's ptransform: batched extracts -> TFMA's Evaluation (metrics, plots,
+    attributions and validations per slice, for TFMA's writers), and outcomes.npz and
+    mistakes.json written into `output_path`.
 
-    Returns an empty Evaluation: TFMA's writers see nothing of it.
+    candidate, baseline: the models' names in the extracts (baseline None: a single model).
     """
-    _ = (extracts
-         | "BatchOutcomes" >> beam.Map(batch_outcomes, candidate, baseline, prediction_key)
-         | "Combine" >> beam.CombineGlobally(PerExampleCombineFn())
-         | "Write" >> beam.Map(write_per_example, output_path, baseline is not None))
-    return {}
+    from tensorflow_model_analysis.evaluators import metrics_validator
+
+    completed, models, baseline_name = _model_names(eval_config)
+    combined = (extracts
+                | "BatchOutcomes" >> beam.Map(batch_outcomes, candidate, baseline, prediction_key)
+                | "Combine" >> beam.CombineGlobally(PerExampleCombineFn()))
+    _ = combined | "Write" >> beam.Map(write_per_example, output_path, baseline is not None)
+    sliced = combined | "MetricsPerSlice" >> beam.Map(
+        lambda c: slice_metrics.sliced_results(c["outcomes"], completed, models, baseline_name))
+    metrics = sliced | "Metrics" >> beam.FlatMap(lambda result: result[0])
+    return {
+        "metrics": metrics,
+        "plots": sliced | "Plots" >> beam.FlatMap(lambda result: result[1]),
+        "attributions": metrics | "NoAttributions" >> beam.Map(lambda item: (item[0], {})),
+        "validations": metrics | "ValidateMetrics" >> beam.Map(metrics_validator.validate_metrics, completed),
+    }
 
 
-def tap_evaluator(output_path: str, candidate: str, baseline: Optional[str], prediction_key: str):
-    """The tfma.evaluators.Evaluator that taps the extracts after TFMA's PredictionsExtractor."""
+def batched_evaluator(output_path: str, eval_config, candidate: str, baseline: Optional[str], prediction_key: str):
+    """The tfma.evaluators.Evaluator that evaluates the batched extracts after TFMA's
+    PredictionsExtractor. Raises PipelineError when `eval_config` asks for metrics or slices
+    it does not compute."""
     import tensorflow_model_analysis as tfma
     from tensorflow_model_analysis.extractors.predictions_extractor import PREDICTIONS_EXTRACTOR_STAGE_NAME
 
+    slice_metrics.check_eval_config(eval_config, ROW_FEATURES)
     return tfma.evaluators.Evaluator(
-        stage_name=TAP_STAGE, run_after=PREDICTIONS_EXTRACTOR_STAGE_NAME,
-        ptransform=TapPerExampleOutcomes(output_path, candidate, baseline, prediction_key))
+        stage_name=EVALUATOR_STAGE, run_after=PREDICTIONS_EXTRACTOR_STAGE_NAME,
+        ptransform=EvaluateBatches(output_path, eval_config, candidate, baseline, prediction_key))
+
+
+def batched_extractors(eval_shared_model, eval_config) -> list:
+    """TFMA's default extractors without those that split batches into examples and key them by
+    slice: the evaluator slices the combined rows itself."""
+    import tensorflow_model_analysis as tfma
+    from tensorflow_model_analysis.extractors import slice_key_extractor, unbatch_extractor
+
+    per_example = {unbatch_extractor.UNBATCH_EXTRACTOR_STAGE_NAME, slice_key_extractor.SLICE_KEY_EXTRACTOR_STAGE_NAME}
+    return [x for x in tfma.default_extractors(eval_shared_model=eval_shared_model, eval_config=eval_config)
+            if x.stage_name not in per_example]
 
 
 def _counter(result, name: str) -> int:
@@ -257,31 +365,25 @@ def run_analysis(file_pattern: str, candidate_path: str, baseline_path: Optional
     PipelineError when the outcomes and TFMA's overall confusion matrix disagree on the count.
     """
     import tensorflow_model_analysis as tfma
-    from tfx_bsl.public import tfxio
 
-    from components.evaluator import metrics as metrics_lib, tfma_setup
+    from components.evaluator import metrics as metrics_lib, model_loading, tfma_setup
 
     eval_config = tfma_setup.build_eval_config(with_baseline=baseline_path is not None)
-    models = [tfma.default_eval_shared_model(candidate_path, eval_config=eval_config,
-                                             model_name=tfma_setup.CANDIDATE)]
+    models = [model_loading.eval_shared_model(candidate_path, eval_config, tfma_setup.CANDIDATE)]
     if baseline_path is not None:
-        models.append(tfma.default_eval_shared_model(baseline_path, eval_config=eval_config,
-                                                     model_name=tfma_setup.BASELINE))
+        models.append(model_loading.eval_shared_model(baseline_path, eval_config, tfma_setup.BASELINE))
     eval_shared_model = models if len(models) > 1 else models[0]
-    evaluators = tfma.default_evaluators(eval_shared_model=eval_shared_model, eval_config=eval_config) + [
-        tap_evaluator(output_path, tfma_setup.CANDIDATE,
-                      tfma_setup.BASELINE if baseline_path is not None else None,
-                      tfma_setup.PREDICTION_KEY)]
-    to_arrow = tfxio.TFExampleBeamRecord(physical_format="inmem",
-                                         raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
+    evaluators = [batched_evaluator(output_path, eval_config, tfma_setup.CANDIDATE,
+                                    tfma_setup.BASELINE if baseline_path is not None else None,
+                                    tfma_setup.PREDICTION_KEY)]
     started = time.monotonic()
     pipeline = beam.Pipeline(options=pipeline_options)
     _ = (pipeline
          | "ReadExamples" >> ReadExamples(file_pattern, max_examples)
-         | "ToRecordBatches" >> to_arrow.BeamSource()
+         | "ToRecordBatches" >> beam.ParDo(DecodeForEvaluation(tfma.ARROW_INPUT_COLUMN))
          | "ExtractEvaluateAndWriteResults" >> tfma.ExtractEvaluateAndWriteResults(
              eval_shared_model=eval_shared_model, eval_config=eval_config, output_path=output_path,
-             evaluators=evaluators))
+             extractors=batched_extractors(eval_shared_model, eval_config), evaluators=evaluators))
     result = pipeline.run()
     result.wait_until_finish()
     seconds = time.monotonic() - started

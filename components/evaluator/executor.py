@@ -109,6 +109,7 @@ def run(ctx: StepContext) -> StepOutcome:
             "margin": decision.margin,
             "comparisons": decision.comparisons,
             "examples_evaluated": evaluated,
+            "beam_runner": ctx.beam_runner(),
             "examples_per_second": round(examples_per_second, 2),
             "tfma_seconds": round(analysis.seconds, 2),
         },

@@ -32,7 +32,9 @@ def build_eval_config(with_baseline: bool):
     Metrics: example_count, accuracy (SparseCategoricalAccuracy), log_loss
     (SparseCategoricalCrossentropy) and the multi-class confusion matrix plot, from which
     `metrics.per_class_from_confusion` derives per-class top-1 precision and recall. Slices:
-    overall, by label, by ink_density_bucket.
+    overall, by label, by ink_density_bucket. The evaluator computes exactly these, on batches,
+    with `slice_metrics` (which refuses a config asking for anything else); TFMA writes them
+    and this config beside them.
     """
     import tensorflow_model_analysis as tfma
 

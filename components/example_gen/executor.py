@@ -183,6 +183,7 @@ def run(ctx: StepContext) -> StepOutcome:
             "examples_per_second": round(rate, 1),
             "validation_seconds": round(validation_seconds, 3),
             "write_seconds": round(seconds, 3),
+            "beam_runner": ctx.beam_runner(),
         },
         output_properties={"examples": {examples_format.SPANS: span_numbers,
                                         examples_format.SPLIT_COUNTS: dict(expected)}},

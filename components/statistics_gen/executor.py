@@ -20,8 +20,8 @@ from pipeline.formats import examples as examples_format, statistics as stats_fo
 def run(ctx: StepContext) -> StepOutcome:
     """Computes and writes the statistics of every split of `ctx.inputs["examples"]`.
 
-    Returns execution properties `split_counts` ({split: examples}) and `pixel_out_of_range`
-    ({split: values outside 0..255}); the output artifact gets `split_names` and `split_counts`
+    Returns execution properties `split_counts` ({split: examples}), `pixel_out_of_range`
+    ({split: values outside 0..255}) and `beam_runner` (the engine that ran it); the output artifact gets `split_names` and `split_counts`
     (plus `spans` copied from the examples). Raises InputDataError on a bad layout, on records
     that cannot be read as tf.Example, or when the examples' recorded `split_counts` disagree with
     what was read.
@@ -80,7 +80,8 @@ def run(ctx: StepContext) -> StepOutcome:
     if examples_format.SPANS in examples.properties:
         output_properties[stats_format.SPANS] = examples_format.spans_of(examples.properties)
     return StepOutcome(
-        execution_properties={"split_counts": split_counts, "pixel_out_of_range": pixel_out_of_range},
+        execution_properties={"split_counts": split_counts, "pixel_out_of_range": pixel_out_of_range,
+                              "beam_runner": ctx.beam_runner()},
         output_properties={"statistics": output_properties},
     )
 

@@ -1,20 +1,32 @@
-"""The Trainer step: trains the CNN on the train split, keeps the best model by eval accuracy.
+"""The Trainer step: trains the module's network on the train split, keeps the best model by
+eval accuracy.
 
 Inputs:
 - `examples` (Examples): `Split-train` for training, `Split-eval` for periodic evaluation.
 - `schema` (Schema): checked to describe the `image` and `label` features the trainer reads.
 - `base_model` (Model, optional): warm-start source when `trainer.warm_start` is set; its files
-  must match its recorded digest.
+  must match its recorded digest, and it must come from the same module file content.
+- `module_file` (TrainerModule): the `trainer.module_file` by content digest; the bytes that
+  run must still have it (`user_module`). Absent when the executor is called directly: the
+  file `trainer.module_file` names is then taken as it is.
 Outputs:
 - `model` (Model): `Format-Serving/` (the best evaluation's SavedModel, see `export`) and
-  `model_digest.json`; property `digest`.
+  `model_digest.json`; properties `digest`, `module_file`, `module_digest`.
 - `model_run` (ModelRun): checkpoints, TensorBoard event files (train and eval/), and
   `training_history.json` (one record per evaluation plus the run's summary).
 Params: a `TrainerConfig`.
 Execution properties: best_eval_accuracy / _loss / _step, final_eval_accuracy, steps_trained,
-stopped_early, evaluations_run, train_examples_per_sec, train_seconds, warm_started.
+stopped_early, evaluations_run, train_examples_per_sec, train_seconds, warm_started,
+module_file, module_digest, model_entry_point; with `trainer.workers` > 0 also `cluster`
+({"chief": 1, "worker": N, "ps": M}).
+Training runs in this process, or with `trainer.workers` > 0 on a local TensorFlow cluster
+(`cluster`: chief, workers and parameter servers as processes; the chief evaluates and exports,
+this process publishes as in one process). A cluster task that fails fails the step with one
+line naming it.
 Raises TrainingError (NaN/Inf loss, no evaluation, broken export), ModelIntegrityError (base
-model digest), ConfigError (base model architecture differs), InputDataError (missing or empty
+model digest), ConfigError (a module that does not import or breaks the Estimator contract,
+checked before any training step; base model from another module or architecture),
+InputDataError (a module file that changed during the run, missing or empty
 split, a schema without the trainer's features, records that do not parse). On any error
 nothing is written into `model`.
 """
@@ -29,10 +41,11 @@ import time
 
 import tensorflow as tf
 
-from components.trainer import export, inputs
+from components.trainer import cluster, export, inputs
 from components.trainer.exporters import BestAccuracyExporter, EvalHistory
 from components.trainer.hooks import NonFiniteLossHook, ProgressHook
-from components.trainer.model import model_fn
+from components.trainer.user_module import load_checked, model_fn_for
+from components.trainer.result import TrainingResult
 from components.trainer.warm_start import warm_start_settings
 from pipeline.core.errors import InputDataError, TrainingError
 from pipeline.core.step import StepContext, StepOutcome
@@ -88,7 +101,8 @@ def _publish_best_export(best_export_dir: str, model_uri: str, run_dir: str, sam
 def _make_estimator(cfg, run_dir: str, warm_start) -> tf.estimator.Estimator:
     """The Estimator: checkpoints every evaluation interval, seeded, optionally warm started."""
     return tf.estimator.Estimator(
-        model_fn=model_fn,
+        # The module that cfg.module_file names (loaded once per process and digest).
+        model_fn=model_fn_for(cfg),
         params=dataclasses.asdict(cfg),
         config=tf.estimator.RunConfig(
             model_dir=run_dir,
@@ -116,6 +130,70 @@ def _training_hooks(cfg, estimator, log) -> tuple:
     return hooks, progress
 
 
+@dataclasses.dataclass
+class Training:
+    """One process's training set-up (`build_training`): the Estimator, its specs, and the hook
+    and exporters that record throughput, evaluations and the best export."""
+
+    estimator: tf.estimator.Estimator
+    train_spec: tf.estimator.TrainSpec
+    eval_spec: tf.estimator.EvalSpec
+    progress: ProgressHook
+    history: EvalHistory
+    best_exporter: BestAccuracyExporter
+
+    def train_and_evaluate(self, examples_uri: str) -> float:
+        """Runs `tf.estimator.train_and_evaluate` (as this process's TF_CONFIG says: alone, or
+        as one task of a cluster); returns its wall seconds. Raises as `_train_and_evaluate`."""
+        started = time.perf_counter()
+        _train_and_evaluate(self.estimator, self.train_spec, self.eval_spec, examples_uri)
+        return time.perf_counter() - started
+
+    def result(self, train_seconds: float) -> TrainingResult:
+        """What this process's training produced, after `train_and_evaluate` returned."""
+        best_eval = self.best_exporter.best_eval_result
+        checkpoint = tf.train.latest_checkpoint(self.estimator.model_dir)
+        steps = (int(tf.train.load_variable(checkpoint, tf.compat.v1.GraphKeys.GLOBAL_STEP))
+                 if checkpoint else 0)
+        return TrainingResult(
+            evaluations=list(self.history.evaluations), best=self.history.best(),
+            best_export_dir=self.best_exporter.best_export_dir,
+            best_export_step=int(best_eval["global_step"]) if best_eval else None,
+            steps_trained=steps, examples_per_sec=self.progress.examples_per_sec,
+            train_seconds=train_seconds)
+
+
+def build_training(cfg, examples_uri: str, run_dir: str, warm_start, log,
+                   saving_listeners=()) -> Training:
+    """The Estimator (`_make_estimator`), train spec (NaN guard, progress, early stopping,
+    `saving_listeners`) and eval spec (history and best-export exporters) for `cfg` on the
+    Examples artifact at `examples_uri`, with checkpoints in `run_dir`. Every cluster task
+    builds its training through here too (components/trainer/cluster_task.py)."""
+    estimator = _make_estimator(cfg, run_dir, warm_start)
+    hooks, progress = _training_hooks(cfg, estimator, log)
+    history = EvalHistory(log)
+    best_exporter = BestAccuracyExporter(export.serving_input_receiver_fn)
+    train_spec = tf.estimator.TrainSpec(
+        input_fn=inputs.make_input_fn(examples_uri, "train", cfg.batch_size, training=True,
+                                      seed=cfg.random_seed),
+        max_steps=cfg.train_steps, hooks=hooks, saving_listeners=saving_listeners)
+    eval_spec = tf.estimator.EvalSpec(
+        input_fn=inputs.make_input_fn(examples_uri, "eval", cfg.batch_size, training=False,
+                                      max_examples=cfg.eval_examples),
+        steps=None, exporters=[history, best_exporter], start_delay_secs=0, throttle_secs=0)
+    return Training(estimator, train_spec, eval_spec, progress, history, best_exporter)
+
+
+def _train_in_process(cfg, examples_uri: str, run_dir: str, warm_start, log) -> TrainingResult:
+    """Trains and evaluates in this process (`trainer.workers` = 0)."""
+    if os.environ.pop("TF_CONFIG", None) is not None:
+        # RunConfig would otherwise make this process a task of whatever cluster it names.
+        log.warning("ignoring TF_CONFIG from the environment: trainer.workers = 0 trains in this "
+                    "process (set trainer.workers to train on a cluster)")
+    training = build_training(cfg, examples_uri, run_dir, warm_start, log)
+    return training.result(training.train_and_evaluate(examples_uri))
+
+
 def run(ctx: StepContext) -> StepOutcome:
     """Trains, evaluates and exports the model; see the module docstring for the contract."""
     cfg = ctx.params
@@ -126,66 +204,68 @@ def run(ctx: StepContext) -> StepOutcome:
     # Fail fast on an empty split or records of another shape, before any graph is built.
     inputs.read_sample(examples_format.split_files(examples.uri, "train"), 1)
     sample = inputs.read_sample(examples_format.split_files(examples.uri, "eval"), VERIFY_RECORDS)
+    # The module's contract is checked in a scratch graph before any training step.
+    module = load_checked(cfg, ctx.inputs.get("module_file"))
+    log.info("model: %s of %s (sha256 %s)", module.entry_point, module.path, module.digest[:12])
 
     warm_start = None
     if cfg.warm_start and "base_model" in ctx.inputs:
         base = ctx.inputs["base_model"]
-        warm_start = warm_start_settings(base, dataclasses.asdict(cfg))
+        warm_start = warm_start_settings(base, dataclasses.asdict(cfg), module)
         log.info("warm starting from model %s (id %s)", base.uri, base.id)
     elif cfg.warm_start:
         log.info("trainer.warm_start is set but there is no base model yet; training from scratch")
 
-    estimator = _make_estimator(cfg, run_dir, warm_start)
-    hooks, progress = _training_hooks(cfg, estimator, log)
-    history = EvalHistory(log)
-    best_exporter = BestAccuracyExporter(export.serving_input_receiver_fn)
-    train_spec = tf.estimator.TrainSpec(
-        input_fn=inputs.make_input_fn(examples.uri, "train", cfg.batch_size, training=True,
-                                      seed=cfg.random_seed),
-        max_steps=cfg.train_steps, hooks=hooks)
-    eval_spec = tf.estimator.EvalSpec(
-        input_fn=inputs.make_input_fn(examples.uri, "eval", cfg.batch_size, training=False,
-                                      max_examples=cfg.eval_examples),
-        steps=None, exporters=[history, best_exporter], start_delay_secs=0, throttle_secs=0)
-
     log.info("training up to %d steps (batch %d, %s lr %g), evaluating every %d steps; "
              "split counts %s", cfg.train_steps, cfg.batch_size, cfg.optimizer, cfg.learning_rate,
              cfg.eval_every_steps, examples.properties.get(examples_format.SPLIT_COUNTS, "unknown"))
-    started = time.perf_counter()
-    _train_and_evaluate(estimator, train_spec, eval_spec, examples.uri)
-    train_seconds = time.perf_counter() - started
+    # Leftovers of a killed cluster run are ended whatever this run trains on.
+    cluster.clean_leftovers(cluster.registry_path(ctx.pipeline_root, ctx.step_name), log)
+    if cfg.workers > 0:
+        result = cluster.train_on_cluster(
+            cfg, examples.uri, run_dir, warm_start.ckpt_to_initialize_from if warm_start else None,
+            cluster.registry_path(ctx.pipeline_root, ctx.step_name), log, module.digest)
+    else:
+        result = _train_in_process(cfg, examples.uri, run_dir, warm_start, log)
 
-    best = history.best()
-    if best is None or best_exporter.best_export_dir is None:
+    best = result.best
+    if best is None or result.best_export_dir is None:
         raise TrainingError(f"training in {run_dir} ended without an evaluation or export")
-    if best_exporter.best_eval_result["global_step"] != best["step"]:
-        raise TrainingError(f"best export (step {best_exporter.best_eval_result['global_step']}) "
+    if result.best_export_step != best["step"]:
+        raise TrainingError(f"best export (step {result.best_export_step}) "
                             f"does not match the best evaluation (step {best['step']})")
-    steps_trained = int(estimator.get_variable_value(tf.compat.v1.GraphKeys.GLOBAL_STEP))
+    steps_trained = result.steps_trained
     stopped_early = steps_trained < cfg.train_steps
 
-    serving_dir = _publish_best_export(best_exporter.best_export_dir, model_uri, run_dir, sample)
+    serving_dir = _publish_best_export(result.best_export_dir, model_uri, run_dir, sample)
     digest = model_format.write_model_digest(model_uri)
 
-    rate = progress.examples_per_sec
+    rate = result.examples_per_sec
     summary = {
         "best_eval_accuracy": best["accuracy"],
         "best_eval_loss": best["loss"],
         "best_eval_step": best["step"],
-        "final_eval_accuracy": history.evaluations[-1]["accuracy"],
+        "final_eval_accuracy": result.evaluations[-1]["accuracy"],
         "steps_trained": steps_trained,
         "stopped_early": stopped_early,
-        "evaluations_run": len(history.evaluations),
+        "evaluations_run": len(result.evaluations),
         "train_examples_per_sec": round(rate, 1) if rate else None,
-        "train_seconds": round(train_seconds, 2),
+        "train_seconds": round(result.train_seconds, 2),
         "warm_started": warm_start is not None,
+        "module_file": module.path,
+        "module_digest": module.digest,
+        "model_entry_point": module.entry_point,
     }
+    if cfg.workers > 0:
+        summary["cluster"] = cluster.layout(cfg.workers, cfg.parameter_servers)
     with open(os.path.join(run_dir, model_format.HISTORY_FILE), "w") as f:
-        json.dump({"evaluations": history.evaluations, **summary}, f, indent=2)
+        json.dump({"evaluations": result.evaluations, **summary}, f, indent=2)
         f.write("\n")
     log.info("trained %d steps%s; best eval accuracy %.4f at step %d; %s examples/s; "
              "exported %s (digest %s)", steps_trained, " (stopped early)" if stopped_early else "",
              best["accuracy"], best["step"], summary["train_examples_per_sec"], serving_dir,
              digest[:12])
     return StepOutcome(execution_properties=summary,
-                       output_properties={"model": {model_format.DIGEST: digest}})
+                       output_properties={"model": {model_format.DIGEST: digest,
+                                                    model_format.MODULE_FILE: module.path,
+                                                    model_format.MODULE_DIGEST: module.digest}})

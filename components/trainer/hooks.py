@@ -16,14 +16,20 @@ from typing import Optional
 
 import tensorflow as tf
 
+from components.trainer.estimator_contract import MODEL_LOSS_COLLECTION
 from pipeline.core.errors import TrainingError
 
 
 def model_loss() -> Optional[tf.Tensor]:
-    """The default graph's training loss: the single tensor in the LOSSES collection, where
-    `tf.compat.v1.losses` registers it (the Estimator may register it twice), or None."""
-    losses = list(dict.fromkeys(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.LOSSES)))
-    return losses[0] if len(losses) == 1 else None
+    """The default graph's training loss, or None: the loss the trainer's contract recorded
+    (`MODEL_LOSS_COLLECTION`, the spec's loss, whatever a module registered elsewhere), else the
+    single tensor in the LOSSES collection, where `tf.compat.v1.losses` registers it (the
+    Estimator may register it twice)."""
+    for collection in (MODEL_LOSS_COLLECTION, tf.compat.v1.GraphKeys.LOSSES):
+        losses = list(dict.fromkeys(tf.compat.v1.get_collection(collection)))
+        if losses:
+            return losses[0] if len(losses) == 1 else None
+    return None
 
 
 def summary_tensor(tag: str) -> Optional[tf.Tensor]:

@@ -1,4 +1,6 @@
-"""The digit classifier and its `tf.estimator` contract.
+"""The classic digit classifier (the default module, models/classic_cnn.py) and its
+`tf.estimator` contract; its scaling, augmentation, learning-rate and optimizer helpers also
+serve the Keras wrapper (`keras_model_fn`).
 
 `model_fn(features, labels, mode, params)` builds, for every mode, the same network:
 
@@ -160,7 +162,8 @@ def learning_rate(hp: Mapping[str, Any], global_step: tf.Tensor) -> tf.Tensor:
     return rate
 
 
-def _optimizer(hp: Mapping[str, Any], rate: tf.Tensor):
+def optimizer(hp: Mapping[str, Any], rate: tf.Tensor):
+    """The configured tf.compat.v1 optimizer (adam or sgd) at learning rate `rate`."""
     if hp["optimizer"] == "adam":
         return tf.compat.v1.train.AdamOptimizer(learning_rate=rate)
     return tf.compat.v1.train.GradientDescentOptimizer(learning_rate=rate)
@@ -209,7 +212,7 @@ def model_fn(features: Mapping[str, tf.Tensor], labels: tf.Tensor, mode: str,
     global_step = tf.compat.v1.train.get_or_create_global_step()
     rate = learning_rate(hp, global_step)
     tf.compat.v1.summary.scalar("learning_rate", rate)
-    train_op = _optimizer(hp, rate).minimize(loss, global_step=global_step)
+    train_op = optimizer(hp, rate).minimize(loss, global_step=global_step)
     batch_accuracy = tf.reduce_mean(tf.cast(tf.equal(class_ids, labels), tf.float32))
     tf.compat.v1.summary.scalar("train_batch_accuracy", batch_accuracy)
     return tf.estimator.EstimatorSpec(

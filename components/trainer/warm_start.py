@@ -2,8 +2,11 @@
 
 The base model's weights are read from its SavedModel variables checkpoint,
 `<uri>/Format-Serving/variables/variables`. Before any weight is used the model's files must
-match the digest recorded when it was exported, and every trainable variable of the network
-that this config builds must exist in the base checkpoint with the same shape.
+match the digest recorded when it was exported, it must have been trained from a module file
+with the same content as this run's (another module's weights belong to another network), and
+every trainable variable of the network that this config builds must exist in the base
+checkpoint with the same shape. A base model exported before models recorded their module is
+checked by variable shapes alone.
 """
 
 from __future__ import annotations
@@ -13,11 +16,10 @@ from typing import Any, Dict
 
 import tensorflow as tf
 
-from components.trainer.model import model_fn
 from pipeline.core.errors import ConfigError, ModelIntegrityError
 from pipeline.core.step import Artifact
 from pipeline.formats.examples import IMAGE_KEY, IMAGE_PIXELS
-from pipeline.formats.model import verify_model
+from pipeline.formats.model import MODULE_DIGEST, MODULE_FILE, verify_model
 
 
 def base_checkpoint(base_model: Artifact) -> str:
@@ -29,7 +31,7 @@ def base_checkpoint(base_model: Artifact) -> str:
     return os.path.join(verify_model(base_model, "base model"), "variables", "variables")
 
 
-def trainable_variable_shapes(params: Any) -> Dict[str, list]:
+def trainable_variable_shapes(params: Any, model_fn) -> Dict[str, list]:
     """Returns {variable name: shape} of the trainable variables `model_fn` builds for `params`."""
     with tf.Graph().as_default():
         features = {IMAGE_KEY: tf.compat.v1.placeholder(tf.float32, [None, IMAGE_PIXELS])}
@@ -38,14 +40,27 @@ def trainable_variable_shapes(params: Any) -> Dict[str, list]:
         return {v.op.name: v.shape.as_list() for v in tf.compat.v1.trainable_variables()}
 
 
-def check_compatible(checkpoint: str, params: Any) -> None:
+def check_same_module(base_model: Artifact, module) -> None:
+    """Raises ConfigError when `base_model` records a module digest other than `module`'s (a
+    `user_module.LoadedModule`); a base model without a recorded module passes."""
+    recorded = (base_model.properties or {}).get(MODULE_DIGEST)
+    if recorded is None or recorded == module.digest:
+        return
+    trained_with = (base_model.properties or {}).get(MODULE_FILE, "an unnamed module")
+    raise ConfigError(f"config key trainer.warm_start: base model {base_model.uri} was trained with "
+                      f"{trained_with} (sha256 {str(recorded)[:12]}), this run's trainer.module_file "
+                      f"{module.path} has sha256 {module.digest[:12]}: the weights of another module "
+                      "would not fit its network; set trainer.warm_start = false to train from scratch")
+
+
+def check_compatible(checkpoint: str, params: Any, model_fn) -> None:
     """Raises ConfigError when the base checkpoint lacks a variable the network needs or has it
     with another shape (the architecture changed since the base model was trained)."""
     try:
         available = dict(tf.train.list_variables(checkpoint))
     except (tf.errors.OpError, ValueError) as e:
         raise ModelIntegrityError(f"base model checkpoint {checkpoint}: unreadable ({e})") from e
-    for name, shape in sorted(trainable_variable_shapes(params).items()):
+    for name, shape in sorted(trainable_variable_shapes(params, model_fn).items()):
         if name not in available:
             raise ConfigError(f"config key trainer.warm_start: base model {checkpoint} has no "
                               f"variable {name!r}; set trainer.warm_start = false to train from scratch")
@@ -55,12 +70,14 @@ def check_compatible(checkpoint: str, params: Any) -> None:
                               "trainer.warm_start = false or restore the base architecture")
 
 
-def warm_start_settings(base_model: Artifact, params: Any) -> tf.estimator.WarmStartSettings:
-    """Verifies `base_model` (digest, then variable shapes) and returns settings that load all
-    its trainable weights; optimizer slots and the global step start fresh.
+def warm_start_settings(base_model: Artifact, params: Any, module) -> tf.estimator.WarmStartSettings:
+    """Verifies `base_model` (digest, module, then variable shapes of the network `module`, a
+    `user_module.LoadedModule`, builds) and returns settings that load all its trainable
+    weights; optimizer slots and the global step start fresh.
 
-    Raises ModelIntegrityError (digest) or ConfigError (incompatible architecture).
+    Raises ModelIntegrityError (digest) or ConfigError (another module, incompatible architecture).
     """
     checkpoint = base_checkpoint(base_model)
-    check_compatible(checkpoint, params)
+    check_same_module(base_model, module)
+    check_compatible(checkpoint, params, module.model_fn)
     return tf.estimator.WarmStartSettings(ckpt_to_initialize_from=checkpoint)

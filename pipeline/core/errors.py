@@ -54,3 +54,13 @@ class StoreDamagedError(PipelineError):
 
 class StoreRestoreError(PipelineError):
     """The metadata store could not be restored from its backup; nothing was changed."""
+
+
+class StoreSettingsError(ConfigError):
+    """The metadata store's connection settings do not work: server unreachable, login refused,
+    no such database. The message names host, port and database, never the password."""
+
+
+class StoreUnavailableError(PipelineError):
+    """A shared metadata store went away mid-run (its connection, or the run lock held on it,
+    was lost): the run stops, and the next run recovers as after a crash."""

@@ -1,7 +1,8 @@
-"""One run at a time per pipeline root: an exclusive `fcntl` lock on `<root>/.pipeline.lock`.
+"""One run at a time per pipeline root: an exclusive `fcntl` lock on `<root>/.pipeline.lock`;
+with a shared metadata store, also per pipeline across machines (`run_lock`).
 
 The kernel drops the lock when its holder dies (even by SIGKILL), so a crashed run never
-blocks the next one.
+blocks the next one; the database server does the same for the store's lock.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import fcntl
 import logging
 import os
 import time
+from typing import Optional
 
 from pipeline.core.errors import LockTimeoutError
+from pipeline.core.store_settings import MySqlSettings, pipeline_identity
 
 log = logging.getLogger(__name__)
 
@@ -60,3 +63,39 @@ def exclusive_lock(path: str, timeout_s: float, poll_s: float = 0.5, what: str =
         yield
     finally:
         os.close(fd)
+
+
+class RunLock:
+    """What `run_lock` yields: `check()` raises StoreUnavailableError when a shared store's
+    lock was lost (its connection ended); with a SQLite store there is nothing to lose."""
+
+    def __init__(self, store_lock=None):
+        self._store_lock = store_lock
+
+    def check(self) -> None:
+        """Raises StoreUnavailableError unless the run still holds every lock it took."""
+        if self._store_lock is not None:
+            self._store_lock.check()
+
+
+@contextlib.contextmanager
+def run_lock(pipeline_root: str, timeout_s: float, settings: Optional[MySqlSettings] = None):
+    """Holds the pipeline root's lock and, with a MySQL store (`settings`), the pipeline's
+    lock in that store (`store_lock.StoreLock`), for the `with` block; yields a `RunLock`.
+
+    Both together wait at most `timeout_s` seconds, then raise LockTimeoutError (exit 4).
+    Raises StoreSettingsError (exit 2) when the store cannot be reached.
+    """
+    started = time.monotonic()
+    with exclusive_lock(pipeline_lock_path(pipeline_root), timeout_s):
+        if settings is None:
+            yield RunLock()
+            return
+        from pipeline.core.store_lock import StoreLock
+
+        store_lock = StoreLock(settings, pipeline_identity(settings, pipeline_root))
+        store_lock.acquire(max(0.0, timeout_s - (time.monotonic() - started)))
+        try:
+            yield RunLock(store_lock)
+        finally:
+            store_lock.release()

@@ -1,7 +1,13 @@
-"""The pipeline's record in ML Metadata (SQLite at `<pipeline_root>/metadata.sqlite`).
+"""The pipeline's record in ML Metadata: SQLite at `<pipeline_root>/metadata.sqlite` (the
+default), or a shared MySQL / MariaDB database (`pipeline.core.store_settings.MySqlSettings`).
 
 What is recorded, so that the stock ml-metadata client can read it:
-- contexts: one `pipeline` context (name "mnist") and one `pipeline_run` context per run id;
+- contexts: one `pipeline` context and one `pipeline_run` context per run id. The pipeline
+  context is named "mnist" in a SQLite store (one file per pipeline root) and after the
+  pipeline's identity in a shared one (`store_settings.pipeline_identity`); every execution is
+  associated with it and every artifact attributed to it, and every query below reads only
+  this pipeline's, so pipelines sharing one database never see each other's executions,
+  caches or baselines;
 - executions: one per step per run, typed by step name, with `last_known_state`
   RUNNING -> COMPLETE / FAILED / CACHED, and custom properties `run_id`, `cache_key`,
   `outcome` (JSON), `error`;
@@ -17,18 +23,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
+from ml_metadata import errors as mlmd_errors
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
+from pipeline.core.errors import StoreSettingsError
 from pipeline.core.step import Artifact
 from pipeline.core.store_backup import check_store
+from pipeline.core.store_retry import RetryingStore
+from pipeline.core.store_settings import EMBEDDED_PIPELINE_NAME, MySqlSettings, pipeline_identity
 
 PIPELINE_CONTEXT_TYPE = "pipeline"
 RUN_CONTEXT_TYPE = "pipeline_run"
-PIPELINE_NAME = "mnist"
+PIPELINE_NAME = EMBEDDED_PIPELINE_NAME
+# Type names are written into ML Metadata filter queries; they come from code, never from users.
+_QUERY_SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 RUNNING = mlmd.Execution.RUNNING
 COMPLETE = mlmd.Execution.COMPLETE
@@ -108,53 +121,99 @@ def to_step_artifact(recorded: RecordedArtifact) -> Artifact:
                     properties=dict(recorded.properties), id=recorded.id)
 
 
+def _safe(name: str) -> str:
+    if not _QUERY_SAFE.match(name):
+        raise ValueError(f"type name {name!r} cannot be used in a metadata query")
+    return name
+
+
+def _mysql_config(settings: MySqlSettings) -> mlmd.ConnectionConfig:
+    config = mlmd.ConnectionConfig()
+    config.mysql.host = settings.host
+    config.mysql.port = settings.port
+    config.mysql.database = settings.database
+    config.mysql.user = settings.user
+    config.mysql.password = settings.password
+    config.mysql.skip_db_creation = settings.skip_db_creation
+    return config
+
+
 class MetadataStore:
-    """A thin, typed wrapper over `ml_metadata.MetadataStore` for the pipeline's needs."""
+    """A thin, typed wrapper over `ml_metadata.MetadataStore` for one pipeline's needs."""
 
-    def __init__(self, sqlite_path: str):
-        """Opens (creating when missing) the SQLite store at `sqlite_path`.
+    def __init__(self, location: Union[str, MySqlSettings], pipeline_name: str = PIPELINE_NAME):
+        """Opens the store and this pipeline's context in it (creating either when missing).
 
-        Raises StoreDamagedError, before ml-metadata touches the file, when it fails SQLite's
-        integrity check or is missing while its backup exists (see `store_backup.check_store`).
+        location: the path of a SQLite file, or the settings of a MySQL / MariaDB database.
+        pipeline_name: the pipeline context that scopes every query (see the module docstring).
+        Raises StoreDamagedError, before ml-metadata touches a SQLite file, when it fails
+        SQLite's integrity check or is missing while its backup exists (see
+        `store_backup.check_store`); StoreSettingsError naming host, port and database when a
+        MySQL store cannot be reached or opened.
         """
-        check_store(sqlite_path)
-        config = mlmd.ConnectionConfig()
-        config.sqlite.filename_uri = sqlite_path
-        config.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
-        self.path = sqlite_path
-        self.store = metadata_store.MetadataStore(config)
+        if isinstance(location, MySqlSettings):
+            from pipeline.core.mysql_session import check_reachable
+
+            check_reachable(location)
+            self.path: Optional[str] = None
+            self.where = location.describe()
+            try:
+                store = metadata_store.MetadataStore(_mysql_config(location))
+            except Exception as e:  # noqa: BLE001 - the client raises bare RuntimeErrors
+                raise StoreSettingsError(
+                    f"metadata store {self.where}: ML Metadata cannot open it "
+                    f"({location.scrub(' '.join(str(e).split()))[:200]}); the account must use "
+                    "mysql_native_password, the only login ML Metadata's client knows") from None
+        else:
+            check_store(location)
+            config = mlmd.ConnectionConfig()
+            config.sqlite.filename_uri = location
+            config.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+            self.path = location
+            self.where = location
+            store = metadata_store.MetadataStore(config)
+        self.store = RetryingStore(store, self.where)
+        self.pipeline_name = pipeline_name
         self._type_ids: dict = {}
+        self.pipeline_context = self._context(PIPELINE_CONTEXT_TYPE, pipeline_name)
 
     # ---- types and contexts -------------------------------------------------------------
-    def _artifact_type_id(self, name: str) -> int:
-        key = ("artifact", name)
+    def _type_id(self, kind: str, name: str, put, proto) -> int:
+        key = (kind, name)
         if key not in self._type_ids:
-            self._type_ids[key] = self.store.put_artifact_type(mlmd.ArtifactType(name=name))
+            try:
+                self._type_ids[key] = put(proto(name=name))
+            except mlmd_errors.AlreadyExistsError:  # another pipeline created it just now
+                self._type_ids[key] = put(proto(name=name))
         return self._type_ids[key]
 
+    def _artifact_type_id(self, name: str) -> int:
+        return self._type_id("artifact", name, self.store.put_artifact_type, mlmd.ArtifactType)
+
     def _execution_type_id(self, name: str) -> int:
-        key = ("execution", name)
-        if key not in self._type_ids:
-            self._type_ids[key] = self.store.put_execution_type(mlmd.ExecutionType(name=name))
-        return self._type_ids[key]
+        return self._type_id("execution", name, self.store.put_execution_type, mlmd.ExecutionType)
 
     def _context(self, type_name: str, name: str, properties: Optional[dict] = None) -> mlmd.Context:
         existing = self.store.get_context_by_type_and_name(type_name, name)
         if existing is not None:
             return existing
-        key = ("context", type_name)
-        if key not in self._type_ids:
-            self._type_ids[key] = self.store.put_context_type(mlmd.ContextType(name=type_name))
-        context = mlmd.Context(type_id=self._type_ids[key], name=name)
+        type_id = self._type_id("context", type_name, self.store.put_context_type, mlmd.ContextType)
+        context = mlmd.Context(type_id=type_id, name=name)
         for k, v in (properties or {}).items():
             _set_value(context.custom_properties[k], v)
-        [context.id] = self.store.put_contexts([context])
+        try:
+            [context.id] = self.store.put_contexts([context])
+        except mlmd_errors.AlreadyExistsError:  # a command of the same pipeline made it just now
+            return self.store.get_context_by_type_and_name(type_name, name)
         return context
 
     def run_contexts(self, run_id: str, run_properties: dict) -> list:
-        """Returns the pipeline context and this run's context, creating them when missing."""
-        return [self._context(PIPELINE_CONTEXT_TYPE, PIPELINE_NAME),
-                self._context(RUN_CONTEXT_TYPE, run_id, run_properties)]
+        """Returns the pipeline context and this run's context, creating the latter when missing."""
+        return [self.pipeline_context, self._context(RUN_CONTEXT_TYPE, run_id, run_properties)]
+
+    def _in_pipeline(self, condition: str) -> metadata_store.ListOptions:
+        return metadata_store.ListOptions(
+            filter_query=f"contexts_a.id = {int(self.pipeline_context.id)} AND {condition}")
 
     # ---- executions ---------------------------------------------------------------------
     def start_execution(self, step: str, run_id: str, cache_key: str, contexts: list,
@@ -217,25 +276,22 @@ class MetadataStore:
     def abandon_running_executions(self) -> list:
         """Marks every RUNNING execution FAILED ("abandoned"); returns their ids.
 
-        Called under the pipeline lock, when no other run can be active: a RUNNING execution
-        then belongs to a process that was killed.
+        Called under the pipeline lock, when no other run of this pipeline can be active: a
+        RUNNING execution of this pipeline then belongs to a process that was killed. Other
+        pipelines' executions in a shared store are not touched.
         """
         abandoned = []
-        for execution in self.store.get_executions():
-            if execution.last_known_state == RUNNING:
-                execution.last_known_state = FAILED
-                _set_value(execution.custom_properties["error"], "abandoned: its process ended mid-step")
-                abandoned.append(execution)
+        for execution in self.store.get_executions(list_options=self._in_pipeline("last_known_state = RUNNING")):
+            execution.last_known_state = FAILED
+            _set_value(execution.custom_properties["error"], "abandoned: its process ended mid-step")
+            abandoned.append(execution)
         if abandoned:
             self.store.put_executions(abandoned)
         return [e.id for e in abandoned]
 
     def executions_of(self, step: str) -> list:
-        """All executions of `step`, newest first."""
-        try:
-            executions = self.store.get_executions_by_type(step)
-        except Exception:  # noqa: BLE001 - the type does not exist yet
-            return []
+        """All executions of `step` in this pipeline, newest first."""
+        executions = self.store.get_executions(list_options=self._in_pipeline(f"type = '{_safe(step)}'"))
         return sorted(executions, key=lambda e: e.id, reverse=True)
 
     def execution_outcome(self, execution) -> dict:
@@ -244,17 +300,27 @@ class MetadataStore:
 
     # ---- artifacts and events -----------------------------------------------------------
     def put_external_artifact(self, type_name: str, uri: str, properties: dict) -> int:
-        """Registers an input that no step produced (raw data); reuses an identical record."""
+        """Registers an input that no step produced (raw data) in this pipeline; reuses an
+        identical record of this pipeline."""
+        wanted = json.loads(json.dumps(properties))
         for artifact in self.store.get_artifacts_by_uri(uri):
-            if (artifact.type_id == self._artifact_type_id(type_name)
-                    and properties_of(artifact) == json.loads(json.dumps(properties))):
+            if (artifact.type_id == self._artifact_type_id(type_name) and properties_of(artifact) == wanted
+                    and self._in_this_pipeline(artifact.id)):
                 return artifact.id
         artifact = mlmd.Artifact(type_id=self._artifact_type_id(type_name), uri=uri,
                                  state=mlmd.Artifact.LIVE)
         for k, v in properties.items():
             _set_value(artifact.custom_properties[k], v)
-        [artifact_id] = self.store.put_artifacts([artifact])
+        # One transaction: the artifact never exists outside its pipeline.
+        _, [artifact_id], _ = self.store.put_lineage_subgraph([], [artifact], [self.pipeline_context], [])
         return artifact_id
+
+    def _in_this_pipeline(self, artifact_id: int) -> bool:
+        try:
+            contexts = self.store.get_contexts_by_artifact(artifact_id)
+        except mlmd_errors.NotFoundError:  # attributed to no context (stores of before)
+            return False
+        return any(c.id == self.pipeline_context.id for c in contexts)
 
     def artifact(self, artifact_id: int) -> RecordedArtifact:
         """Reads one artifact by id."""
@@ -264,13 +330,11 @@ class MetadataStore:
                                 properties_of(artifact))
 
     def artifacts_of_type(self, type_name: str) -> list:
-        """LIVE artifacts of `type_name`, newest first."""
-        try:
-            artifacts = self.store.get_artifacts_by_type(type_name)
-        except Exception:  # noqa: BLE001 - the type does not exist yet
-            return []
-        return [self.artifact(a.id) for a in sorted(artifacts, key=lambda a: a.id, reverse=True)
-                if a.state == mlmd.Artifact.LIVE]
+        """LIVE artifacts of `type_name` in this pipeline, newest first."""
+        artifacts = self.store.get_artifacts(
+            list_options=self._in_pipeline(f"type = '{_safe(type_name)}' AND state = LIVE"))
+        return [RecordedArtifact(a.id, type_name, a.uri, a.state, properties_of(a))
+                for a in sorted(artifacts, key=lambda a: a.id, reverse=True)]
 
     def events(self, execution_id: int, event_type: int) -> dict:
         """key -> artifact id of the execution's INPUT or OUTPUT events."""
@@ -301,12 +365,15 @@ STORE_FILE = "metadata.sqlite"
 
 
 def store_path(pipeline_root: str) -> str:
-    """Where the metadata store of a pipeline root lives."""
+    """Where the SQLite metadata store of a pipeline root lives."""
     return os.path.join(pipeline_root, STORE_FILE)
 
 
-def open_store(pipeline_root: str) -> MetadataStore:
-    """Opens the store of a pipeline root, creating the root when missing; StoreDamagedError
-    when the store's file is damaged (see `MetadataStore`)."""
+def open_store(pipeline_root: str, settings: Optional[MySqlSettings] = None) -> MetadataStore:
+    """Opens the store of a pipeline root, creating the root when missing: its SQLite file
+    (settings None), or its pipeline in the MySQL / MariaDB database of `settings` (no file is
+    created then). Raises as `MetadataStore`."""
     os.makedirs(pipeline_root, exist_ok=True)
-    return MetadataStore(store_path(pipeline_root))
+    if settings is None:
+        return MetadataStore(store_path(pipeline_root))
+    return MetadataStore(settings, pipeline_identity(settings, pipeline_root))

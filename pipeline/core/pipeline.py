@@ -11,6 +11,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.step import StepSpec
+from pipeline.core.store_settings import MySqlSettings
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Pipeline:
     summary_fields: constant top-level entries of every run summary (e.g. the serving folder).
     after_run: called as after_run(summary, run_dir) once the summary is written; returns the
         path of an extra file it wrote (the report) or None. Its failure never changes the run.
+    store: where ML Metadata lives: None = `<root>/metadata.sqlite`, or the
+        `store_settings.MySqlSettings` of a shared MySQL / MariaDB database.
     """
 
     steps: tuple
@@ -34,6 +37,7 @@ class Pipeline:
     run_config: Mapping = field(default_factory=dict)
     summary_fields: Mapping = field(default_factory=dict)
     after_run: Optional[Callable[[dict, str], Optional[str]]] = None
+    store: Optional[MySqlSettings] = None
 
     def __post_init__(self):
         check_wiring(self.steps)

@@ -26,9 +26,9 @@ from pipeline.core import artifacts as layout
 from pipeline.core import resources
 from pipeline.core.atomic_files import write_json_atomic
 from pipeline.core.digest import directory_digest
-from pipeline.core.errors import EXIT_FAILURE, EXIT_OK, ConfigError, PipelineError
+from pipeline.core.errors import EXIT_FAILURE, EXIT_OK, ConfigError, PipelineError, StoreUnavailableError
 from pipeline.core.fingerprint import cache_key
-from pipeline.core.lock import exclusive_lock, pipeline_lock_path
+from pipeline.core.lock import RunLock, run_lock
 from pipeline.core.metadata import CACHED, COMPLETE, MetadataStore, open_store, to_step_artifact
 from pipeline.core.pipeline import Pipeline
 from pipeline.core.step import Artifact, StepContext, StepOutcome, StepSpec
@@ -103,8 +103,9 @@ class _Run:
     """State of one run; `execute` walks the steps."""
 
     def __init__(self, pipeline: Pipeline, store: MetadataStore, run_id: str,
-                 first: int, last: int):
+                 first: int, last: int, lock: Optional[RunLock] = None):
         self.pipeline = pipeline
+        self.lock = lock or RunLock()
         self.root = pipeline.root
         self.store = store
         self.run_id = run_id
@@ -178,6 +179,7 @@ class _Run:
             self.produced[f"{spec.name}.{key}"] = artifact
 
     def _run_step(self, spec: StepSpec, index: int) -> StepReport:
+        self.lock.check()
         inputs = self._resolve_inputs(spec)
         report = self._execute_step(spec, index, inputs)
         report.inputs = inputs
@@ -228,12 +230,17 @@ class _Run:
             outcome = _load_executor(spec)(ctx)
             if not isinstance(outcome, StepOutcome):
                 raise TypeError(f"executor of {spec.name} returned {type(outcome).__name__}, not StepOutcome")
+            # Another run may hold the pipeline by now: commit nothing without the lock.
+            self.lock.check()
             committed = self._commit(spec, execution_id, staging, outcome, key)
         except BaseException as e:
             for path in staging.values():
                 shutil.rmtree(path, ignore_errors=True)
             message = _one_line(e)
-            self.store.fail_execution(execution_id, message)
+            # Without the store (or its lock) the execution stays RUNNING, as after a crash: the
+            # next run marks it abandoned and removes what it committed but never recorded.
+            if not isinstance(e, StoreUnavailableError):
+                self.store.fail_execution(execution_id, message)
             if not isinstance(e, Exception):
                 raise  # KeyboardInterrupt / SystemExit: recorded, then let it end the process
             self.exit_code = e.exit_code if isinstance(e, PipelineError) else EXIT_FAILURE
@@ -303,18 +310,20 @@ def run_pipeline(pipeline: Pipeline, from_step: Optional[str] = None, to_step: O
 
     Returns a RunResult whose `exit_code` follows pipeline.core.errors (0 ok, 1 failure, 2 usage,
     3 data gate, 4 lock timeout). Raises ConfigError for bad --from/--to before taking the lock,
-    LockTimeoutError when another run holds the lock too long, and StoreDamagedError when the
-    metadata store fails its integrity check: then nothing in the root is touched but the lock.
-    After the summary is written, the store is backed up beside it (`keep_backup`).
+    LockTimeoutError when another run holds the lock too long, StoreSettingsError when a MySQL
+    store (`pipeline.store`) cannot be reached or opened, and StoreDamagedError when a SQLite
+    store fails its integrity check: then nothing in the root is touched but the lock. A MySQL
+    store lost mid-run fails the step it was in (exit 1; the next run recovers as after a crash).
+    After the summary is written, a SQLite store is backed up beside it (`keep_backup`).
     """
     first, last = _step_range(pipeline, from_step, to_step)
     root = pipeline.root
     os.makedirs(root, exist_ok=True)
     run_id = run_id or new_run_id()
     started = datetime.now(timezone.utc)
-    with exclusive_lock(pipeline_lock_path(root), pipeline.lock_timeout_s):
-        # First of all: a damaged store stops the run before anything in the root changes.
-        store = open_store(root)
+    with run_lock(root, pipeline.lock_timeout_s, pipeline.store) as lock:
+        # First of all: a damaged or unreachable store stops the run before anything changes.
+        store = open_store(root, pipeline.store)
         abandoned = store.abandon_running_executions()
         removed = layout.remove_stale_staging(root) + layout.remove_uncommitted(
             root, {spec.name: tuple(spec.outputs) for spec in pipeline.steps}, abandoned)
@@ -326,7 +335,7 @@ def run_pipeline(pipeline: Pipeline, from_step: Optional[str] = None, to_step: O
                       "beam_args": list(pipeline.beam_args), **pipeline.run_config}
         write_json_atomic(os.path.join(run_dir, layout.CONFIG_FILE), run_config)
         log.info("run %s: pipeline root %s", run_id, root)
-        state = _Run(pipeline, store, run_id, first, last)
+        state = _Run(pipeline, store, run_id, first, last, lock)
         state.execute()
         summary = {
             "run_id": run_id,
@@ -344,7 +353,8 @@ def run_pipeline(pipeline: Pipeline, from_step: Optional[str] = None, to_step: O
                 summary.update(spec.summary(state.reports[spec.name]))
         summary_path = os.path.join(run_dir, layout.SUMMARY_FILE)
         write_json_atomic(summary_path, summary)
-        keep_backup(store.path)
+        if store.path is not None:  # a MySQL store is backed up by its server's tools
+            keep_backup(store.path)
         extra = _after_run(pipeline, summary, run_dir)
         if extra:
             summary["report"] = extra

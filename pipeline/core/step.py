@@ -17,22 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-# The DirectRunner's in-process engine. Beam 2.72's DirectRunner would first try PrismRunner, a Go
-# binary it downloads from GitHub at run time when the network allows: then the same command runs
-# on a different engine on a laptop than offline or in CI, after executing an unverified download.
-DEFAULT_BEAM_RUNNER = "FnApiRunner"
-
-
-def with_default_runner(beam_args: Sequence[str]) -> list:
-    """Returns `beam_args` as a list, with `--runner=FnApiRunner` first when no `--runner` is named.
-
-    Every other option, and a runner the user names (DirectRunner, PrismRunner, PortableRunner,
-    FlinkRunner, ...), passes through unchanged.
-    """
-    args = list(beam_args)
-    if any(arg == "--runner" or arg.startswith("--runner=") for arg in args):
-        return args
-    return [f"--runner={DEFAULT_BEAM_RUNNER}"] + args
+from pipeline.core.beam_engines import runner_name, with_default_runner
 
 
 @dataclass(frozen=True)
@@ -78,6 +63,11 @@ class StepContext:
         from apache_beam.options.pipeline_options import PipelineOptions
 
         return PipelineOptions(with_default_runner(self.beam_args))
+
+    def beam_runner(self) -> str:
+        """The name of the Beam runner `beam_pipeline_options` selects (recorded by Beam steps
+        as their `beam_runner` property)."""
+        return runner_name(self.beam_args)
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Model: a SavedModel in `Format-Serving/`, loaded only when its files match the digest recorded at export.
 
 Files: `Format-Serving/` (the SavedModel) and `model_digest.json` ({"digest", "algorithm"}).
-Property: `digest`, the `pipeline.core.digest.directory_digest` of `Format-Serving/`.
+Properties: `digest`, the `pipeline.core.digest.directory_digest` of `Format-Serving/`;
+`module_file` and `module_digest`, the trainer module that built the network (absent on models
+exported before modules existed).
 
 Serving contract of the SavedModel (the trainer exports it, the pusher checks it before a
 version is published, `predict` and the evaluator call it):
@@ -35,6 +37,9 @@ RUN_ARTIFACT_TYPE = "ModelRun"
 HISTORY_FILE = "training_history.json"
 SERVING_SUBDIR = "Format-Serving"
 DIGEST = "digest"
+# Which trainer module made the model: its absolute path and the sha256 of its bytes.
+MODULE_FILE = "module_file"
+MODULE_DIGEST = "module_digest"
 DIGEST_FILE = "model_digest.json"
 DIGEST_ALGORITHM = "sha256-tree"
 

@@ -10,7 +10,8 @@ mistakes on the test split, the blessing decision and the push outcome.
 The report only reads artifacts: it never loads a model, TensorFlow or TFMA (the evaluator
 writes the confusion matrices and the most confident mistakes into its evaluation artifact).
 Modules: `sources` (artifact readers), `collect` (all of it for one run), `sections_data` /
-`sections_model` / `render` (HTML), `svg`, `images`, `markup`.
+`sections_model` / `render` (HTML), `svg`, `images`, `markup`; `compare_page`, the page of
+`run_local.py compare` (`pipeline.compare`) from the same building blocks.
 """
 
 from __future__ import annotations

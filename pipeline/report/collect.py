@@ -93,7 +93,8 @@ def _training_section(summary: dict) -> dict:
     if outputs.get("model_run"):
         history = _try(problems, "training history", sources.read_training_history, outputs["model_run"])
     properties = ((summary.get("steps") or {}).get("trainer") or {}).get("properties") or {}
-    return {"note": note, "problems": problems, "history": history, "properties": properties}
+    return {"note": note, "problems": problems, "history": history, "properties": properties,
+            "module": summary.get("model_module")}
 
 
 def _decision_section(summary: dict, step: str, output: str, what: str, reader, summary_key: str,

@@ -21,8 +21,13 @@ _SLICE = re.compile(r"^([A-Za-z_]+)=(-?\d+)$")
 
 # ---- training -------------------------------------------------------------------------------
 def training_html(section: dict) -> str:
-    """Eval accuracy and loss per step as line charts, and the training facts."""
+    """The model module, eval accuracy and loss per step as line charts, and the training facts."""
     parts = [notes(section.get("note"), problems=section.get("problems") or [])]
+    module = section.get("module") or {}
+    if module.get("path"):
+        parts.append(tag("p", "model module: " + tag("code", esc(module["path"]), title=module.get("sha256")) + esc(
+            f" ({module.get('entry_point') or 'entry point not recorded'}, sha256 "
+            f"{str(module.get('sha256'))[:12]}...)"), cls="module"))
     history = section.get("history")
     if history:
         evaluations = [e for e in history.get("evaluations") or [] if isinstance(e, dict)]
