@@ -106,7 +106,9 @@ def main() -> int:
                         help="where the evaluator's model comes from (see bench_evaluator.py)")
     parser.add_argument("--json", metavar="FILE", help="default: benchmarks/results/engines.json")
     args = parser.parse_args()
+    from pipeline.logs import install_tensorflow_teardown_filter
 
+    install_tensorflow_teardown_filter()  # the evaluator's models are freed at exit: no tracebacks
     _, model, digest = find_or_make_model(args.pipeline_root)
     service, endpoint = start_local_job_service() if "portable" in args.engines else (None, "")
     work = tempfile.mkdtemp(prefix="bench_engines_")
