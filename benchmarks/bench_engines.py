@@ -22,7 +22,6 @@ import argparse
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,32 +30,10 @@ import time
 import common
 from bench_data_steps import one_run
 from bench_evaluator import find_or_make_model
+from pipeline.core import beam_engines
 
 SCRIPT = common.PROJECT_ROOT / "scripts" / "ensure_job_server.sh"
 ENGINES = ("in-process", "portable", "flink", "spark")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_local_job_service() -> tuple:
-    """(process, endpoint) of Beam's Python job service on a free loopback port."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
-         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process, f"localhost:{port}"
-        except OSError:
-            time.sleep(0.5)
-    process.kill()
-    raise RuntimeError(f"Beam's local job service did not listen on port {port} within 60 s")
 
 
 def engine_args(engine: str, endpoint: str) -> tuple:
@@ -110,7 +87,7 @@ def main() -> int:
 
     install_tensorflow_teardown_filter()  # the evaluator's models are freed at exit: no tracebacks
     _, model, digest = find_or_make_model(args.pipeline_root)
-    service, endpoint = start_local_job_service() if "portable" in args.engines else (None, "")
+    service, endpoint = beam_engines.start_local_job_service() if "portable" in args.engines else (None, "")
     work = tempfile.mkdtemp(prefix="bench_engines_")
     results, rows = {}, []
     try:

@@ -14,10 +14,8 @@ import logging
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import zipfile
 
 import numpy as np
@@ -198,30 +196,15 @@ def test_script_refuses_what_it_cannot_verify_and_caches_nothing(maven, tmp_path
 
 # --- the same results on every engine ----------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def local_job_service():
     """Beam's Python job service on a free port; yields its endpoint."""
-    port = _free_port()
-    service = subprocess.Popen(
-        [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
-         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or service.poll() is not None:
-                    pytest.fail(f"Beam's local job service did not listen on port {port}")
-                time.sleep(0.5)
-        yield f"localhost:{port}"
+        service, endpoint = beam_engines.start_local_job_service()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    try:
+        yield endpoint
     finally:
         service.kill()
         service.wait()

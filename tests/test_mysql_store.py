@@ -19,22 +19,10 @@ import time
 import pytest
 
 from mnist_slices import write_mnist_slice
+from run_configs import small_lenient
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = """
-[trainer]
-train_steps = 60
-batch_size = 50
-eval_every_steps = 60
-early_stopping_evals = 0
-
-[evaluator]
-accuracy_floor = 0.30
-promotion_policy = "non_inferiority"
-non_inferiority_margin = 1.0
-slice_accuracy_floor = 0.0
-slice_max_regression = 1.0
-"""
+CONFIG = small_lenient(train_steps=60)
 STEPS = ("example_gen", "statistics_gen", "schema_gen", "example_validator", "trainer", "evaluator", "pusher")
 # Everything the commands of this module printed, for the password check at the end.
 OUTPUTS: list = []

@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,12 +39,14 @@ from components.trainer.result import TrainingResult
 from pipeline.core import errors
 from pipeline.core.atomic_files import write_text_atomic
 from pipeline.core.errors import PipelineError, TrainingError
+# A free port can be taken by another process before the task binds it: the task then fails
+# to start and the step fails naming it, nothing exported, so a retry is safe.
+from pipeline.core.ports import LOOPBACK, free_loopback_port as free_port
 
 TASK_MODULE = "components.trainer.cluster_task"
 REGISTRY_FILE = ".cluster-tasks.json"
 CLUSTER_DIR = "cluster"
 SPEC_FILE = "spec.json"
-LOOPBACK = "127.0.0.1"
 # Lines a task logs for the step start with this; the launcher forwards the chief's.
 LOG_PREFIX = "trainer| "
 # After the chief has finished, workers get this long to stop on their own before they are
@@ -67,17 +68,6 @@ _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
 def layout(workers: int, parameter_servers: int) -> Dict[str, int]:
     """The cluster's shape as recorded in the step's properties: {"chief": 1, "worker": N, "ps": M}."""
     return {"chief": 1, "worker": workers, "ps": parameter_servers}
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface now: bind port 0, read it, close.
-
-    Another process could take it before the task binds it; the task then fails to start and
-    the step fails naming it (nothing is exported), so a retry is safe.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
 
 
 def cluster_spec(shape: Dict[str, int]) -> Dict[str, List[str]]:

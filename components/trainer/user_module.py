@@ -14,7 +14,6 @@ names is ever loaded.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.abc
 import importlib.util
 import os
@@ -26,8 +25,8 @@ from typing import Callable, Optional
 from components.trainer import module_contract
 from components.trainer.estimator_contract import check_contract, honour_contract
 from components.trainer.keras_model_fn import keras_model_fn
-from pipeline.core.errors import ConfigError, InputDataError
-from pipeline.core.external import CONTENT_DIGEST
+from pipeline.core.errors import ConfigError
+from pipeline.core.external import CONTENT_DIGEST, check_content
 from pipeline.core.step import Artifact
 
 _LOADED: dict = {}
@@ -110,9 +109,7 @@ def load_module(path: str, expected_digest: Optional[str] = None) -> LoadedModul
             source = f.read()
     except OSError as e:
         raise ConfigError(f"{module_contract.SETTING}: {absolute}: cannot read: {e.strerror or e}") from e
-    digest = hashlib.sha256(source).hexdigest()
-    if expected_digest is not None and digest != expected_digest:
-        raise InputDataError(f"{absolute}: file changed while the run was using it; run again")
+    digest = check_content(source, expected_digest, absolute)
     key = (absolute, digest)
     if key not in _LOADED:
         entry_point = module_contract.entry_point_of_source(source, absolute)

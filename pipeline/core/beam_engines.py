@@ -13,10 +13,15 @@ Out: the runner's name, and the options with the cached jar added where the user
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from pipeline.core.errors import ConfigError
+from pipeline.core.ports import LOOPBACK, free_loopback_port
 
 # The DirectRunner's in-process engine. Beam 2.72's DirectRunner would first try PrismRunner, a Go
 # binary it downloads from GitHub at run time when the network allows: then the same command runs
@@ -122,3 +127,28 @@ def with_job_server_jar(beam_args: Sequence[str]) -> list:
             f"fetch it with `scripts/ensure_job_server.sh {server.engine}`, or pass "
             f"--beam-arg={server.jar_option}=PATH_OR_URL (Beam downloads a URL itself)")
     return args + [f"{server.jar_option}={jar}"]
+
+
+def start_local_job_service(timeout_s: float = 60.0) -> tuple:
+    """Starts Beam's Python job service (the portable protocol Flink and Spark speak, run by
+    the SDK itself) on a free loopback port; returns (its process, "localhost:<port>") once it
+    accepts connections. The caller ends the process.
+
+    Raises RuntimeError (the process killed) when it exits or does not listen within timeout_s.
+    """
+    port = free_loopback_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
+         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((LOOPBACK, port), timeout=1).close()
+            return process, f"localhost:{port}"
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                process.wait()
+                raise RuntimeError(f"Beam's local job service did not listen on port {port} "
+                                   f"within {timeout_s:g}s") from None
+            time.sleep(0.5)

@@ -16,7 +16,7 @@ from pipeline.core.errors import ConfigError, InputDataError
 from pipeline.core.metadata import to_step_artifact
 from pipeline.core.step import Artifact, Resolver
 
-__all__ = ["CONTENT_DIGEST", "external_file", "read_verified"]
+__all__ = ["CONTENT_DIGEST", "check_content", "external_file", "read_verified"]
 
 
 def external_file(type_name: str, path: str, setting: str) -> Resolver:
@@ -43,13 +43,21 @@ def read_verified(artifact: Artifact) -> bytes:
     Raises InputDataError naming the file when it changed after the run resolved it (the
     cache key would then not describe what the step read).
     """
-    import hashlib
-
     try:
         with open(artifact.uri, "rb") as f:
             data = f.read()
     except OSError as e:
         raise InputDataError(f"{artifact.uri}: cannot read: {e.strerror or e}") from e
-    if hashlib.sha256(data).hexdigest() != artifact.properties.get(CONTENT_DIGEST):
-        raise InputDataError(f"{artifact.uri}: file changed while the run was using it; run again")
+    check_content(data, artifact.properties.get(CONTENT_DIGEST), artifact.uri)
     return data
+
+
+def check_content(data: bytes, expected_digest: Optional[str], path: str) -> str:
+    """The sha256 of `data` (the bytes read from `path`); raises InputDataError naming `path`
+    when `expected_digest` is given and differs (the file changed after the run resolved it)."""
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    if expected_digest is not None and digest != expected_digest:
+        raise InputDataError(f"{path}: file changed while the run was using it; run again")
+    return digest
