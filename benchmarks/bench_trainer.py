@@ -163,6 +163,7 @@ def main() -> int:
         default_cfg = dataclasses.replace(default_cfg, batch_size=args.batch_size)
     # Like for like with the Keras model: the same network and optimizer, nothing else.
     cfg = dataclasses.replace(default_cfg, augment_max_shift=0.0, augment_max_rotation=0.0,
+                              augment_max_scale=0.0, augment_elastic_alpha=0.0,
                               learning_rate_decay="none", precision="float32")
     hp = dataclasses.asdict(cfg)
     examples = common.examples_uri(args.pipeline_root)

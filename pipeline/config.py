@@ -92,9 +92,16 @@ class TrainerConfig:
     # many degrees (0 = off); evaluation and serving see the digits as they are.
     augment_max_shift: float = 2.0
     augment_max_rotation: float = 10.0
-    # "float32", or "mixed_bfloat16" (bfloat16 compute: faster on CPUs with AVX512-BF16 or
-    # AMX, much slower on CPUs without them).
-    precision: str = "float32"
+    # ... zoomed by a factor in 1 +- augment_max_scale, then elastically distorted: a random
+    # displacement field smoothed over augment_elastic_sigma pixels, scaled by
+    # augment_elastic_alpha pixels (components/trainer/augmentation.py; 0 = off).
+    augment_max_scale: float = 0.0
+    augment_elastic_alpha: float = 0.0
+    augment_elastic_sigma: float = 4.0
+    # "auto": mixed_bfloat16 where this CPU has AVX512-BF16 or AMX-BF16 and a probe measures
+    # bfloat16 faster, float32 elsewhere (components/trainer/precision.py); or "float32", or
+    # "mixed_bfloat16" (bfloat16 compute, float32 weights).
+    precision: str = "auto"
     conv1_filters: int = 32
     conv2_filters: int = 64
     kernel_size: int = 5

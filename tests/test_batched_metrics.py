@@ -9,7 +9,8 @@ import pytest
 
 import model_fixtures
 from components.evaluator import analysis, model_loading, slice_metrics, tfma_setup
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import InputDataError, PipelineError
+from pipeline.formats import evaluation
 from pipeline.formats import examples as examples_format
 
 N_TEST = 300
@@ -209,3 +210,46 @@ def test_a_damaged_shard_is_an_input_error_naming_the_file(tmp_path):
     with pytest.raises(Exception, match=f"{damaged}: not a readable gzip TFRecord file"):
         with beam.Pipeline() as p:
             _ = p | analysis.ReadExamples(str(split / "*.gz"), None)
+
+
+def test_shards_are_read_in_order_in_batches_of_the_inference_size(tmp_path):
+    import tensorflow as tf
+
+    path = str(tmp_path / "data_tfrecord-00000-of-00001.gz")
+    records = [b"record %d" % i for i in range(25)]
+    with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type="GZIP")) as writer:
+        for record in records:
+            writer.write(record)
+    batches = list(analysis._read_batches(path, 10))
+    assert [len(b) for b in batches] == [10, 10, 5]
+    assert [r for b in batches for r in b] == records
+
+
+def test_decoding_takes_label_and_bucket_and_refuses_an_example_without_a_label():
+    import tensorflow as tf
+    import tensorflow_model_analysis as tfma
+
+    def example(**features):
+        proto = tf.train.Example()
+        for name, value in features.items():
+            proto.features.feature[name].int64_list.value.append(value)
+        return proto.SerializeToString()
+
+    records = [example(label=3, ink_density_bucket=2), example(label=7)]
+    decode = analysis.DecodeForEvaluation(tfma.ARROW_INPUT_COLUMN)
+    (batch,) = decode.process(records)
+    assert batch.to_pydict() == {"label": [[3], [7]], "ink_density_bucket": [[2], [evaluation.NO_BUCKET]],
+                                 tfma.ARROW_INPUT_COLUMN: [[r] for r in records]}
+    with pytest.raises(InputDataError, match=r"^a test example has no label, or a label or ink_density_bucket "
+                                             r"that is not one int64 \(Feature: label \(data type: int64\) is required"):
+        list(decode.process([records[0], example(ink_density_bucket=1)]))
+
+
+def test_the_heap_is_frozen_only_while_the_pipeline_runs():
+    import gc
+
+    with pytest.raises(RuntimeError):
+        with analysis._older_objects_frozen():
+            assert gc.get_freeze_count() > 0
+            raise RuntimeError("a failing run")
+    assert gc.get_freeze_count() == 0

@@ -451,3 +451,39 @@ def test_per_class_precision_and_recall_come_from_the_confusion_matrix():
     assert found["precision_class_1_top_1"] == pytest.approx(4 / 6)
     assert found["recall_class_1_top_1"] == pytest.approx(4 / 5)
     assert math.isnan(found["precision_class_2_top_1"]) and math.isnan(found["recall_class_2_top_1"])
+
+
+def _examples_with_recorded_count(tmp_path, source: str, test_count: int, truncate: bool) -> Artifact:
+    """A copy of the examples at `source` recording `test_count` test examples; with
+    `truncate`, its test shard cut to half its bytes."""
+    import shutil
+
+    copy = tmp_path / "recorded_examples"
+    shutil.copytree(source, copy)
+    if truncate:
+        (shard,) = glob.glob(examples_format.split_pattern(str(copy), "test"))
+        with open(shard, "rb") as f:
+            data = f.read()
+        with open(shard, "wb") as f:
+            f.write(data[: len(data) // 2])
+    return Artifact(str(copy), "Examples", {examples_format.SPLIT_COUNTS: {"test": test_count}}, 1)
+
+
+@pytest.mark.parametrize("truncate, recorded_extra", [(True, 0), (False, 3)])
+def test_test_split_that_lost_records_since_example_gen_is_refused(tmp_path, assets, truncate, recorded_extra):
+    # A truncated gzip shard reads as fewer records without an error: the count ExampleGen
+    # recorded is what shows it. Nothing is blessed.
+    uri, digest = assets["good"]
+    ctx = make_ctx(tmp_path, assets["examples"], model_artifact(uri, digest, 5))
+    ctx.inputs["examples"] = _examples_with_recorded_count(tmp_path, assets["examples"],
+                                                            N_TEST + recorded_extra, truncate)
+    with pytest.raises(InputDataError, match=r"example_gen recorded|not a readable gzip"):
+        executor.run(ctx)
+    assert not os.listdir(ctx.outputs["blessing"])
+
+
+def test_test_split_matching_its_recorded_count_is_evaluated(tmp_path, assets):
+    uri, digest = assets["good"]
+    ctx = make_ctx(tmp_path, assets["examples"], model_artifact(uri, digest, 5))
+    ctx.inputs["examples"] = _examples_with_recorded_count(tmp_path, assets["examples"], N_TEST, False)
+    assert executor.run(ctx).execution_properties["examples_evaluated"] == N_TEST

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.trainer import model
+from components.trainer import augmentation, model
 from components.trainer.exporters import EvalHistory, is_better
 from components.trainer.hooks import NonFiniteLossHook, model_loss
 from pipeline.core.errors import ConfigError, TrainingError
@@ -216,7 +216,7 @@ def test_eval_history_keeps_one_record_per_step_and_finds_the_best():
 def _transform(image, angle=0.0, shift_x=0.0, shift_y=0.0):
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         batch = tf.constant(image[None, :, :, None], tf.float32)
-        out = model.transform_images(batch, tf.constant([angle], tf.float32), tf.constant([shift_x], tf.float32),
+        out = augmentation.transform_images(batch, tf.constant([angle], tf.float32), tf.constant([shift_x], tf.float32),
                                      tf.constant([shift_y], tf.float32))
         return session.run(out)[0, :, :, 0]
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from mnist_slices import TRAIN_IMAGES, TRAIN_LABELS, read_real
 from model_fixtures import serialize_examples, tamper_with_variables
-from components.trainer import executor
+from components.trainer import executor, precision
 from pipeline.config import TrainerConfig
 from pipeline.core.digest import directory_digest
 from pipeline.core.errors import ConfigError, InputDataError, ModelIntegrityError, TrainingError
@@ -104,6 +104,8 @@ def test_training_learns_well_above_chance(trained):
     assert props["evaluations_run"] == 3
     assert props["train_examples_per_sec"] > 0
     assert props["warm_started"] is False
+    # "auto" is recorded as what it resolved to on this machine, and the graphs computed in it.
+    assert props["precision"] == precision.resolve("auto")[0]
     assert outcome.stop_run is None
 
 

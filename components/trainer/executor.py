@@ -17,7 +17,8 @@ Outputs:
 Params: a `TrainerConfig`.
 Execution properties: best_eval_accuracy / _loss / _step, final_eval_accuracy, steps_trained,
 stopped_early, evaluations_run, train_examples_per_sec, train_seconds, warm_started,
-module_file, module_digest, model_entry_point; with `trainer.workers` > 0 also `cluster`
+precision (what `trainer.precision` resolved to: float32 or mixed_bfloat16), module_file,
+module_digest, model_entry_point; with `trainer.workers` > 0 also `cluster`
 ({"chief": 1, "worker": N, "ps": M}).
 Training runs in this process, or with `trainer.workers` > 0 on a local TensorFlow cluster
 (`cluster`: chief, workers and parameter servers as processes; the chief evaluates and exports,
@@ -41,7 +42,7 @@ import time
 
 import tensorflow as tf
 
-from components.trainer import cluster, export, inputs
+from components.trainer import cluster, export, inputs, precision
 from components.trainer.exporters import BestAccuracyExporter, EvalHistory
 from components.trainer.hooks import NonFiniteLossHook, ProgressHook
 from components.trainer.user_module import load_checked, model_fn_for
@@ -204,6 +205,10 @@ def run(ctx: StepContext) -> StepOutcome:
     # Fail fast on an empty split or records of another shape, before any graph is built.
     inputs.read_sample(examples_format.split_files(examples.uri, "train"), 1)
     sample = inputs.read_sample(examples_format.split_files(examples.uri, "eval"), VERIFY_RECORDS)
+    # Decided once here, so that every graph and every cluster task computes alike.
+    resolved_precision, why = precision.resolve(cfg.precision)
+    cfg = dataclasses.replace(cfg, precision=resolved_precision)
+    log.info("precision: %s", why)
     # The module's contract is checked in a scratch graph before any training step.
     module = load_checked(cfg, ctx.inputs.get("module_file"))
     log.info("model: %s of %s (sha256 %s)", module.entry_point, module.path, module.digest[:12])
@@ -252,6 +257,7 @@ def run(ctx: StepContext) -> StepOutcome:
         "train_examples_per_sec": round(rate, 1) if rate else None,
         "train_seconds": round(result.train_seconds, 2),
         "warm_started": warm_start is not None,
+        "precision": resolved_precision,
         "module_file": module.path,
         "module_digest": module.digest,
         "model_entry_point": module.entry_point,

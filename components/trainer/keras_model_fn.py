@@ -5,7 +5,7 @@ The module builds only the network: a `tf.keras.Model` from float32 [N, 28, 28, 
 outside the module's model, as for the classic network (`components.trainer.model`):
 
     image [N, 784] 0..255 -> scale to [0, 1], reshape [N, 28, 28, 1]
-    -> (TRAIN) random rotation and shift (augment_max_rotation, augment_max_shift)
+    -> (TRAIN) random rotation, shift, zoom and elastic distortion (the augment_* settings)
     -> the module's model, built under the `precision` policy (mixed_bfloat16: its layers
        compute in bfloat16) -> logits cast to float32 -> softmax
     TRAIN: cross-entropy plus the model's own losses (regularizers), `optimizer` at
@@ -27,6 +27,7 @@ from typing import Callable
 
 import tensorflow as tf
 
+from components.trainer import augmentation
 from components.trainer import model as trainer_model
 from components.trainer.estimator_contract import MODEL_LOSS_COLLECTION, serving_outputs
 from pipeline.core.errors import ConfigError
@@ -48,8 +49,8 @@ def _global_policy(name: str):
 def _logits(keras_model: Callable, params, images: tf.Tensor, hp: dict, training: bool, where: str):
     """float32 logits [N, 10] of the module's model on `images` [N, 784] (0..255), and the model."""
     x = trainer_model.scale_images(images)
-    if training and (hp["augment_max_shift"] or hp["augment_max_rotation"]):
-        x = trainer_model.augment(x, float(hp["augment_max_shift"]), float(hp["augment_max_rotation"]))
+    if training and augmentation.is_on(hp):
+        x = augmentation.augment(x, hp)
     with _global_policy(hp["precision"]):
         network = keras_model(params)
     if not isinstance(network, tf.keras.Model):

@@ -5,7 +5,8 @@ serve the Keras wrapper (`keras_model_fn`).
 `model_fn(features, labels, mode, params)` builds, for every mode, the same network:
 
     image [N, 784] (0..255, int or float) -> scale to [0, 1] -> reshape [N, 28, 28, 1]
-    -> (TRAIN only, when configured) random rotation and shift of each digit
+    -> (TRAIN only, when configured) random rotation, shift, zoom and elastic distortion of each
+       digit (components/trainer/augmentation.py)
     -> conv k x k, conv1_filters, ReLU -> max-pool 2x2
     -> conv k x k, conv2_filters, ReLU -> max-pool 2x2
     -> dense dense_units, ReLU -> dropout dropout_rate (TRAIN only) -> 10 logits
@@ -25,11 +26,11 @@ training plain: no augmentation, a constant learning rate, float32).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Mapping
 
 import tensorflow as tf
 
+from components.trainer import augmentation, precision
 from pipeline.core.errors import ConfigError
 from pipeline.formats.examples import IMAGE_KEY, IMAGE_SIDE, MAX_PIXEL, NUM_CLASSES
 from pipeline.formats.model import CLASS_IDS, PROBABILITIES
@@ -41,11 +42,13 @@ OPTIMIZERS = ("adam", "sgd")
 OPTIONAL_HYPERPARAMETERS = {
     "augment_max_shift": 0.0,       # pixels; each training digit is shifted by up to this much
     "augment_max_rotation": 0.0,    # degrees; ... and rotated by up to this much
+    "augment_max_scale": 0.0,       # ... and zoomed by a factor in 1 +- this
+    "augment_elastic_alpha": 0.0,   # pixels; ... and elastically distorted this strongly
+    "augment_elastic_sigma": 4.0,   # pixels; the smoothness of that distortion
     "learning_rate_decay": "none",  # "cosine": decay to 1% of learning_rate over train_steps
-    "precision": "float32",         # "mixed_bfloat16": bfloat16 compute, float32 weights
+    "precision": "float32",         # "mixed_bfloat16": bfloat16 compute, float32 weights; "auto"
 }
 DECAYS = ("none", "cosine")
-PRECISIONS = ("float32", "mixed_bfloat16")
 # The learning rate at the end of a cosine decay, as a fraction of the initial one.
 COSINE_FINAL_FRACTION = 0.01
 
@@ -74,9 +77,13 @@ def hyperparameters(params: Any) -> dict:
     if hp["optimizer"] not in OPTIMIZERS:
         raise ConfigError(f"config key trainer.optimizer: must be one of {OPTIMIZERS}, "
                           f"got {hp['optimizer']!r}")
-    for key in ("augment_max_shift", "augment_max_rotation"):
-        if not isinstance(hp[key], (int, float)) or not 0 <= hp[key] <= 45:
-            raise ConfigError(f"config key trainer.{key}: must be a number in [0, 45], got {hp[key]!r}")
+    for key, top in (("augment_max_shift", 45), ("augment_max_rotation", 45), ("augment_max_scale", 0.5),
+                     ("augment_elastic_alpha", 100)):
+        if not isinstance(hp[key], (int, float)) or not 0 <= hp[key] <= top:
+            raise ConfigError(f"config key trainer.{key}: must be a number in [0, {top}], got {hp[key]!r}")
+    if not isinstance(hp["augment_elastic_sigma"], (int, float)) or not 0.5 <= hp["augment_elastic_sigma"] <= 10:
+        raise ConfigError("config key trainer.augment_elastic_sigma: must be a number in [0.5, 10], "
+                          f"got {hp['augment_elastic_sigma']!r}")
     if hp["learning_rate_decay"] not in DECAYS:
         raise ConfigError(f"config key trainer.learning_rate_decay: must be one of {DECAYS}, "
                           f"got {hp['learning_rate_decay']!r}")
@@ -86,39 +93,11 @@ def hyperparameters(params: Any) -> dict:
             raise ConfigError("config key trainer.train_steps: a learning_rate_decay needs an "
                               f"integer >= 1, got {steps!r}")
         hp["train_steps"] = steps
-    if hp["precision"] not in PRECISIONS:
-        raise ConfigError(f"config key trainer.precision: must be one of {PRECISIONS}, "
+    if hp["precision"] not in precision.CHOICES:
+        raise ConfigError(f"config key trainer.precision: must be one of {precision.CHOICES}, "
                           f"got {hp['precision']!r}")
+    hp["precision"] = precision.resolve(hp["precision"])[0]
     return hp
-
-
-def transform_images(images: tf.Tensor, angles: tf.Tensor, shift_x: tf.Tensor,
-                     shift_y: tf.Tensor) -> tf.Tensor:
-    """Rotates each image of [N, 28, 28, 1] about its centre by `angles` [N] (radians,
-    counter-clockwise as displayed) after shifting it right by `shift_x` [N] and down by
-    `shift_y` [N] pixels; bilinear, zeros fill the uncovered border. One batched op."""
-    n = tf.shape(images)[0]
-    cos, sin = tf.cos(angles), tf.sin(angles)
-    centre = (IMAGE_SIDE - 1) / 2.0
-    # The transform maps each output pixel (x, y) to the input pixel it is read from:
-    # input = R(angle) (output - centre) + centre - shift.
-    offset_x = centre - cos * centre + sin * centre - shift_x
-    offset_y = centre - sin * centre - cos * centre - shift_y
-    zeros = tf.zeros([n])
-    transforms = tf.stack([cos, -sin, offset_x, sin, cos, offset_y, zeros, zeros], axis=1)
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=[IMAGE_SIDE, IMAGE_SIDE],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
-
-
-def augment(images: tf.Tensor, max_shift: float, max_rotation_degrees: float) -> tf.Tensor:
-    """`transform_images` with uniform random angles in +-max_rotation_degrees and shifts in
-    +-max_shift pixels, drawn per image."""
-    n = tf.shape(images)[0]
-    angles = tf.random.uniform([n], -1.0, 1.0) * (max_rotation_degrees * math.pi / 180.0)
-    shift_x = tf.random.uniform([n], -1.0, 1.0) * max_shift
-    shift_y = tf.random.uniform([n], -1.0, 1.0) * max_shift
-    return transform_images(images, angles, shift_x, shift_y)
 
 
 def scale_images(images: tf.Tensor) -> tf.Tensor:
@@ -138,8 +117,8 @@ def build_logits(images: tf.Tensor, hp: Mapping[str, Any], training: bool) -> tf
     # softmax and the loss keep full precision. Weights are float32 either way.
     policy = tf.keras.mixed_precision.Policy(hp.get("precision", "float32"))
     x = scale_images(images)
-    if training and (hp.get("augment_max_shift") or hp.get("augment_max_rotation")):
-        x = augment(x, float(hp.get("augment_max_shift", 0.0)), float(hp.get("augment_max_rotation", 0.0)))
+    if training and augmentation.is_on(hp):
+        x = augmentation.augment(x, hp)
     x = tf.keras.layers.Conv2D(hp["conv1_filters"], kernel, padding="same",
                                activation="relu", name="conv1", dtype=policy)(x)
     x = tf.keras.layers.MaxPool2D(2, 2, name="pool1", dtype=policy)(x)
