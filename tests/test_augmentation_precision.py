@@ -9,6 +9,14 @@ from components.trainer import augmentation, model, precision
 from pipeline.core.errors import ConfigError
 
 
+def _warp(images, displacement):
+    """`images` [N, H, W, 1] with output pixel (y, x) read at (y + dy, x + dx)."""
+    grid_y, grid_x = tf.meshgrid(tf.range(28.0), tf.range(28.0), indexing="ij")
+    displacement = tf.constant(displacement, tf.float32)
+    return augmentation.sample_bilinear(tf.constant(images), grid_x + displacement[..., 0],
+                                        grid_y + displacement[..., 1])
+
+
 def _run(tensor_fn):
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         return session.run(tensor_fn())
@@ -36,12 +44,12 @@ def test_zoom_scales_distances_from_the_centre():
 def test_warp_with_zero_displacement_is_the_identity_and_integer_displacements_shift():
     image = _stroke_image()
     batch = image[None, :, :, None]
-    same = _run(lambda: augmentation.warp_images(tf.constant(batch), tf.zeros([1, 28, 28, 2])))
+    same = _run(lambda: _warp(batch, np.zeros((1, 28, 28, 2))))
     np.testing.assert_allclose(same[0, :, :, 0], image, atol=1e-6)
     # Reading each pixel 3 to the left and 2 above shifts the digit right by 3 and down by 2.
     displacement = np.zeros((1, 28, 28, 2), np.float32)
     displacement[..., 0], displacement[..., 1] = -3.0, -2.0
-    shifted = _run(lambda: augmentation.warp_images(tf.constant(batch), tf.constant(displacement)))
+    shifted = _run(lambda: _warp(batch, displacement))
     expected = np.zeros_like(image)
     expected[2:, 3:] = image[:-2, :-3]
     np.testing.assert_allclose(shifted[0, :, :, 0], expected, atol=1e-6)
@@ -50,7 +58,7 @@ def test_warp_with_zero_displacement_is_the_identity_and_integer_displacements_s
 def test_warp_reads_background_outside_the_image():
     image = np.ones((1, 28, 28, 1), np.float32)
     displacement = np.full((1, 28, 28, 2), 40.0, np.float32)
-    out = _run(lambda: augmentation.warp_images(tf.constant(image), tf.constant(displacement)))
+    out = _run(lambda: _warp(image, displacement))
     assert np.all(out == 0.0)
 
 

@@ -42,16 +42,6 @@ def _paired_tables(evaluation_uri: str):
         features, required={evaluation_format.LABEL: range(tfma_setup.NUM_CLASSES)})
 
 
-def _check_recorded_count(examples, read: int) -> None:
-    """Raises InputDataError when the test split's records read (0: the runner reports no
-    counters) differ from the count ExampleGen recorded: a shard cut short (a truncated gzip
-    stream ends without an error) or rewritten since, which the gate must not judge on."""
-    recorded = ((examples.properties or {}).get(examples_format.SPLIT_COUNTS) or {}).get("test")
-    if recorded is not None and read and read != int(recorded):
-        raise InputDataError(f"examples artifact {examples.uri}: read {read} test examples, but "
-                             f"example_gen recorded {recorded} (a shard is truncated or was rewritten)")
-
-
 def run(ctx: StepContext) -> StepOutcome:
     """Evaluates ctx.inputs['model'] (and 'baseline_model') and writes the blessing."""
     params = ctx.params
@@ -77,7 +67,8 @@ def run(ctx: StepContext) -> StepOutcome:
     evaluated = int(count) if isinstance(count, float) and math.isfinite(count) else 0
     if evaluated == 0:
         raise InputDataError(f"{pattern}: no test examples were evaluated")
-    _check_recorded_count(ctx.inputs["examples"], analysis.examples_read)
+    if analysis.examples_read:  # 0: the runner reports no counters
+        examples_format.check_recorded_counts(ctx.inputs["examples"], {"test": analysis.examples_read})
     if analysis.examples_selected and analysis.examples_selected != evaluated:
         raise PipelineError(f"TFMA output {ctx.outputs['evaluation']}: overall example_count {evaluated} "
                             f"!= {analysis.examples_selected} examples fed to it")

@@ -75,7 +75,7 @@ def run(ctx: StepContext) -> StepOutcome:
         ctx.log.info("split %s: %d examples (%s records read)", split, split_counts[split],
                      records_read.get(split, "?"))
 
-    _check_recorded_counts(examples, split_counts)
+    examples_format.check_recorded_counts(examples, split_counts)
     output_properties = {stats_format.SPLIT_NAMES: list(splits), stats_format.SPLIT_COUNTS: split_counts}
     if examples_format.SPANS in examples.properties:
         output_properties[stats_format.SPANS] = examples_format.spans_of(examples.properties)
@@ -121,17 +121,6 @@ def _check_recorded_splits(examples, splits) -> None:
     if missing:
         raise InputDataError(f"examples artifact {examples.uri}: no {examples_format.SPLIT_PREFIX}{missing[0]} "
                              f"directory, but example_gen recorded {recorded[missing[0]]} examples for it")
-
-
-def _check_recorded_counts(examples, split_counts: dict) -> None:
-    """Raises InputDataError when ExampleGen's recorded split counts differ from what was read."""
-    recorded = examples.properties.get(examples_format.SPLIT_COUNTS)
-    if not recorded:
-        return
-    for split, count in split_counts.items():
-        if split in recorded and int(recorded[split]) != count:
-            raise InputDataError(f"examples artifact {examples.uri}: split {split} holds {count} examples, "
-                                 f"but example_gen recorded {recorded[split]}")
 
 
 def _write_json(path: str, data: dict) -> None:

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from pipeline.formats.examples import IMAGE_SIDE
 
-# Keys read here and the values that switch each distortion off.
+# Keys read here and their defaults; a 0 switches its distortion off.
 AUGMENTATION_OFF = {
     "augment_max_shift": 0.0,
     "augment_max_rotation": 0.0,
@@ -30,10 +30,13 @@ AUGMENTATION_OFF = {
 }
 
 
+# The strength settings (the sigma only shapes the elastic field).
+_STRENGTHS = ("augment_max_shift", "augment_max_rotation", "augment_max_scale", "augment_elastic_alpha")
+
+
 def is_on(hp: Mapping[str, Any]) -> bool:
     """True when `hp` asks for any distortion."""
-    return any(hp.get(key, 0.0) for key in
-               ("augment_max_shift", "augment_max_rotation", "augment_max_scale", "augment_elastic_alpha"))
+    return any(hp.get(key, 0.0) for key in _STRENGTHS)
 
 
 def affine_transforms(angles: tf.Tensor, shift_x: tf.Tensor, shift_y: tf.Tensor,
@@ -111,18 +114,13 @@ def sample_bilinear(images: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     return (top + wy * (bottom - top))[..., None]
 
 
-def warp_images(images: tf.Tensor, displacement: tf.Tensor) -> tf.Tensor:
-    """Resamples `images` [N, H, W, 1]: output pixel (y, x) is read bilinearly at
-    (y + dy, x + dx), with `displacement` [N, H, W, 2] holding (dx, dy); 0 outside the image."""
-    grid_x, grid_y = _pixel_grid(images.shape[1], images.shape[2])
-    return sample_bilinear(images, grid_x + displacement[..., 0], grid_y + displacement[..., 1])
-
-
 def augment(images: tf.Tensor, hp: Mapping[str, Any]) -> tf.Tensor:
     """`images` [N, 28, 28, 1] with the distortions `hp` configures (see the module docstring),
-    drawn per image. With an elastic distortion, the affine one and it are resampled once (one
+    drawn per image; `images` unchanged when `hp` asks for none. With an elastic distortion, the affine one and it are resampled once (one
     interpolation, one blur): each output pixel reads the input where the affine transform
     sends it, moved by the displacement field."""
+    if not is_on(hp):
+        return images
     hp = {**AUGMENTATION_OFF, **{k: v for k, v in hp.items() if k in AUGMENTATION_OFF}}
     n = tf.shape(images)[0]
     max_shift, max_scale = float(hp["augment_max_shift"]), float(hp["augment_max_scale"])

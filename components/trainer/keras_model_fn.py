@@ -49,7 +49,7 @@ def _global_policy(name: str):
 def _logits(keras_model: Callable, params, images: tf.Tensor, hp: dict, training: bool, where: str):
     """float32 logits [N, 10] of the module's model on `images` [N, 784] (0..255), and the model."""
     x = trainer_model.scale_images(images)
-    if training and augmentation.is_on(hp):
+    if training:
         x = augmentation.augment(x, hp)
     with _global_policy(hp["precision"]):
         network = keras_model(params)

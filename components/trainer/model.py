@@ -117,7 +117,7 @@ def build_logits(images: tf.Tensor, hp: Mapping[str, Any], training: bool) -> tf
     # softmax and the loss keep full precision. Weights are float32 either way.
     policy = tf.keras.mixed_precision.Policy(hp.get("precision", "float32"))
     x = scale_images(images)
-    if training and augmentation.is_on(hp):
+    if training:
         x = augmentation.augment(x, hp)
     x = tf.keras.layers.Conv2D(hp["conv1_filters"], kernel, padding="same",
                                activation="relu", name="conv1", dtype=policy)(x)

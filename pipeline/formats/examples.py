@@ -101,3 +101,16 @@ def list_splits(uri: str) -> dict:
     split directory holds no shard.
     """
     return {split: split_pattern(uri, split) for split in split_dirs(uri, "examples artifact")}
+
+
+def check_recorded_counts(examples, counts: Mapping[str, int]) -> None:
+    """Raises InputDataError when a split's examples counted now (`counts`: split -> count)
+    differ from what ExampleGen recorded in the Examples artifact `examples` (property
+    SPLIT_COUNTS): a shard cut short (a truncated gzip stream reads without an error) or
+    rewritten since. Splits ExampleGen recorded nothing for, and artifacts without the
+    property, pass."""
+    recorded = (examples.properties or {}).get(SPLIT_COUNTS) or {}
+    for split, count in counts.items():
+        if split in recorded and int(recorded[split]) != count:
+            raise InputDataError(f"examples artifact {examples.uri}: split {split} holds {count} examples, "
+                                 f"but example_gen recorded {recorded[split]} (a shard is truncated or was rewritten)")
