@@ -102,6 +102,10 @@ class TrainerConfig:
     # bfloat16 faster, float32 elsewhere (components/trainer/precision.py); or "float32", or
     # "mixed_bfloat16" (bfloat16 compute, float32 weights).
     precision: str = "auto"
+    # Evaluate, choose and serve an exponential moving average of the weights (Polyak averaging)
+    # rather than the last step's weights: each step, average = d * average + (1 - d) * weight,
+    # so it spans about 1 / (1 - d) steps (components/trainer/weight_averaging.py; 0 = off).
+    weight_averaging_decay: float = 0.0
     conv1_filters: int = 32
     conv2_filters: int = 64
     kernel_size: int = 5

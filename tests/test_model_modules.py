@@ -142,6 +142,26 @@ def test_a_keras_module_trains_with_the_trainers_settings(tmp_path, inputs):
     assert any("Adam" in name for name, _ in tf.train.list_variables(checkpoint))
 
 
+def test_a_keras_module_is_served_with_its_averaged_weights(tmp_path, inputs):
+    import numpy as np
+    import tensorflow as tf
+
+    from components.trainer.weight_averaging import SHADOW_SUFFIX
+
+    path = write_module(tmp_path, "keras_net.py", KERAS_MODULE)
+    ctx, outcome = train(tmp_path, inputs, path, hparams={"units": 12}, learning_rate=0.01,
+                         train_steps=40, eval_every_steps=40, weight_averaging_decay=0.9)
+    variables = os.path.join(ctx.outputs["model"], "Format-Serving", "variables", "variables")
+    exported = dict(tf.train.list_variables(variables))
+    kernel = "sequential/dense/kernel"
+    assert exported[kernel + SHADOW_SUFFIX] == [784, 12] and kernel not in exported
+    checkpoint = tf.train.latest_checkpoint(ctx.outputs["model_run"])
+    # The served kernel is the shadow (the average), which 40 steps have moved away from the weight.
+    served = tf.train.load_variable(variables, kernel + SHADOW_SUFFIX)
+    np.testing.assert_array_equal(served, tf.train.load_variable(checkpoint, kernel + SHADOW_SUFFIX))
+    assert not np.allclose(served, tf.train.load_variable(checkpoint, kernel))
+
+
 # ---- errors at training time: clear, naming the module, nothing exported ----------------------------
 @pytest.mark.parametrize("name, source, message", [
     ("import_error.py", "import not_a_module_anywhere\n\ndef model_fn(features, labels, mode, params):\n    pass\n",

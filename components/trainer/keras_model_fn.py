@@ -11,6 +11,8 @@ outside the module's model, as for the classic network (`components.trainer.mode
     TRAIN: cross-entropy plus the model's own losses (regularizers), `optimizer` at
            `learning_rate` with `learning_rate_decay`, the model's update ops (batch norm)
     EVAL: loss, accuracy, mean_per_class_accuracy; PREDICT: class_ids, probabilities.
+    With `weight_averaging_decay`, TRAIN also keeps a moving average of the model's trainable
+    weights, and EVAL and PREDICT restore those averages (components/trainer/weight_averaging.py).
 
 Why a wrapper of our own rather than `tf.keras.estimator.model_to_estimator`: that converts a
 *compiled* model, so the optimizer, its schedule and the loss would be the module's, the
@@ -27,7 +29,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from components.trainer import augmentation
+from components.trainer import augmentation, weight_averaging
 from components.trainer import model as trainer_model
 from components.trainer.estimator_contract import MODEL_LOSS_COLLECTION, serving_outputs
 from pipeline.core.errors import ConfigError
@@ -80,10 +82,13 @@ def keras_model_fn(keras_model: Callable, where: str) -> Callable:
         logits, network = _logits(keras_model, params, features[IMAGE_KEY], hp, training, where)
         probabilities = tf.nn.softmax(logits, name=PROBABILITIES)
         class_ids = tf.argmax(logits, axis=1, output_type=tf.int64, name=CLASS_IDS)
+        decay = hp["weight_averaging_decay"]
+        scaffold = (None if training
+                    else weight_averaging.restoring_scaffold(decay, network.trainable_variables))
         if mode == tf.estimator.ModeKeys.PREDICT:
             return tf.estimator.EstimatorSpec(
                 mode=mode, predictions={CLASS_IDS: class_ids, PROBABILITIES: probabilities},
-                export_outputs=serving_outputs(class_ids, probabilities))
+                export_outputs=serving_outputs(class_ids, probabilities), scaffold=scaffold)
 
         labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
         loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(labels=labels, logits=logits)
@@ -92,7 +97,7 @@ def keras_model_fn(keras_model: Callable, where: str) -> Callable:
                           name="total_loss")
         tf.compat.v1.add_to_collection(MODEL_LOSS_COLLECTION, loss)
         if mode == tf.estimator.ModeKeys.EVAL:
-            return tf.estimator.EstimatorSpec(mode=mode, loss=loss, eval_metric_ops={
+            return tf.estimator.EstimatorSpec(mode=mode, loss=loss, scaffold=scaffold, eval_metric_ops={
                 "accuracy": tf.compat.v1.metrics.accuracy(labels, class_ids),
                 "mean_per_class_accuracy": tf.compat.v1.metrics.mean_per_class_accuracy(
                     labels, class_ids, NUM_CLASSES)})
@@ -103,6 +108,8 @@ def keras_model_fn(keras_model: Callable, where: str) -> Callable:
         with tf.control_dependencies(network.updates):
             train_op = trainer_model.optimizer(hp, rate).minimize(
                 loss, global_step=global_step, var_list=network.trainable_variables)
+        train_op = weight_averaging.averaging_train_op(train_op, decay, global_step,
+                                                       network.trainable_variables)
         tf.compat.v1.summary.scalar("train_batch_accuracy", tf.reduce_mean(
             tf.cast(tf.equal(class_ids, labels), tf.float32)))
         return tf.estimator.EstimatorSpec(mode=mode, loss=loss, train_op=train_op)

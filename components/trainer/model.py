@@ -17,10 +17,12 @@ and returns a `tf.estimator.EstimatorSpec`:
 - EVAL: the loss plus `accuracy` and `mean_per_class_accuracy`;
 - PREDICT: `class_ids` (int64 [N]) and `probabilities` (float32 [N, 10]), exported as the
   `serving_default` PredictOutput.
+With `weight_averaging_decay` > 0, TRAIN also updates a moving average of every weight, and EVAL
+and PREDICT restore the averages instead of the weights (components/trainer/weight_averaging.py).
 
 `params` holds the hyperparameters: a mapping or a `TrainerConfig` with the keys in
 `HYPERPARAMETERS`, and optionally those in `OPTIONAL_HYPERPARAMETERS` (their defaults leave
-training plain: no augmentation, a constant learning rate, float32).
+training plain: no augmentation, a constant learning rate, float32, no weight averaging).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any, Mapping
 
 import tensorflow as tf
 
-from components.trainer import augmentation, precision
+from components.trainer import augmentation, precision, weight_averaging
 from pipeline.core.errors import ConfigError
 from pipeline.formats.examples import IMAGE_KEY, IMAGE_SIDE, MAX_PIXEL, NUM_CLASSES
 from pipeline.formats.model import CLASS_IDS, PROBABILITIES
@@ -47,6 +49,7 @@ OPTIONAL_HYPERPARAMETERS = {
     "augment_elastic_sigma": 4.0,   # pixels; the smoothness of that distortion
     "learning_rate_decay": "none",  # "cosine": decay to 1% of learning_rate over train_steps
     "precision": "float32",         # "mixed_bfloat16": bfloat16 compute, float32 weights; "auto"
+    "weight_averaging_decay": 0.0,  # evaluate and serve a moving average of the weights
 }
 DECAYS = ("none", "cosine")
 # The learning rate at the end of a cosine decay, as a fraction of the initial one.
@@ -93,6 +96,11 @@ def hyperparameters(params: Any) -> dict:
             raise ConfigError("config key trainer.train_steps: a learning_rate_decay needs an "
                               f"integer >= 1, got {steps!r}")
         hp["train_steps"] = steps
+    decay = hp["weight_averaging_decay"]
+    if (not isinstance(decay, (int, float)) or isinstance(decay, bool)
+            or not (decay == 0 or weight_averaging.MIN_DECAY <= decay <= weight_averaging.MAX_DECAY)):
+        raise ConfigError("config key trainer.weight_averaging_decay: must be 0 (off) or a number in "
+                          f"[{weight_averaging.MIN_DECAY}, {weight_averaging.MAX_DECAY}], got {decay!r}")
     if hp["precision"] not in precision.CHOICES:
         raise ConfigError(f"config key trainer.precision: must be one of {precision.CHOICES}, "
                           f"got {hp['precision']!r}")
@@ -162,6 +170,10 @@ def model_fn(features: Mapping[str, tf.Tensor], labels: tf.Tensor, mode: str,
     if IMAGE_KEY not in features:
         raise ValueError(f"model_fn: feature {IMAGE_KEY!r} missing (got {sorted(features)})")
     logits = build_logits(features[IMAGE_KEY], hp, training=mode == tf.estimator.ModeKeys.TRAIN)
+    decay = hp["weight_averaging_decay"]
+    # EVAL and PREDICT restore the averaged weights (None: the default Scaffold).
+    scaffold = (None if mode == tf.estimator.ModeKeys.TRAIN
+                else weight_averaging.restoring_scaffold(decay, tf.compat.v1.trainable_variables()))
     probabilities = tf.nn.softmax(logits, name=PROBABILITIES)
     class_ids = tf.argmax(logits, axis=1, output_type=tf.int64, name=CLASS_IDS)
 
@@ -170,6 +182,7 @@ def model_fn(features: Mapping[str, tf.Tensor], labels: tf.Tensor, mode: str,
         return tf.estimator.EstimatorSpec(
             mode=mode,
             predictions=predictions,
+            scaffold=scaffold,
             export_outputs={
                 tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
                     tf.estimator.export.PredictOutput(predictions),
@@ -182,6 +195,7 @@ def model_fn(features: Mapping[str, tf.Tensor], labels: tf.Tensor, mode: str,
         return tf.estimator.EstimatorSpec(
             mode=mode,
             loss=loss,
+            scaffold=scaffold,
             eval_metric_ops={
                 "accuracy": tf.compat.v1.metrics.accuracy(labels, class_ids),
                 "mean_per_class_accuracy": tf.compat.v1.metrics.mean_per_class_accuracy(
@@ -192,6 +206,8 @@ def model_fn(features: Mapping[str, tf.Tensor], labels: tf.Tensor, mode: str,
     rate = learning_rate(hp, global_step)
     tf.compat.v1.summary.scalar("learning_rate", rate)
     train_op = optimizer(hp, rate).minimize(loss, global_step=global_step)
+    train_op = weight_averaging.averaging_train_op(train_op, decay, global_step,
+                                                   tf.compat.v1.trainable_variables())
     batch_accuracy = tf.reduce_mean(tf.cast(tf.equal(class_ids, labels), tf.float32))
     tf.compat.v1.summary.scalar("train_batch_accuracy", batch_accuracy)
     return tf.estimator.EstimatorSpec(

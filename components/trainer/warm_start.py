@@ -6,7 +6,9 @@ match the digest recorded when it was exported, it must have been trained from a
 with the same content as this run's (another module's weights belong to another network), and
 every trainable variable of the network that this config builds must exist in the base
 checkpoint with the same shape. A base model exported before models recorded their module is
-checked by variable shapes alone.
+checked by variable shapes alone. A base model trained with weight averaging
+(`trainer.weight_averaging_decay`) stores each weight as its average, under the shadow name
+`<weight>/ExponentialMovingAverage`: that average, the weight it served with, is the one loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Dict
 
 import tensorflow as tf
 
+from components.trainer.weight_averaging import SHADOW_SUFFIX
 from pipeline.core.errors import ConfigError, ModelIntegrityError
 from pipeline.core.step import Artifact
 from pipeline.formats.examples import IMAGE_KEY, IMAGE_PIXELS
@@ -53,21 +56,30 @@ def check_same_module(base_model: Artifact, module) -> None:
                       "would not fit its network; set trainer.warm_start = false to train from scratch")
 
 
-def check_compatible(checkpoint: str, params: Any, model_fn) -> None:
-    """Raises ConfigError when the base checkpoint lacks a variable the network needs or has it
+def check_compatible(checkpoint: str, params: Any, model_fn) -> Dict[str, str]:
+    """Returns {variable name: its name in the base checkpoint} for every trainable variable of
+    the network (the shadow name where the base model served averaged weights).
+
+    Raises ConfigError when the base checkpoint lacks a variable the network needs or has it
     with another shape (the architecture changed since the base model was trained)."""
     try:
         available = dict(tf.train.list_variables(checkpoint))
     except (tf.errors.OpError, ValueError) as e:
         raise ModelIntegrityError(f"base model checkpoint {checkpoint}: unreadable ({e})") from e
+    names = {}
     for name, shape in sorted(trainable_variable_shapes(params, model_fn).items()):
-        if name not in available:
+        if name + SHADOW_SUFFIX in available:
+            names[name] = name + SHADOW_SUFFIX
+        elif name in available:
+            names[name] = name
+        else:
             raise ConfigError(f"config key trainer.warm_start: base model {checkpoint} has no "
                               f"variable {name!r}; set trainer.warm_start = false to train from scratch")
-        if list(available[name]) != shape:
+        if list(available[names[name]]) != shape:
             raise ConfigError(f"config key trainer.warm_start: base model {checkpoint} has {name} of "
-                              f"shape {list(available[name])}, this config needs {shape}; set "
+                              f"shape {list(available[names[name]])}, this config needs {shape}; set "
                               "trainer.warm_start = false or restore the base architecture")
+    return names
 
 
 def warm_start_settings(base_model: Artifact, params: Any, module) -> tf.estimator.WarmStartSettings:
@@ -79,5 +91,7 @@ def warm_start_settings(base_model: Artifact, params: Any, module) -> tf.estimat
     """
     checkpoint = base_checkpoint(base_model)
     check_same_module(base_model, module)
-    check_compatible(checkpoint, params, module.model_fn)
-    return tf.estimator.WarmStartSettings(ckpt_to_initialize_from=checkpoint)
+    names = check_compatible(checkpoint, params, module.model_fn)
+    renamed = {name: base_name for name, base_name in names.items() if base_name != name}
+    return tf.estimator.WarmStartSettings(ckpt_to_initialize_from=checkpoint,
+                                          var_name_to_prev_var_name=renamed or None)
