@@ -63,6 +63,8 @@ def main() -> int:
         train_input, max_steps=args.train_steps)
     train_seconds = time.perf_counter() - started
 
+    split_inputs = {split: inputs.make_input_fn(examples, split, 1000, training=False)
+                    for split in ("eval", "test")}
     rows = []
     checkpoints = tf.train.get_checkpoint_state(model_dir).all_model_checkpoint_paths[-args.last:]
     for checkpoint in checkpoints:
@@ -71,9 +73,8 @@ def main() -> int:
         for weights, decay in (("raw", 0.0), ("averaged", args.decay)):
             estimator = tf.estimator.Estimator(model.model_fn, model_dir=model_dir, config=config,
                                                params=dict(params, weight_averaging_decay=decay))
-            for split in ("eval", "test"):
-                result = estimator.evaluate(inputs.make_input_fn(examples, split, 1000, training=False),
-                                            checkpoint_path=checkpoint)
+            for split, input_fn in split_inputs.items():
+                result = estimator.evaluate(input_fn, checkpoint_path=checkpoint)
                 scores[f"{split}_{weights}"] = {"accuracy": float(result["accuracy"]),
                                                 "loss": float(result["loss"])}
         rows.append({"step": step, **scores})

@@ -20,13 +20,13 @@ import tensorflow as tf
 
 from pipeline.formats.examples import IMAGE_SIDE
 
-# Keys read here and their defaults; a 0 switches its distortion off.
+# Keys read here and their defaults (the model's too); a 0 switches its distortion off.
 AUGMENTATION_OFF = {
-    "augment_max_shift": 0.0,
-    "augment_max_rotation": 0.0,
-    "augment_max_scale": 0.0,
-    "augment_elastic_alpha": 0.0,
-    "augment_elastic_sigma": 4.0,
+    "augment_max_shift": 0.0,       # pixels; each training digit is shifted by up to this much
+    "augment_max_rotation": 0.0,    # degrees; ... and rotated by up to this much
+    "augment_max_scale": 0.0,       # ... and zoomed by a factor in 1 +- this
+    "augment_elastic_alpha": 0.0,   # pixels; ... and elastically distorted this strongly
+    "augment_elastic_sigma": 4.0,   # pixels; the smoothness of that distortion
 }
 
 
@@ -116,9 +116,9 @@ def sample_bilinear(images: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
 
 def augment(images: tf.Tensor, hp: Mapping[str, Any]) -> tf.Tensor:
     """`images` [N, 28, 28, 1] with the distortions `hp` configures (see the module docstring),
-    drawn per image; `images` unchanged when `hp` asks for none. With an elastic distortion, the affine one and it are resampled once (one
-    interpolation, one blur): each output pixel reads the input where the affine transform
-    sends it, moved by the displacement field."""
+    drawn per image; `images` unchanged when `hp` asks for none. With an elastic distortion,
+    the affine one and it are resampled once (one interpolation, one blur): each output pixel
+    reads the input where the affine transform sends it, moved by the displacement field."""
     if not is_on(hp):
         return images
     hp = {**AUGMENTATION_OFF, **{k: v for k, v in hp.items() if k in AUGMENTATION_OFF}}

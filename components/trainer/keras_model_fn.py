@@ -83,8 +83,7 @@ def keras_model_fn(keras_model: Callable, where: str) -> Callable:
         probabilities = tf.nn.softmax(logits, name=PROBABILITIES)
         class_ids = tf.argmax(logits, axis=1, output_type=tf.int64, name=CLASS_IDS)
         decay = hp["weight_averaging_decay"]
-        scaffold = (None if training
-                    else weight_averaging.restoring_scaffold(decay, network.trainable_variables))
+        scaffold = weight_averaging.restoring_scaffold(mode, decay, network.trainable_variables)
         if mode == tf.estimator.ModeKeys.PREDICT:
             return tf.estimator.EstimatorSpec(
                 mode=mode, predictions={CLASS_IDS: class_ids, PROBABILITIES: probabilities},

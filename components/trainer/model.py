@@ -42,11 +42,7 @@ HYPERPARAMETERS = ("conv1_filters", "conv2_filters", "kernel_size", "dense_units
 OPTIMIZERS = ("adam", "sgd")
 # Optional keys and the values that switch them off.
 OPTIONAL_HYPERPARAMETERS = {
-    "augment_max_shift": 0.0,       # pixels; each training digit is shifted by up to this much
-    "augment_max_rotation": 0.0,    # degrees; ... and rotated by up to this much
-    "augment_max_scale": 0.0,       # ... and zoomed by a factor in 1 +- this
-    "augment_elastic_alpha": 0.0,   # pixels; ... and elastically distorted this strongly
-    "augment_elastic_sigma": 4.0,   # pixels; the smoothness of that distortion
+    **augmentation.AUGMENTATION_OFF,  # the augment_* keys (components/trainer/augmentation.py)
     "learning_rate_decay": "none",  # "cosine": decay to 1% of learning_rate over train_steps
     "precision": "float32",         # "mixed_bfloat16": bfloat16 compute, float32 weights; "auto"
     "weight_averaging_decay": 0.0,  # evaluate and serve a moving average of the weights
@@ -171,9 +167,7 @@ def model_fn(features: Mapping[str, tf.Tensor], labels: tf.Tensor, mode: str,
         raise ValueError(f"model_fn: feature {IMAGE_KEY!r} missing (got {sorted(features)})")
     logits = build_logits(features[IMAGE_KEY], hp, training=mode == tf.estimator.ModeKeys.TRAIN)
     decay = hp["weight_averaging_decay"]
-    # EVAL and PREDICT restore the averaged weights (None: the default Scaffold).
-    scaffold = (None if mode == tf.estimator.ModeKeys.TRAIN
-                else weight_averaging.restoring_scaffold(decay, tf.compat.v1.trainable_variables()))
+    scaffold = weight_averaging.restoring_scaffold(mode, decay, tf.compat.v1.trainable_variables())
     probabilities = tf.nn.softmax(logits, name=PROBABILITIES)
     class_ids = tf.argmax(logits, axis=1, output_type=tf.int64, name=CLASS_IDS)
 

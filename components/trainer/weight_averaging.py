@@ -18,7 +18,7 @@ weight per step.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Optional
 
 import tensorflow as tf
 
@@ -46,19 +46,16 @@ def averaging_train_op(train_op: tf.Operation, decay: float, global_step: tf.Ten
         return average.apply(list(variables))
 
 
-def shadow_names(variables) -> Dict[str, tf.Variable]:
-    """{checkpoint name of the shadow: variable} for `variables`."""
-    return {variable.op.name + SHADOW_SUFFIX: variable for variable in variables}
-
-
-def restoring_scaffold(decay: float, trainable_variables) -> Optional[tf.compat.v1.train.Scaffold]:
-    """A Scaffold restoring `trainable_variables` from their shadows and every other global
-    variable (the global step, ...) under its own name; None with averaging off."""
-    if not is_on(decay):
+def restoring_scaffold(mode: str, decay: float,
+                       trainable_variables) -> Optional[tf.compat.v1.train.Scaffold]:
+    """For EVAL and PREDICT (`mode`, a tf.estimator.ModeKeys value) with averaging on: a Scaffold
+    restoring `trainable_variables` from their shadows and every other global variable (the
+    global step, ...) under its own name. None (the default Scaffold) in TRAIN or with averaging off."""
+    if mode == tf.estimator.ModeKeys.TRAIN or not is_on(decay):
         return None
     trainable = list(trainable_variables)
+    var_list = {variable.op.name + SHADOW_SUFFIX: variable for variable in trainable}
     names = {variable.op.name for variable in trainable}
-    var_list = shadow_names(trainable)
     var_list.update({variable.op.name: variable for variable in tf.compat.v1.global_variables()
                      if variable.op.name not in names})
     return tf.compat.v1.train.Scaffold(saver=tf.compat.v1.train.Saver(var_list, sharded=True))
