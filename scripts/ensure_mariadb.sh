@@ -3,7 +3,9 @@
 # Debian's mariadb-server with apt-get when it is missing (needs root).
 #
 # The server is this checkout's own: datadir, socket, pid file and log under $MARIADB_DIR
-# (default .cache/mariadb, ignored by git), TCP on 127.0.0.1:$MARIADB_PORT (default 33306). It
+# (default .cache/mariadb, ignored by git), TCP on 127.0.0.1:$MARIADB_PORT. Without MARIADB_PORT
+# a new server takes 33306, or the next free port when another checkout's server (or anything
+# else) holds it; a running server keeps its port, and the line printed last says which. It
 # keeps running after the script (and the tests) end, so the next call reuses it in well under a
 # second; stop it with: kill "$(cat .cache/mariadb/mariadbd.pid)".
 #
@@ -17,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR="${MARIADB_DIR:-$PWD/.cache/mariadb}"
-PORT="${MARIADB_PORT:-33306}"
+PORT="${MARIADB_PORT:-}"
 USER_NAME="${MARIADB_TEST_USER:-mlmd_test}"
 SOCKET="$DIR/mariadbd.sock"
 PIDFILE="$DIR/mariadbd.pid"
@@ -44,8 +46,20 @@ flock 9
 
 admin() { mariadb --no-defaults --protocol=socket --socket="$SOCKET" -uroot "$@"; }
 alive() { admin -e "SELECT 1" >/dev/null 2>&1; }
+# True when something accepts connections on 127.0.0.1:$1.
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 if ! alive; then
+  if [ -z "$PORT" ]; then
+    PORT=33306
+    while port_taken "$PORT"; do
+      PORT=$((PORT + 1))
+      [ "$PORT" -le 33405 ] || { echo "error: no free port for the private MariaDB server in 127.0.0.1:33306-33405" >&2; exit 1; }
+    done
+  elif port_taken "$PORT"; then
+    echo "error: MARIADB_PORT=$PORT is already in use on 127.0.0.1 (unset MARIADB_PORT to take a free port)" >&2
+    exit 1
+  fi
   as_root=()
   [ "$(id -u)" = 0 ] && as_root=(--user=root)
   if [ ! -d "$DIR/data/mysql" ]; then
@@ -65,6 +79,8 @@ if ! alive; then
   done
   alive || { echo "error: the private MariaDB server did not start on 127.0.0.1:$PORT; see $DIR/error.log" >&2; exit 1; }
 fi
+# The port the server listens on (a reused server keeps the one it started with).
+PORT=$(admin -N -B -e "SELECT @@port")
 
 # The password goes to the server on stdin only (a command line is visible to every user).
 sql_password=${MLMD_MYSQL_PASSWORD//\\/\\\\}
