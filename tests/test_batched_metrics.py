@@ -221,11 +221,12 @@ def test_shards_are_read_in_order_in_batches_of_the_inference_size(tmp_path):
         for record in records:
             writer.write(record)
     batches = list(analysis._read_batches(path, 10))
-    assert [len(b) for b in batches] == [10, 10, 5]
-    assert [r for b in batches for r in b] == records
+    assert [len(b.records) for b in batches] == [10, 10, 5]
+    assert [r for b in batches for r in b.records] == records
+    assert [location for b in batches for location in b.locations] == [(path, i) for i in range(25)]
 
 
-def test_decoding_takes_label_and_bucket_and_refuses_an_example_without_a_label():
+def test_decoding_takes_label_and_bucket_and_refuses_an_example_without_a_label_naming_its_file_and_record():
     import tensorflow as tf
     import tensorflow_model_analysis as tfma
 
@@ -237,12 +238,15 @@ def test_decoding_takes_label_and_bucket_and_refuses_an_example_without_a_label(
 
     records = [example(label=3, ink_density_bucket=2), example(label=7)]
     decode = analysis.DecodeForEvaluation(tfma.ARROW_INPUT_COLUMN)
-    (batch,) = decode.process(records)
+    (batch,) = decode.process(analysis.SerializedBatch(records, [("a.gz", 0), ("a.gz", 1)]))
     assert batch.to_pydict() == {"label": [[3], [7]], "ink_density_bucket": [[2], [evaluation.NO_BUCKET]],
                                  tfma.ARROW_INPUT_COLUMN: [[r] for r in records]}
-    with pytest.raises(InputDataError, match=r"^a test example has no label, or a label or ink_density_bucket "
-                                             r"that is not one int64 \(Feature: label \(data type: int64\) is required"):
-        list(decode.process([records[0], example(ink_density_bucket=1)]))
+    bad = analysis.SerializedBatch([records[0], records[1], example(ink_density_bucket=1), example(label=2)],
+                                   [("a.gz", 998), ("a.gz", 999), ("b.gz", 0), ("b.gz", 1)])
+    with pytest.raises(InputDataError, match=r"^b\.gz: record 0: a test example with no label, or a label or "
+                                             r"ink_density_bucket that is not one int64 \(Feature: label \(data type: "
+                                             r"int64\) is required"):
+        list(decode.process(bad))
 
 
 def test_the_heap_is_frozen_only_while_the_pipeline_runs():

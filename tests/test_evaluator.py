@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -421,8 +422,8 @@ def test_subsample_is_deterministic_and_content_defined(tmp_path, assets):
     records = model_fixtures.read_records(glob.glob(pattern))
     expected = sorted(records, key=lambda r: hashlib.sha256(r).digest())[:25]
     with beam.Pipeline() as p:
-        batches = p | analysis.ReadExamples(pattern, 25)  # lists of records, as TFMA decodes them
-        assert_that(batches | beam.FlatMap(lambda batch: batch), equal_to(expected))
+        batches = p | analysis.ReadExamples(pattern, 25)  # SerializedBatch, as DecodeForEvaluation takes them
+        assert_that(batches | beam.FlatMap(lambda batch: batch.records), equal_to(expected))
 
 
 def test_empty_test_split_is_an_input_error(tmp_path, assets):
@@ -487,3 +488,40 @@ def test_test_split_matching_its_recorded_count_is_evaluated(tmp_path, assets):
     ctx = make_ctx(tmp_path, assets["examples"], model_artifact(uri, digest, 5))
     ctx.inputs["examples"] = _examples_with_recorded_count(tmp_path, assets["examples"], N_TEST, False)
     assert executor.run(ctx).execution_properties["examples_evaluated"] == N_TEST
+
+
+@pytest.mark.parametrize("max_examples", [None, 40])
+def test_a_test_example_without_a_label_is_refused_naming_its_shard_and_record(tmp_path, assets, max_examples):
+    # Whether the evaluator reads every record or a fingerprint sample of them, the error says
+    # where the bad record lies; nothing is blessed.
+    import shutil
+
+    import tensorflow as tf
+
+    copy = tmp_path / "unlabelled_examples"
+    shutil.copytree(assets["examples"], copy)
+    (shard,) = glob.glob(examples_format.split_pattern(str(copy), "test"))
+    records = model_fixtures.read_records([shard])
+
+    def without_label(record):
+        example = tf.train.Example.FromString(record)
+        del example.features.feature[examples_format.LABEL_KEY]
+        return example.SerializeToString()
+
+    def met(records_written):  # what the evaluator reads: the smallest fingerprints, or all
+        by_fingerprint = sorted(records_written, key=lambda r: hashlib.sha256(r).digest())
+        return by_fingerprint[:max_examples] if max_examples else records_written
+
+    for bad in range(5, len(records)):  # the first record from 5 on that the evaluator meets
+        damaged = records[:bad] + [without_label(records[bad])] + records[bad + 1:]
+        if damaged[bad] in met(damaged):
+            break
+    assert damaged[bad] in met(damaged)
+    with tf.io.TFRecordWriter(shard, tf.io.TFRecordOptions(compression_type="GZIP")) as writer:
+        for record in damaged:
+            writer.write(record)
+    uri, digest = assets["good"]
+    ctx = make_ctx(tmp_path, str(copy), model_artifact(uri, digest, 5), max_examples=max_examples)
+    with pytest.raises(InputDataError, match=rf"^{re.escape(shard)}: record {bad}: a test example with no label"):
+        executor.run(ctx)
+    assert not os.listdir(ctx.outputs["blessing"])

@@ -21,7 +21,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import apache_beam as beam
 import numpy as np
@@ -53,14 +53,22 @@ class AnalysisRun:
     outcomes: int = 0
 
 
-def _fingerprint(record: bytes) -> tuple:
-    return hashlib.sha256(record).digest(), record
+class SerializedBatch(NamedTuple):
+    """Serialized tf.Examples and where each was read: `locations[i]` is (file, index of
+    `records[i]` in that file), so an error about a record can name both."""
+
+    records: list
+    locations: list
+
+
+def _fingerprint(record: bytes, location: tuple) -> tuple:
+    return hashlib.sha256(record).digest(), record, location
 
 
 def _read_batches(path: str, batch_size: int):
-    """The serialized records of the gzip TFRecord file `path`, in lists of up to `batch_size`,
-    read by TensorFlow's C++ record reader (which checks each record's CRC). Raises
-    InputDataError naming the file when it is damaged.
+    """The serialized records of the gzip TFRecord file `path`, as SerializedBatch of up to
+    `batch_size`, read by TensorFlow's C++ record reader (which checks each record's CRC).
+    Raises InputDataError naming the file when it is damaged.
 
     The synchronous reader TFMA's own loaders use, not tf.data: a tf.data iterator costs tens
     of milliseconds to build per file and, between model calls, waited up to half a second
@@ -69,27 +77,30 @@ def _read_batches(path: str, batch_size: int):
     """
     import tensorflow as tf
 
-    batch = []
+    batch, start = [], 0
     try:
         for record in tf.compat.v1.io.tf_record_iterator(path, tf.io.TFRecordOptions(compression_type="GZIP")):
             batch.append(record)
             if len(batch) == batch_size:
-                yield batch
-                batch = []
+                yield SerializedBatch(batch, [(path, start + i) for i in range(len(batch))])
+                batch, start = [], start + len(batch)
     except tf.errors.OpError as e:
         raise InputDataError(f"{path}: not a readable gzip TFRecord file ({e.message})") from e
     if batch:
-        yield batch
+        yield SerializedBatch(batch, [(path, start + i) for i in range(len(batch))])
 
 
-def _chunks(records: list, size: int) -> list:
-    return [records[start:start + size] for start in range(0, len(records), size)]
+def _rebatch(kept: list, size: int) -> list:
+    """(fingerprint, record, location) triples -> SerializedBatch of up to `size`."""
+    return [SerializedBatch([record for _, record, _ in kept[at:at + size]],
+                            [location for _, _, location in kept[at:at + size]])
+            for at in range(0, len(kept), size)]
 
 
 @beam.ptransform_fn
 def ReadExamples(pipeline, file_pattern: str, max_examples: Optional[int]):  # pylint: disable=invalid-name
-    """Reads serialized tf.Examples from gzip TFRecords as lists of up to INFERENCE_BATCH_SIZE;
-    keeps at most `max_examples`.
+    """Reads serialized tf.Examples from gzip TFRecords as SerializedBatch of up to
+    INFERENCE_BATCH_SIZE; keeps at most `max_examples`.
 
     Each file is read in batches (no per-record Beam element: Beam's Python TFRecord reader took
     a fifth of the evaluator's time per example). The subset is the `max_examples` records with
@@ -105,7 +116,7 @@ def ReadExamples(pipeline, file_pattern: str, max_examples: Optional[int]):  # p
 
     def count(counter):
         def inc(batch):
-            counter.inc(len(batch))
+            counter.inc(len(batch.records))
             return batch
         return inc
 
@@ -115,20 +126,20 @@ def ReadExamples(pipeline, file_pattern: str, max_examples: Optional[int]):  # p
                | "CountRead" >> beam.Map(count(read_counter)))
     if max_examples is not None:
         batches = (batches
-                   | "Records" >> beam.FlatMap(lambda batch: batch)
-                   | "Fingerprint" >> beam.Map(_fingerprint)
+                   | "Records" >> beam.FlatMap(lambda batch: zip(batch.records, batch.locations))
+                   | "Fingerprint" >> beam.MapTuple(_fingerprint)
                    | "KeepSmallestFingerprints" >> beam.combiners.Top.Smallest(max_examples)
-                   | "Rebatch" >> beam.FlatMap(lambda kept: _chunks([record for _, record in kept],
-                                                                     INFERENCE_BATCH_SIZE)))
+                   | "Rebatch" >> beam.FlatMap(_rebatch, INFERENCE_BATCH_SIZE))
     return batches | "CountSelected" >> beam.Map(count(selected_counter))
 
 
 class DecodeForEvaluation(beam.DoFn):
-    """A list of serialized tf.Examples -> the Arrow RecordBatch TFMA's extractors read: the
+    """A SerializedBatch -> the Arrow RecordBatch TFMA's extractors read: the
     label and the ink density bucket (NO_BUCKET for an example without one) as int64 lists of
     one value each, and the serialized examples in `raw_record_column` (the models parse them
     themselves; the pixels of the few mistakes shown are read from them). Raises
-    InputDataError when an example has no label, or a label or bucket that is not one int64.
+    InputDataError naming the file and record of the first example that has no label, or a
+    label or bucket that is not one int64.
 
     TensorFlow's example parser takes 1.5 ms per 1,000 digits for these two features; tfx_bsl's
     decoder into Arrow took 8 ms, walking every example's 784 pixels.
@@ -137,7 +148,7 @@ class DecodeForEvaluation(beam.DoFn):
     def __init__(self, raw_record_column: str):
         self._raw_record_column = raw_record_column
 
-    def process(self, records: list):
+    def process(self, batch: SerializedBatch):
         import pyarrow as pa
         import tensorflow as tf
         from tfx_bsl.tfxio import record_based_tfxio
@@ -145,15 +156,30 @@ class DecodeForEvaluation(beam.DoFn):
         spec = {evaluation_format.LABEL: tf.io.FixedLenFeature([], tf.int64),
                 evaluation_format.INK_DENSITY_BUCKET: tf.io.FixedLenFeature(
                     [], tf.int64, default_value=evaluation_format.NO_BUCKET)}
+        records = batch.records
         try:
             parsed = tf.io.parse_example(tf.constant(records), spec)
         except tf.errors.InvalidArgumentError as e:
-            raise InputDataError(f"a test example has no {evaluation_format.LABEL}, or a {' or '.join(spec)} "
-                                 f"that is not one int64 ({_tensorflow_reason(e.message)})") from e
+            raise _first_bad_example(batch, spec) from e
         offsets = pa.array(np.arange(len(records) + 1, dtype=np.int64))
         columns = [pa.LargeListArray.from_arrays(offsets, pa.array(parsed[name].numpy())) for name in spec]
         yield record_based_tfxio.AppendRawRecordColumn(pa.RecordBatch.from_arrays(columns, list(spec)),
                                                        self._raw_record_column, records)
+
+
+def _first_bad_example(batch: SerializedBatch, spec: dict) -> InputDataError:
+    """The InputDataError for the first record of `batch` that `spec` cannot parse (a batch's
+    parse error does not say which record it was), naming its file and index."""
+    import tensorflow as tf
+
+    for record, (path, index) in zip(batch.records, batch.locations):
+        try:
+            tf.io.parse_single_example(record, spec)
+        except tf.errors.InvalidArgumentError as e:
+            return InputDataError(f"{path}: record {index}: a test example with no {evaluation_format.LABEL}, "
+                                  f"or a {' or '.join(spec)} that is not one int64 ({_tensorflow_reason(e.message)})")
+    return InputDataError(f"{batch.locations[0][0]}: records {batch.locations[0][1]} to {batch.locations[-1][1]}: "
+                          "TensorFlow could not parse them together, though each parses alone")
 
 
 def _tensorflow_reason(message: str) -> str:
