@@ -5,7 +5,8 @@
 # The server is this checkout's own: datadir, socket, pid file and log under $MARIADB_DIR
 # (default .cache/mariadb, ignored by git), TCP on 127.0.0.1:$MARIADB_PORT. Without MARIADB_PORT
 # a new server takes 33306, or the next free port when another checkout's server (or anything
-# else) holds it; a running server keeps its port, and the line printed last says which. It
+# else) holds it; a running server keeps its port, and the line printed last says which. A
+# MARIADB_PORT that is taken is refused before any server or datadir is created. It
 # keeps running after the script (and the tests) end, so the next call reuses it in well under a
 # second; stop it with: kill "$(cat .cache/mariadb/mariadbd.pid)".
 #
@@ -50,6 +51,10 @@ alive() { admin -e "SELECT 1" >/dev/null 2>&1; }
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 if ! alive; then
+  # Servers of other checkouts starting at the same moment must not pick the same free port:
+  # the machine-wide lock is held from the probe until this server listens.
+  exec 8>"${TMPDIR:-/tmp}/mlmd-test-mariadb-ports.lock"
+  flock 8
   if [ -z "$PORT" ]; then
     PORT=33306
     while port_taken "$PORT"; do
@@ -72,15 +77,21 @@ if ! alive; then
   setsid "$MARIADBD" --no-defaults "${as_root[@]}" --datadir="$DIR/data" --socket="$SOCKET" \
     --pid-file="$PIDFILE" --log-error="$DIR/error.log" --port="$PORT" --bind-address=127.0.0.1 \
     --skip-name-resolve --skip-log-bin --innodb-buffer-pool-size=64M --innodb-log-file-size=16M \
-    --innodb-flush-log-at-trx-commit=2 --max-connections=200 </dev/null >/dev/null 2>&1 9>&- &
+    --innodb-flush-log-at-trx-commit=2 --max-connections=200 </dev/null >/dev/null 2>&1 8>&- 9>&- &
   for _ in $(seq 1 120); do
     alive && break
     sleep 0.25
   done
   alive || { echo "error: the private MariaDB server did not start on 127.0.0.1:$PORT; see $DIR/error.log" >&2; exit 1; }
+  exec 8>&-
 fi
 # The port the server listens on (a reused server keeps the one it started with).
-PORT=$(admin -N -B -e "SELECT @@port")
+LISTENING=$(admin -N -B -e "SELECT @@port") \
+  || { echo "error: the private MariaDB server in $DIR does not answer on its socket; see $DIR/error.log" >&2; exit 1; }
+if [ -n "$PORT" ] && [ "$PORT" != "$LISTENING" ]; then
+  echo "warning: MARIADB_PORT=$PORT ignored: the running server in $DIR listens on $LISTENING (stop it to move it)" >&2
+fi
+PORT=$LISTENING
 
 # The password goes to the server on stdin only (a command line is visible to every user).
 sql_password=${MLMD_MYSQL_PASSWORD//\\/\\\\}

@@ -241,12 +241,29 @@ def test_decoding_takes_label_and_bucket_and_refuses_an_example_without_a_label_
     (batch,) = decode.process(analysis.SerializedBatch(records, [("a.gz", 0), ("a.gz", 1)]))
     assert batch.to_pydict() == {"label": [[3], [7]], "ink_density_bucket": [[2], [evaluation.NO_BUCKET]],
                                  tfma.ARROW_INPUT_COLUMN: [[r] for r in records]}
-    bad = analysis.SerializedBatch([records[0], records[1], example(ink_density_bucket=1), example(label=2)],
-                                   [("a.gz", 998), ("a.gz", 999), ("b.gz", 0), ("b.gz", 1)])
+    bad = analysis.SerializedBatch(  # two bad examples: the first is named
+        [records[0], records[1], example(ink_density_bucket=1), example(label=2), example(ink_density_bucket=4)],
+        [("a.gz", 998), ("a.gz", 999), ("b.gz", 0), ("b.gz", 1), ("b.gz", 2)])
     with pytest.raises(InputDataError, match=r"^b\.gz: record 0: a test example with no label, or a label or "
                                              r"ink_density_bucket that is not one int64 \(Feature: label \(data type: "
                                              r"int64\) is required"):
         list(decode.process(bad))
+
+
+def test_a_batch_that_fails_only_as_a_whole_is_refused_naming_its_files(monkeypatch):
+    import tensorflow as tf
+    import tensorflow_model_analysis as tfma
+
+    def batch_parse_fails(*args, **kwargs):
+        raise tf.errors.InvalidArgumentError(None, None, "Feature: label is odd")
+
+    good = tf.train.Example()
+    good.features.feature["label"].int64_list.value.append(1)
+    monkeypatch.setattr(tf.io, "parse_example", batch_parse_fails)
+    batch = analysis.SerializedBatch([good.SerializeToString()] * 3, [("b.gz", 4), ("a.gz", 9), ("b.gz", 5)])
+    with pytest.raises(InputDataError, match=r"^a\.gz, b\.gz: 3 test records that parse one by one but not together "
+                                             r"\(Feature: label is odd\)$"):
+        list(analysis.DecodeForEvaluation(tfma.ARROW_INPUT_COLUMN).process(batch))
 
 
 def test_the_heap_is_frozen_only_while_the_pipeline_runs():

@@ -1,7 +1,7 @@
 """scripts/ensure_mariadb.sh with a second private server on the machine: when another
 checkout's server (here the session's own, from the `mariadb` fixture) holds the port, a new
 server takes the next free one and says so; a running server is reused on its own port; a
-MARIADB_PORT that is taken is refused in one line before anything is created."""
+MARIADB_PORT that is taken is refused in one line before any server or datadir is created."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_a_second_server_takes_a_free_port_and_is_reused_on_it(mariadb, tmp_path
         _stop(directory)
 
 
-def test_a_taken_mariadb_port_is_refused_in_one_line_before_anything_is_created(mariadb, tmp_path):
+def test_a_taken_mariadb_port_is_refused_in_one_line_before_any_server_or_datadir_is_created(mariadb, tmp_path):
     directory = tmp_path / "third"
     result = _ensure(directory, "pw-third", port=mariadb.port)
     assert result.returncode == 1
