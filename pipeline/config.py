@@ -82,7 +82,7 @@ class TrainerConfig:
     # The module's own settings, passed through in params["hparams"] unchecked (the module
     # checks them): any TOML table of strings, numbers, booleans, lists and tables.
     hparams: dict = field(default_factory=dict)
-    train_steps: int = 12000
+    train_steps: int = 11500
     batch_size: int = 100
     learning_rate: float = 1e-3
     optimizer: str = "adam"
@@ -95,7 +95,7 @@ class TrainerConfig:
     # ... zoomed by a factor in 1 +- augment_max_scale, then elastically distorted: a random
     # displacement field smoothed over augment_elastic_sigma pixels, scaled by
     # augment_elastic_alpha pixels (components/trainer/augmentation.py; 0 = off).
-    augment_max_scale: float = 0.0
+    augment_max_scale: float = 0.1
     augment_elastic_alpha: float = 0.0
     augment_elastic_sigma: float = 4.0
     # "auto": mixed_bfloat16 where this CPU has AVX512-BF16 or AMX-BF16 and a probe measures
@@ -106,6 +106,13 @@ class TrainerConfig:
     # rather than the last step's weights: each step, average = d * average + (1 - d) * weight,
     # so it spans about 1 / (1 - d) steps (components/trainer/weight_averaging.py; 0 = off).
     weight_averaging_decay: float = 0.0
+    # Train towards smoothed targets: 1 - e on the label plus e / 10 on every class (0 = plain
+    # one-hot); evaluation losses stay plain cross-entropy.
+    label_smoothing: float = 0.1
+    # Serve each digit as the mean of the probabilities of it and moved copies of it: "none",
+    # "shifts" (1 pixel each way: 5 forward passes) or "shifts_rotations" (and +-6 degrees: 7)
+    # (components/trainer/test_time_augmentation.py). Checkpoints are still chosen on the digit alone.
+    test_time_augmentation: str = "shifts_rotations"
     conv1_filters: int = 32
     conv2_filters: int = 64
     kernel_size: int = 5

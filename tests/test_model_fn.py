@@ -137,6 +137,9 @@ def test_dropout_applies_in_training_only():
     (dict(SMALL, optimizer="rmsprop"), "optimizer"),
     (dict(SMALL, dropout_rate=1.0), "dropout_rate"),
     (dict(SMALL, conv2_filters=0), "conv2_filters"),
+    (dict(SMALL, label_smoothing=0.6), "label_smoothing"),
+    (dict(SMALL, label_smoothing=-0.1), "label_smoothing"),
+    (dict(SMALL, label_smoothing="0.1"), "label_smoothing"),
 ])
 def test_bad_params_raise_config_error_naming_the_key(params, key):
     with tf.Graph().as_default(), pytest.raises(ConfigError, match=key):
@@ -260,3 +263,37 @@ def test_cosine_decay_and_bfloat16_are_options_of_params():
     with tf.Graph().as_default(), pytest.raises(ConfigError, match="train_steps"):
         model.model_fn({model.IMAGE_KEY: tf.zeros([1, 784])}, tf.zeros([1], tf.int64),
                        tf.estimator.ModeKeys.TRAIN, dict(SMALL, learning_rate_decay="cosine"))
+
+
+def _cross_entropy(logits, targets):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(np.mean(-(targets * log_softmax).sum(axis=1)))
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_label_smoothing_shapes_the_training_loss_only(smoothing):
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(N, 10)).astype(np.float32) * 3
+    labels = rng.integers(0, 10, size=N)
+    one_hot = np.eye(10)[labels]
+    hp = model.hyperparameters(dict(SMALL, label_smoothing=smoothing))
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        train, evaluate = session.run([
+            model.loss(tf.constant(labels), tf.constant(logits), hp, tf.estimator.ModeKeys.TRAIN),
+            model.loss(tf.constant(labels), tf.constant(logits), hp, tf.estimator.ModeKeys.EVAL)])
+    assert train == pytest.approx(_cross_entropy(logits, one_hot * (1 - smoothing) + smoothing / 10), rel=1e-5)
+    assert evaluate == pytest.approx(_cross_entropy(logits, one_hot), rel=1e-5)
+
+
+def test_model_fn_trains_on_the_smoothed_loss():
+    images, labels = random_batch()
+    losses = {}
+    for smoothing in (0.0, 0.2):
+        graph, spec, session = run_spec(tf.estimator.ModeKeys.TRAIN, dict(SMALL, label_smoothing=smoothing),
+                                        images, labels)
+        with graph.as_default(), session:
+            losses[smoothing] = session.run(spec.loss)
+            assert model_loss() is spec.loss
+    # Same seed, same initial weights and batch: only the target differs.
+    assert losses[0.2] != pytest.approx(losses[0.0], rel=1e-3)

@@ -378,3 +378,34 @@ def test_hparams_are_a_free_form_table_of_plain_values():
         load_config(overrides={"trainer": {"hparams": {"head": {"when": datetime.date(2026, 1, 1)}}}})
     with pytest.raises(ConfigError, match=r"config key trainer.hparams: expected dict"):
         load_config(overrides={"trainer": {"hparams": [1, 2]}})
+
+
+def test_a_keras_module_trains_on_the_label_smoothed_loss_and_evaluates_on_the_plain_one():
+    import numpy as np
+    import tensorflow as tf
+
+    from components.trainer import augmentation
+    from components.trainer.keras_model_fn import keras_model_fn
+
+    def seeded_model(params):  # the same weights in every graph
+        return tf.keras.Sequential([tf.keras.layers.Flatten(), tf.keras.layers.Dense(
+            10, kernel_initializer=tf.keras.initializers.RandomNormal(stddev=0.05, seed=1))])
+
+    wrapped = keras_model_fn(seeded_model, "seeded_module")
+    images = np.random.default_rng(0).integers(0, 256, size=(8, 784))
+    labels = np.arange(8) % 10
+    losses = {}
+    for mode in (tf.estimator.ModeKeys.TRAIN, tf.estimator.ModeKeys.EVAL):
+        for smoothing in (0.0, 0.2):
+            params = dict(dataclasses.asdict(TrainerConfig()), **augmentation.AUGMENTATION_OFF,
+                          label_smoothing=smoothing, hparams={}, precision="float32")
+            with tf.Graph().as_default():
+                tf.compat.v1.train.get_or_create_global_step()
+                spec = wrapped({"image": tf.constant(images)}, tf.constant(labels), mode, params)
+                with tf.compat.v1.Session() as session:
+                    session.run(tf.compat.v1.global_variables_initializer())
+                    losses[mode, smoothing] = session.run(spec.loss)
+    train, evaluate = tf.estimator.ModeKeys.TRAIN, tf.estimator.ModeKeys.EVAL
+    assert losses[train, 0.2] != pytest.approx(losses[train, 0.0], rel=1e-3)
+    assert losses[evaluate, 0.2] == pytest.approx(losses[evaluate, 0.0], rel=1e-6)
+    assert losses[evaluate, 0.0] == pytest.approx(losses[train, 0.0], rel=1e-6)  # same weights, no dropout

@@ -8,9 +8,10 @@ outside the module's model, as for the classic network (`components.trainer.mode
     -> (TRAIN) random rotation, shift, zoom and elastic distortion (the augment_* settings)
     -> the module's model, built under the `precision` policy (mixed_bfloat16: its layers
        compute in bfloat16) -> logits cast to float32 -> softmax
-    TRAIN: cross-entropy plus the model's own losses (regularizers), `optimizer` at
+    TRAIN: cross-entropy (label-smoothed with `label_smoothing`) plus the model's own losses (regularizers), `optimizer` at
            `learning_rate` with `learning_rate_decay`, the model's update ops (batch norm)
-    EVAL: loss, accuracy, mean_per_class_accuracy; PREDICT: class_ids, probabilities.
+    EVAL: loss, accuracy, mean_per_class_accuracy; PREDICT: class_ids, probabilities (with
+    `test_time_augmentation`, averaged over moved copies of each digit).
     With `weight_averaging_decay`, TRAIN also keeps a moving average of the model's trainable
     weights, and EVAL and PREDICT restore those averages (components/trainer/weight_averaging.py).
 
@@ -29,7 +30,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from components.trainer import augmentation, weight_averaging
+from components.trainer import augmentation, test_time_augmentation, weight_averaging
 from components.trainer import model as trainer_model
 from components.trainer.estimator_contract import MODEL_LOSS_COLLECTION, serving_outputs
 from pipeline.core.errors import ConfigError
@@ -79,9 +80,13 @@ def keras_model_fn(keras_model: Callable, where: str) -> Callable:
     def model_fn(features, labels, mode, params):
         hp = trainer_model.hyperparameters(params)
         training = mode == tf.estimator.ModeKeys.TRAIN
-        logits, network = _logits(keras_model, params, features[IMAGE_KEY], hp, training, where)
-        probabilities = tf.nn.softmax(logits, name=PROBABILITIES)
-        class_ids = tf.argmax(logits, axis=1, output_type=tf.int64, name=CLASS_IDS)
+        images = features[IMAGE_KEY]
+        views = test_time_augmentation.view_count(hp) if mode == tf.estimator.ModeKeys.PREDICT else 1
+        if views > 1:
+            images = test_time_augmentation.expand(images, hp)
+        logits, network = _logits(keras_model, params, images, hp, training, where)
+        probabilities = tf.identity(test_time_augmentation.mean_probabilities(logits, views), name=PROBABILITIES)
+        class_ids = tf.argmax(probabilities, axis=1, output_type=tf.int64, name=CLASS_IDS)
         decay = hp["weight_averaging_decay"]
         scaffold = weight_averaging.restoring_scaffold(mode, decay, network.trainable_variables)
         if mode == tf.estimator.ModeKeys.PREDICT:
@@ -90,7 +95,7 @@ def keras_model_fn(keras_model: Callable, where: str) -> Callable:
                 export_outputs=serving_outputs(class_ids, probabilities), scaffold=scaffold)
 
         labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
-        loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(labels=labels, logits=logits)
+        loss = trainer_model.loss(labels, logits, hp, mode)
         if network.losses:
             loss = tf.add(loss, tf.add_n([tf.cast(x, tf.float32) for x in network.losses]),
                           name="total_loss")

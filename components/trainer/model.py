@@ -12,11 +12,13 @@ serve the Keras wrapper (`keras_model_fn`).
     -> dense dense_units, ReLU -> dropout dropout_rate (TRAIN only) -> 10 logits
 
 and returns a `tf.estimator.EstimatorSpec`:
-- TRAIN: softmax cross-entropy loss (registered in the LOSSES collection, where the training
-  hooks find it) and the optimizer's train op;
+- TRAIN: softmax cross-entropy loss (label-smoothed with `label_smoothing`; registered in the
+  LOSSES collection, where the training hooks find it) and the optimizer's train op;
 - EVAL: the loss plus `accuracy` and `mean_per_class_accuracy`;
 - PREDICT: `class_ids` (int64 [N]) and `probabilities` (float32 [N, 10]), exported as the
   `serving_default` PredictOutput.
+With `test_time_augmentation`, PREDICT (and so the export) averages the probabilities over moved
+copies of each digit (components/trainer/test_time_augmentation.py).
 With `weight_averaging_decay` > 0, TRAIN also updates a moving average of every weight, and EVAL
 and PREDICT restore the averages instead of the weights (components/trainer/weight_averaging.py).
 
@@ -32,7 +34,7 @@ from typing import Any, Mapping
 
 import tensorflow as tf
 
-from components.trainer import augmentation, precision, weight_averaging
+from components.trainer import augmentation, precision, test_time_augmentation, weight_averaging
 from pipeline.core.errors import ConfigError
 from pipeline.formats.examples import IMAGE_KEY, IMAGE_SIDE, MAX_PIXEL, NUM_CLASSES
 from pipeline.formats.model import CLASS_IDS, PROBABILITIES
@@ -46,8 +48,11 @@ OPTIONAL_HYPERPARAMETERS = {
     "learning_rate_decay": "none",  # "cosine": decay to 1% of learning_rate over train_steps
     "precision": "float32",         # "mixed_bfloat16": bfloat16 compute, float32 weights; "auto"
     "weight_averaging_decay": 0.0,  # evaluate and serve a moving average of the weights
+    "label_smoothing": 0.0,         # train towards (1 - e) on the label + e / 10 on every class
+    "test_time_augmentation": "none",  # serve the mean over moved copies of each digit
 }
 DECAYS = ("none", "cosine")
+MAX_LABEL_SMOOTHING = 0.5
 # The learning rate at the end of a cosine decay, as a fraction of the initial one.
 COSINE_FINAL_FRACTION = 0.01
 
@@ -97,6 +102,13 @@ def hyperparameters(params: Any) -> dict:
             or not (decay == 0 or weight_averaging.MIN_DECAY <= decay <= weight_averaging.MAX_DECAY)):
         raise ConfigError("config key trainer.weight_averaging_decay: must be 0 (off) or a number in "
                           f"[{weight_averaging.MIN_DECAY}, {weight_averaging.MAX_DECAY}], got {decay!r}")
+    smoothing = hp["label_smoothing"]
+    if not isinstance(smoothing, (int, float)) or isinstance(smoothing, bool) or not 0 <= smoothing <= MAX_LABEL_SMOOTHING:
+        raise ConfigError(f"config key trainer.label_smoothing: must be a number in [0, {MAX_LABEL_SMOOTHING}], "
+                          f"got {smoothing!r}")
+    if hp["test_time_augmentation"] not in test_time_augmentation.VIEW_SETS:
+        raise ConfigError(f"config key trainer.test_time_augmentation: must be one of "
+                          f"{tuple(test_time_augmentation.VIEW_SETS)}, got {hp['test_time_augmentation']!r}")
     if hp["precision"] not in precision.CHOICES:
         raise ConfigError(f"config key trainer.precision: must be one of {precision.CHOICES}, "
                           f"got {hp['precision']!r}")
@@ -145,6 +157,18 @@ def learning_rate(hp: Mapping[str, Any], global_step: tf.Tensor) -> tf.Tensor:
     return rate
 
 
+def loss(labels: tf.Tensor, logits: tf.Tensor, hp: Mapping[str, Any], mode: str) -> tf.Tensor:
+    """Mean softmax cross-entropy of `logits` [N, 10] against int64 `labels` [N], registered in the
+    LOSSES collection. In TRAIN with `label_smoothing` e > 0 the target is smoothed (1 - e on the
+    label, plus e / 10 on every class); EVAL always reports the plain cross-entropy, so eval
+    losses compare across settings."""
+    smoothing = hp.get("label_smoothing", 0.0)
+    if mode == tf.estimator.ModeKeys.TRAIN and smoothing:
+        return tf.compat.v1.losses.softmax_cross_entropy(tf.one_hot(labels, NUM_CLASSES), logits,
+                                                         label_smoothing=smoothing)
+    return tf.compat.v1.losses.sparse_softmax_cross_entropy(labels=labels, logits=logits)
+
+
 def optimizer(hp: Mapping[str, Any], rate: tf.Tensor):
     """The configured tf.compat.v1 optimizer (adam or sgd) at learning rate `rate`."""
     if hp["optimizer"] == "adam":
@@ -165,11 +189,15 @@ def model_fn(features: Mapping[str, tf.Tensor], labels: tf.Tensor, mode: str,
     hp = hyperparameters(params)
     if IMAGE_KEY not in features:
         raise ValueError(f"model_fn: feature {IMAGE_KEY!r} missing (got {sorted(features)})")
-    logits = build_logits(features[IMAGE_KEY], hp, training=mode == tf.estimator.ModeKeys.TRAIN)
+    images = features[IMAGE_KEY]
+    views = test_time_augmentation.view_count(hp) if mode == tf.estimator.ModeKeys.PREDICT else 1
+    if views > 1:
+        images = test_time_augmentation.expand(images, hp)
+    logits = build_logits(images, hp, training=mode == tf.estimator.ModeKeys.TRAIN)
     decay = hp["weight_averaging_decay"]
     scaffold = weight_averaging.restoring_scaffold(mode, decay, tf.compat.v1.trainable_variables())
-    probabilities = tf.nn.softmax(logits, name=PROBABILITIES)
-    class_ids = tf.argmax(logits, axis=1, output_type=tf.int64, name=CLASS_IDS)
+    probabilities = tf.identity(test_time_augmentation.mean_probabilities(logits, views), name=PROBABILITIES)
+    class_ids = tf.argmax(probabilities, axis=1, output_type=tf.int64, name=CLASS_IDS)
 
     if mode == tf.estimator.ModeKeys.PREDICT:
         predictions = {CLASS_IDS: class_ids, PROBABILITIES: probabilities}
@@ -183,12 +211,12 @@ def model_fn(features: Mapping[str, tf.Tensor], labels: tf.Tensor, mode: str,
             })
 
     labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
-    loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(labels=labels, logits=logits)
+    mean_loss = loss(labels, logits, hp, mode)
 
     if mode == tf.estimator.ModeKeys.EVAL:
         return tf.estimator.EstimatorSpec(
             mode=mode,
-            loss=loss,
+            loss=mean_loss,
             scaffold=scaffold,
             eval_metric_ops={
                 "accuracy": tf.compat.v1.metrics.accuracy(labels, class_ids),
@@ -199,13 +227,13 @@ def model_fn(features: Mapping[str, tf.Tensor], labels: tf.Tensor, mode: str,
     global_step = tf.compat.v1.train.get_or_create_global_step()
     rate = learning_rate(hp, global_step)
     tf.compat.v1.summary.scalar("learning_rate", rate)
-    train_op = optimizer(hp, rate).minimize(loss, global_step=global_step)
+    train_op = optimizer(hp, rate).minimize(mean_loss, global_step=global_step)
     train_op = weight_averaging.averaging_train_op(train_op, decay, global_step,
                                                    tf.compat.v1.trainable_variables())
     batch_accuracy = tf.reduce_mean(tf.cast(tf.equal(class_ids, labels), tf.float32))
     tf.compat.v1.summary.scalar("train_batch_accuracy", batch_accuracy)
     return tf.estimator.EstimatorSpec(
         mode=mode,
-        loss=loss,
+        loss=mean_loss,
         train_op=train_op,
     )
