@@ -28,18 +28,22 @@ import numpy as np
 
 import common
 
-# View sets: (shift right, shift down, rotation in degrees) per copy; the first is the digit itself.
-IDENTITY = (0, 0, 0)
-SHIFTS4 = [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0)]
-SHIFTS8 = [(dx, dy, 0) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if dx or dy]
-ROTATIONS2 = [(0, 0, 6), (0, 0, -6)]
-VIEW_SETS = {
-    "none": [IDENTITY],
-    "shifts4": [IDENTITY] + SHIFTS4,
-    "shifts8": [IDENTITY] + SHIFTS8,
-    "rotations2": [IDENTITY] + ROTATIONS2,
-    "shifts4+rotations2": [IDENTITY] + SHIFTS4 + ROTATIONS2,
-}
+
+
+def view_sets() -> dict:
+    """Name -> the (shift right, shift down in pixels, rotation in degrees) of each copy, the
+    digit itself first: the trainer's served sets ("shifts4" is trainer.test_time_augmentation
+    "shifts", "shifts4+rotations2" is "shifts_rotations") and two more to compare with."""
+    from components.trainer.test_time_augmentation import VIEW_SETS as SERVED
+
+    identity = (0.0, 0.0, 0.0)
+    return {
+        "none": [identity],
+        "shifts4": [identity, *SERVED["shifts"]],
+        "shifts8": [identity] + [(dx, dy, 0.0) for dx in (-1.0, 0.0, 1.0) for dy in (-1.0, 0.0, 1.0) if dx or dy],
+        "rotations2": [identity, *SERVED["shifts_rotations"][len(SERVED["shifts"]):]],
+        "shifts4+rotations2": [identity, *SERVED["shifts_rotations"]],
+    }
 
 
 def read_split(examples: str, split: str):
@@ -76,12 +80,13 @@ def main() -> int:
     from pipeline.formats.examples import IMAGE_SIDE
 
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+    named_sets = view_sets()
     overrides = {key: ast.literal_eval(value) for key, value in (item.split("=", 1) for item in args.set)}
     params = dict(dataclasses.asdict(TrainerConfig()), **overrides, precision="float32", weight_averaging_decay=0.0)
     hp = model.hyperparameters(params)
     examples = common.examples_uri(args.pipeline_root)
     splits = {split: read_split(examples, split) for split in ("eval", "test")}
-    views = sorted({view for view_set in VIEW_SETS.values() for view in view_set})
+    views = sorted({view for view_set in named_sets.values() for view in view_set})
     checkpoints = tf.train.get_checkpoint_state(args.model_dir).all_model_checkpoint_paths[-args.last:]
 
     graph = tf.Graph()
@@ -102,21 +107,21 @@ def main() -> int:
                 for split, (images, labels) in splits.items():
                     per_view = {v: np.concatenate([session.run(probabilities, {pixels: images[at:at + 1000], view: v})
                                                    for at in range(0, len(images), 1000)]) for v in views}
-                    for name, view_set in VIEW_SETS.items():
+                    for name, view_set in named_sets.items():
                         mean = np.mean([per_view[v] for v in view_set], axis=0)
                         row[f"{split}_{name}"] = float(np.mean(mean.argmax(axis=1) == labels))
                 rows.append(row)
-                print(f"step {row['step']}: eval " + ", ".join(f"{name} {row['eval_' + name]:.4%}" for name in VIEW_SETS),
+                print(f"step {row['step']}: eval " + ", ".join(f"{name} {row['eval_' + name]:.4%}" for name in named_sets),
                       flush=True)
 
     common.print_table(
         f"test-time augmentation, {args.model_dir}",
-        [[r["step"]] + [f"{r[f'{split}_{name}']:.2%}" for split in ("eval", "test") for name in VIEW_SETS] for r in rows],
-        ["step"] + [f"{split} {name} ({len(VIEW_SETS[name])})" for split in ("eval", "test") for name in VIEW_SETS])
+        [[r["step"]] + [f"{r[f'{split}_{name}']:.2%}" for split in ("eval", "test") for name in named_sets] for r in rows],
+        ["step"] + [f"{split} {name} ({len(named_sets[name])})" for split in ("eval", "test") for name in named_sets])
     name = os.path.basename(os.path.normpath(args.model_dir))
     common.write_json(f"test_time_augmentation_{name}", {
         "model_dir": args.model_dir, "overrides": overrides,
-        "view_sets": {name: [list(v) for v in view_set] for name, view_set in VIEW_SETS.items()},
+        "view_sets": {name: [list(v) for v in view_set] for name, view_set in named_sets.items()},
         "checkpoints": rows}, args.json)
     return 0
 

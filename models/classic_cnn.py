@@ -3,7 +3,8 @@
 Origin: the TensorFlow Estimator tutorial "Build a Convolutional Neural Network using
 Estimators" (`cnn_model_fn`, tensorflow/models official/r1/mnist): conv 5x5 32, max-pool 2x2,
 conv 5x5 64, max-pool 2x2, dense 1024, dropout 0.4, 10 logits, trained here with the
-pipeline's augmentation, learning-rate schedule and precision.
+pipeline's augmentation, label smoothing, learning-rate schedule and precision, and served
+with its test-time augmentation.
 
 Entry point: `model_fn(features, labels, mode, params)`, the Estimator contract. The network
 is the trainer's own `components.trainer.model.model_fn`, not a copy of it: the default run
