@@ -79,10 +79,12 @@ def make_ctx(tmp_path, examples, schema, base_model=None, **overrides):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, examples, schema):
-    """One real training run: 300 steps of 50, evaluated every 100 steps."""
+    """One real training run: 300 steps of 50, evaluated every 100 steps. Served without
+    test-time augmentation, so the export scores exactly what the evaluations scored (the views
+    are tested in tests/test_test_time_augmentation.py)."""
     tmp = tmp_path_factory.mktemp("trained")
     ctx = make_ctx(tmp, examples, schema, train_steps=300, eval_every_steps=100,
-                   early_stopping_evals=0)
+                   early_stopping_evals=0, test_time_augmentation="none")
     outcome = executor.run(ctx)
     return ctx, outcome
 

@@ -80,13 +80,9 @@ def keras_model_fn(keras_model: Callable, where: str) -> Callable:
     def model_fn(features, labels, mode, params):
         hp = trainer_model.hyperparameters(params)
         training = mode == tf.estimator.ModeKeys.TRAIN
-        images = features[IMAGE_KEY]
-        views = test_time_augmentation.view_count(hp) if mode == tf.estimator.ModeKeys.PREDICT else 1
-        if views > 1:
-            images = test_time_augmentation.expand(images, hp)
+        images, views = test_time_augmentation.served_images(features[IMAGE_KEY], hp, mode)
         logits, network = _logits(keras_model, params, images, hp, training, where)
-        probabilities = tf.identity(test_time_augmentation.mean_probabilities(logits, views), name=PROBABILITIES)
-        class_ids = tf.argmax(probabilities, axis=1, output_type=tf.int64, name=CLASS_IDS)
+        probabilities, class_ids = trainer_model.probabilities_and_class_ids(logits, views)
         decay = hp["weight_averaging_decay"]
         scaffold = weight_averaging.restoring_scaffold(mode, decay, network.trainable_variables)
         if mode == tf.estimator.ModeKeys.PREDICT:

@@ -157,6 +157,14 @@ def learning_rate(hp: Mapping[str, Any], global_step: tf.Tensor) -> tf.Tensor:
     return rate
 
 
+def probabilities_and_class_ids(logits: tf.Tensor, views: int):
+    """(probabilities float32 [N, 10], class_ids int64 [N]) named as the Model contract names
+    them, from `logits` [V * N, 10] of `views` copies of each digit
+    (`test_time_augmentation.served_images`)."""
+    probabilities = tf.identity(test_time_augmentation.mean_probabilities(logits, views), name=PROBABILITIES)
+    return probabilities, tf.argmax(probabilities, axis=1, output_type=tf.int64, name=CLASS_IDS)
+
+
 def loss(labels: tf.Tensor, logits: tf.Tensor, hp: Mapping[str, Any], mode: str) -> tf.Tensor:
     """Mean softmax cross-entropy of `logits` [N, 10] against int64 `labels` [N], registered in the
     LOSSES collection. In TRAIN with `label_smoothing` e > 0 the target is smoothed (1 - e on the
@@ -189,15 +197,11 @@ def model_fn(features: Mapping[str, tf.Tensor], labels: tf.Tensor, mode: str,
     hp = hyperparameters(params)
     if IMAGE_KEY not in features:
         raise ValueError(f"model_fn: feature {IMAGE_KEY!r} missing (got {sorted(features)})")
-    images = features[IMAGE_KEY]
-    views = test_time_augmentation.view_count(hp) if mode == tf.estimator.ModeKeys.PREDICT else 1
-    if views > 1:
-        images = test_time_augmentation.expand(images, hp)
+    images, views = test_time_augmentation.served_images(features[IMAGE_KEY], hp, mode)
     logits = build_logits(images, hp, training=mode == tf.estimator.ModeKeys.TRAIN)
     decay = hp["weight_averaging_decay"]
     scaffold = weight_averaging.restoring_scaffold(mode, decay, tf.compat.v1.trainable_variables())
-    probabilities = tf.identity(test_time_augmentation.mean_probabilities(logits, views), name=PROBABILITIES)
-    class_ids = tf.argmax(probabilities, axis=1, output_type=tf.int64, name=CLASS_IDS)
+    probabilities, class_ids = probabilities_and_class_ids(logits, views)
 
     if mode == tf.estimator.ModeKeys.PREDICT:
         predictions = {CLASS_IDS: class_ids, PROBABILITIES: probabilities}

@@ -52,6 +52,14 @@ def expand(images: tf.Tensor, hp: Mapping[str, Any]) -> tf.Tensor:
     return tf.concat(copies, axis=0)
 
 
+def served_images(images: tf.Tensor, hp: Mapping[str, Any], mode: str):
+    """(images, V): in PREDICT, `expand(images, hp)` and its view count; in TRAIN and EVAL,
+    `images` as they are and 1 (checkpoints are chosen on the digit alone)."""
+    if mode != tf.estimator.ModeKeys.PREDICT or view_count(hp) == 1:
+        return images, 1
+    return expand(images, hp), view_count(hp)
+
+
 def mean_probabilities(logits: tf.Tensor, views: int) -> tf.Tensor:
     """float32 [N, 10]: the softmax of `logits` [V * N, 10] (as `expand` ordered them) averaged
     over the V = `views` copies of each digit."""
