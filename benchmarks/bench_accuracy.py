@@ -8,14 +8,15 @@ configuration except `trainer.random_seed` (42, 43, ...: the runs differ as much
 makes them) and, when given, `trainer.precision` (default: the configured "auto", which picks
 bfloat16 only where this CPU runs it natively and faster). Per run: TFMA's test accuracy on
 the 10,000 test digits, the wall time (process start included), each step's seconds, and the
-trainer's precision, rate, steps and best evaluation (chosen on the eval split; the test split
-is never used to choose or stop). Prints a table and writes
-benchmarks/results/accuracy_<precision>.json. Exit 1 when a run fails.
+trainer's precision, rate, steps, chosen evaluation and every evaluation's step, accuracy and
+loss (all on the eval split; the test split is never used to choose or stop). Prints a table
+and writes benchmarks/results/accuracy_<precision>.json. Exit 1 when a run fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -55,7 +56,15 @@ def one_run(root: str, config: str, train_steps) -> dict:
         "steps_trained": trainer["steps_trained"],
         "best_eval_step": trainer["best_eval_step"],
         "best_eval_accuracy": trainer["best_eval_accuracy"],
+        "evaluations": eval_history(steps["trainer"]["outputs"]["model_run"]),
     }
+
+
+def eval_history(model_run_uri: str) -> list:
+    """The trainer's periodic evaluations on the eval split: [{"step", "accuracy", "loss"}]."""
+    with open(os.path.join(model_run_uri, "training_history.json")) as f:
+        return [{key: record[key] for key in ("step", "accuracy", "loss")}
+                for record in json.load(f)["evaluations"]]
 
 
 def main() -> int:

@@ -39,6 +39,8 @@ def test_json_file_can_unset_a_threshold(tmp_path):
     ("[trainer]\nwarm_start = 1\n", "trainer.warm_start: expected bool"),
     ("[trainer]\nlearning_rate = -1.0\n", "trainer.learning_rate: must be > 0"),
     ("[evaluator]\naccuracy_floor = 1.5\n", "evaluator.accuracy_floor"),
+    ("[trainer]\nbest_checkpoint_tolerance = -0.001\n", "trainer.best_checkpoint_tolerance: must be in [0, 1]"),
+    ("[trainer]\nbest_checkpoint_tolerance = 1.5\n", "trainer.best_checkpoint_tolerance: must be in [0, 1]"),
     ("trainer = 3\n", "config section trainer"),
     ("beam_args = ['runner=Direct']\n", "beam_args"),
     ("[trainer\n", "not valid TOML"),

@@ -1,13 +1,14 @@
 """The trainer's model_fn: its TRAIN / EVAL / PREDICT contract and the Estimator around it."""
 
 import math
+import types
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from components.trainer import augmentation, model
-from components.trainer.exporters import EvalHistory, is_better
+from components.trainer.exporters import BestAccuracyExporter, EvalHistory, choose, is_better
 from components.trainer.hooks import NonFiniteLossHook, model_loss
 from pipeline.core.errors import ConfigError, TrainingError
 
@@ -214,6 +215,69 @@ def test_eval_history_keeps_one_record_per_step_and_finds_the_best():
     assert [r["step"] for r in history.evaluations] == [10, 20, 30]
     assert history.evaluations[-1]["accuracy"] == 0.6
     assert history.best()["step"] == 20
+
+
+# Eval accuracies of an annealing run: a mid-schedule lead of one point over the annealed end.
+ANNEALING = [(1, 0.950, 0.30), (2, 0.975, 0.20), (3, 0.970, 0.15), (4, 0.972, 0.12),
+             (5, 0.971, 0.11), (6, 0.940, 0.40)]
+
+
+def _records(rows):
+    return [{"step": s, "accuracy": a, "loss": l} for s, a, l in rows]
+
+
+def test_choose_takes_the_latest_within_the_tolerance_of_the_best():
+    records = _records(ANNEALING)
+    assert choose(records, 0.005)["step"] == 5      # 0.971 >= 0.975 - 0.005; step 6 is not
+    assert choose(records, 0.0035)["step"] == 4     # 0.971 < 0.9715 <= 0.972
+    assert choose(records, 0.001)["step"] == 2      # nothing else is near the best
+    assert choose(records, 1.0)["step"] == 6        # 1 = the last evaluation
+    assert choose(records, 0.0)["step"] == 2
+    assert choose([], 0.001) is None
+    with pytest.raises(ValueError, match="accuracy"):
+        choose([{"step": 1, "loss": 0.1}], 0.001)
+
+
+def test_choose_with_no_tolerance_is_the_best_with_ties_to_lower_loss_then_earliest():
+    records = _records([(1, 0.9, 0.3), (2, 0.9, 0.2), (3, 0.9, 0.2), (4, 0.8, 0.1)])
+    assert choose(records, 0.0)["step"] == 2
+    assert choose(records, 1e-9)["step"] == 3       # any tolerance: the latest of the equals
+
+
+def test_eval_history_best_uses_its_tolerance():
+    import logging
+
+    history = EvalHistory(logging.getLogger("test"), tolerance=0.005)
+    for step, acc, loss in ANNEALING:
+        history.export(None, "", "", {"global_step": step, "accuracy": acc, "loss": loss}, False)
+    assert history.best()["step"] == 5
+
+
+class _FakeSavedModelExporter:
+    """Stands in for BestExporter's SavedModel writer: records which steps were exported."""
+
+    def __init__(self):
+        self.steps = []
+
+    def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
+        self.steps.append(eval_result["global_step"])
+        return f"{export_path}/{eval_result['global_step']}".encode()
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.001, 0.0035, 0.005, 1.0])
+def test_best_exporter_exports_what_choose_picks_over_the_whole_run(tmp_path, tolerance):
+    exporter = BestAccuracyExporter(lambda: None, tolerance=tolerance)
+    writer = exporter._saved_model_exporter = _FakeSavedModelExporter()
+    exporter._garbage_collect_exports = lambda export_path: None
+    # The final evaluation repeats the last step, as train_and_evaluate's does.
+    estimator = types.SimpleNamespace(model_dir=str(tmp_path))
+    for step, acc, loss in ANNEALING + [ANNEALING[-1]]:
+        exporter.export(estimator, str(tmp_path), "", {"global_step": step, "accuracy": acc, "loss": loss},
+                        is_the_final_export=False)
+    picked = choose(_records(ANNEALING), tolerance)["step"]
+    assert exporter.best_eval_result["global_step"] == picked
+    assert exporter.best_export_dir == f"{tmp_path}/{picked}"
+    assert writer.steps[-1] == picked and len(writer.steps) == len(set(writer.steps))
 
 
 def _transform(image, angle=0.0, shift_x=0.0, shift_y=0.0):

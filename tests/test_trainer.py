@@ -118,8 +118,11 @@ def test_history_records_every_evaluation(trained):
     evaluations = history["evaluations"]
     assert [e["step"] for e in evaluations] == [100, 200, 300]
     assert all(0.0 <= e["accuracy"] <= 1.0 and np.isfinite(e["loss"]) for e in evaluations)
-    best = max(evaluations, key=lambda e: (e["accuracy"], -e["loss"]))
-    assert history["best_eval_step"] == best["step"]
+    # The default rule: the latest evaluation within best_checkpoint_tolerance of the best.
+    tolerance = TrainerConfig().best_checkpoint_tolerance
+    top = max(e["accuracy"] for e in evaluations)
+    chosen = [e for e in evaluations if e["accuracy"] >= top - tolerance][-1]
+    assert history["best_eval_step"] == chosen["step"]
     assert history["best_eval_accuracy"] == outcome.execution_properties["best_eval_accuracy"]
 
 
@@ -252,12 +255,25 @@ def test_early_stopping_when_accuracy_cannot_improve(tmp_path, examples, schema)
     # Frozen weights keep eval accuracy constant: after 2 evaluations without an increase
     # training stops, far before the 1000-step budget.
     ctx = make_ctx(tmp_path, examples, schema, train_steps=1000, eval_every_steps=10,
-                   early_stopping_evals=2, **FROZEN)
+                   early_stopping_evals=2, best_checkpoint_tolerance=0.0, **FROZEN)
     props = executor.run(ctx).execution_properties
     assert props["stopped_early"] is True
     assert 30 <= props["steps_trained"] < 50
-    assert props["best_eval_step"] == 10
+    assert props["best_eval_step"] == 10  # tolerance 0: the earliest of equal evaluations
     assert os.path.isdir(os.path.join(ctx.outputs["model"], "Format-Serving"))
+
+
+def test_a_tolerance_exports_the_latest_of_equal_evaluations(tmp_path, examples, schema):
+    # Frozen weights score the same at every evaluation: any tolerance picks the last one,
+    # and the published model is that checkpoint's export.
+    ctx = make_ctx(tmp_path, examples, schema, train_steps=30, eval_every_steps=10,
+                   early_stopping_evals=0, best_checkpoint_tolerance=0.001, **FROZEN)
+    outcome = executor.run(ctx)
+    props = outcome.execution_properties
+    assert props["steps_trained"] == 30
+    assert props["best_eval_step"] == 30
+    with open(os.path.join(ctx.outputs["model_run"], "training_history.json")) as f:
+        assert json.load(f)["best_eval_step"] == 30
 
 
 def test_missing_eval_split_is_an_input_error(tmp_path, schema):

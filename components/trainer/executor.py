@@ -172,8 +172,9 @@ def build_training(cfg, examples_uri: str, run_dir: str, warm_start, log,
     builds its training through here too (components/trainer/cluster_task.py)."""
     estimator = _make_estimator(cfg, run_dir, warm_start)
     hooks, progress = _training_hooks(cfg, estimator, log)
-    history = EvalHistory(log)
-    best_exporter = BestAccuracyExporter(export.serving_input_receiver_fn)
+    history = EvalHistory(log, tolerance=cfg.best_checkpoint_tolerance)
+    best_exporter = BestAccuracyExporter(export.serving_input_receiver_fn,
+                                         tolerance=cfg.best_checkpoint_tolerance)
     train_spec = tf.estimator.TrainSpec(
         input_fn=inputs.make_input_fn(examples_uri, "train", cfg.batch_size, training=True,
                                       seed=cfg.random_seed),

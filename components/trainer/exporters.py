@@ -2,14 +2,21 @@
 
 - `EvalHistory` exports nothing: it records (and logs) each evaluation's step, accuracy and
   loss, which become `training_history.json`.
-- `BestAccuracyExporter` keeps the SavedModel of the best evaluation so far (highest accuracy,
-  ties broken by lower loss) and remembers where it is.
+- `BestAccuracyExporter` keeps the SavedModel of the evaluation `choose` picks among those so
+  far and remembers where it is.
+
+`choose(evaluations, tolerance)` is the one rule for which checkpoint is exported: the latest
+whose eval accuracy is within `tolerance` of the best accuracy; with tolerance 0, the best
+itself (ties broken by lower loss, then the earliest). Preferring the latest of the near-best
+is for schedules that anneal (cosine, the default): a mid-schedule checkpoint that leads the
+annealed ones by a digit or two of the eval split is noise, while the annealed ones score
+higher on average (README, "Issue 18").
 """
 
 from __future__ import annotations
 
 import logging
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import tensorflow as tf
 
@@ -18,26 +25,54 @@ LOSS = "loss"
 MEAN_PER_CLASS_ACCURACY = "mean_per_class_accuracy"
 
 
+def _check(result: dict) -> None:
+    """Raises ValueError when an eval result lacks accuracy or loss."""
+    if not result or ACCURACY not in result or LOSS not in result:
+        raise ValueError(f"eval result without {ACCURACY!r} and {LOSS!r}: {result!r}")
+
+
 def is_better(best_eval_result: dict, current_eval_result: dict) -> bool:
-    """BestExporter compare_fn: True when `current` beats `best` (higher accuracy, then lower loss).
+    """True when `current` beats `best`: higher accuracy, then lower loss.
 
     Raises ValueError when either result lacks accuracy or loss.
     """
-    for result in (best_eval_result, current_eval_result):
-        if not result or ACCURACY not in result or LOSS not in result:
-            raise ValueError(f"eval result without {ACCURACY!r} and {LOSS!r}: {result!r}")
+    _check(best_eval_result)
+    _check(current_eval_result)
     best_acc, current_acc = best_eval_result[ACCURACY], current_eval_result[ACCURACY]
     if current_acc != best_acc:
         return current_acc > best_acc
     return current_eval_result[LOSS] < best_eval_result[LOSS]
 
 
+def choose(evaluations: Sequence[dict], tolerance: float) -> Optional[dict]:
+    """The evaluation whose checkpoint is exported, among `evaluations` in the order they ran
+    (each with "accuracy" and "loss"; None when there is none).
+
+    tolerance > 0: the latest one whose accuracy is >= the best accuracy - tolerance (1 = the
+    last evaluation); tolerance 0: the best by `is_better`, the earliest of equals.
+    Raises ValueError when a record lacks accuracy or loss.
+    """
+    chosen = None
+    if tolerance <= 0:
+        for record in evaluations:
+            if chosen is None or is_better(chosen, record):
+                chosen = record
+        return chosen
+    for record in evaluations:
+        _check(record)
+    if not evaluations:
+        return None
+    top = max(record[ACCURACY] for record in evaluations)
+    return [record for record in evaluations if record[ACCURACY] >= top - tolerance][-1]
+
+
 class EvalHistory(tf.estimator.Exporter):
     """Collects one record per evaluation: {"step", "accuracy", "loss", "mean_per_class_accuracy"}."""
 
-    def __init__(self, log: logging.Logger, name: str = "eval_history"):
+    def __init__(self, log: logging.Logger, name: str = "eval_history", tolerance: float = 0.0):
         self._name = name
         self._log = log
+        self._tolerance = tolerance
         self.evaluations: List[dict] = []
 
     @property
@@ -60,30 +95,42 @@ class EvalHistory(tf.estimator.Exporter):
         return None
 
     def best(self) -> Optional[dict]:
-        """The best record by `is_better` (the earliest of equals), or None before any eval."""
-        best = None
-        for record in self.evaluations:
-            if best is None or is_better(best, record):
-                best = record
-        return best
+        """The record `choose` picks with this history's tolerance, or None before any eval."""
+        return choose(self.evaluations, self._tolerance)
 
 
 class BestAccuracyExporter(tf.estimator.BestExporter):
-    """A BestExporter on eval accuracy that remembers its latest export.
+    """A BestExporter that keeps the SavedModel of `choose`'s pick among the evaluations so far
+    and remembers it.
 
-    `best_export_dir` is the directory of the best SavedModel so far (None before the first
-    export) and `best_eval_result` the evaluation it was exported for.
+    `best_export_dir` is the directory of that SavedModel (None before the first export) and
+    `best_eval_result` the evaluation it was exported for. Choosing online agrees with `choose`
+    over the whole history: a later evaluation displaces the pick exactly when `choose` over
+    the evaluations up to it picks it.
     """
 
-    def __init__(self, serving_input_receiver_fn, name: str = "best"):
+    def __init__(self, serving_input_receiver_fn, name: str = "best", tolerance: float = 0.0):
         # event_file_pattern=None: every run starts from an empty model_run folder, so there
         # are no earlier evaluations to compare with.
         super().__init__(name=name, serving_input_receiver_fn=serving_input_receiver_fn,
-                         event_file_pattern=None, compare_fn=is_better, exports_to_keep=1)
+                         event_file_pattern=None, compare_fn=self._picks_current,
+                         exports_to_keep=1)
+        self._tolerance = tolerance
+        self._seen: List[dict] = []
         self.best_export_dir: Optional[str] = None
         self.best_eval_result: Optional[dict] = None
 
+    def _picks_current(self, best_eval_result: dict, current_eval_result: dict) -> bool:
+        """BestExporter's compare_fn: whether `choose` now picks the current evaluation."""
+        step = current_eval_result[tf.compat.v1.GraphKeys.GLOBAL_STEP]
+        if best_eval_result[tf.compat.v1.GraphKeys.GLOBAL_STEP] == step:
+            return False  # the final evaluation of the step already exported
+        return choose(self._seen, self._tolerance)[tf.compat.v1.GraphKeys.GLOBAL_STEP] == step
+
     def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
+        step = eval_result[tf.compat.v1.GraphKeys.GLOBAL_STEP]
+        self._seen = [r for r in self._seen
+                      if r[tf.compat.v1.GraphKeys.GLOBAL_STEP] != step] + [dict(eval_result)]
         result = super().export(estimator, export_path, checkpoint_path, eval_result,
                                 is_the_final_export)
         if result is not None:

@@ -15,7 +15,8 @@ class TrainingResult:
     """The facts the step reports about one training run.
 
     evaluations: one record per evaluation ({"step", "accuracy", "loss", ...}), in order.
-    best: the best of them (`exporters.is_better`), None when there was no evaluation.
+    best: the one whose checkpoint is exported (`exporters.choose`), None when there was no
+        evaluation.
     best_export_dir: the best evaluation's SavedModel under `<model_run>/export/`, or None.
     best_export_step: the global step that export was evaluated at, or None.
     steps_trained: the global step of the final checkpoint.
