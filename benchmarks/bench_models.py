@@ -4,7 +4,8 @@
 
 Runs `run_local.py compare` as its own process on models/classic_cnn.toml, models/keras_cnn.toml
 and models/mlp.toml (each module with the `[trainer]` defaults its config does not override:
-12,000 steps at most, early stopping, augmentation, cosine decay) into one fresh pipeline root,
+as of 2026-12-02 11,500 steps, no early stopping, augmentation, cosine decay; the results of
+2026-11 were made with 12,000 steps at most and early stopping) into one fresh pipeline root,
 so the data steps run once and every model is tested on the same 10,000 test digits. Reports per
 module its test accuracy with its 95% Wilson interval, steps trained, training time and
 training examples/s (the trainer's own measure: training steps only), and for every pair the

@@ -128,7 +128,8 @@ class TrainerConfig:
     early_stopping_evals: int = 0
     # Export the latest evaluated checkpoint whose eval accuracy is within this of the best
     # one (0.001 = 5 digits of the 5,071 eval digits, the spread of the annealed checkpoints of
-    # one run); 0 = the best itself (ties: lower loss); 1 = the last evaluation.
+    # one run; with eval_examples under 1,000 it is under one digit: the latest of the equal
+    # best); 0 = the best itself (ties: lower loss); 1 = the last evaluation.
     best_checkpoint_tolerance: float = 0.001
     keep_checkpoints: int = 3
     # Start from the weights of the latest blessed model, when there is one.

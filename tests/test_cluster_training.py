@@ -20,6 +20,7 @@ import pytest
 from mnist_slices import write_mnist_slice
 from tiny_examples import real_split, step_context, write_examples_artifact
 from components.trainer import cluster, cluster_task, executor
+from components.trainer.exporters import choose
 from pipeline.config import DEFAULT_SCHEMA_PATH, TrainerConfig, load_config
 from pipeline.core.errors import ConfigError, TrainingError
 from pipeline.core.step import Artifact
@@ -194,6 +195,9 @@ def test_chief_worker_and_ps_train_and_export_with_both_signatures(tmp_path, dat
     history = json.load(open(os.path.join(run_dir, "training_history.json")))
     assert history["cluster"] == props["cluster"]
     assert history["best_eval_step"] == props["best_eval_step"]
+    # The chief's exporter applied the configured choice of checkpoint.
+    chosen = choose(history["evaluations"], ctx.params.best_checkpoint_tolerance)
+    assert props["best_eval_step"] == chosen["step"]
     cluster_dir = os.path.join(run_dir, "cluster")
     # The worker really trained: it shared the variables through the parameter server.
     worker = json.load(open(os.path.join(cluster_dir, "result-worker-0.json")))
@@ -203,6 +207,17 @@ def test_chief_worker_and_ps_train_and_export_with_both_signatures(tmp_path, dat
     assert sorted(pids) == ["chief:0", "ps:0", "worker:0"]
     assert not any(alive(pid) for pid in pids.values())
     assert not os.path.exists(cluster.registry_path(str(tmp_path), "trainer"))
+
+
+def test_a_cluster_trains_in_bfloat16(tmp_path, data):
+    # A cluster task's session keeps the remapper's fused Conv2D, which has no bfloat16
+    # kernel, unless the trainer turns the remapper off there (executor._run_config).
+    ctx = trainer_ctx(tmp_path, data, train_steps=200, eval_every_steps=100,
+                      precision="mixed_bfloat16")
+    props = executor.run(ctx).execution_properties
+    assert props["precision"] == "mixed_bfloat16"
+    assert props["steps_trained"] >= 200
+    assert props["best_eval_accuracy"] > 0.3  # chance is 0.1
 
 
 def test_a_worker_that_dies_fails_the_step_naming_it_and_exports_nothing(tmp_path, data):

@@ -209,7 +209,7 @@ def test_is_better_prefers_accuracy_then_lower_loss():
 def test_eval_history_keeps_one_record_per_step_and_finds_the_best():
     import logging
 
-    history = EvalHistory(logging.getLogger("test"))
+    history = EvalHistory(logging.getLogger("test"), tolerance=0.0)
     for step, acc, loss in [(10, 0.5, 1.0), (20, 0.7, 0.8), (30, 0.7, 0.9), (30, 0.6, 0.9)]:
         history.export(None, "", "", {"global_step": step, "accuracy": acc, "loss": loss}, False)
     assert [r["step"] for r in history.evaluations] == [10, 20, 30]
@@ -234,8 +234,23 @@ def test_choose_takes_the_latest_within_the_tolerance_of_the_best():
     assert choose(records, 1.0)["step"] == 6        # 1 = the last evaluation
     assert choose(records, 0.0)["step"] == 2
     assert choose([], 0.001) is None
-    with pytest.raises(ValueError, match="accuracy"):
-        choose([{"step": 1, "loss": 0.1}], 0.001)
+    for tolerance in (0.0, 0.001):
+        with pytest.raises(ValueError, match="accuracy"):
+            choose([{"step": 1, "loss": 0.1}], tolerance)
+        with pytest.raises(ValueError, match="non-finite"):
+            choose([{"step": 1, "accuracy": float("nan"), "loss": 0.1}], tolerance)
+
+
+def test_choose_counts_a_lead_of_exactly_the_tolerance_as_within_it():
+    # 2,000 eval digits: tolerance 0.001 is 2 digits. TensorFlow reports float32 accuracies,
+    # whose difference rounds either way of 0.001 depending on the values.
+    n = 2000
+    for correct in range(1800, 1998):
+        top, near = np.float32((correct + 2) / n), np.float32(correct / n)
+        records = [{"step": 1, "accuracy": top, "loss": 0.1},
+                   {"step": 2, "accuracy": near, "loss": 0.1},
+                   {"step": 3, "accuracy": np.float32((correct - 1) / n), "loss": 0.1}]
+        assert choose(records, 0.001)["step"] == 2, correct
 
 
 def test_choose_with_no_tolerance_is_the_best_with_ties_to_lower_loss_then_earliest():
@@ -269,7 +284,7 @@ def test_best_exporter_exports_what_choose_picks_over_the_whole_run(tmp_path, to
     exporter = BestAccuracyExporter(lambda: None, tolerance=tolerance)
     writer = exporter._saved_model_exporter = _FakeSavedModelExporter()
     exporter._garbage_collect_exports = lambda export_path: None
-    # The final evaluation repeats the last step, as train_and_evaluate's does.
+    # A step evaluated again (EvalHistory keeps one record of it) is not exported twice.
     estimator = types.SimpleNamespace(model_dir=str(tmp_path))
     for step, acc, loss in ANNEALING + [ANNEALING[-1]]:
         exporter.export(estimator, str(tmp_path), "", {"global_step": step, "accuracy": acc, "loss": loss},

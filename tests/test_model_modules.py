@@ -177,8 +177,9 @@ def test_a_keras_module_is_served_with_its_averaged_weights(tmp_path, inputs):
 ])
 def test_a_broken_module_is_a_config_error_naming_it_and_nothing_is_exported(tmp_path, inputs, name, source, message):
     path = write_module(tmp_path, name, source)
+    # float32: the messages name the logits' dtype, which under bfloat16 is bfloat16.
     with pytest.raises(ConfigError, match=rf"^trainer.module_file {re.escape(path)}: .*{message}") as error:
-        train(tmp_path, inputs, path)
+        train(tmp_path, inputs, path, precision="float32")
     assert error.value.exit_code == 2
     assert os.listdir(tmp_path / "model") == [] and os.listdir(tmp_path / "model_run") == []
 

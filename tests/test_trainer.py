@@ -120,9 +120,12 @@ def test_history_records_every_evaluation(trained):
     assert all(0.0 <= e["accuracy"] <= 1.0 and np.isfinite(e["loss"]) for e in evaluations)
     # The default rule: the latest evaluation within best_checkpoint_tolerance of the best.
     tolerance = TrainerConfig().best_checkpoint_tolerance
-    top = max(e["accuracy"] for e in evaluations)
-    chosen = [e for e in evaluations if e["accuracy"] >= top - tolerance][-1]
+    highest = max(e["accuracy"] for e in evaluations)
+    chosen = [e for e in evaluations if e["accuracy"] >= highest - tolerance][-1]
     assert history["best_eval_step"] == chosen["step"]
+    top = max(evaluations, key=lambda e: e["accuracy"])  # the earliest of equals
+    assert history["top_eval_step"] == top["step"] and history["top_eval_accuracy"] == top["accuracy"]
+    assert outcome.execution_properties["precision_reason"].startswith("auto: ")
     assert history["best_eval_accuracy"] == outcome.execution_properties["best_eval_accuracy"]
 
 
@@ -327,3 +330,14 @@ def test_config_rejects_unusable_trainer_sizes(key, value):
 
     with pytest.raises(ConfigError, match=f"trainer.{key}"):
         load_config(overrides={"trainer": {key: value}})
+
+
+def test_a_tensorflow_error_is_told_by_its_reason_not_its_traceback_header():
+    message = ("Graph execution error:\n\nDetected at node 'conv1/Relu' defined at (most recent "
+               "call last):\n  File \"run.py\", line 1, in <module>\n    main()\nNode: 'conv1/Relu'\n"
+               "Value for attr 'T' of bfloat16 is not in the list of allowed values: half, float\n"
+               "\t [[{{node conv1/Relu}}]]")
+    error = tf.errors.InvalidArgumentError(None, None, message)
+    assert executor._first_line(error) == ("Value for attr 'T' of bfloat16 is not in the list of "
+                                           "allowed values: half, float")
+    assert executor._first_line(ValueError("")) == "ValueError"

@@ -1,5 +1,5 @@
 """The Trainer step: trains the network of the module file `trainer.module_file` names with
-tf.estimator and exports the best model.
+tf.estimator and exports the checkpoint chosen on the eval split.
 
 Modules:
 - `module_contract`: the module file's entry points, checked from its source (no TensorFlow).

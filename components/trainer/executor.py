@@ -1,5 +1,6 @@
-"""The Trainer step: trains the module's network on the train split, keeps the best model by
-eval accuracy.
+"""The Trainer step: trains the module's network on the train split, exports the checkpoint
+`exporters.choose` picks on eval accuracy (the latest within `trainer.best_checkpoint_tolerance`
+of the best).
 
 Inputs:
 - `examples` (Examples): `Split-train` for training, `Split-eval` for periodic evaluation.
@@ -10,14 +11,16 @@ Inputs:
   run must still have it (`user_module`). Absent when the executor is called directly: the
   file `trainer.module_file` names is then taken as it is.
 Outputs:
-- `model` (Model): `Format-Serving/` (the best evaluation's SavedModel, see `export`) and
+- `model` (Model): `Format-Serving/` (the chosen evaluation's SavedModel, see `export`) and
   `model_digest.json`; properties `digest`, `module_file`, `module_digest`.
 - `model_run` (ModelRun): checkpoints, TensorBoard event files (train and eval/), and
   `training_history.json` (one record per evaluation plus the run's summary).
 Params: a `TrainerConfig`.
-Execution properties: best_eval_accuracy / _loss / _step, final_eval_accuracy, steps_trained,
+Execution properties: best_eval_accuracy / _loss / _step (the exported, chosen evaluation),
+top_eval_accuracy / _step (the highest eval accuracy, the earliest of equals), final_eval_accuracy, steps_trained,
 stopped_early, evaluations_run, train_examples_per_sec, train_seconds, warm_started,
-precision (what `trainer.precision` resolved to: float32 or mixed_bfloat16), module_file,
+precision (what `trainer.precision` resolved to: float32 or mixed_bfloat16) and
+precision_reason (why, e.g. the probe's measured speedup), module_file,
 module_digest, model_entry_point; with `trainer.workers` > 0 also `cluster`
 ({"chief": 1, "worker": N, "ps": M}).
 Training runs in this process, or with `trainer.workers` > 0 on a local TensorFlow cluster
@@ -41,9 +44,10 @@ import shutil
 import time
 
 import tensorflow as tf
+from tensorflow.core.protobuf import rewriter_config_pb2
 
 from components.trainer import cluster, export, inputs, precision
-from components.trainer.exporters import BestAccuracyExporter, EvalHistory
+from components.trainer.exporters import BestAccuracyExporter, EvalHistory, choose
 from components.trainer.hooks import NonFiniteLossHook, ProgressHook
 from components.trainer.user_module import load_checked, model_fn_for
 from components.trainer.result import TrainingResult
@@ -59,13 +63,16 @@ LOGS_PER_EVAL = 5
 
 
 def _first_line(error: Exception) -> str:
-    """The first informative line of a TensorFlow error (not its "Graph execution error:"
-    header nor a "[[node ...]]" trace line)."""
+    """The first informative line of a TensorFlow error: not its "Graph execution error:"
+    header, nor the "Detected at node ... defined at" traceback (its indented lines and the
+    "Node: ..." line after it), nor a "[[node ...]]" trace line."""
     message = getattr(error, "message", None) or str(error)
-    for line in message.splitlines():
-        line = line.strip()
-        if line and line != "Graph execution error:" and not line.startswith("[["):
-            return line
+    for raw in message.splitlines():
+        line = raw.strip()
+        if (not line or raw[:1] in (" ", "\t") or line == "Graph execution error:"
+                or line.startswith(("[[", "Detected at node", "Node: "))):
+            continue
+        return line
     return type(error).__name__
 
 
@@ -105,14 +112,27 @@ def _make_estimator(cfg, run_dir: str, warm_start) -> tf.estimator.Estimator:
         # The module that cfg.module_file names (loaded once per process and digest).
         model_fn=model_fn_for(cfg),
         params=dataclasses.asdict(cfg),
-        config=tf.estimator.RunConfig(
-            model_dir=run_dir,
-            save_checkpoints_steps=cfg.eval_every_steps,
-            keep_checkpoint_max=cfg.keep_checkpoints,
-            tf_random_seed=cfg.random_seed,
-        ),
+        config=_run_config(cfg, run_dir),
         warm_start_from=warm_start,
     )
+
+
+def _run_config(cfg, run_dir: str) -> tf.estimator.RunConfig:
+    """The RunConfig: checkpoints every evaluation interval, seeded; on a cluster in bfloat16,
+    the task's session without Grappler's remapper (see below)."""
+    config = tf.estimator.RunConfig(model_dir=run_dir, save_checkpoints_steps=cfg.eval_every_steps,
+                                    keep_checkpoint_max=cfg.keep_checkpoints,
+                                    tf_random_seed=cfg.random_seed)
+    if config.session_config is not None and cfg.precision == precision.MIXED_BFLOAT16:
+        # A cluster task's grpc session does not rewrite the remapper's fused Conv2D into
+        # oneDNN's, and the plain _FusedConv2D has no bfloat16 kernel ("Value for attr 'T' of
+        # bfloat16 is not in the list of allowed values"). Edit a copy of the RunConfig's
+        # distributed default so its device filters stay.
+        session_config = tf.compat.v1.ConfigProto()
+        session_config.CopyFrom(config.session_config)
+        session_config.graph_options.rewrite_options.remapping = rewriter_config_pb2.RewriterConfig.OFF
+        config = config.replace(session_config=session_config)
+    return config
 
 
 def _training_hooks(cfg, estimator, log) -> tuple:
@@ -238,8 +258,9 @@ def run(ctx: StepContext) -> StepOutcome:
     if best is None or result.best_export_dir is None:
         raise TrainingError(f"training in {run_dir} ended without an evaluation or export")
     if result.best_export_step != best["step"]:
-        raise TrainingError(f"best export (step {result.best_export_step}) "
-                            f"does not match the best evaluation (step {best['step']})")
+        raise TrainingError(f"the exported checkpoint (step {result.best_export_step}) is not "
+                            f"the chosen evaluation's (step {best['step']})")
+    top = choose(result.evaluations, 0.0)
     steps_trained = result.steps_trained
     stopped_early = steps_trained < cfg.train_steps
 
@@ -251,6 +272,8 @@ def run(ctx: StepContext) -> StepOutcome:
         "best_eval_accuracy": best["accuracy"],
         "best_eval_loss": best["loss"],
         "best_eval_step": best["step"],
+        "top_eval_accuracy": top["accuracy"],
+        "top_eval_step": top["step"],
         "final_eval_accuracy": result.evaluations[-1]["accuracy"],
         "steps_trained": steps_trained,
         "stopped_early": stopped_early,
@@ -259,6 +282,7 @@ def run(ctx: StepContext) -> StepOutcome:
         "train_seconds": round(result.train_seconds, 2),
         "warm_started": warm_start is not None,
         "precision": resolved_precision,
+        "precision_reason": why,
         "module_file": module.path,
         "module_digest": module.digest,
         "model_entry_point": module.entry_point,
@@ -268,9 +292,10 @@ def run(ctx: StepContext) -> StepOutcome:
     with open(os.path.join(run_dir, model_format.HISTORY_FILE), "w") as f:
         json.dump({"evaluations": result.evaluations, **summary}, f, indent=2)
         f.write("\n")
-    log.info("trained %d steps%s; best eval accuracy %.4f at step %d; %s examples/s; "
-             "exported %s (digest %s)", steps_trained, " (stopped early)" if stopped_early else "",
-             best["accuracy"], best["step"], summary["train_examples_per_sec"], serving_dir,
+    log.info("trained %d steps%s; exported step %d (eval accuracy %.4f; the highest, %.4f, at "
+             "step %d); %s examples/s; exported %s (digest %s)", steps_trained,
+             " (stopped early)" if stopped_early else "", best["step"], best["accuracy"],
+             top["accuracy"], top["step"], summary["train_examples_per_sec"], serving_dir,
              digest[:12])
     return StepOutcome(execution_properties=summary,
                        output_properties={"model": {model_format.DIGEST: digest,

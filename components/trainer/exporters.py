@@ -16,6 +16,7 @@ higher on average (README, "Issue 18").
 from __future__ import annotations
 
 import logging
+import math
 from typing import List, Optional, Sequence
 
 import tensorflow as tf
@@ -23,12 +24,18 @@ import tensorflow as tf
 ACCURACY = "accuracy"
 LOSS = "loss"
 MEAN_PER_CLASS_ACCURACY = "mean_per_class_accuracy"
+GLOBAL_STEP = tf.compat.v1.GraphKeys.GLOBAL_STEP
+# Over the float32 rounding of two accuracies (6e-8 each), under one digit of any eval split
+# smaller than a million (1/n: 2e-4 for 5,071).
+ROUNDING = 1e-6
 
 
 def _check(result: dict) -> None:
-    """Raises ValueError when an eval result lacks accuracy or loss."""
+    """Raises ValueError when an eval result lacks accuracy or loss, or its accuracy is not finite."""
     if not result or ACCURACY not in result or LOSS not in result:
         raise ValueError(f"eval result without {ACCURACY!r} and {LOSS!r}: {result!r}")
+    if not math.isfinite(float(result[ACCURACY])):
+        raise ValueError(f"eval result with a non-finite {ACCURACY!r}: {result!r}")
 
 
 def is_better(best_eval_result: dict, current_eval_result: dict) -> bool:
@@ -48,28 +55,32 @@ def choose(evaluations: Sequence[dict], tolerance: float) -> Optional[dict]:
     """The evaluation whose checkpoint is exported, among `evaluations` in the order they ran
     (each with "accuracy" and "loss"; None when there is none).
 
-    tolerance > 0: the latest one whose accuracy is >= the best accuracy - tolerance (1 = the
-    last evaluation); tolerance 0: the best by `is_better`, the earliest of equals.
-    Raises ValueError when a record lacks accuracy or loss.
+    tolerance > 0: the latest one whose accuracy is at most `tolerance` under the best accuracy
+    (1 = the last evaluation); tolerance 0: the best by `is_better`, the earliest of equals.
+    Raises ValueError when a record lacks accuracy or loss or its accuracy is not finite.
     """
-    chosen = None
-    if tolerance <= 0:
-        for record in evaluations:
-            if chosen is None or is_better(chosen, record):
-                chosen = record
-        return chosen
     for record in evaluations:
         _check(record)
     if not evaluations:
         return None
-    top = max(record[ACCURACY] for record in evaluations)
-    return [record for record in evaluations if record[ACCURACY] >= top - tolerance][-1]
+    if tolerance <= 0:
+        chosen = evaluations[0]
+        for record in evaluations[1:]:
+            if is_better(chosen, record):
+                chosen = record
+        return chosen
+    # In float64 whatever the records hold (TensorFlow's float32 or Python floats), and with a
+    # margin for rounding: a lead of exactly the tolerance (a whole number of eval digits) is
+    # within it.
+    top = max(float(record[ACCURACY]) for record in evaluations)
+    return [record for record in evaluations
+            if top - float(record[ACCURACY]) <= tolerance + ROUNDING][-1]
 
 
 class EvalHistory(tf.estimator.Exporter):
     """Collects one record per evaluation: {"step", "accuracy", "loss", "mean_per_class_accuracy"}."""
 
-    def __init__(self, log: logging.Logger, name: str = "eval_history", tolerance: float = 0.0):
+    def __init__(self, log: logging.Logger, *, tolerance: float, name: str = "eval_history"):
         self._name = name
         self._log = log
         self._tolerance = tolerance
@@ -82,7 +93,7 @@ class EvalHistory(tf.estimator.Exporter):
     def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
         del estimator, export_path, checkpoint_path, is_the_final_export
         record = {
-            "step": int(eval_result[tf.compat.v1.GraphKeys.GLOBAL_STEP]),
+            "step": int(eval_result[GLOBAL_STEP]),
             ACCURACY: float(eval_result[ACCURACY]),
             LOSS: float(eval_result[LOSS]),
         }
@@ -109,7 +120,7 @@ class BestAccuracyExporter(tf.estimator.BestExporter):
     the evaluations up to it picks it.
     """
 
-    def __init__(self, serving_input_receiver_fn, name: str = "best", tolerance: float = 0.0):
+    def __init__(self, serving_input_receiver_fn, *, tolerance: float, name: str = "best"):
         # event_file_pattern=None: every run starts from an empty model_run folder, so there
         # are no earlier evaluations to compare with.
         super().__init__(name=name, serving_input_receiver_fn=serving_input_receiver_fn,
@@ -122,15 +133,15 @@ class BestAccuracyExporter(tf.estimator.BestExporter):
 
     def _picks_current(self, best_eval_result: dict, current_eval_result: dict) -> bool:
         """BestExporter's compare_fn: whether `choose` now picks the current evaluation."""
-        step = current_eval_result[tf.compat.v1.GraphKeys.GLOBAL_STEP]
-        if best_eval_result[tf.compat.v1.GraphKeys.GLOBAL_STEP] == step:
-            return False  # the final evaluation of the step already exported
-        return choose(self._seen, self._tolerance)[tf.compat.v1.GraphKeys.GLOBAL_STEP] == step
+        step = current_eval_result[GLOBAL_STEP]
+        if best_eval_result[GLOBAL_STEP] == step:
+            return False  # a step evaluated again is not exported again
+        return choose(self._seen, self._tolerance)[GLOBAL_STEP] == step
 
     def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
-        step = eval_result[tf.compat.v1.GraphKeys.GLOBAL_STEP]
+        step = eval_result[GLOBAL_STEP]
         self._seen = [r for r in self._seen
-                      if r[tf.compat.v1.GraphKeys.GLOBAL_STEP] != step] + [dict(eval_result)]
+                      if r[GLOBAL_STEP] != step] + [dict(eval_result)]
         result = super().export(estimator, export_path, checkpoint_path, eval_result,
                                 is_the_final_export)
         if result is not None:

@@ -5,8 +5,9 @@ AMX-BF16) multiply it natively. Having the instructions is not enough: a CPU who
 units are as wide as its bfloat16 ones (Intel cores with AVX512-BF16 but AMX not offered to
 this system, for instance) runs bfloat16 slower, paying the conversions. So "auto" asks both
 questions: does the CPU report the instructions (Linux /proc/cpuinfo flags), and does a
-bfloat16 matrix product here beat the float32 one by `MIN_SPEEDUP` (a probe of about a
-second, timed alternately so a busy machine slows both alike)? Only then mixed_bfloat16.
+bfloat16 matrix product here beat the float32 one by `MIN_SPEEDUP` (a probe of under a
+second: the median of paired rounds, each timing both precisions back to back, so a busy
+machine slows both sides of a pair alike)? Only then mixed_bfloat16.
 
 `resolve(configured)` returns (precision, reason): the precision model functions get, and one
 line saying why, which the trainer logs and records.
@@ -15,6 +16,7 @@ line saying why, which the trainer logs and records.
 from __future__ import annotations
 
 import functools
+import statistics
 import time
 from typing import Optional, Tuple
 
@@ -28,7 +30,9 @@ BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
 # bfloat16 must be at least this much faster than float32 on the probe to be chosen.
 MIN_SPEEDUP = 1.15
 PROBE_SIZE = 768
-PROBE_ROUNDS = 3
+# The median of 9 paired ratios varied 1.40x to 1.48x over 8 probes on a busy 2-core EPYC where
+# the former best-of-3 rates per precision varied 1.03x to 1.76x (README, "Issue 18").
+PROBE_ROUNDS = 9
 PROBE_PRODUCTS = 4
 
 
@@ -46,9 +50,9 @@ def cpu_bfloat16_flags(cpuinfo_path: str = "/proc/cpuinfo") -> Tuple[str, ...]:
 
 
 def probe_speedup() -> float:
-    """bfloat16 over float32 throughput of a square matrix product on this machine (best of
-    `PROBE_ROUNDS` alternating rounds each). Runs in a graph and session of its own, so it
-    works eagerly and inside a model function's graph alike."""
+    """bfloat16 over float32 throughput of a square matrix product on this machine: the median
+    over `PROBE_ROUNDS` rounds of the ratio of the two rates timed back to back (in turn first). Runs in a graph
+    and session of its own, so it works eagerly and inside a model function's graph alike."""
     import tensorflow as tf
 
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
@@ -64,11 +68,15 @@ def probe_speedup() -> float:
                 session.run(products[name])
             return PROBE_PRODUCTS / (time.perf_counter() - started)
 
-        best = {FLOAT32: 0.0, MIXED_BFLOAT16: 0.0}
-        for _ in range(PROBE_ROUNDS):
-            for name in best:
-                best[name] = max(best[name], rate(name))
-    return best[MIXED_BFLOAT16] / best[FLOAT32]
+        ratios = []
+        for round_index in range(PROBE_ROUNDS):
+            # Alternate which precision goes first, so an order effect cancels in the median.
+            if round_index % 2:
+                float32_rate, bfloat16_rate = rate(FLOAT32), rate(MIXED_BFLOAT16)
+            else:
+                bfloat16_rate, float32_rate = rate(MIXED_BFLOAT16), rate(FLOAT32)
+            ratios.append(bfloat16_rate / float32_rate)
+    return statistics.median(ratios)
 
 
 def choose(flags: Tuple[str, ...], speedup: Optional[float]) -> Tuple[str, str]:
@@ -78,7 +86,7 @@ def choose(flags: Tuple[str, ...], speedup: Optional[float]) -> Tuple[str, str]:
         return FLOAT32, "auto: float32 (this CPU reports no AVX512-BF16 or AMX-BF16)"
     have = " and ".join(flag.upper().replace("_", "-") for flag in flags)
     if speedup < MIN_SPEEDUP:
-        return FLOAT32, (f"auto: float32 (this CPU has {have}, but bfloat16 ran {speedup:.2f}x "
+        return FLOAT32, (f"auto: float32 (this CPU has {have}, but bfloat16 ran {speedup:.3f}x "
                          f"float32 here, under the {MIN_SPEEDUP}x that pays)")
     return MIXED_BFLOAT16, f"auto: mixed_bfloat16 (this CPU has {have}; bfloat16 ran {speedup:.2f}x float32)"
 

@@ -1,6 +1,6 @@
 """What a training run hands back to the step, whether it ran in this process or on a cluster.
 
-The step's finishing (checks, publishing the best export, digest, history, properties) reads
+The step's finishing (checks, publishing the chosen export, digest, history, properties) reads
 only a `TrainingResult`, so both ways of training end the same way.
 """
 
@@ -17,7 +17,7 @@ class TrainingResult:
     evaluations: one record per evaluation ({"step", "accuracy", "loss", ...}), in order.
     best: the one whose checkpoint is exported (`exporters.choose`), None when there was no
         evaluation.
-    best_export_dir: the best evaluation's SavedModel under `<model_run>/export/`, or None.
+    best_export_dir: the chosen evaluation's SavedModel under `<model_run>/export/`, or None.
     best_export_step: the global step that export was evaluated at, or None.
     steps_trained: the global step of the final checkpoint.
     examples_per_sec: training throughput, evaluations left out (on a cluster: of all tasks

@@ -41,9 +41,11 @@ def training_html(section: dict) -> str:
                      else note("training history holds no evaluation", "warn"))
     props = section.get("properties") or (history or {})
     facts = [("steps trained", props.get("steps_trained")),
-             ("best eval accuracy", props.get("best_eval_accuracy")),
-             ("best eval loss", props.get("best_eval_loss")),
-             ("at step", props.get("best_eval_step")),
+             ("exported: eval accuracy", props.get("best_eval_accuracy")),
+             ("exported: eval loss", props.get("best_eval_loss")),
+             ("exported: step", props.get("best_eval_step")),
+             ("highest eval accuracy", props.get("top_eval_accuracy")),
+             ("at step", props.get("top_eval_step")),
              ("final eval accuracy", props.get("final_eval_accuracy")),
              ("evaluations", props.get("evaluations_run")),
              ("stopped early", props.get("stopped_early")),
