@@ -23,6 +23,7 @@ import statistics
 import tempfile
 
 import common
+from pipeline.formats import model as model_format
 
 TARGET_EACH = 0.9965
 TARGET_MEAN = 0.9968
@@ -65,7 +66,7 @@ def one_run(root: str, config: str, train_steps) -> dict:
 
 def eval_history(model_run_uri: str) -> list:
     """The trainer's periodic evaluations on the eval split: [{"step", "accuracy", "loss"}]."""
-    with open(os.path.join(model_run_uri, "training_history.json")) as f:
+    with open(os.path.join(model_run_uri, model_format.HISTORY_FILE)) as f:
         return [{key: record[key] for key in ("step", "accuracy", "loss")}
                 for record in json.load(f)["evaluations"]]
 

@@ -281,18 +281,33 @@ class _FakeSavedModelExporter:
 
 @pytest.mark.parametrize("tolerance", [0.0, 0.001, 0.0035, 0.005, 1.0])
 def test_best_exporter_exports_what_choose_picks_over_the_whole_run(tmp_path, tolerance):
-    exporter = BestAccuracyExporter(lambda: None, tolerance=tolerance)
+    import logging
+
+    history = EvalHistory(logging.getLogger("test"), tolerance=tolerance)
+    exporter = BestAccuracyExporter(lambda: None, history)
     writer = exporter._saved_model_exporter = _FakeSavedModelExporter()
     exporter._garbage_collect_exports = lambda export_path: None
     # A step evaluated again (EvalHistory keeps one record of it) is not exported twice.
     estimator = types.SimpleNamespace(model_dir=str(tmp_path))
     for step, acc, loss in ANNEALING + [ANNEALING[-1]]:
-        exporter.export(estimator, str(tmp_path), "", {"global_step": step, "accuracy": acc, "loss": loss},
+        # In the EvalSpec's order: the history records, then the exporter exports.
+        for each in (history, exporter):
+            each.export(estimator, str(tmp_path), "", {"global_step": step, "accuracy": acc, "loss": loss},
                         is_the_final_export=False)
     picked = choose(_records(ANNEALING), tolerance)["step"]
     assert exporter.best_eval_result["global_step"] == picked
     assert exporter.best_export_dir == f"{tmp_path}/{picked}"
     assert writer.steps[-1] == picked and len(writer.steps) == len(set(writer.steps))
+
+
+def test_best_exporter_refuses_to_run_before_the_history():
+    import logging
+
+    history = EvalHistory(logging.getLogger("test"), tolerance=0.001)
+    exporter = BestAccuracyExporter(lambda: None, history)
+    with pytest.raises(RuntimeError, match="before the EvalHistory"):
+        exporter.export(types.SimpleNamespace(model_dir=""), "", "",
+                        {"global_step": 1, "accuracy": 0.5, "loss": 1.0}, False)
 
 
 def _transform(image, angle=0.0, shift_x=0.0, shift_y=0.0):

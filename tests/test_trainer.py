@@ -123,7 +123,8 @@ def test_history_records_every_evaluation(trained):
     highest = max(e["accuracy"] for e in evaluations)
     chosen = [e for e in evaluations if e["accuracy"] >= highest - tolerance][-1]
     assert history["best_eval_step"] == chosen["step"]
-    top = max(evaluations, key=lambda e: e["accuracy"])  # the earliest of equals
+    # The highest accuracy, ties to the lower loss (then the earliest): choose with tolerance 0.
+    top = max(evaluations, key=lambda e: (e["accuracy"], -e["loss"]))
     assert history["top_eval_step"] == top["step"] and history["top_eval_accuracy"] == top["accuracy"]
     assert outcome.execution_properties["precision_reason"].startswith("auto: ")
     assert history["best_eval_accuracy"] == outcome.execution_properties["best_eval_accuracy"]

@@ -17,10 +17,10 @@ Outputs:
   `training_history.json` (one record per evaluation plus the run's summary).
 Params: a `TrainerConfig`.
 Execution properties: best_eval_accuracy / _loss / _step (the exported, chosen evaluation),
-top_eval_accuracy / _step (the highest eval accuracy, the earliest of equals), final_eval_accuracy, steps_trained,
-stopped_early, evaluations_run, train_examples_per_sec, train_seconds, warm_started,
-precision (what `trainer.precision` resolved to: float32 or mixed_bfloat16) and
-precision_reason (why, e.g. the probe's measured speedup), module_file,
+top_eval_accuracy / _step (the highest eval accuracy: `choose` with tolerance 0),
+final_eval_accuracy, steps_trained, stopped_early, evaluations_run, train_examples_per_sec,
+train_seconds, warm_started, precision (what `trainer.precision` resolved to: float32 or
+mixed_bfloat16) and precision_reason (why, e.g. the probe's measured speedup), module_file,
 module_digest, model_entry_point; with `trainer.workers` > 0 also `cluster`
 ({"chief": 1, "worker": N, "ps": M}).
 Training runs in this process, or with `trainer.workers` > 0 on a local TensorFlow cluster
@@ -193,8 +193,7 @@ def build_training(cfg, examples_uri: str, run_dir: str, warm_start, log,
     estimator = _make_estimator(cfg, run_dir, warm_start)
     hooks, progress = _training_hooks(cfg, estimator, log)
     history = EvalHistory(log, tolerance=cfg.best_checkpoint_tolerance)
-    best_exporter = BestAccuracyExporter(export.serving_input_receiver_fn,
-                                         tolerance=cfg.best_checkpoint_tolerance)
+    best_exporter = BestAccuracyExporter(export.serving_input_receiver_fn, history)
     train_spec = tf.estimator.TrainSpec(
         input_fn=inputs.make_input_fn(examples_uri, "train", cfg.batch_size, training=True,
                                       seed=cfg.random_seed),

@@ -2,8 +2,8 @@
 
 - `EvalHistory` exports nothing: it records (and logs) each evaluation's step, accuracy and
   loss, which become `training_history.json`.
-- `BestAccuracyExporter` keeps the SavedModel of the evaluation `choose` picks among those so
-  far and remembers where it is.
+- `BestAccuracyExporter` keeps the SavedModel of the evaluation the history picks
+  (`EvalHistory.best`, that is `choose`) and remembers where it is.
 
 `choose(evaluations, tolerance)` is the one rule for which checkpoint is exported: the latest
 whose eval accuracy is within `tolerance` of the best accuracy; with tolerance 0, the best
@@ -111,37 +111,38 @@ class EvalHistory(tf.estimator.Exporter):
 
 
 class BestAccuracyExporter(tf.estimator.BestExporter):
-    """A BestExporter that keeps the SavedModel of `choose`'s pick among the evaluations so far
-    and remembers it.
+    """A BestExporter that keeps the SavedModel of the evaluation `history.best()` picks and
+    remembers it.
 
-    `best_export_dir` is the directory of that SavedModel (None before the first export) and
-    `best_eval_result` the evaluation it was exported for. Choosing online agrees with `choose`
-    over the whole history: a later evaluation displaces the pick exactly when `choose` over
-    the evaluations up to it picks it.
+    `history` is the run's `EvalHistory`, listed before this exporter in the EvalSpec so that it
+    has recorded the current evaluation when this one runs; the export therefore always follows
+    the history's choice (`choose` with the history's tolerance). `best_export_dir` is the
+    directory of that SavedModel (None before the first export) and `best_eval_result` the
+    evaluation it was exported for.
     """
 
-    def __init__(self, serving_input_receiver_fn, *, tolerance: float, name: str = "best"):
+    def __init__(self, serving_input_receiver_fn, history: EvalHistory, name: str = "best"):
         # event_file_pattern=None: every run starts from an empty model_run folder, so there
         # are no earlier evaluations to compare with.
         super().__init__(name=name, serving_input_receiver_fn=serving_input_receiver_fn,
                          event_file_pattern=None, compare_fn=self._picks_current,
                          exports_to_keep=1)
-        self._tolerance = tolerance
-        self._seen: List[dict] = []
+        self._history = history
         self.best_export_dir: Optional[str] = None
         self.best_eval_result: Optional[dict] = None
 
     def _picks_current(self, best_eval_result: dict, current_eval_result: dict) -> bool:
-        """BestExporter's compare_fn: whether `choose` now picks the current evaluation."""
-        step = current_eval_result[GLOBAL_STEP]
-        if best_eval_result[GLOBAL_STEP] == step:
+        """BestExporter's compare_fn: whether the history now picks the current evaluation."""
+        step = int(current_eval_result[GLOBAL_STEP])
+        if int(best_eval_result[GLOBAL_STEP]) == step:
             return False  # a step evaluated again is not exported again
-        return choose(self._seen, self._tolerance)[GLOBAL_STEP] == step
+        return self._history.best()["step"] == step
 
     def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
-        step = eval_result[GLOBAL_STEP]
-        self._seen = [r for r in self._seen
-                      if r[GLOBAL_STEP] != step] + [dict(eval_result)]
+        step = int(eval_result[GLOBAL_STEP])
+        if not self._history.evaluations or self._history.evaluations[-1]["step"] != step:
+            raise RuntimeError(f"evaluation of step {step} reached {self.name!r} before the "
+                               "EvalHistory: list the history first among the exporters")
         result = super().export(estimator, export_path, checkpoint_path, eval_result,
                                 is_the_final_export)
         if result is not None:

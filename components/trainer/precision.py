@@ -51,8 +51,9 @@ def cpu_bfloat16_flags(cpuinfo_path: str = "/proc/cpuinfo") -> Tuple[str, ...]:
 
 def probe_speedup() -> float:
     """bfloat16 over float32 throughput of a square matrix product on this machine: the median
-    over `PROBE_ROUNDS` rounds of the ratio of the two rates timed back to back (in turn first). Runs in a graph
-    and session of its own, so it works eagerly and inside a model function's graph alike."""
+    over `PROBE_ROUNDS` rounds of the ratio of the two rates timed back to back (each precision
+    first in turn). Runs in a graph and session of its own, so it works eagerly and inside a
+    model function's graph alike."""
     import tensorflow as tf
 
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
