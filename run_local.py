@@ -1,6 +1,6 @@
 """Run the MNIST pipeline locally with Apache Beam's DirectRunner.
 
-    python run_local.py --help
+python run_local.py --help
 """
 
 import sys

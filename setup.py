@@ -10,7 +10,7 @@ setup(
     name="mnist-tfx-pipeline",
     version="0.1.0",
     description="A TFX-style MNIST pipeline: Beam ExampleGen, TFDV validation, Estimator CNN, "
-                "TFMA-gated pushes",
+    "TFMA-gated pushes",
     python_requires="==3.11.*",
     packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*"]),
     py_modules=["run_local"],

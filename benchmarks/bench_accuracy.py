@@ -23,6 +23,7 @@ import statistics
 import tempfile
 
 import common
+
 from pipeline.formats import model as model_format
 
 TARGET_EACH = 0.9965
@@ -67,8 +68,10 @@ def one_run(root: str, config: str, train_steps) -> dict:
 def eval_history(model_run_uri: str) -> list:
     """The trainer's periodic evaluations on the eval split: [{"step", "accuracy", "loss"}]."""
     with open(os.path.join(model_run_uri, model_format.HISTORY_FILE)) as f:
-        return [{key: record[key] for key in ("step", "accuracy", "loss")}
-                for record in json.load(f)["evaluations"]]
+        return [
+            {key: record[key] for key in ("step", "accuracy", "loss")}
+            for record in json.load(f)["evaluations"]
+        ]
 
 
 def main() -> int:
@@ -76,37 +79,65 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--precision", default="auto", choices=("auto", "float32", "mixed_bfloat16"))
     parser.add_argument("--train-steps", type=int, help="override trainer.train_steps (checks the script)")
-    parser.add_argument("--json", metavar="FILE", help="default: benchmarks/results/accuracy_<precision>.json")
+    parser.add_argument(
+        "--json", metavar="FILE", help="default: benchmarks/results/accuracy_<precision>.json"
+    )
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="mnist-bench-accuracy-")
     runs = []
     for i in range(args.runs):
         seed = FIRST_SEED + i
-        figures = one_run(os.path.join(work, "root"), run_config(work, seed, args.precision), args.train_steps)
+        figures = one_run(
+            os.path.join(work, "root"), run_config(work, seed, args.precision), args.train_steps
+        )
         runs.append({"seed": seed, **figures})
-        print(f"run {i + 1}/{args.runs} (seed {seed}): test accuracy {figures['test_accuracy']:.4f}, "
-              f"{figures['wall_seconds']:.0f} s, {figures['precision']}", flush=True)
+        print(
+            f"run {i + 1}/{args.runs} (seed {seed}): test accuracy {figures['test_accuracy']:.4f}, "
+            f"{figures['wall_seconds']:.0f} s, {figures['precision']}",
+            flush=True,
+        )
     shutil.rmtree(work, ignore_errors=True)
 
     accuracies = [r["test_accuracy"] for r in runs]
     walls = [r["wall_seconds"] for r in runs]
-    common.print_table(f"Default config, full MNIST, precision {args.precision}", [
-        [r["seed"], f"{r['test_accuracy']:.4f}", r["wall_seconds"], r["step_seconds"]["trainer"],
-         r["precision"], r["train_examples_per_sec"], f"{r['best_eval_step']}/{r['steps_trained']}"]
-        for r in runs], ["seed", "test accuracy", "wall s", "trainer s", "precision", "train ex/s",
-                         "exported step/steps"])
+    common.print_table(
+        f"Default config, full MNIST, precision {args.precision}",
+        [
+            [
+                r["seed"],
+                f"{r['test_accuracy']:.4f}",
+                r["wall_seconds"],
+                r["step_seconds"]["trainer"],
+                r["precision"],
+                r["train_examples_per_sec"],
+                f"{r['best_eval_step']}/{r['steps_trained']}",
+            ]
+            for r in runs
+        ],
+        ["seed", "test accuracy", "wall s", "trainer s", "precision", "train ex/s", "exported step/steps"],
+    )
     checks = {
         f"every run >= {TARGET_EACH}": min(accuracies) >= TARGET_EACH,
         f"mean >= {TARGET_MEAN} (moonshot)": statistics.mean(accuracies) >= TARGET_MEAN,
         f"every run <= {TARGET_WALL_SECONDS // 60} min wall": max(walls) <= TARGET_WALL_SECONDS,
     }
-    common.print_table("Targets", [[name, "met" if ok else "NOT MET"] for name, ok in checks.items()],
-                       ["target", "result"])
-    common.write_json(f"accuracy_{args.precision}", {
-        "precision_setting": args.precision, "train_steps_override": args.train_steps,
-        "runs": runs, "mean_test_accuracy": round(statistics.mean(accuracies), 5),
-        "min_test_accuracy": min(accuracies), "max_wall_seconds": max(walls), "checks": checks}, args.json)
+    common.print_table(
+        "Targets", [[name, "met" if ok else "NOT MET"] for name, ok in checks.items()], ["target", "result"]
+    )
+    common.write_json(
+        f"accuracy_{args.precision}",
+        {
+            "precision_setting": args.precision,
+            "train_steps_override": args.train_steps,
+            "runs": runs,
+            "mean_test_accuracy": round(statistics.mean(accuracies), 5),
+            "min_test_accuracy": min(accuracies),
+            "max_wall_seconds": max(walls),
+            "checks": checks,
+        },
+        args.json,
+    )
     return 0
 
 

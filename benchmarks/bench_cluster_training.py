@@ -56,10 +56,20 @@ def write_examples(dest: str, n_train: int, n_eval: int) -> str:
         path = os.path.join(dest, f"Split-{split}", "data_tfrecord-00000-of-00001.gz")
         with tf.io.TFRecordWriter(path, options=options) as writer:
             for i in rows:
-                writer.write(tf.train.Example(features=tf.train.Features(feature={
-                    "image": tf.train.Feature(int64_list=tf.train.Int64List(value=images[i].astype("int64"))),
-                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(labels[i])])),
-                })).SerializeToString())
+                writer.write(
+                    tf.train.Example(
+                        features=tf.train.Features(
+                            feature={
+                                "image": tf.train.Feature(
+                                    int64_list=tf.train.Int64List(value=images[i].astype("int64"))
+                                ),
+                                "label": tf.train.Feature(
+                                    int64_list=tf.train.Int64List(value=[int(labels[i])])
+                                ),
+                            }
+                        )
+                    ).SerializeToString()
+                )
     return dest
 
 
@@ -72,9 +82,16 @@ def train_once(work: str, name: str, examples, schema, cfg) -> dict:
     outputs = {key: os.path.join(root, "trainer", key, ".staging-1") for key in ("model", "model_run")}
     for path in outputs.values():
         os.makedirs(path)
-    ctx = StepContext(step_name="trainer", run_id="bench", pipeline_root=root,
-                      inputs={"examples": examples, "schema": schema}, outputs=outputs, params=cfg,
-                      beam_args=(), log=logging.getLogger(f"bench.{name}"))
+    ctx = StepContext(
+        step_name="trainer",
+        run_id="bench",
+        pipeline_root=root,
+        inputs={"examples": examples, "schema": schema},
+        outputs=outputs,
+        params=cfg,
+        beam_args=(),
+        log=logging.getLogger(f"bench.{name}"),
+    )
     started = time.perf_counter()
     props = executor.run(ctx).execution_properties
     step_seconds = time.perf_counter() - started
@@ -100,7 +117,9 @@ def main() -> int:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--parameter-servers", type=int, default=1)
-    parser.add_argument("--json", help="where to write the figures (default benchmarks/results/cluster_training.json)")
+    parser.add_argument(
+        "--json", help="where to write the figures (default benchmarks/results/cluster_training.json)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -108,39 +127,84 @@ def main() -> int:
 
     work = tempfile.mkdtemp(prefix="bench_cluster_")
     try:
-        examples = Artifact(write_examples(os.path.join(work, "examples"), args.train_digits,
-                                           args.eval_digits), "Examples", {}, id=1)
+        examples = Artifact(
+            write_examples(os.path.join(work, "examples"), args.train_digits, args.eval_digits),
+            "Examples",
+            {},
+            id=1,
+        )
         os.makedirs(os.path.join(work, "schema"))
         shutil.copy(DEFAULT_SCHEMA_PATH, os.path.join(work, "schema", "schema.pbtxt"))
         schema = Artifact(os.path.join(work, "schema"), "Schema", {}, id=2)
-        base = dataclasses.replace(TrainerConfig(), train_steps=args.steps, batch_size=args.batch_size,
-                                   eval_every_steps=args.eval_every, early_stopping_evals=0)
+        base = dataclasses.replace(
+            TrainerConfig(),
+            train_steps=args.steps,
+            batch_size=args.batch_size,
+            eval_every_steps=args.eval_every,
+            early_stopping_evals=0,
+        )
         runs = {
             "one_process": train_once(work, "one_process", examples, schema, base),
-            "cluster": train_once(work, "cluster", examples, schema, dataclasses.replace(
-                base, workers=args.workers, parameter_servers=args.parameter_servers)),
+            "cluster": train_once(
+                work,
+                "cluster",
+                examples,
+                schema,
+                dataclasses.replace(base, workers=args.workers, parameter_servers=args.parameter_servers),
+            ),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for figures in runs.values():
-        figures["final_eval_accuracy_ci95"] = wilson_interval(figures["final_eval_accuracy"], args.eval_digits)
-    ratio = (runs["cluster"]["examples_per_sec_wall"] / runs["one_process"]["examples_per_sec_wall"])
+        figures["final_eval_accuracy_ci95"] = wilson_interval(
+            figures["final_eval_accuracy"], args.eval_digits
+        )
+    ratio = runs["cluster"]["examples_per_sec_wall"] / runs["one_process"]["examples_per_sec_wall"]
     machine = common.machine()
     label = f"chief + {args.workers} worker + {args.parameter_servers} ps"
     common.print_table(
         f"Trainer, {args.steps} steps of {args.batch_size} on {args.train_digits} MNIST training digits "
         f"(eval: the next {args.eval_digits}); {machine['cpus']} CPUs, {machine['cpu']}",
-        [[name if name == "one_process" else label, f["steps_trained"], f["examples_per_sec_training"],
-          f["examples_per_sec_wall"], f["train_seconds"], f["step_seconds"], f["best_eval_accuracy"],
-          f["final_eval_accuracy"], f"{f['final_eval_accuracy_ci95'][0]}-{f['final_eval_accuracy_ci95'][1]}"]
-         for name, f in runs.items()],
-        ["run", "steps", "ex/s training", "ex/s wall", "train s", "step s", "best acc", "final acc",
-         "final 95% CI"])
+        [
+            [
+                name if name == "one_process" else label,
+                f["steps_trained"],
+                f["examples_per_sec_training"],
+                f["examples_per_sec_wall"],
+                f["train_seconds"],
+                f["step_seconds"],
+                f["best_eval_accuracy"],
+                f["final_eval_accuracy"],
+                f"{f['final_eval_accuracy_ci95'][0]}-{f['final_eval_accuracy_ci95'][1]}",
+            ]
+            for name, f in runs.items()
+        ],
+        [
+            "run",
+            "steps",
+            "ex/s training",
+            "ex/s wall",
+            "train s",
+            "step s",
+            "best acc",
+            "final acc",
+            "final 95% CI",
+        ],
+    )
     print(f"\ncluster / one process, wall throughput: {ratio:.2f}")
-    common.write_json("cluster_training", {
-        "train_digits": args.train_digits, "eval_digits": args.eval_digits, "steps": args.steps,
-        "batch_size": args.batch_size, "eval_every_steps": args.eval_every,
-        "results": runs, "cluster_over_one_process_wall": round(ratio, 3)}, args.json)
+    common.write_json(
+        "cluster_training",
+        {
+            "train_digits": args.train_digits,
+            "eval_digits": args.eval_digits,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "eval_every_steps": args.eval_every,
+            "results": runs,
+            "cluster_over_one_process_wall": round(ratio, 3),
+        },
+        args.json,
+    )
     return 0
 
 

@@ -54,8 +54,12 @@ def one_run(root: str, beam_args: list) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--beam-arg", action="append", default=[],
-                        help="Beam option passed to the pipeline (repeatable), e.g. --direct_running_mode=multi_processing")
+    parser.add_argument(
+        "--beam-arg",
+        action="append",
+        default=[],
+        help="Beam option passed to the pipeline (repeatable), e.g. --direct_running_mode=multi_processing",
+    )
     parser.add_argument("--work-dir", default=None, help="default: a temporary folder")
     parser.add_argument("--json", metavar="FILE", help="default: benchmarks/results/data_steps.json")
     args = parser.parse_args()
@@ -64,15 +68,31 @@ def main() -> int:
     runs = [one_run(f"{work}/run", args.beam_arg) for _ in range(args.repeats)]
     best = min(runs, key=lambda r: r["example_gen"]["processing_seconds"])
     eg, sg = best["example_gen"], best["statistics_gen"]
-    spread = lambda key, field: f"{min(r[key][field] for r in runs)}..{max(r[key][field] for r in runs)}"
+
+    def spread(key, field):
+        return f"{min(r[key][field] for r in runs)}..{max(r[key][field] for r in runs)}"
+
     common.print_table(
         f"Data steps on the full MNIST ({eg['examples']} examples), best of {len(runs)}",
-        [["example_gen processing", eg["processing_seconds"], eg["examples_per_second"], eg["peak_memory_mib"],
-          spread("example_gen", "processing_seconds")],
-         ["example_gen start-up", eg["startup_seconds"], "", "", spread("example_gen", "startup_seconds")],
-         ["statistics_gen", sg["step_seconds"], sg["examples_per_second"], sg["peak_memory_mib"],
-          spread("statistics_gen", "step_seconds")]],
-        ["step", "seconds", "examples/s", "peak MiB", "seconds (all repeats)"])
+        [
+            [
+                "example_gen processing",
+                eg["processing_seconds"],
+                eg["examples_per_second"],
+                eg["peak_memory_mib"],
+                spread("example_gen", "processing_seconds"),
+            ],
+            ["example_gen start-up", eg["startup_seconds"], "", "", spread("example_gen", "startup_seconds")],
+            [
+                "statistics_gen",
+                sg["step_seconds"],
+                sg["examples_per_second"],
+                sg["peak_memory_mib"],
+                spread("statistics_gen", "step_seconds"),
+            ],
+        ],
+        ["step", "seconds", "examples/s", "peak MiB", "seconds (all repeats)"],
+    )
     common.write_json("data_steps", {"beam_args": args.beam_arg, "best": best, "runs": runs}, args.json)
     shutil.rmtree(work, ignore_errors=True) if not args.work_dir else None
     return 0

@@ -30,6 +30,7 @@ import time
 import common
 from bench_data_steps import one_run
 from bench_evaluator import find_or_make_model
+
 from pipeline.core import beam_engines
 
 SCRIPT = common.PROJECT_ROOT / "scripts" / "ensure_job_server.sh"
@@ -42,8 +43,9 @@ def engine_args(engine: str, endpoint: str) -> tuple:
         return [], None
     if engine == "portable":
         return ["--runner=PortableRunner", f"--job_endpoint={endpoint}", "--environment_type=LOOPBACK"], None
-    fetched = subprocess.run([str(SCRIPT), engine], capture_output=True, text=True,
-                             env=dict(os.environ, PYTHON=sys.executable))
+    fetched = subprocess.run(
+        [str(SCRIPT), engine], capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable)
+    )
     if fetched.returncode != 0:
         return None, (fetched.stderr.strip().splitlines() or ["job server not available"])[-1]
     jar = fetched.stdout.strip().splitlines()[-1]
@@ -63,24 +65,39 @@ def evaluate(work: str, examples: str, model: str, digest: str, beam_args: list)
     outputs = {"evaluation": os.path.join(work, "evaluation"), "blessing": os.path.join(work, "blessing")}
     for path in outputs.values():
         os.makedirs(path)
-    ctx = StepContext(step_name="evaluator", run_id="bench", pipeline_root=work,
-                      inputs={"examples": Artifact(examples, "Examples", {}, 1),
-                              "model": Artifact(model, "Model", {"digest": digest}, 2)},
-                      outputs=outputs, params=EvaluatorConfig(), beam_args=tuple(beam_args),
-                      log=logging.getLogger("bench_engines"))
+    ctx = StepContext(
+        step_name="evaluator",
+        run_id="bench",
+        pipeline_root=work,
+        inputs={
+            "examples": Artifact(examples, "Examples", {}, 1),
+            "model": Artifact(model, "Model", {"digest": digest}, 2),
+        },
+        outputs=outputs,
+        params=EvaluatorConfig(),
+        beam_args=tuple(beam_args),
+        log=logging.getLogger("bench_engines"),
+    )
     started = time.perf_counter()
     props = executor.run(ctx).execution_properties
     wall = time.perf_counter() - started
-    return {"wall_seconds": round(wall, 2), "examples": props["examples_evaluated"],
-            "examples_per_second": round(props["examples_evaluated"] / wall, 0),
-            "tfma_seconds": props["tfma_seconds"], "beam_runner": props["beam_runner"]}
+    return {
+        "wall_seconds": round(wall, 2),
+        "examples": props["examples_evaluated"],
+        "examples_per_second": round(props["examples_evaluated"] / wall, 0),
+        "tfma_seconds": props["tfma_seconds"],
+        "beam_runner": props["beam_runner"],
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
-    parser.add_argument("--pipeline-root", default=str(common.PROJECT_ROOT / "benchmarks" / "work" / "pipeline"),
-                        help="where the evaluator's model comes from (see bench_evaluator.py)")
+    parser.add_argument(
+        "--pipeline-root",
+        default=str(common.PROJECT_ROOT / "benchmarks" / "work" / "pipeline"),
+        help="where the evaluator's model comes from (see bench_evaluator.py)",
+    )
     parser.add_argument("--json", metavar="FILE", help="default: benchmarks/results/engines.json")
     args = parser.parse_args()
     from pipeline.logs import install_tensorflow_teardown_filter
@@ -105,19 +122,28 @@ def main() -> int:
             examples = common.examples_uri(root)
             evaluation = evaluate(os.path.join(work, engine, "evaluator"), examples, model, digest, beam_args)
             results[engine] = {"available": True, "beam_args": beam_args, **data, "evaluator": evaluation}
-            rows.append((engine, data["example_gen"]["processing_seconds"],
-                         data["example_gen"]["examples_per_second"], data["example_gen"]["startup_seconds"],
-                         data["statistics_gen"]["step_seconds"], data["statistics_gen"]["examples_per_second"],
-                         f"{evaluation['wall_seconds']} s, {evaluation['examples_per_second']:.0f}/s"))
+            rows.append(
+                (
+                    engine,
+                    data["example_gen"]["processing_seconds"],
+                    data["example_gen"]["examples_per_second"],
+                    data["example_gen"]["startup_seconds"],
+                    data["statistics_gen"]["step_seconds"],
+                    data["statistics_gen"]["examples_per_second"],
+                    f"{evaluation['wall_seconds']} s, {evaluation['examples_per_second']:.0f}/s",
+                )
+            )
     finally:
         if service is not None:
             service.terminate()
             service.wait(20)
         shutil.rmtree(work, ignore_errors=True)
 
-    common.print_table("Beam engines (full MNIST data steps; evaluator on the full test split)", rows,
-                       ["engine", "ExampleGen s", "ex/s", "start-up s", "StatisticsGen s", "ex/s",
-                        "evaluator"])
+    common.print_table(
+        "Beam engines (full MNIST data steps; evaluator on the full test split)",
+        rows,
+        ["engine", "ExampleGen s", "ex/s", "start-up s", "StatisticsGen s", "ex/s", "evaluator"],
+    )
     common.write_json("engines", {"engines": results}, args.json)
     return 0
 

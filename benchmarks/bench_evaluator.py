@@ -53,7 +53,9 @@ SUBSET_SHARDS = 4
 def find_or_make_model(pipeline_root: str) -> tuple:
     """(examples uri, model uri, model digest) of the newest run in `pipeline_root` whose trainer
     output still exists; when there is none, a 300-step training run makes one there."""
-    for summary_path in sorted(glob.glob(os.path.join(runs_dir(pipeline_root), "*", SUMMARY_FILE)), reverse=True):
+    for summary_path in sorted(
+        glob.glob(os.path.join(runs_dir(pipeline_root), "*", SUMMARY_FILE)), reverse=True
+    ):
         with open(summary_path) as f:
             steps = json.load(f).get("steps", {})
         model = (steps.get("trainer") or {}).get("outputs", {}).get("model")
@@ -100,8 +102,10 @@ def serving_calls(model: str) -> dict:
 
     path = os.path.join(model, model_format.SERVING_SUBDIR)
     summarized = model_loading.load_summarizing_signatures(path, (tf.saved_model.SERVING,))
-    return {"plain": tf.saved_model.load(path).signatures[model_format.EXAMPLES_SIGNATURE],
-            "summarized": summarized.signatures[model_format.EXAMPLES_SIGNATURE]}
+    return {
+        "plain": tf.saved_model.load(path).signatures[model_format.EXAMPLES_SIGNATURE],
+        "summarized": summarized.signatures[model_format.EXAMPLES_SIGNATURE],
+    }
 
 
 def model_passes(calls: dict, records: list) -> dict:
@@ -116,7 +120,7 @@ def model_passes(calls: dict, records: list) -> dict:
         for _ in range(MODEL_PASSES):
             started = time.perf_counter()
             for start in range(0, len(records), INFERENCE_BATCH):
-                serve(examples=tf.constant(records[start:start + INFERENCE_BATCH]))
+                serve(examples=tf.constant(records[start : start + INFERENCE_BATCH]))
             rates[name].append(round(len(records) / (time.perf_counter() - started), 1))
     return rates
 
@@ -133,19 +137,31 @@ def evaluator_step(work: str, examples: str, model: str, digest: str, with_basel
     outputs = {name: os.path.join(work, name) for name in ("evaluation", "blessing")}
     for path in outputs.values():
         os.makedirs(path)
-    inputs = {"examples": Artifact(examples, "Examples", {}, 1),
-              "model": Artifact(model, "Model", {"digest": digest}, 2)}
+    inputs = {
+        "examples": Artifact(examples, "Examples", {}, 1),
+        "model": Artifact(model, "Model", {"digest": digest}, 2),
+    }
     if with_baseline:
         inputs["baseline_model"] = Artifact(model, "Model", {"digest": digest}, 3)
-    ctx = StepContext(step_name="evaluator", run_id="bench", pipeline_root=work, inputs=inputs,
-                      outputs=outputs, params=EvaluatorConfig(),
-                      beam_args=(), log=logging.getLogger("bench.evaluator"))
+    ctx = StepContext(
+        step_name="evaluator",
+        run_id="bench",
+        pipeline_root=work,
+        inputs=inputs,
+        outputs=outputs,
+        params=EvaluatorConfig(),
+        beam_args=(),
+        log=logging.getLogger("bench.evaluator"),
+    )
     reset_peak_rss()
     started = time.perf_counter()
     outcome = executor.run(ctx)
     seconds = time.perf_counter() - started
-    return {"examples": outcome.execution_properties["examples_evaluated"], "seconds": round(seconds, 3),
-            "peak_memory_mib": peak_rss_mb()}
+    return {
+        "examples": outcome.execution_properties["examples_evaluated"],
+        "seconds": round(seconds, 3),
+        "peak_memory_mib": peak_rss_mb(),
+    }
 
 
 def one_repeat(work: str, subsets: dict, model: str, digest: str, calls: dict, records: list) -> dict:
@@ -164,19 +180,24 @@ def one_repeat(work: str, subsets: dict, model: str, digest: str, calls: dict, r
             if step["examples"] != n:
                 raise RuntimeError(f"the evaluator evaluated {step['examples']} examples, not {n}")
         marginal = (large - small) / max(walls[large]["seconds"] - walls[small]["seconds"], 1e-6)
-        result[label] = {"model_passes": passes, "model_examples_per_second_by_call": rates,
-                         "model_examples_per_second": rate,
-                         "ratio_to_plain_call": round(marginal / (rates["plain"] * share), 3),
-                         "walls": {str(n): s for n, s in walls.items()},
-                         "marginal_examples_per_second": round(marginal, 1),
-                         "ratio_to_model": round(marginal / (rate * share), 3)}
+        result[label] = {
+            "model_passes": passes,
+            "model_examples_per_second_by_call": rates,
+            "model_examples_per_second": rate,
+            "ratio_to_plain_call": round(marginal / (rates["plain"] * share), 3),
+            "walls": {str(n): s for n, s in walls.items()},
+            "marginal_examples_per_second": round(marginal, 1),
+            "ratio_to_model": round(marginal / (rate * share), 3),
+        }
     result["load_after"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pipeline-root", default=os.path.join(tempfile.gettempdir(), "mnist-bench-pipeline"))
+    parser.add_argument(
+        "--pipeline-root", default=os.path.join(tempfile.gettempdir(), "mnist-bench-pipeline")
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs=2, default=[2_000, 10_000], metavar=("SMALL", "LARGE"))
     parser.add_argument("--json", metavar="FILE", help="default: benchmarks/results/evaluator.json")
@@ -186,7 +207,6 @@ def main() -> int:
     from pipeline.logs import configure_logging
 
     configure_logging()
-    import tensorflow as tf
 
     records = test_records(examples)
     if max(args.sizes) > len(records) or min(args.sizes) >= max(args.sizes) or min(args.sizes) < 1:
@@ -196,8 +216,10 @@ def main() -> int:
     calls = serving_calls(model)
     work = os.path.join(scratch, "work")
     evaluator_step(work, subsets[min(args.sizes)], model, digest, False)  # warm-up: imports, tracing
-    repeats = [one_repeat(work, subsets, model, digest, calls, records[:max(args.sizes)])
-               for _ in range(args.repeats)]
+    repeats = [
+        one_repeat(work, subsets, model, digest, calls, records[: max(args.sizes)])
+        for _ in range(args.repeats)
+    ]
     shutil.rmtree(scratch, ignore_errors=True)
 
     labels = ("one model", "candidate + baseline")
@@ -205,34 +227,84 @@ def main() -> int:
     for i, rep in enumerate(repeats, 1):
         for label in labels:
             r = rep[label]
-            rows.append([i, label, r["model_examples_per_second_by_call"]["plain"],
-                         r["model_examples_per_second_by_call"]["summarized"], *walls_in_order(r["walls"]),
-                         r["marginal_examples_per_second"], f"{r['ratio_to_plain_call']:.0%}",
-                         f"{r['ratio_to_model']:.0%}",
-                         "/".join(f"{x:.1f}" for x in rep["load_before"][:1] + rep["load_after"][:1])])
+            rows.append(
+                [
+                    i,
+                    label,
+                    r["model_examples_per_second_by_call"]["plain"],
+                    r["model_examples_per_second_by_call"]["summarized"],
+                    *walls_in_order(r["walls"]),
+                    r["marginal_examples_per_second"],
+                    f"{r['ratio_to_plain_call']:.0%}",
+                    f"{r['ratio_to_model']:.0%}",
+                    "/".join(f"{x:.1f}" for x in rep["load_before"][:1] + rep["load_after"][:1]),
+                ]
+            )
     small, large = sorted(args.sizes)
-    common.print_table(f"Evaluator step vs the model's serving_default (batches of {INFERENCE_BATCH}); ratios "
-                       "to the model's rate (two models: to half of it), plain call and the faster call",
-                       rows, ["repeat", "models", "model plain ex/s", "model summarized ex/s", f"wall {small} s",
-                              f"wall {large} s", "marginal ex/s", "ratio plain", "ratio", "load 1-min before/after"])
-    summary = {label: {key: round(statistics.median(r[label][key] for r in repeats), 3)
-                       for key in ("marginal_examples_per_second", "ratio_to_plain_call", "ratio_to_model")}
-               for label in labels}
-    summary["model_examples_per_second"] = {name: round(statistics.median(
-        r[label]["model_examples_per_second_by_call"][name] for r in repeats for label in labels), 1)
-        for name in ("plain", "summarized")}
-    common.print_table(f"Medians of {len(repeats)} repeats (target: ratio >= {TARGET_RATIO:.0%} of the faster "
-                       "call's rate; with two models, of half of it)", [
-                           [label, summary[label]["marginal_examples_per_second"],
-                            f"{summary[label]['ratio_to_plain_call']:.0%}", f"{summary[label]['ratio_to_model']:.0%}",
-                            "met" if summary[label]["ratio_to_model"] >= TARGET_RATIO else "not met"]
-                           for label in labels],
-                       ["models", "marginal ex/s", "ratio plain", "ratio", "target"])
-    print(f"model serving_default (median): {summary['model_examples_per_second']['plain']} ex/s plain, "
-          f"{summary['model_examples_per_second']['summarized']} ex/s summarized; load 1-min: "
-          + ", ".join(f"{r['load_before'][0]:.1f}" for r in repeats))
-    common.write_json("evaluator", {"model": model, "sizes": sorted(args.sizes), "target_ratio": TARGET_RATIO,
-                                    "summary": summary, "repeats": repeats}, args.json)
+    common.print_table(
+        f"Evaluator step vs the model's serving_default (batches of {INFERENCE_BATCH}); ratios "
+        "to the model's rate (two models: to half of it), plain call and the faster call",
+        rows,
+        [
+            "repeat",
+            "models",
+            "model plain ex/s",
+            "model summarized ex/s",
+            f"wall {small} s",
+            f"wall {large} s",
+            "marginal ex/s",
+            "ratio plain",
+            "ratio",
+            "load 1-min before/after",
+        ],
+    )
+    summary = {
+        label: {
+            key: round(statistics.median(r[label][key] for r in repeats), 3)
+            for key in ("marginal_examples_per_second", "ratio_to_plain_call", "ratio_to_model")
+        }
+        for label in labels
+    }
+    summary["model_examples_per_second"] = {
+        name: round(
+            statistics.median(
+                r[label]["model_examples_per_second_by_call"][name] for r in repeats for label in labels
+            ),
+            1,
+        )
+        for name in ("plain", "summarized")
+    }
+    common.print_table(
+        f"Medians of {len(repeats)} repeats (target: ratio >= {TARGET_RATIO:.0%} of the faster "
+        "call's rate; with two models, of half of it)",
+        [
+            [
+                label,
+                summary[label]["marginal_examples_per_second"],
+                f"{summary[label]['ratio_to_plain_call']:.0%}",
+                f"{summary[label]['ratio_to_model']:.0%}",
+                "met" if summary[label]["ratio_to_model"] >= TARGET_RATIO else "not met",
+            ]
+            for label in labels
+        ],
+        ["models", "marginal ex/s", "ratio plain", "ratio", "target"],
+    )
+    print(
+        f"model serving_default (median): {summary['model_examples_per_second']['plain']} ex/s plain, "
+        f"{summary['model_examples_per_second']['summarized']} ex/s summarized; load 1-min: "
+        + ", ".join(f"{r['load_before'][0]:.1f}" for r in repeats)
+    )
+    common.write_json(
+        "evaluator",
+        {
+            "model": model,
+            "sizes": sorted(args.sizes),
+            "target_ratio": TARGET_RATIO,
+            "summary": summary,
+            "repeats": repeats,
+        },
+        args.json,
+    )
     return 0
 
 

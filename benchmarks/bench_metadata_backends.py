@@ -54,18 +54,32 @@ slice_max_regression = 1.0
 def start_mariadb() -> dict:
     """Starts (or reuses) the private server with a fresh account; returns its settings."""
     user, password = "mlmd_b" + secrets.token_hex(3), secrets.token_urlsafe(18)
-    done = subprocess.run([str(common.PROJECT_ROOT / "scripts" / "ensure_mariadb.sh")], capture_output=True,
-                          text=True, env=dict(os.environ, MLMD_MYSQL_PASSWORD=password, MARIADB_TEST_USER=user))
+    done = subprocess.run(
+        [str(common.PROJECT_ROOT / "scripts" / "ensure_mariadb.sh")],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, MLMD_MYSQL_PASSWORD=password, MARIADB_TEST_USER=user),
+    )
     if done.returncode != 0:
         raise SystemExit(done.stderr.strip())
     values = dict(item.split("=", 1) for item in done.stdout.split())
-    return {"host": values["MARIADB_HOST"], "port": int(values["MARIADB_PORT"]), "user": user,
-            "password": password, "socket": values["MARIADB_SOCKET"], "database": "mlmd_bench_" + secrets.token_hex(4)}
+    return {
+        "host": values["MARIADB_HOST"],
+        "port": int(values["MARIADB_PORT"]),
+        "user": user,
+        "password": password,
+        "socket": values["MARIADB_SOCKET"],
+        "database": "mlmd_bench_" + secrets.token_hex(4),
+    }
 
 
 def drop_mariadb(server: dict) -> None:
-    sql = f"DROP DATABASE IF EXISTS `{server['database']}`; DROP USER IF EXISTS '{server['user']}'@'127.0.0.1';"
-    subprocess.run(["mariadb", "--no-defaults", f"--socket={server['socket']}", "-uroot", "-e", sql], check=True)
+    sql = (
+        f"DROP DATABASE IF EXISTS `{server['database']}`; DROP USER IF EXISTS '{server['user']}'@'127.0.0.1';"
+    )
+    subprocess.run(
+        ["mariadb", "--no-defaults", f"--socket={server['socket']}", "-uroot", "-e", sql], check=True
+    )
 
 
 class NotANoOp(Exception):
@@ -83,16 +97,28 @@ def prepare(backend: str, work: str, data: str, server: dict) -> dict:
     (name -> callable) and the first run's wall time."""
     root = os.path.join(work, backend)
     config_path = os.path.join(work, f"{backend}.toml")
-    section = "" if backend == "sqlite" else (
-        f'[metadata]\nbackend = "mysql"\nhost = "{server["host"]}"\nport = {server["port"]}\n'
-        f'database = "{server["database"]}"\nuser = "{server["user"]}"\n')
+    section = (
+        ""
+        if backend == "sqlite"
+        else (
+            f'[metadata]\nbackend = "mysql"\nhost = "{server["host"]}"\nport = {server["port"]}\n'
+            f'database = "{server["database"]}"\nuser = "{server["user"]}"\n'
+        )
+    )
     with open(config_path, "w") as f:
         f.write(CONFIG + section)
     env = dict(os.environ, MLMD_MYSQL_PASSWORD=server["password"], TF_CPP_MIN_LOG_LEVEL="3")
 
     def cli(*args):
-        command = [sys.executable, str(common.PROJECT_ROOT / "run_local.py"), *args, "--config", config_path,
-                   "--pipeline-root", root]
+        command = [
+            sys.executable,
+            str(common.PROJECT_ROOT / "run_local.py"),
+            *args,
+            "--config",
+            config_path,
+            "--pipeline-root",
+            root,
+        ]
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} exited {done.returncode}: {done.stderr[-2000:]}")
@@ -109,12 +135,16 @@ def prepare(backend: str, work: str, data: str, server: dict) -> dict:
         with open(summary) as f:
             _check_noop(backend, json.load(f))
 
-    return {"first_run_s": first_run_s, "operations": {
-        "noop_rerun_cli_s": noop_cli,
-        "noop_rerun_in_process_s": lambda: _check_noop(backend, run_pipeline(pipeline).summary),
-        "runs_cli_s": lambda: cli("runs"),
-        "status_cli_s": lambda: cli("status"),
-        "status_in_process_s": lambda: serving_status(config)}}
+    return {
+        "first_run_s": first_run_s,
+        "operations": {
+            "noop_rerun_cli_s": noop_cli,
+            "noop_rerun_in_process_s": lambda: _check_noop(backend, run_pipeline(pipeline).summary),
+            "runs_cli_s": lambda: cli("runs"),
+            "status_cli_s": lambda: cli("status"),
+            "status_in_process_s": lambda: serving_status(config),
+        },
+    }
 
 
 def measure(prepared: dict, repeats: int) -> dict:
@@ -124,7 +154,7 @@ def measure(prepared: dict, repeats: int) -> dict:
     for _ in range(repeats):
         for name in next(iter(prepared.values()))["operations"]:
             for backend, p in prepared.items():
-                for attempt in range(3):
+                for _attempt in range(3):
                     started = time.perf_counter()
                     try:
                         p["operations"][name]()
@@ -133,9 +163,14 @@ def measure(prepared: dict, repeats: int) -> dict:
                         continue
                     times[backend][name].append(time.perf_counter() - started)
                     break
-    return {backend: {"backend": backend, "first_run_s": round(prepared[backend]["first_run_s"], 1),
-                      **{name: round(statistics.median(values), 4) for name, values in ops.items()}}
-            for backend, ops in times.items()}
+    return {
+        backend: {
+            "backend": backend,
+            "first_run_s": round(prepared[backend]["first_run_s"], 1),
+            **{name: round(statistics.median(values), 4) for name, values in ops.items()},
+        }
+        for backend, ops in times.items()
+    }
 
 
 def main() -> int:
@@ -161,16 +196,37 @@ def main() -> int:
         drop_mariadb(server)
     sqlite, mysql = by_backend["sqlite"], by_backend["mysql"]
     results = [sqlite, mysql]
-    keys = ("noop_rerun_cli_s", "noop_rerun_in_process_s", "runs_cli_s", "status_cli_s", "status_in_process_s")
+    keys = (
+        "noop_rerun_cli_s",
+        "noop_rerun_in_process_s",
+        "runs_cli_s",
+        "status_cli_s",
+        "status_in_process_s",
+    )
     rows = [(key, sqlite[key], mysql[key], f"{mysql[key] / sqlite[key]:.2f}x") for key in keys]
-    rows.append(("first_run_s (once, not a median)", sqlite["first_run_s"], mysql["first_run_s"],
-                 f"{mysql['first_run_s'] / sqlite['first_run_s']:.2f}x"))
-    common.print_table(f"metadata-bound operations, median of {args.repeats} (MariaDB on 127.0.0.1)", rows,
-                       ("operation", "SQLite", "MariaDB", "MariaDB / SQLite"))
-    common.write_json("metadata_backends", {"repeats": args.repeats, "slice": [args.train, args.test],
-                                            "results": results,
-                                            "ratios": {key: round(mysql[key] / sqlite[key], 2) for key in keys}},
-                      args.json)
+    rows.append(
+        (
+            "first_run_s (once, not a median)",
+            sqlite["first_run_s"],
+            mysql["first_run_s"],
+            f"{mysql['first_run_s'] / sqlite['first_run_s']:.2f}x",
+        )
+    )
+    common.print_table(
+        f"metadata-bound operations, median of {args.repeats} (MariaDB on 127.0.0.1)",
+        rows,
+        ("operation", "SQLite", "MariaDB", "MariaDB / SQLite"),
+    )
+    common.write_json(
+        "metadata_backends",
+        {
+            "repeats": args.repeats,
+            "slice": [args.train, args.test],
+            "results": results,
+            "ratios": {key: round(mysql[key] / sqlite[key], 2) for key in keys},
+        },
+        args.json,
+    )
     return 0
 
 

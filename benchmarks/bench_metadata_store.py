@@ -32,8 +32,7 @@ from pipeline.core.pipeline import Pipeline
 from pipeline.core.runner import run_pipeline
 from pipeline.core.step import InputSpec, StepOutcome, StepSpec
 
-STEPS = ("example_gen", "statistics_gen", "schema_gen", "example_validator", "trainer", "evaluator",
-         "pusher")
+STEPS = ("example_gen", "statistics_gen", "schema_gen", "example_validator", "trainer", "evaluator", "pusher")
 NEW_SPAN_EVERY = 24
 
 
@@ -42,8 +41,10 @@ def _write_output(ctx) -> StepOutcome:
         with open(os.path.join(folder, f"{name}.txt"), "w") as f:
             f.write(f"{ctx.step_name} {ctx.params}\n")
     # About the size of what the real steps record (the evaluator's comparisons are the most).
-    return StepOutcome(execution_properties={"detail": {"x": list(range(60)), "step": ctx.step_name}},
-                       output_properties={name: {"count": 1} for name in ctx.outputs})
+    return StepOutcome(
+        execution_properties={"detail": {"x": list(range(60)), "step": ctx.step_name}},
+        output_properties={name: {"count": 1} for name in ctx.outputs},
+    )
 
 
 def fake_pipeline(root: str, span: int) -> Pipeline:
@@ -96,12 +97,15 @@ def measure(store: str, repeats: int) -> dict:
             if store_backup.DAMAGED_INFIX in name:
                 os.unlink(os.path.join(os.path.dirname(store), name))
 
-    figures = {"store_bytes": size,
-               "quick_check_ms": _median_ms(check, repeats),
-               "backup_ms": _median_ms(lambda: store_backup.backup_store(store), repeats),
-               "restore_ms": _median_ms(lambda: store_backup.restore_store(store), repeats,
-                                        prepare=lambda: (clear_aside(), damage())),
-               "mlmd_open_ms": _median_ms(lambda: MetadataStore(store), repeats)}
+    figures = {
+        "store_bytes": size,
+        "quick_check_ms": _median_ms(check, repeats),
+        "backup_ms": _median_ms(lambda: store_backup.backup_store(store), repeats),
+        "restore_ms": _median_ms(
+            lambda: store_backup.restore_store(store), repeats, prepare=lambda: (clear_aside(), damage())
+        ),
+        "mlmd_open_ms": _median_ms(lambda: MetadataStore(store), repeats),
+    }
     clear_aside()
     figures["mlmd_open_ms"] = round(figures["mlmd_open_ms"] - figures["quick_check_ms"], 2)
     return figures
@@ -110,7 +114,9 @@ def measure(store: str, repeats: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, nargs="+", default=[10, 1000])
-    parser.add_argument("--store", nargs="*", default=[], help="existing metadata.sqlite files to measure too")
+    parser.add_argument(
+        "--store", nargs="*", default=[], help="existing metadata.sqlite files to measure too"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", metavar="FILE", help="default: benchmarks/results/metadata_store.json")
     args = parser.parse_args()
@@ -121,8 +127,12 @@ def main() -> int:
         for runs in args.runs:
             root = os.path.join(work, f"runs-{runs}")
             build_seconds = build_store(root, runs)
-            figures = {"source": f"{runs} runs of 7 fake steps", "runs": runs,
-                       "build_seconds": round(build_seconds, 1), **measure(store_path(root), args.repeats)}
+            figures = {
+                "source": f"{runs} runs of 7 fake steps",
+                "runs": runs,
+                "build_seconds": round(build_seconds, 1),
+                **measure(store_path(root), args.repeats),
+            }
             results.append(figures)
         for i, path in enumerate(args.store):
             folder = os.path.join(work, f"given-{i}")
@@ -130,10 +140,21 @@ def main() -> int:
             shutil.copy(path, store_path(folder))
             results.append({"source": path, **measure(store_path(folder), args.repeats)})
     for r in results:
-        rows.append((r["source"], f"{r['store_bytes'] / 1024:,.0f}", r["quick_check_ms"], r["backup_ms"],
-                     r["restore_ms"], r["mlmd_open_ms"]))
-    common.print_table("metadata store: median ms (page cache warm)", rows,
-                       ("store", "KiB", "quick_check", "backup", "restore", "mlmd open"))
+        rows.append(
+            (
+                r["source"],
+                f"{r['store_bytes'] / 1024:,.0f}",
+                r["quick_check_ms"],
+                r["backup_ms"],
+                r["restore_ms"],
+                r["mlmd_open_ms"],
+            )
+        )
+    common.print_table(
+        "metadata store: median ms (page cache warm)",
+        rows,
+        ("store", "KiB", "quick_check", "backup", "restore", "mlmd open"),
+    )
     common.write_json("metadata_store", {"repeats": args.repeats, "results": results}, args.json)
     return 0
 

@@ -46,53 +46,91 @@ def main() -> int:
 
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
     examples = common.examples_uri(args.pipeline_root)
-    params = dict(dataclasses.asdict(TrainerConfig()), random_seed=args.seed, precision="float32",
-                  train_steps=args.train_steps, learning_rate=args.learning_rate,
-                  learning_rate_decay=args.learning_rate_decay, weight_averaging_decay=args.decay)
+    params = dict(
+        dataclasses.asdict(TrainerConfig()),
+        random_seed=args.seed,
+        precision="float32",
+        train_steps=args.train_steps,
+        learning_rate=args.learning_rate,
+        learning_rate_decay=args.learning_rate_decay,
+        weight_averaging_decay=args.decay,
+    )
     model_dir = tempfile.mkdtemp(prefix="bench-wa-")
-    session = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=args.threads,
-                                       inter_op_parallelism_threads=args.threads)
-    config = tf.estimator.RunConfig(tf_random_seed=args.seed, save_checkpoints_steps=1000,
-                                    keep_checkpoint_max=args.last + 1, log_step_count_steps=1000,
-                                    session_config=session)
+    session = tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=args.threads, inter_op_parallelism_threads=args.threads
+    )
+    config = tf.estimator.RunConfig(
+        tf_random_seed=args.seed,
+        save_checkpoints_steps=1000,
+        keep_checkpoint_max=args.last + 1,
+        log_step_count_steps=1000,
+        session_config=session,
+    )
     train_input = inputs.make_input_fn(examples, "train", params["batch_size"], training=True, seed=args.seed)
-    print(f"training {args.train_steps} steps (decay {args.decay}, {args.learning_rate_decay} "
-          f"learning rate from {args.learning_rate}, seed {args.seed}) in {model_dir}", flush=True)
+    print(
+        f"training {args.train_steps} steps (decay {args.decay}, {args.learning_rate_decay} "
+        f"learning rate from {args.learning_rate}, seed {args.seed}) in {model_dir}",
+        flush=True,
+    )
     started = time.perf_counter()
     tf.estimator.Estimator(model.model_fn, model_dir=model_dir, params=params, config=config).train(
-        train_input, max_steps=args.train_steps)
+        train_input, max_steps=args.train_steps
+    )
     train_seconds = time.perf_counter() - started
 
-    split_inputs = {split: inputs.make_input_fn(examples, split, 1000, training=False)
-                    for split in ("eval", "test")}
+    split_inputs = {
+        split: inputs.make_input_fn(examples, split, 1000, training=False) for split in ("eval", "test")
+    }
     rows = []
-    checkpoints = tf.train.get_checkpoint_state(model_dir).all_model_checkpoint_paths[-args.last:]
+    checkpoints = tf.train.get_checkpoint_state(model_dir).all_model_checkpoint_paths[-args.last :]
     for checkpoint in checkpoints:
         step = int(checkpoint.rsplit("-", 1)[1])
         scores = {}
         for weights, decay in (("raw", 0.0), ("averaged", args.decay)):
-            estimator = tf.estimator.Estimator(model.model_fn, model_dir=model_dir, config=config,
-                                               params=dict(params, weight_averaging_decay=decay))
+            estimator = tf.estimator.Estimator(
+                model.model_fn,
+                model_dir=model_dir,
+                config=config,
+                params=dict(params, weight_averaging_decay=decay),
+            )
             for split, input_fn in split_inputs.items():
                 result = estimator.evaluate(input_fn, checkpoint_path=checkpoint)
-                scores[f"{split}_{weights}"] = {"accuracy": float(result["accuracy"]),
-                                                "loss": float(result["loss"])}
+                scores[f"{split}_{weights}"] = {
+                    "accuracy": float(result["accuracy"]),
+                    "loss": float(result["loss"]),
+                }
         rows.append({"step": step, **scores})
-        print(f"step {step}: eval accuracy {scores['eval_raw']['accuracy']:.4%} raw, "
-              f"{scores['eval_averaged']['accuracy']:.4%} averaged", flush=True)
+        print(
+            f"step {step}: eval accuracy {scores['eval_raw']['accuracy']:.4%} raw, "
+            f"{scores['eval_averaged']['accuracy']:.4%} averaged",
+            flush=True,
+        )
 
     common.print_table(
         f"weight averaging (decay {args.decay}), {args.learning_rate_decay} learning rate, seed {args.seed}",
-        [[r["step"]] + [f"{r[k]['accuracy']:.2%}" for k in ("eval_raw", "eval_averaged", "test_raw", "test_averaged")]
-         + [f"{r[k]['loss']:.4f}" for k in ("eval_raw", "eval_averaged")] for r in rows],
-        ["step", "eval raw", "eval avg", "test raw", "test avg", "eval loss raw", "eval loss avg"])
+        [
+            [r["step"]]
+            + [f"{r[k]['accuracy']:.2%}" for k in ("eval_raw", "eval_averaged", "test_raw", "test_averaged")]
+            + [f"{r[k]['loss']:.4f}" for k in ("eval_raw", "eval_averaged")]
+            for r in rows
+        ],
+        ["step", "eval raw", "eval avg", "test raw", "test avg", "eval loss raw", "eval loss avg"],
+    )
     tag = f"{args.learning_rate_decay}_{args.seed}"
-    common.write_json(f"weight_averaging_{tag}", {
-        "decay": args.decay, "seed": args.seed, "train_steps": args.train_steps,
-        "learning_rate": args.learning_rate, "learning_rate_decay": args.learning_rate_decay,
-        "train_seconds": round(train_seconds, 1),
-        "train_examples_per_sec": round(args.train_steps * params["batch_size"] / train_seconds),
-        "checkpoints": rows}, args.json)
+    common.write_json(
+        f"weight_averaging_{tag}",
+        {
+            "decay": args.decay,
+            "seed": args.seed,
+            "train_steps": args.train_steps,
+            "learning_rate": args.learning_rate,
+            "learning_rate_decay": args.learning_rate_decay,
+            "train_seconds": round(train_seconds, 1),
+            "train_examples_per_sec": round(args.train_steps * params["batch_size"] / train_seconds),
+            "checkpoints": rows,
+        },
+        args.json,
+    )
     return 0
 
 

@@ -14,9 +14,9 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
@@ -43,8 +43,13 @@ def machine() -> dict:
             memory_gib = round(int(f.readline().split()[1]) / 2**20, 1)
     except (OSError, ValueError, IndexError):
         pass
-    return {"cpu": model, "cpus": len(os.sched_getaffinity(0)), "memory_gib": memory_gib,
-            "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "cpu": model,
+        "cpus": len(os.sched_getaffinity(0)),
+        "memory_gib": memory_gib,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def print_table(title: str, rows: Sequence[Sequence], headers: Sequence[str]) -> None:
@@ -53,8 +58,10 @@ def print_table(title: str, rows: Sequence[Sequence], headers: Sequence[str]) ->
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     print(f"\n{title}")
     for n, row in enumerate(cells):
-        print("  " + "  ".join(v.rjust(w) if n and _numeric(v) else v.ljust(w)
-                               for v, w in zip(row, widths)).rstrip())
+        print(
+            "  "
+            + "  ".join(v.rjust(w) if n and _numeric(v) else v.ljust(w) for v, w in zip(row, widths)).rstrip()
+        )
         if n == 0:
             print("  " + "  ".join("-" * w for w in widths))
 
@@ -67,15 +74,18 @@ def _numeric(text: str) -> bool:
         return False
 
 
-def write_json(name: str, figures: dict, path: Optional[str] = None) -> Path:
+def write_json(name: str, figures: dict, path: str | None = None) -> Path:
     """Writes {"benchmark", "date", "machine", "command", **figures} to `path` (default
     benchmarks/results/<name>.json); returns the path."""
     target = Path(path) if path else RESULTS_DIR / f"{name}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
-    record = {"benchmark": name,
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-              **figures}
+    record = {
+        "benchmark": name,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        **figures,
+    }
     target.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nfigures written to {target}")
     return target
@@ -94,8 +104,15 @@ def run_pipeline(pipeline_root: str, extra: Iterable[str] = ()) -> PipelineRun:
     and start-up are its own, as for a user). Raises RuntimeError when it fails."""
     summary_path = Path(pipeline_root) / "bench_summary.json"
     Path(pipeline_root).mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, str(PROJECT_ROOT / "run_local.py"), "--pipeline-root", pipeline_root,
-               "--summary-json", str(summary_path), *extra]
+    command = [
+        sys.executable,
+        str(PROJECT_ROOT / "run_local.py"),
+        "--pipeline-root",
+        pipeline_root,
+        "--summary-json",
+        str(summary_path),
+        *extra,
+    ]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=PROJECT_ROOT)
     wall = time.perf_counter() - started

@@ -23,14 +23,26 @@ def settings(params) -> dict:
     hparams = dict(params.get("hparams") or {})
     unknown = sorted(set(hparams) - set(DEFAULTS))
     if unknown:
-        raise ValueError(f"models/keras_cnn.py: unknown trainer.hparams {unknown} (known: {sorted(DEFAULTS)})")
+        raise ValueError(
+            f"models/keras_cnn.py: unknown trainer.hparams {unknown} (known: {sorted(DEFAULTS)})"
+        )
     hp = {**DEFAULTS, **hparams}
-    if not hp["filters"] or not all(isinstance(f, int) and f >= 1 for f in hp["filters"]) or len(hp["filters"]) > 4:
-        raise ValueError(f"models/keras_cnn.py: trainer.hparams.filters must be 1 to 4 integers >= 1, got {hp['filters']!r}")
+    if (
+        not hp["filters"]
+        or not all(isinstance(f, int) and f >= 1 for f in hp["filters"])
+        or len(hp["filters"]) > 4
+    ):
+        raise ValueError(
+            f"models/keras_cnn.py: trainer.hparams.filters must be 1 to 4 integers >= 1, got {hp['filters']!r}"
+        )
     if not isinstance(hp["dense_units"], int) or hp["dense_units"] < 1:
-        raise ValueError(f"models/keras_cnn.py: trainer.hparams.dense_units must be an integer >= 1, got {hp['dense_units']!r}")
+        raise ValueError(
+            f"models/keras_cnn.py: trainer.hparams.dense_units must be an integer >= 1, got {hp['dense_units']!r}"
+        )
     if not 0 <= hp["dropout_rate"] < 1:
-        raise ValueError(f"models/keras_cnn.py: trainer.hparams.dropout_rate must be in [0, 1), got {hp['dropout_rate']!r}")
+        raise ValueError(
+            f"models/keras_cnn.py: trainer.hparams.dropout_rate must be in [0, 1), got {hp['dropout_rate']!r}"
+        )
     return hp
 
 
@@ -39,11 +51,15 @@ def keras_model(params) -> tf.keras.Model:
     hp = settings(params)
     layers = []
     for filters in hp["filters"]:
-        layers += [tf.keras.layers.Conv2D(filters, 3, padding="same", activation="relu"),
-                   tf.keras.layers.MaxPool2D(2)]
-    layers += [tf.keras.layers.Flatten(),
-               tf.keras.layers.Dense(hp["dense_units"], activation="relu"),
-               tf.keras.layers.Dropout(hp["dropout_rate"]),
-               # float32 logits under a mixed policy: the softmax and loss keep full precision.
-               tf.keras.layers.Dense(10, dtype="float32")]
+        layers += [
+            tf.keras.layers.Conv2D(filters, 3, padding="same", activation="relu"),
+            tf.keras.layers.MaxPool2D(2),
+        ]
+    layers += [
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(hp["dense_units"], activation="relu"),
+        tf.keras.layers.Dropout(hp["dropout_rate"]),
+        # float32 logits under a mixed policy: the softmax and loss keep full precision.
+        tf.keras.layers.Dense(10, dtype="float32"),
+    ]
     return tf.keras.Sequential(layers, name="keras_cnn")

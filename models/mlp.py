@@ -23,18 +23,25 @@ def settings(params) -> dict:
         raise ValueError(f"models/mlp.py: unknown trainer.hparams {unknown} (known: {sorted(DEFAULTS)})")
     hp = {**DEFAULTS, **hparams}
     if not isinstance(hp["hidden_units"], int) or hp["hidden_units"] < 1:
-        raise ValueError(f"models/mlp.py: trainer.hparams.hidden_units must be an integer >= 1, got {hp['hidden_units']!r}")
+        raise ValueError(
+            f"models/mlp.py: trainer.hparams.hidden_units must be an integer >= 1, got {hp['hidden_units']!r}"
+        )
     if not 0 <= hp["dropout_rate"] < 1:
-        raise ValueError(f"models/mlp.py: trainer.hparams.dropout_rate must be in [0, 1), got {hp['dropout_rate']!r}")
+        raise ValueError(
+            f"models/mlp.py: trainer.hparams.dropout_rate must be in [0, 1), got {hp['dropout_rate']!r}"
+        )
     return hp
 
 
 def keras_model(params) -> tf.keras.Model:
     """The network for `params` (the trainer's params; only "hparams" is read here)."""
     hp = settings(params)
-    return tf.keras.Sequential([
-        tf.keras.layers.Flatten(),
-        tf.keras.layers.Dense(hp["hidden_units"], activation="relu"),
-        tf.keras.layers.Dropout(hp["dropout_rate"]),
-        tf.keras.layers.Dense(10, dtype="float32"),
-    ], name="mlp")
+    return tf.keras.Sequential(
+        [
+            tf.keras.layers.Flatten(),
+            tf.keras.layers.Dense(hp["hidden_units"], activation="relu"),
+            tf.keras.layers.Dropout(hp["dropout_rate"]),
+            tf.keras.layers.Dense(10, dtype="float32"),
+        ],
+        name="mlp",
+    )

@@ -21,7 +21,7 @@ import json
 import logging
 import sys
 import traceback
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from pipeline.core.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, PipelineError
 from pipeline.factory import STEP_NAMES
@@ -33,16 +33,25 @@ COMMANDS = ("run", "rollback", "runs", "status", "download", "predict", "report"
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE",
-                        help="TOML or JSON config file overriding the defaults in pipeline/config.py; "
-                             "unknown keys are rejected")
-    parser.add_argument("--pipeline-root", metavar="DIR",
-                        help="where artifacts, metadata.sqlite and runs/ go (default: ./pipeline_output)")
-    parser.add_argument("--serving-dir", metavar="DIR",
-                        help="where blessed models are published as <DIR>/<version>/ "
-                             "(default: <pipeline-root>/serving)")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="debug logs, including TensorFlow's and Beam's own")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML or JSON config file overriding the defaults in pipeline/config.py; "
+        "unknown keys are rejected",
+    )
+    parser.add_argument(
+        "--pipeline-root",
+        metavar="DIR",
+        help="where artifacts, metadata.sqlite and runs/ go (default: ./pipeline_output)",
+    )
+    parser.add_argument(
+        "--serving-dir",
+        metavar="DIR",
+        help="where blessed models are published as <DIR>/<version>/ (default: <pipeline-root>/serving)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logs, including TensorFlow's and Beam's own"
+    )
 
 
 def build_run_parser() -> argparse.ArgumentParser:
@@ -50,25 +59,45 @@ def build_run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_local.py",
         description="Run the MNIST pipeline (ExampleGen, StatisticsGen, SchemaGen, ExampleValidator, "
-                    "Trainer, Evaluator, Pusher) with Apache Beam's DirectRunner by default. "
-                    f"Other commands: {', '.join(COMMANDS[1:])} (run_local.py COMMAND --help).",
+        "Trainer, Evaluator, Pusher) with Apache Beam's DirectRunner by default. "
+        f"Other commands: {', '.join(COMMANDS[1:])} (run_local.py COMMAND --help).",
         epilog="Exit status: 0 completed, 1 failure, 2 bad usage or configuration, "
-               "3 stopped by the data validation gate, 4 another run holds the pipeline root.")
+        "3 stopped by the data validation gate, 4 another run holds the pipeline root.",
+    )
     _add_common(parser)
-    parser.add_argument("--data-root", metavar="DIR",
-                        help="folder with the four MNIST IDX .gz files, or span-N/ subfolders of them "
-                             "(default: the MNIST shipped in data/mnist)")
-    parser.add_argument("--from", dest="from_step", choices=STEP_NAMES, metavar="STEP",
-                        help=f"start at STEP, reusing the latest outputs of earlier steps ({', '.join(STEP_NAMES)})")
-    parser.add_argument("--to", dest="to_step", choices=STEP_NAMES, metavar="STEP",
-                        help="stop after STEP")
-    parser.add_argument("--summary-json", metavar="FILE",
-                        help="also write the run summary here (it always goes to <pipeline-root>/runs/<run_id>/summary.json)")
-    parser.add_argument("--beam-arg", action="append", default=[], metavar="OPTION",
-                        help="an Apache Beam pipeline option passed through unchanged, e.g. "
-                             "--beam-arg=--direct_running_mode=multi_processing; repeatable")
-    parser.add_argument("--train-steps", type=int, metavar="N",
-                        help="override trainer.train_steps (the training budget), for quick runs")
+    parser.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="folder with the four MNIST IDX .gz files, or span-N/ subfolders of them "
+        "(default: the MNIST shipped in data/mnist)",
+    )
+    parser.add_argument(
+        "--from",
+        dest="from_step",
+        choices=STEP_NAMES,
+        metavar="STEP",
+        help=f"start at STEP, reusing the latest outputs of earlier steps ({', '.join(STEP_NAMES)})",
+    )
+    parser.add_argument("--to", dest="to_step", choices=STEP_NAMES, metavar="STEP", help="stop after STEP")
+    parser.add_argument(
+        "--summary-json",
+        metavar="FILE",
+        help="also write the run summary here (it always goes to <pipeline-root>/runs/<run_id>/summary.json)",
+    )
+    parser.add_argument(
+        "--beam-arg",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="an Apache Beam pipeline option passed through unchanged, e.g. "
+        "--beam-arg=--direct_running_mode=multi_processing; repeatable",
+    )
+    parser.add_argument(
+        "--train-steps",
+        type=int,
+        metavar="N",
+        help="override trainer.train_steps (the training budget), for quick runs",
+    )
     parser.add_argument("--span", type=int, metavar="N", help="use span N instead of the newest")
     return parser
 
@@ -81,7 +110,9 @@ def _overrides(args: argparse.Namespace) -> dict:
     if args.pipeline_root:
         overrides["pipeline_root"] = check_local_path("--pipeline-root", args.pipeline_root)
     if args.serving_dir:
-        overrides.setdefault("pusher", {})["serving_dir"] = check_local_path("--serving-dir", args.serving_dir)
+        overrides.setdefault("pusher", {})["serving_dir"] = check_local_path(
+            "--serving-dir", args.serving_dir
+        )
     if getattr(args, "data_root", None):
         overrides.setdefault("data", {})["data_root"] = check_local_path("--data-root", args.data_root)
     if getattr(args, "span", None) is not None:
@@ -110,32 +141,44 @@ def load(args: argparse.Namespace):
 def cmd_run(argv: Sequence[str]) -> int:
     args = build_run_parser().parse_args(argv)
     configure_logging(args.verbose)
-    from pipeline.factory import create_pipeline
     from pipeline.core.runner import run_pipeline
+    from pipeline.factory import create_pipeline
 
     config = load(args)
     pipeline = create_pipeline(config)
     result = run_pipeline(pipeline, args.from_step, args.to_step, args.summary_json)
     states = ", ".join(f"{name}={step['state']}" for name, step in result.summary["steps"].items())
-    log.info("run %s %s (exit %d): %s", result.summary["run_id"], result.summary["status"],
-             result.exit_code, states)
+    log.info(
+        "run %s %s (exit %d): %s",
+        result.summary["run_id"],
+        result.summary["status"],
+        result.exit_code,
+        states,
+    )
     if result.exit_code != 0:
         print(f"error: {result.summary.get('message')}", file=sys.stderr)
     push = result.summary.get("push")
     if push:
-        log.info("push: %s", "version %s" % push.get("version") if push.get("pushed") else
-                 f"not pushed ({push.get('reason')})")
+        log.info(
+            "push: %s",
+            f"version {push.get('version')}" if push.get("pushed") else f"not pushed ({push.get('reason')})",
+        )
     log.info("summary: %s", result.summary_path)
     return result.exit_code
 
 
 def cmd_rollback(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="run_local.py rollback",
-                                     description="Re-publish an earlier serving version as the newest "
-                                                 "version (recorded in ML Metadata).")
+    parser = argparse.ArgumentParser(
+        prog="run_local.py rollback",
+        description="Re-publish an earlier serving version as the newest version (recorded in ML Metadata).",
+    )
     _add_common(parser)
-    parser.add_argument("--to-version", type=int, metavar="N",
-                        help="the version to re-publish (default: the one before the newest)")
+    parser.add_argument(
+        "--to-version",
+        type=int,
+        metavar="N",
+        help="the version to re-publish (default: the one before the newest)",
+    )
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
     from pipeline.operations import rollback
@@ -146,8 +189,9 @@ def cmd_rollback(argv: Sequence[str]) -> int:
 
 
 def cmd_runs(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="run_local.py runs",
-                                     description="List past runs: outcome, spans, steps run, push.")
+    parser = argparse.ArgumentParser(
+        prog="run_local.py runs", description="List past runs: outcome, spans, steps run, push."
+    )
     _add_common(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
@@ -160,14 +204,17 @@ def cmd_runs(argv: Sequence[str]) -> int:
         return 0
     print(f"{'run id':<26} {'status':<10} {'exit':>4}  {'spans':<8} {'ran':>3} {'cached':>6}  push")
     for run in runs:
-        print(f"{run['run_id']:<26} {run['status']:<10} {run['exit_code']:>4}  "
-              f"{','.join(map(str, run['spans'])):<8} {run['ran']:>3} {run['cached']:>6}  {run['push']}")
+        print(
+            f"{run['run_id']:<26} {run['status']:<10} {run['exit_code']:>4}  "
+            f"{','.join(map(str, run['spans'])):<8} {run['ran']:>3} {run['cached']:>6}  {run['push']}"
+        )
     return 0
 
 
 def cmd_status(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="run_local.py status",
-                                     description="What is serving now and where it came from.")
+    parser = argparse.ArgumentParser(
+        prog="run_local.py status", description="What is serving now and where it came from."
+    )
     _add_common(parser)
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
@@ -187,30 +234,53 @@ def cmd_predict(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="run_local.py predict",
         description="Classify digits with the model serving now (the newest version in the serving "
-                    "dir), after checking its files against the digest recorded for its push in ML "
-                    "Metadata. Prints one line per digit: FILE[INDEX] -> DIGIT (CONFIDENCE).",
+        "dir), after checking its files against the digest recorded for its push in ML "
+        "Metadata. Prints one line per digit: FILE[INDEX] -> DIGIT (CONFIDENCE).",
         epilog="PNG: any size or mode; MNIST digits are white on black, so an image brighter than "
-               "mid-gray on average is inverted (--invert auto, noted on its line); images that are "
-               "not 28x28 are cropped to the ink, scaled to fit 20x20 and centred like MNIST's. "
-               "IDX: a gzip images file (magic 0x803), one line per record.")
+        "mid-gray on average is inverted (--invert auto, noted on its line); images that are "
+        "not 28x28 are cropped to the ink, scaled to fit 20x20 and centred like MNIST's. "
+        "IDX: a gzip images file (magic 0x803), one line per record.",
+    )
     _add_common(parser)
-    parser.add_argument("files", nargs="+", metavar="FILE",
-                        help="PNG images or gzip IDX images files (e.g. t10k-images-idx3-ubyte.gz)")
-    parser.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
-                        help="invert to white-on-black: auto (when the mean is bright), yes, no")
-    parser.add_argument("--allow-unverified", action="store_true",
-                        help="load a served version that has no push record in ML Metadata")
+    parser.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="PNG images or gzip IDX images files (e.g. t10k-images-idx3-ubyte.gz)",
+    )
+    parser.add_argument(
+        "--invert",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="invert to white-on-black: auto (when the mean is bright), yes, no",
+    )
+    parser.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="load a served version that has no push record in ML Metadata",
+    )
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
     from pipeline.metadata_settings import store_settings
     from pipeline.predict import predict_files
 
     config = load(args)
-    served, predictions = predict_files(args.files, config.serving_dir, config.pipeline_root,
-                                        args.invert, args.allow_unverified, store_settings(config))
-    log.info("model: serving version %d at %s (%s)", served.version, served.path,
-             f"verified: digest {served.digest[:12]}... of model id {served.model_id}" if served.verified
-             else "UNVERIFIED")
+    served, predictions = predict_files(
+        args.files,
+        config.serving_dir,
+        config.pipeline_root,
+        args.invert,
+        args.allow_unverified,
+        store_settings(config),
+    )
+    log.info(
+        "model: serving version %d at %s (%s)",
+        served.version,
+        served.path,
+        f"verified: digest {served.digest[:12]}... of model id {served.model_id}"
+        if served.verified
+        else "UNVERIFIED",
+    )
     for prediction in predictions:
         print(prediction.line())
     return 0
@@ -220,7 +290,8 @@ def cmd_report(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="run_local.py report",
         description="(Re)build <pipeline-root>/runs/RUN_ID/report.html from the run's summary.json "
-                    "and artifacts (it only reads them: no model is loaded).")
+        "and artifacts (it only reads them: no model is loaded).",
+    )
     _add_common(parser)
     parser.add_argument("run_id", nargs="?", metavar="RUN_ID", help="default: the newest run")
     args = parser.parse_args(argv)
@@ -235,19 +306,36 @@ def cmd_compare(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="run_local.py compare",
         description="Train the model of each config (its [trainer] module_file) on the same data, "
-                    "up to the evaluator (nothing is pushed), all on one pipeline root, and write one "
-                    "HTML page comparing them pairwise on the same test digits with the gate's paired "
-                    "statistics (McNemar, Newcombe interval, Holm over the digit slices).",
+        "up to the evaluator (nothing is pushed), all on one pipeline root, and write one "
+        "HTML page comparing them pairwise on the same test digits with the gate's paired "
+        "statistics (McNemar, Newcombe interval, Holm over the digit slices).",
         epilog="The configs must agree on data.* and evaluator.max_examples; the page goes to "
-               "<pipeline-root>/comparisons/<id>/comparison.html (and comparison.json).")
-    parser.add_argument("--config", action="append", required=True, metavar="FILE", dest="configs",
-                        help="a config file (TOML or JSON) naming one model; give two or more")
-    parser.add_argument("--pipeline-root", metavar="DIR",
-                        help="the root all models share (default: the configs' pipeline_root)")
+        "<pipeline-root>/comparisons/<id>/comparison.html (and comparison.json).",
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        required=True,
+        metavar="FILE",
+        dest="configs",
+        help="a config file (TOML or JSON) naming one model; give two or more",
+    )
+    parser.add_argument(
+        "--pipeline-root",
+        metavar="DIR",
+        help="the root all models share (default: the configs' pipeline_root)",
+    )
     parser.add_argument("--data-root", metavar="DIR", help="the raw data, for every config")
-    parser.add_argument("--train-steps", type=int, metavar="N", help="override trainer.train_steps for every config")
-    parser.add_argument("--beam-arg", action="append", default=[], metavar="OPTION",
-                        help="an Apache Beam pipeline option passed through unchanged; repeatable")
+    parser.add_argument(
+        "--train-steps", type=int, metavar="N", help="override trainer.train_steps for every config"
+    )
+    parser.add_argument(
+        "--beam-arg",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="an Apache Beam pipeline option passed through unchanged; repeatable",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     parser.set_defaults(serving_dir=None)  # nothing is pushed: no serving folder to name
     args = parser.parse_args(argv)
@@ -259,37 +347,50 @@ def cmd_compare(argv: Sequence[str]) -> int:
 
 
 def cmd_metadata(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="run_local.py metadata",
-                                     description="Look after the ML Metadata store (metadata.sqlite).")
+    parser = argparse.ArgumentParser(
+        prog="run_local.py metadata", description="Look after the ML Metadata store (metadata.sqlite)."
+    )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     restore = actions.add_parser(
-        "restore", help="put the latest good backup of the store in place",
+        "restore",
+        help="put the latest good backup of the store in place",
         description="Replace <pipeline-root>/metadata.sqlite with its backup metadata.sqlite.backup "
-                    "(written after every completed run), keeping the replaced file as "
-                    "metadata.sqlite.damaged-<UTC time>. Refused while a run holds the pipeline root "
-                    "(exit 4), and when the backup is missing or damaged too (exit 1).")
+        "(written after every completed run), keeping the replaced file as "
+        "metadata.sqlite.damaged-<UTC time>. Refused while a run holds the pipeline root "
+        "(exit 4), and when the backup is missing or damaged too (exit 1).",
+    )
     _add_common(restore)
-    restore.add_argument("--force", action="store_true",
-                         help="replace the store even when it passes its integrity check")
+    restore.add_argument(
+        "--force", action="store_true", help="replace the store even when it passes its integrity check"
+    )
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
     from pipeline.operations import restore_metadata
 
     store, kept = restore_metadata(load(args), args.force)
-    log.info("restored %s from its backup%s", store,
-             f"; the file it replaced is kept as {kept}" if kept else "")
+    log.info(
+        "restored %s from its backup%s", store, f"; the file it replaced is kept as {kept}" if kept else ""
+    )
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in COMMANDS else "run"
     if argv and argv[0] == command:
         argv = argv[1:]
-    handler = {"run": cmd_run, "rollback": cmd_rollback, "runs": cmd_runs, "status": cmd_status,
-               "download": cmd_download, "predict": cmd_predict, "report": cmd_report,
-               "metadata": cmd_metadata, "compare": cmd_compare}[command]
+    handler = {
+        "run": cmd_run,
+        "rollback": cmd_rollback,
+        "runs": cmd_runs,
+        "status": cmd_status,
+        "download": cmd_download,
+        "predict": cmd_predict,
+        "report": cmd_report,
+        "metadata": cmd_metadata,
+        "compare": cmd_compare,
+    }[command]
     try:
         return handler(argv)
     except PipelineError as e:

@@ -28,8 +28,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -84,18 +84,24 @@ def load_entries(config_files: Sequence[str], overrides: Mapping) -> list:
     first = entries[0]
     for entry in entries[1:]:
         if entry.config.pipeline_root != first.config.pipeline_root:
-            raise ConfigError(f"compare: {entry.config_file} has pipeline_root {entry.config.pipeline_root}, "
-                              f"{first.config_file} {first.config.pipeline_root}; the models must share "
-                              "one root (pass --pipeline-root)")
+            raise ConfigError(
+                f"compare: {entry.config_file} has pipeline_root {entry.config.pipeline_root}, "
+                f"{first.config_file} {first.config.pipeline_root}; the models must share "
+                "one root (pass --pipeline-root)"
+            )
         for key, value in dataclasses.asdict(entry.config.data).items():
             if value != getattr(first.config.data, key):
-                raise ConfigError(f"compare: {entry.config_file} sets data.{key} = {value!r}, "
-                                  f"{first.config_file} {getattr(first.config.data, key)!r}: the models "
-                                  "must be trained and tested on the same data")
+                raise ConfigError(
+                    f"compare: {entry.config_file} sets data.{key} = {value!r}, "
+                    f"{first.config_file} {getattr(first.config.data, key)!r}: the models "
+                    "must be trained and tested on the same data"
+                )
         if entry.config.evaluator.max_examples != first.config.evaluator.max_examples:
-            raise ConfigError(f"compare: {entry.config_file} sets evaluator.max_examples = "
-                              f"{entry.config.evaluator.max_examples!r}, {first.config_file} "
-                              f"{first.config.evaluator.max_examples!r}: the models must be tested on the same digits")
+            raise ConfigError(
+                f"compare: {entry.config_file} sets evaluator.max_examples = "
+                f"{entry.config.evaluator.max_examples!r}, {first.config_file} "
+                f"{first.config.evaluator.max_examples!r}: the models must be tested on the same digits"
+            )
     return entries
 
 
@@ -115,8 +121,11 @@ def run_entries(entries: Sequence[Entry], beam_args: Sequence[str] = ()) -> list
         log.info("compare: %s (%s): running up to the evaluator", entry.name, entry.config_file)
         result = run_pipeline(create_pipeline(config), to_step="evaluator")
         if result.exit_code != 0:
-            raise ComparedRunFailed(f"compare: {entry.config_file}: run {result.summary['run_id']} failed: "
-                                    f"{result.summary.get('message')}", result.exit_code)
+            raise ComparedRunFailed(
+                f"compare: {entry.config_file}: run {result.summary['run_id']} failed: "
+                f"{result.summary.get('message')}",
+                result.exit_code,
+            )
         summaries.append(result.summary)
     return summaries
 
@@ -140,17 +149,30 @@ def _model_record(entry: Entry, summary: dict, outcomes: dict, alpha: float) -> 
         rows = labels == digit
         per_label[f"{evaluation_format.LABEL}={digit}"] = float(correct[rows].mean()) if rows.any() else None
     return {
-        "name": entry.name, "config_file": os.path.abspath(entry.config_file),
-        "module_file": module.get("path"), "module_sha256": module.get("sha256"),
-        "entry_point": module.get("entry_point"), "hparams": entry.config.trainer.hparams,
-        "run_id": summary["run_id"], "report": summary.get("report"),
+        "name": entry.name,
+        "config_file": os.path.abspath(entry.config_file),
+        "module_file": module.get("path"),
+        "module_sha256": module.get("sha256"),
+        "entry_point": module.get("entry_point"),
+        "hparams": entry.config.trainer.hparams,
+        "run_id": summary["run_id"],
+        "report": summary.get("report"),
         "model": _output(summary, "trainer", "model"),
-        "n": int(correct.size), "correct": int(correct.sum()),
+        "n": int(correct.size),
+        "correct": int(correct.sum()),
         "accuracy": float(correct.mean()) if correct.size else None,
         "accuracy_ci": list(wilson_interval(int(correct.sum()), int(correct.size), alpha)),
         "accuracy_by_label": per_label,
-        "training": {key: trainer.get(key) for key in (
-            "steps_trained", "best_eval_accuracy", "train_seconds", "train_examples_per_sec", "stopped_early")},
+        "training": {
+            key: trainer.get(key)
+            for key in (
+                "steps_trained",
+                "best_eval_accuracy",
+                "train_seconds",
+                "train_examples_per_sec",
+                "stopped_early",
+            )
+        },
     }
 
 
@@ -163,11 +185,21 @@ def paired_comparison(a_correct, b_correct, labels, alpha: float) -> list:
     """
     from components.evaluator import paired_stats
 
-    tables = paired_stats.tables_by_slice(a_correct, b_correct, {evaluation_format.LABEL: labels},
-                                          required={evaluation_format.LABEL: range(NUM_CLASSES)})
-    overall = paired_stats.compare(evaluation_format.OVERALL_SLICE, tables[evaluation_format.OVERALL_SLICE], alpha)
-    p_values = [paired_stats.mcnemar_exact_p(tables[s].candidate_only, tables[s].baseline_only)
-                if tables[s].n else float("nan") for s in LABEL_SLICES]
+    tables = paired_stats.tables_by_slice(
+        a_correct,
+        b_correct,
+        {evaluation_format.LABEL: labels},
+        required={evaluation_format.LABEL: range(NUM_CLASSES)},
+    )
+    overall = paired_stats.compare(
+        evaluation_format.OVERALL_SLICE, tables[evaluation_format.OVERALL_SLICE], alpha
+    )
+    p_values = [
+        paired_stats.mcnemar_exact_p(tables[s].candidate_only, tables[s].baseline_only)
+        if tables[s].n
+        else float("nan")
+        for s in LABEL_SLICES
+    ]
     levels = paired_stats.holm_adjusted_alphas(p_values, alpha)
     slices = [paired_stats.compare(s, tables[s], level) for s, level in zip(LABEL_SLICES, levels)]
     return [c.to_json() for c in [overall, *slices]]
@@ -179,9 +211,11 @@ def verdict(a: str, b: str, overall: dict) -> str:
     level = f"{100 * (1 - overall['alpha']):g}%"
     if overall.get("n", 0) == 0 or low is None or high is None:
         return f"{a} vs {b}: no test digits to compare on"
-    facts = (f"difference {overall['difference']:+.4f} ({level} CI {low:+.4f} to {high:+.4f}, "
-             f"McNemar p = {overall['p_value']:.2g}; {overall['candidate_only']} digits only {a} got right, "
-             f"{overall['baseline_only']} only {b})")
+    facts = (
+        f"difference {overall['difference']:+.4f} ({level} CI {low:+.4f} to {high:+.4f}, "
+        f"McNemar p = {overall['p_value']:.2g}; {overall['candidate_only']} digits only {a} got right, "
+        f"{overall['baseline_only']} only {b})"
+    )
     if low > 0:
         return f"{a} is more accurate than {b}: {facts}."
     if high < 0:
@@ -198,26 +232,46 @@ def build_comparison(entries: Sequence[Entry], summaries: Sequence[dict]) -> dic
     alpha = entries[0].config.evaluator.alpha
     examples = {_output(s, "example_gen", "examples") for s in summaries}
     if len(examples) != 1:
-        raise InputDataError(f"compare: the runs read different Examples artifacts ({', '.join(sorted(examples))}); "
-                             "their test digits cannot be paired")
+        raise InputDataError(
+            f"compare: the runs read different Examples artifacts ({', '.join(sorted(examples))}); "
+            "their test digits cannot be paired"
+        )
     outcomes = [evaluation_format.read_outcomes(_output(s, "evaluator", "evaluation")) for s in summaries]
     labels = outcomes[0][evaluation_format.LABEL]
     for entry, other in zip(entries[1:], outcomes[1:]):
         if not np.array_equal(other[evaluation_format.LABEL], labels):
-            raise InputDataError(f"compare: {entry.config_file}: its evaluation's outcomes are not the same "
-                                 "test digits in the same order as the first config's")
+            raise InputDataError(
+                f"compare: {entry.config_file}: its evaluation's outcomes are not the same "
+                "test digits in the same order as the first config's"
+            )
     models = [_model_record(e, s, o, alpha) for e, s, o in zip(entries, summaries, outcomes)]
     pairs = []
     for i in range(len(entries)):
         for j in range(i + 1, len(entries)):
-            comparisons = paired_comparison(outcomes[i][evaluation_format.CANDIDATE_CORRECT],
-                                            outcomes[j][evaluation_format.CANDIDATE_CORRECT], labels, alpha)
-            pairs.append({"a": entries[i].name, "b": entries[j].name, "comparisons": comparisons,
-                          "verdict": verdict(entries[i].name, entries[j].name, comparisons[0])})
+            comparisons = paired_comparison(
+                outcomes[i][evaluation_format.CANDIDATE_CORRECT],
+                outcomes[j][evaluation_format.CANDIDATE_CORRECT],
+                labels,
+                alpha,
+            )
+            pairs.append(
+                {
+                    "a": entries[i].name,
+                    "b": entries[j].name,
+                    "comparisons": comparisons,
+                    "verdict": verdict(entries[i].name, entries[j].name, comparisons[0]),
+                }
+            )
     first = summaries[0]
-    return {"pipeline_root": entries[0].config.pipeline_root, "alpha": alpha,
-            "data": first.get("data"), "examples": examples.pop(), "test_digits": int(labels.size),
-            "models": models, "pairs": pairs}
+    return {
+        "pipeline_root": entries[0].config.pipeline_root,
+        "alpha": alpha,
+        "data": first.get("data"),
+        "examples": examples.pop(),
+        "test_digits": int(labels.size),
+        "models": models,
+        "pairs": pairs,
+    }
 
 
 def write_comparison(comparison: dict, out_dir: str) -> str:
@@ -230,8 +284,12 @@ def write_comparison(comparison: dict, out_dir: str) -> str:
     return path
 
 
-def compare(config_files: Sequence[str], overrides: Mapping, beam_args: Sequence[str] = (),
-            comparison_id: Optional[str] = None) -> str:
+def compare(
+    config_files: Sequence[str],
+    overrides: Mapping,
+    beam_args: Sequence[str] = (),
+    comparison_id: str | None = None,
+) -> str:
     """Runs the configs (`load_entries`, `run_entries`), compares them and writes the page
     under `<pipeline_root>/comparisons/<comparison_id>/`; returns the page's path.
 

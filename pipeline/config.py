@@ -15,9 +15,10 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from pipeline.core.errors import ConfigError
 from pipeline.formats.blessing import PROMOTION_POLICIES
@@ -37,7 +38,7 @@ class DataConfig:
 
     data_root: str = str(DEFAULT_DATA_ROOT)
     # None: the newest span-N/ folder (or the flat folder when there are no spans).
-    span: Optional[int] = None
+    span: int | None = None
     # How many of the newest spans to train on together (1 = the newest span only).
     window_spans: int = 1
     # Eval split = examples whose hash falls into 1 of `eval_hash_buckets` buckets.
@@ -121,7 +122,7 @@ class TrainerConfig:
     # Evaluate on the eval split (and checkpoint) every this many steps.
     eval_every_steps: int = 1000
     # Examples of the eval split used by each periodic evaluation (None = all).
-    eval_examples: Optional[int] = None
+    eval_examples: int | None = None
     # Stop when eval accuracy has not improved for this many evaluations in a row (0 = never:
     # the default, as the cosine schedule is planned to its end; early stopping suits a
     # constant learning rate).
@@ -148,23 +149,23 @@ class EvaluatorConfig:
     """The promotion gate. Every threshold that is set must pass; none set means no blessing."""
 
     # Absolute floor on overall accuracy; applies on every run, also the first.
-    accuracy_floor: Optional[float] = 0.95
+    accuracy_floor: float | None = 0.95
     # How the candidate must compare with the serving model on the same test digits (paired
     # interval of the accuracy difference at level 1 - alpha): "superiority" = its lower bound
     # above min_gain; "non_inferiority" = its lower bound above -non_inferiority_margin.
     promotion_policy: str = "superiority"
     alpha: float = 0.05
     # Under superiority: how much better, with confidence 1 - alpha (0.0 = "better at all").
-    min_gain: Optional[float] = 0.0
+    min_gain: float | None = 0.0
     # Under non_inferiority: the largest accuracy loss the team accepts for fresh data.
     non_inferiority_margin: float = 0.005
     # No per-label slice may fall below this accuracy.
-    slice_accuracy_floor: Optional[float] = 0.90
+    slice_accuracy_floor: float | None = 0.90
     # No per-label slice may be significantly worse than the serving model by more than this
     # (Holm-adjusted over the ten label slices).
-    slice_max_regression: Optional[float] = 0.02
+    slice_max_regression: float | None = 0.02
     # Examples of the test split to evaluate on (None = all).
-    max_examples: Optional[int] = None
+    max_examples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,7 @@ def _check_value(where: str, value: Any, annotation: Any) -> Any:
 def _plain_table(where: str, table: Mapping[str, Any]) -> dict:
     """A copy of `table` holding only JSON values (it becomes part of the cache key and of the
     run's config.json); ConfigError naming the first key that holds anything else."""
+
     def plain(path: str, value: Any) -> Any:
         if isinstance(value, Mapping):
             return {str(k): plain(f"{path}.{k}", v) for k, v in value.items()}
@@ -266,8 +268,9 @@ def _plain_table(where: str, table: Mapping[str, Any]) -> dict:
             return [plain(f"{path}[{i}]", v) for i, v in enumerate(value)]
         if value is None or isinstance(value, (str, int, float, bool)):
             return value
-        raise ConfigError(f"config key {path}: expected a string, number, boolean, list or table, "
-                          f"got {value!r}")
+        raise ConfigError(
+            f"config key {path}: expected a string, number, boolean, list or table, got {value!r}"
+        )
 
     return plain(where, table)
 
@@ -282,8 +285,10 @@ def _merge(where: str, current: Any, overrides: Mapping[str, Any]) -> Any:
     for key, value in overrides.items():
         path = f"{where}.{key}" if where else key
         if path == "metadata.password":  # say where it goes, and never echo its value
-            raise ConfigError(f"config key metadata.password: a password is never read from a config file; "
-                              f"set the environment variable {MYSQL_PASSWORD_ENV}")
+            raise ConfigError(
+                f"config key metadata.password: a password is never read from a config file; "
+                f"set the environment variable {MYSQL_PASSWORD_ENV}"
+            )
         if key not in known:
             raise ConfigError(f"unknown config key {path!r} (known: {', '.join(sorted(known))})")
         if dataclasses.is_dataclass(getattr(current, key)):
@@ -304,10 +309,12 @@ def read_config_file(path: str) -> dict:
             return json.loads(raw)
         return tomllib.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {path} is not valid {'JSON' if path.endswith('.json') else 'TOML'}: {e}") from e
+        raise ConfigError(
+            f"config file {path} is not valid {'JSON' if path.endswith('.json') else 'TOML'}: {e}"
+        ) from e
 
 
-def load_config(config_file: Optional[str] = None, overrides: Optional[Mapping[str, Any]] = None) -> PipelineConfig:
+def load_config(config_file: str | None = None, overrides: Mapping[str, Any] | None = None) -> PipelineConfig:
     """Builds the config: code defaults, then `config_file`, then `overrides` (nested dicts).
 
     Raises ConfigError on unknown keys, wrong types or values out of range.
@@ -332,15 +339,24 @@ def validate_config(config: PipelineConfig) -> None:
     require(config.data.eval_hash_buckets >= 2, "data.eval_hash_buckets", "must be >= 2")
     require(config.data.num_shards >= 1, "data.num_shards", "must be >= 1")
     edges = config.data.ink_density_edges
-    require(all(isinstance(e, (int, float)) for e in edges) and list(edges) == sorted(edges),
-            "data.ink_density_edges", "must be increasing numbers")
+    require(
+        all(isinstance(e, (int, float)) for e in edges) and list(edges) == sorted(edges),
+        "data.ink_density_edges",
+        "must be increasing numbers",
+    )
     # Both distances lie in [0, 1]: a threshold above 1 would switch the drift check off.
     require(0 < config.validation.label_drift_linf <= 1, "validation.label_drift_linf", "must be in (0, 1]")
     require(0 < config.validation.pixel_drift_jsd <= 1, "validation.pixel_drift_jsd", "must be in (0, 1]")
-    require(0 < config.validation.reference_label_drift_linf <= 1, "validation.reference_label_drift_linf",
-            "must be in (0, 1]")
-    require(0 < config.validation.reference_pixel_drift_jsd <= 1, "validation.reference_pixel_drift_jsd",
-            "must be in (0, 1]")
+    require(
+        0 < config.validation.reference_label_drift_linf <= 1,
+        "validation.reference_label_drift_linf",
+        "must be in (0, 1]",
+    )
+    require(
+        0 < config.validation.reference_pixel_drift_jsd <= 1,
+        "validation.reference_pixel_drift_jsd",
+        "must be in (0, 1]",
+    )
     t = config.trainer
     require(t.train_steps >= 1, "trainer.train_steps", "must be >= 1")
     require(t.batch_size >= 1, "trainer.batch_size", "must be >= 1")
@@ -349,63 +365,95 @@ def validate_config(config: PipelineConfig) -> None:
     require(0 <= t.dropout_rate < 1, "trainer.dropout_rate", "must be in [0, 1)")
     require(t.eval_every_steps >= 1, "trainer.eval_every_steps", "must be >= 1")
     require(t.early_stopping_evals >= 0, "trainer.early_stopping_evals", "must be >= 0")
-    require(0 <= t.best_checkpoint_tolerance <= 1, "trainer.best_checkpoint_tolerance",
-            "must be in [0, 1] (0 = the best evaluation, 1 = the last)")
+    require(
+        0 <= t.best_checkpoint_tolerance <= 1,
+        "trainer.best_checkpoint_tolerance",
+        "must be in [0, 1] (0 = the best evaluation, 1 = the last)",
+    )
     for key in ("conv1_filters", "conv2_filters", "kernel_size", "dense_units", "keep_checkpoints"):
         require(getattr(t, key) >= 1, f"trainer.{key}", "must be >= 1")
-    require(t.eval_examples is None or t.eval_examples >= 1, "trainer.eval_examples",
-            "must be >= 1 or unset")
+    require(t.eval_examples is None or t.eval_examples >= 1, "trainer.eval_examples", "must be >= 1 or unset")
     require(bool(t.module_file), "trainer.module_file", "must name a Python file")
     require(t.workers >= 0, "trainer.workers", "must be >= 0 (0 = one process, no cluster)")
     require(t.parameter_servers >= 0, "trainer.parameter_servers", "must be >= 0")
-    require(t.workers == 0 or t.parameter_servers >= 1, "trainer.parameter_servers",
-            f"must be >= 1 when trainer.workers > 0 (got workers = {t.workers}, "
-            f"parameter_servers = {t.parameter_servers}): the workers share variables through them")
-    require(t.workers > 0 or t.parameter_servers == 0, "trainer.parameter_servers",
-            "must be 0 when trainer.workers = 0 (one process has no parameter servers)")
+    require(
+        t.workers == 0 or t.parameter_servers >= 1,
+        "trainer.parameter_servers",
+        f"must be >= 1 when trainer.workers > 0 (got workers = {t.workers}, "
+        f"parameter_servers = {t.parameter_servers}): the workers share variables through them",
+    )
+    require(
+        t.workers > 0 or t.parameter_servers == 0,
+        "trainer.parameter_servers",
+        "must be 0 when trainer.workers = 0 (one process has no parameter servers)",
+    )
     for key in ("accuracy_floor", "slice_accuracy_floor"):
         value = getattr(config.evaluator, key)
         require(value is None or -1.0 <= value <= 1.0, f"evaluator.{key}", "must be in [-1, 1] or unset")
     for key in ("min_gain", "slice_max_regression"):
         value = getattr(config.evaluator, key)
-        require(value is None or 0.0 <= value <= 1.0, f"evaluator.{key}",
-                "must be in [0, 1] or unset (to accept a worse model, use promotion_policy = "
-                "\"non_inferiority\" with non_inferiority_margin)")
-    require(config.evaluator.promotion_policy in PROMOTION_POLICIES, "evaluator.promotion_policy",
-            f"must be one of {', '.join(PROMOTION_POLICIES)}, got {config.evaluator.promotion_policy!r}")
+        require(
+            value is None or 0.0 <= value <= 1.0,
+            f"evaluator.{key}",
+            "must be in [0, 1] or unset (to accept a worse model, use promotion_policy = "
+            '"non_inferiority" with non_inferiority_margin)',
+        )
+    require(
+        config.evaluator.promotion_policy in PROMOTION_POLICIES,
+        "evaluator.promotion_policy",
+        f"must be one of {', '.join(PROMOTION_POLICIES)}, got {config.evaluator.promotion_policy!r}",
+    )
     require(0.0 < config.evaluator.alpha < 0.5, "evaluator.alpha", "must be in (0, 0.5)")
-    require(0.0 <= config.evaluator.non_inferiority_margin <= 1.0, "evaluator.non_inferiority_margin",
-            "must be in [0, 1]")
-    require(config.evaluator.max_examples is None or config.evaluator.max_examples >= 1,
-            "evaluator.max_examples", "must be >= 1 or unset")
+    require(
+        0.0 <= config.evaluator.non_inferiority_margin <= 1.0,
+        "evaluator.non_inferiority_margin",
+        "must be in [0, 1]",
+    )
+    require(
+        config.evaluator.max_examples is None or config.evaluator.max_examples >= 1,
+        "evaluator.max_examples",
+        "must be >= 1 or unset",
+    )
     require(config.pusher.verify_examples >= 1, "pusher.verify_examples", "must be >= 1")
     require(config.lock_timeout_s >= 0, "lock_timeout_s", "must be >= 0")
     _validate_metadata(config.metadata, require)
     require(bool(config.pipeline_root), "pipeline_root", "must not be empty")
     # Only local paths: a `gs://...` or `file://...` value would otherwise be joined into local
     # paths (or handed to TF's file systems) and written somewhere nobody meant.
-    for key, value in (("pipeline_root", config.pipeline_root), ("data.data_root", config.data.data_root),
-                       ("pusher.serving_dir", config.pusher.serving_dir),
-                       ("validation.schema_path", config.validation.schema_path),
-                       ("validation.reference_path", config.validation.reference_path),
-                       ("trainer.module_file", config.trainer.module_file)):
+    for key, value in (
+        ("pipeline_root", config.pipeline_root),
+        ("data.data_root", config.data.data_root),
+        ("pusher.serving_dir", config.pusher.serving_dir),
+        ("validation.schema_path", config.validation.schema_path),
+        ("validation.reference_path", config.validation.reference_path),
+        ("trainer.module_file", config.trainer.module_file),
+    ):
         require("://" not in value, key, f"only local paths are supported, got {value!r}")
     for arg in config.beam_args:
-        require(isinstance(arg, str) and arg.startswith("--"), "beam_args",
-                f"each entry must be a '--name=value' option, got {arg!r}")
+        require(
+            isinstance(arg, str) and arg.startswith("--"),
+            "beam_args",
+            f"each entry must be a '--name=value' option, got {arg!r}",
+        )
 
 
 def _validate_metadata(m: MetadataConfig, require) -> None:
-    require(m.backend in METADATA_BACKENDS, "metadata.backend",
-            f"must be one of {', '.join(METADATA_BACKENDS)}, got {m.backend!r}")
+    require(
+        m.backend in METADATA_BACKENDS,
+        "metadata.backend",
+        f"must be one of {', '.join(METADATA_BACKENDS)}, got {m.backend!r}",
+    )
     if m.backend != "mysql":
         return
     require(bool(m.host.strip()), "metadata.host", "must name the MySQL / MariaDB server")
     require(1 <= m.port <= 65535, "metadata.port", f"must be in 1..65535, got {m.port}")
     # MySQL's limits for an unquoted database name; ML Metadata puts it into SQL as it is.
-    require(re.fullmatch(r"[A-Za-z0-9_$]{1,64}", m.database) is not None, "metadata.database",
-            f"must be 1 to 64 letters, digits, '_' or '$', got {m.database!r}")
-    require(bool(m.user), "metadata.user", "must name the database account (backend = \"mysql\")")
+    require(
+        re.fullmatch(r"[A-Za-z0-9_$]{1,64}", m.database) is not None,
+        "metadata.database",
+        f"must be 1 to 64 letters, digits, '_' or '$', got {m.database!r}",
+    )
+    require(bool(m.user), "metadata.user", 'must name the database account (backend = "mysql")')
     require(len(m.pipeline_name) <= 255, "metadata.pipeline_name", "must be at most 255 characters")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import List
 
 import numpy as np
 
@@ -72,7 +71,7 @@ def frame_digit(gray: np.ndarray) -> np.ndarray:
         return np.zeros((IMAGE_SIDE, IMAGE_SIDE), np.float32)
     rows = np.flatnonzero((gray > INK_SHARE * peak).any(axis=1))
     cols = np.flatnonzero((gray > INK_SHARE * peak).any(axis=0))
-    crop = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    crop = gray[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     height, width = crop.shape
     scale = BOX / max(height, width)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
@@ -87,7 +86,7 @@ def frame_digit(gray: np.ndarray) -> np.ndarray:
     top = int(np.clip(round((IMAGE_SIDE - 1) / 2 - cy), 0, IMAGE_SIDE - new_h))
     left = int(np.clip(round((IMAGE_SIDE - 1) / 2 - cx), 0, IMAGE_SIDE - new_w))
     frame = np.zeros((IMAGE_SIDE, IMAGE_SIDE), np.float32)
-    frame[top:top + new_h, left:left + new_w] = box
+    frame[top : top + new_h, left : left + new_w] = box
     return frame
 
 
@@ -98,8 +97,9 @@ def png_digit(raw: bytes, path: str, invert: str = "auto") -> DigitImage:
     try:
         image = Image.open(io.BytesIO(raw))
         if image.width * image.height > MAX_PNG_PIXELS:
-            raise InputDataError(f"{path}: PNG of {image.width}x{image.height} pixels is too large "
-                                 f"(limit {MAX_PNG_PIXELS})")
+            raise InputDataError(
+                f"{path}: PNG of {image.width}x{image.height} pixels is too large (limit {MAX_PNG_PIXELS})"
+            )
         image.load()
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             canvas = Image.new("RGBA", image.size, (255, 255, 255, 255))
@@ -117,7 +117,7 @@ def png_digit(raw: bytes, path: str, invert: str = "auto") -> DigitImage:
     return DigitImage(path, 0, gray.reshape(IMAGE_PIXELS).astype(np.float32), inverted)
 
 
-def idx_digits(raw: bytes, path: str, invert: str = "auto") -> List[DigitImage]:
+def idx_digits(raw: bytes, path: str, invert: str = "auto") -> list[DigitImage]:
     """Parses a gzip IDX images file (validated by pipeline.formats.idx) into DigitImages."""
     images = parse_idx(raw, path, "images").reshape(-1, IMAGE_PIXELS).astype(np.float32)
     if invert == "auto":
@@ -128,7 +128,7 @@ def idx_digits(raw: bytes, path: str, invert: str = "auto") -> List[DigitImage]:
     return [DigitImage(path, i, images[i], bool(flags[i])) for i in range(len(images))]
 
 
-def read_digits(path: str, invert: str = "auto") -> List[DigitImage]:
+def read_digits(path: str, invert: str = "auto") -> list[DigitImage]:
     """Reads every digit of one file (PNG or gzip IDX images); InputDataError naming it otherwise."""
     if invert not in INVERT_CHOICES:
         raise ValueError(f"invert must be one of {INVERT_CHOICES}, got {invert!r}")

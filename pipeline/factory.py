@@ -20,7 +20,6 @@ from components.trainer import component as trainer
 from components.trainer.module_contract import check_module_file
 from pipeline import resolvers
 from pipeline.config import PipelineConfig, config_to_dict
-from pipeline.metadata_settings import store_settings
 from pipeline.core.beam_engines import with_job_server_jar
 from pipeline.core.errors import ConfigError
 from pipeline.core.external import external_file
@@ -29,6 +28,7 @@ from pipeline.core.step import InputSpec, declare
 from pipeline.formats import module_file as module_file_format
 from pipeline.formats import reference as reference_format
 from pipeline.formats import schema as schema_format
+from pipeline.metadata_settings import store_settings
 
 STEP_NAMES = (
     "example_gen",
@@ -52,60 +52,101 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
     file that does not parse or does not define exactly one entry point.
     """
     if not os.path.isfile(config.validation.schema_path):
-        raise ConfigError("config key validation.schema_path: no schema file at "
-                          f"{config.validation.schema_path}")
-    curated_schema = external_file(schema_format.CURATED_TYPE, config.validation.schema_path,
-                                   "validation.schema_path")
+        raise ConfigError(
+            f"config key validation.schema_path: no schema file at {config.validation.schema_path}"
+        )
+    curated_schema = external_file(
+        schema_format.CURATED_TYPE, config.validation.schema_path, "validation.schema_path"
+    )
     reference = None
     if config.validation.reference_check:
         if not os.path.isfile(config.validation.reference_path):
-            raise ConfigError("config key validation.reference_path: no reference statistics at "
-                              f"{config.validation.reference_path} (or set validation.reference_check = false)")
+            raise ConfigError(
+                "config key validation.reference_path: no reference statistics at "
+                f"{config.validation.reference_path} (or set validation.reference_check = false)"
+            )
         # By content digest, like the curated schema: editing the file reruns the gate.
-        reference = external_file(reference_format.ARTIFACT_TYPE, config.validation.reference_path,
-                                  "validation.reference_path")
+        reference = external_file(
+            reference_format.ARTIFACT_TYPE, config.validation.reference_path, "validation.reference_path"
+        )
     # The module is code the trainer will import: checked from its source now (no import),
     # read by content digest at run time, so editing it retrains.
     module_path = os.path.abspath(config.trainer.module_file)
     check_module_file(module_path)
     trainer_params = dataclasses.replace(config.trainer, module_file=module_path)
     steps = (
-        declare(example_gen, {"raw_data": example_gen.raw_data_input(
-            config.data.data_root, config.data.span, config.data.window_spans)}, config.data),
+        declare(
+            example_gen,
+            {
+                "raw_data": example_gen.raw_data_input(
+                    config.data.data_root, config.data.span, config.data.window_spans
+                )
+            },
+            config.data,
+        ),
         declare(statistics_gen, {"examples": _produced("example_gen.examples")}, None),
-        declare(schema_gen, {
-            "statistics": _produced("statistics_gen.statistics"),
-            "curated_schema": InputSpec(resolver=curated_schema),
-        }, config.validation),
-        declare(example_validator, {
-            "statistics": _produced("statistics_gen.statistics"),
-            "schema": _produced("schema_gen.schema"),
-            "previous_statistics": InputSpec(
-                resolver=resolvers.statistics_of_previous_span("statistics"), optional=True),
-            "reference_statistics": InputSpec(
-                resolver=resolvers.reference_for_first_span("statistics", reference), optional=True),
-        }, config.validation),
-        declare(trainer, {
-            "examples": _produced("example_gen.examples"),
-            "schema": _produced("schema_gen.schema"),
-            "base_model": InputSpec(
-                resolver=resolvers.pushed_model_of_earlier_spans("examples", config.trainer.warm_start),
-                optional=True),
-            "module_file": InputSpec(resolver=external_file(
-                module_file_format.ARTIFACT_TYPE, module_path, "trainer.module_file")),
-        }, trainer_params),
-        declare(evaluator, {
-            "examples": _produced("example_gen.examples"),
-            "model": _produced("trainer.model"),
-            "baseline_model": InputSpec(resolver=resolvers.serving_model_unless("model", config.serving_dir),
-                                        optional=True),
-        }, config.evaluator),
-        declare(pusher, {
-            "model": _produced("trainer.model"),
-            "blessing": _produced("evaluator.blessing"),
-            "examples": _produced("example_gen.examples"),
-            "baseline_model": InputSpec(resolver=resolvers.serving_model(config.serving_dir), optional=True),
-        }, dataclasses.replace(config.pusher, serving_dir=config.serving_dir)),
+        declare(
+            schema_gen,
+            {
+                "statistics": _produced("statistics_gen.statistics"),
+                "curated_schema": InputSpec(resolver=curated_schema),
+            },
+            config.validation,
+        ),
+        declare(
+            example_validator,
+            {
+                "statistics": _produced("statistics_gen.statistics"),
+                "schema": _produced("schema_gen.schema"),
+                "previous_statistics": InputSpec(
+                    resolver=resolvers.statistics_of_previous_span("statistics"), optional=True
+                ),
+                "reference_statistics": InputSpec(
+                    resolver=resolvers.reference_for_first_span("statistics", reference), optional=True
+                ),
+            },
+            config.validation,
+        ),
+        declare(
+            trainer,
+            {
+                "examples": _produced("example_gen.examples"),
+                "schema": _produced("schema_gen.schema"),
+                "base_model": InputSpec(
+                    resolver=resolvers.pushed_model_of_earlier_spans("examples", config.trainer.warm_start),
+                    optional=True,
+                ),
+                "module_file": InputSpec(
+                    resolver=external_file(
+                        module_file_format.ARTIFACT_TYPE, module_path, "trainer.module_file"
+                    )
+                ),
+            },
+            trainer_params,
+        ),
+        declare(
+            evaluator,
+            {
+                "examples": _produced("example_gen.examples"),
+                "model": _produced("trainer.model"),
+                "baseline_model": InputSpec(
+                    resolver=resolvers.serving_model_unless("model", config.serving_dir), optional=True
+                ),
+            },
+            config.evaluator,
+        ),
+        declare(
+            pusher,
+            {
+                "model": _produced("trainer.model"),
+                "blessing": _produced("evaluator.blessing"),
+                "examples": _produced("example_gen.examples"),
+                "baseline_model": InputSpec(
+                    resolver=resolvers.serving_model(config.serving_dir), optional=True
+                ),
+            },
+            dataclasses.replace(config.pusher, serving_dir=config.serving_dir),
+        ),
     )
     return Pipeline(
         steps=steps,

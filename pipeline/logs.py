@@ -10,12 +10,23 @@ import os
 import sys
 import warnings
 
-_NOISY = ("tensorflow", "absl", "apache_beam", "tfx_bsl", "tensorflow_data_validation",
-          "tensorflow_model_analysis", "h5py", "urllib3", "google", "matplotlib")
+_NOISY = (
+    "tensorflow",
+    "absl",
+    "apache_beam",
+    "tfx_bsl",
+    "tensorflow_data_validation",
+    "tensorflow_model_analysis",
+    "h5py",
+    "urllib3",
+    "google",
+    "matplotlib",
+)
 
 
-def _drop_tensorflow_teardown_noise(unraisable, default_hook=sys.__unraisablehook__,
-                                     is_finalizing=sys.is_finalizing) -> None:
+def _drop_tensorflow_teardown_noise(
+    unraisable, default_hook=sys.__unraisablehook__, is_finalizing=sys.is_finalizing
+) -> None:
     """An unraisable-exception hook that drops one known harmless case and passes on the rest.
 
     TensorFlow 2.15's `AtomicFunction.__del__` reads a module global that the interpreter has
@@ -25,8 +36,11 @@ def _drop_tensorflow_teardown_noise(unraisable, default_hook=sys.__unraisablehoo
     TypeError, from that method, during finalization, is dropped. (The defaults bind what the
     hook needs, because module globals may be gone by the time it runs.)
     """
-    if (is_finalizing() and unraisable.exc_type is TypeError
-            and getattr(unraisable.object, "__qualname__", "") == "AtomicFunction.__del__"):
+    if (
+        is_finalizing()
+        and unraisable.exc_type is TypeError
+        and getattr(unraisable.object, "__qualname__", "") == "AtomicFunction.__del__"
+    ):
         return
     default_hook(unraisable)
 
@@ -49,9 +63,12 @@ def configure_logging(verbose: bool = False) -> None:
     # harmless "Unable to register cuDNN/cuFFT/cuBLAS factory" errors. Real failures still
     # reach the pipeline as Python exceptions.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", force=True)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,
+    )
     if not verbose:
         for handler in logging.getLogger().handlers:
             handler.addFilter(_DropLibraryChatter())

@@ -7,14 +7,14 @@ command opens the store (never at import, never from a file).
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 from pipeline.config import MYSQL_PASSWORD_ENV, PipelineConfig
 from pipeline.core.errors import ConfigError
 from pipeline.core.store_settings import MySqlSettings
 
 
-def store_settings(config: PipelineConfig, environ: Optional[Mapping[str, str]] = None) -> Optional[MySqlSettings]:
+def store_settings(config: PipelineConfig, environ: Mapping[str, str] | None = None) -> MySqlSettings | None:
     """None for the embedded SQLite store, else the MySqlSettings of `config.metadata` with the
     password from `environ` (default: the process environment).
 
@@ -25,8 +25,16 @@ def store_settings(config: PipelineConfig, environ: Optional[Mapping[str, str]] 
         return None
     environ = os.environ if environ is None else environ
     if MYSQL_PASSWORD_ENV not in environ:
-        raise ConfigError(f"metadata store mysql {m.user}@{m.host}:{m.port}/{m.database}: set the "
-                          f"environment variable {MYSQL_PASSWORD_ENV} to the account's password")
-    return MySqlSettings(host=m.host, port=m.port, database=m.database, user=m.user,
-                         password=environ[MYSQL_PASSWORD_ENV], skip_db_creation=m.skip_db_creation,
-                         pipeline_name=m.pipeline_name)
+        raise ConfigError(
+            f"metadata store mysql {m.user}@{m.host}:{m.port}/{m.database}: set the "
+            f"environment variable {MYSQL_PASSWORD_ENV} to the account's password"
+        )
+    return MySqlSettings(
+        host=m.host,
+        port=m.port,
+        database=m.database,
+        user=m.user,
+        password=environ[MYSQL_PASSWORD_ENV],
+        skip_db_creation=m.skip_db_creation,
+        pipeline_name=m.pipeline_name,
+    )

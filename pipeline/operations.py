@@ -15,8 +15,7 @@ import glob
 import json
 import logging
 import os
-from datetime import datetime, timezone
-from typing import Optional
+from datetime import UTC, datetime
 
 from pipeline.config import PipelineConfig
 from pipeline.core.artifacts import SUMMARY_FILE, runs_dir
@@ -25,10 +24,11 @@ from pipeline.core.errors import ConfigError, ModelIntegrityError, PushError
 from pipeline.core.lock import exclusive_lock, pipeline_lock_path, run_lock
 from pipeline.core.metadata import open_store, store_path
 from pipeline.core.store_backup import keep_backup, restore_store
+from pipeline.formats import blessing as blessing_format
+from pipeline.formats import model as model_format
+from pipeline.formats import pushed_model as pushed_format
 from pipeline.metadata_settings import store_settings
 from pipeline.resolvers import training_spans
-from pipeline.formats import blessing as blessing_format
-from pipeline.formats import model as model_format, pushed_model as pushed_format
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,14 @@ STATUS_METRICS = ("example_count", "accuracy", "log_loss")
 RESTORE_LOCK_TIMEOUT_S = 3.0
 
 
-def republish(serving_dir: str, to_version: Optional[int] = None,
-              verify_fn: Optional[pushed_format.VerifyFn] = None,
-              lock_timeout_s: float = pushed_format.LOCK_TIMEOUT_S,
-              expected_digest: Optional[str] = None, record: Optional[dict] = None) -> int:
+def republish(
+    serving_dir: str,
+    to_version: int | None = None,
+    verify_fn: pushed_format.VerifyFn | None = None,
+    lock_timeout_s: float = pushed_format.LOCK_TIMEOUT_S,
+    expected_digest: str | None = None,
+    record: dict | None = None,
+) -> int:
     """Re-publishes serving version `to_version` (default: the one before the newest) as a new
     newest version of `serving_dir`; TF Serving serves the highest, so this rolls back.
 
@@ -74,17 +78,19 @@ def republish(serving_dir: str, to_version: Optional[int] = None,
         if expected_digest is not None and source_digest != expected_digest:
             raise ModelIntegrityError(
                 f"rollback: version {source_version} in {serving_dir} has digest {source_digest[:12]}..., "
-                f"not the recorded {expected_digest[:12]}...; its files changed after publishing")
+                f"not the recorded {expected_digest[:12]}...; its files changed after publishing"
+            )
         if verify_fn is None:  # no examples at hand: serving_images must answer blank images
             verify_fn = functools.partial(model_format.check_serving, records=[])
         try:
-            return pushed_format.stage_and_commit(source, serving_dir, versions[-1] + 1, source_digest,
-                                                  verify_fn, record)
+            return pushed_format.stage_and_commit(
+                source, serving_dir, versions[-1] + 1, source_digest, verify_fn, record
+            )
         except PushError as e:
             raise PushError(f"rollback to version {source_version}: {e}") from e
 
 
-def rollback(config: PipelineConfig, to_version: Optional[int] = None) -> tuple:
+def rollback(config: PipelineConfig, to_version: int | None = None) -> tuple:
     """Re-publishes serving version `to_version` (default: the one before the newest) as a new
     newest version (see `republish`), and records it in ML Metadata as a push of the same model.
 
@@ -103,26 +109,47 @@ def rollback(config: PipelineConfig, to_version: Optional[int] = None) -> tuple:
         recovered = recover_interrupted_publish(store, config)
         rolled_back_from = (recovered or {}).get(pushed_format.ROLLED_BACK_FROM)
         if rolled_back_from is not None and to_version in (None, rolled_back_from):
-            logger.warning("already serving (version %d, recovered from an interrupted rollback to version %d); "
-                           "not publishing again", recovered[pushed_format.VERSION], rolled_back_from)
+            logger.warning(
+                "already serving (version %d, recovered from an interrupted rollback to version %d); "
+                "not publishing again",
+                recovered[pushed_format.VERSION],
+                rolled_back_from,
+            )
             return recovered[pushed_format.VERSION], rolled_back_from
-        source_version = pushed_format.rollback_version(pushed_format.list_versions(serving_dir),
-                                                        to_version, serving_dir)
+        source_version = pushed_format.rollback_version(
+            pushed_format.list_versions(serving_dir), to_version, serving_dir
+        )
         source = pushed_format.find_push(store, serving_dir, source_version)
         expected_digest = _recorded_digest(store, source, source_version, serving_dir)
         model_id = pushed_format.pushed_model_id(source.properties)
-        run_id = "rollback-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        record = pushed_format.version_record(config.pipeline_root, run_id, model_id, store.artifact(model_id).uri,
-                                              expected_digest, rolled_back_from=source_version)
+        run_id = "rollback-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        record = pushed_format.version_record(
+            config.pipeline_root,
+            run_id,
+            model_id,
+            store.artifact(model_id).uri,
+            expected_digest,
+            rolled_back_from=source_version,
+        )
         new_version = republish(serving_dir, source_version, expected_digest=expected_digest, record=record)
-        _record_publish(store, config, "rollback", run_id, {"pushed_model": source.id}, {
-            pushed_format.PUSHED: 1, pushed_format.VERSION: new_version,
-            pushed_format.ROLLED_BACK_FROM: source_version, pushed_format.SERVING_DIR: serving_dir,
-            pushed_format.MODEL_ID: model_id})
+        _record_publish(
+            store,
+            config,
+            "rollback",
+            run_id,
+            {"pushed_model": source.id},
+            {
+                pushed_format.PUSHED: 1,
+                pushed_format.VERSION: new_version,
+                pushed_format.ROLLED_BACK_FROM: source_version,
+                pushed_format.SERVING_DIR: serving_dir,
+                pushed_format.MODEL_ID: model_id,
+            },
+        )
     return new_version, source_version
 
 
-def recover_interrupted_publish(store, config: PipelineConfig) -> Optional[dict]:
+def recover_interrupted_publish(store, config: PipelineConfig) -> dict | None:
     """Records the newest serving version in the store when a push or rollback of this pipeline
     root published it and was killed before recording it; returns its version record (None
     when there was nothing to recover).
@@ -142,20 +169,35 @@ def recover_interrupted_publish(store, config: PipelineConfig) -> Optional[dict]
         return None
     model_id = record.get(pushed_format.MODEL_ID)
     model = _recorded_model(store, model_id)
-    if model is None or not pushed_format.version_holds(serving_dir, newest, record, model_id, model.uri,
-                                                        model.properties[model_format.DIGEST]):
-        logger.warning("serving version %d in %s is recorded as model %r, which this pipeline's store does not "
-                       "know or whose digest its files do not have; not adopted", newest, serving_dir, model_id)
+    if model is None or not pushed_format.version_holds(
+        serving_dir, newest, record, model_id, model.uri, model.properties[model_format.DIGEST]
+    ):
+        logger.warning(
+            "serving version %d in %s is recorded as model %r, which this pipeline's store does not "
+            "know or whose digest its files do not have; not adopted",
+            newest,
+            serving_dir,
+            model_id,
+        )
         return None
-    properties = {pushed_format.PUSHED: 1, pushed_format.VERSION: newest, pushed_format.MODEL_ID: model_id,
-                  pushed_format.SERVING_DIR: serving_dir}
+    properties = {
+        pushed_format.PUSHED: 1,
+        pushed_format.VERSION: newest,
+        pushed_format.MODEL_ID: model_id,
+        pushed_format.SERVING_DIR: serving_dir,
+    }
     rolled_back_from = record.get(pushed_format.ROLLED_BACK_FROM)
     if isinstance(rolled_back_from, int) and not isinstance(rolled_back_from, bool):
         properties[pushed_format.ROLLED_BACK_FROM] = rolled_back_from
-    run_id = "recovery-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_id = "recovery-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     _record_publish(store, config, "serving_recovery", run_id, {"model": model_id}, properties)
-    logger.warning("recorded serving version %d in %s (model %d): its %s was interrupted before it was "
-                   "recorded", newest, serving_dir, model_id, "rollback" if rolled_back_from is not None else "push")
+    logger.warning(
+        "recorded serving version %d in %s (model %d): its %s was interrupted before it was recorded",
+        newest,
+        serving_dir,
+        model_id,
+        "rollback" if rolled_back_from is not None else "push",
+    )
     return record
 
 
@@ -168,17 +210,27 @@ def _recorded_model(store, model_id):
     except ValueError:  # no artifact with that id
         return None
     digest = model.properties.get(model_format.DIGEST)
-    return model if model.type_name == model_format.ARTIFACT_TYPE and isinstance(digest, str) and digest else None
+    return (
+        model
+        if model.type_name == model_format.ARTIFACT_TYPE and isinstance(digest, str) and digest
+        else None
+    )
 
 
-def _record_publish(store, config: PipelineConfig, step: str, run_id: str, inputs: dict, properties: dict) -> None:
+def _record_publish(
+    store, config: PipelineConfig, step: str, run_id: str, inputs: dict, properties: dict
+) -> None:
     """Records one COMPLETE execution `step` whose output is the PushedModel `properties` describe,
     then backs the store up (`keep_backup`). The caller holds the pipeline root's lock."""
     contexts = store.run_contexts(run_id, {"pipeline_root": config.pipeline_root})
     execution_id = store.start_execution(step, run_id, "", contexts, inputs)
     uri = os.path.join(config.serving_dir, str(properties[pushed_format.VERSION]))
-    store.complete_execution(execution_id, {"pushed_model": (pushed_format.ARTIFACT_TYPE, uri, properties)},
-                             {"properties": properties}, contexts)
+    store.complete_execution(
+        execution_id,
+        {"pushed_model": (pushed_format.ARTIFACT_TYPE, uri, properties)},
+        {"properties": properties},
+        contexts,
+    )
     # A restore from an older backup would bring back the previous baseline.
     if store.path is not None:  # a MySQL store is backed up by its server's tools
         keep_backup(store.path)
@@ -195,9 +247,11 @@ def restore_metadata(config: PipelineConfig, force: bool = False) -> tuple:
     """
     settings = store_settings(config)
     if settings is not None:
-        raise ConfigError(f"metadata restore: the metadata store is {settings.describe()}, not a SQLite file; "
-                          "a MySQL / MariaDB store is backed up and restored with the server's own tools "
-                          "(mysqldump), not by this command")
+        raise ConfigError(
+            f"metadata restore: the metadata store is {settings.describe()}, not a SQLite file; "
+            "a MySQL / MariaDB store is backed up and restored with the server's own tools "
+            "(mysqldump), not by this command"
+        )
     store = store_path(config.pipeline_root)
     with exclusive_lock(pipeline_lock_path(config.pipeline_root), RESTORE_LOCK_TIMEOUT_S):
         kept = restore_store(store, force)
@@ -213,8 +267,10 @@ def _recorded_digest(store, source, version: int, serving_dir: str) -> str:
     model_id = pushed_format.pushed_model_id(source.properties) if source is not None else 0
     digest = store.artifact(model_id).properties.get(model_format.DIGEST) if model_id else None
     if not isinstance(digest, str) or not digest:
-        raise ModelIntegrityError(f"rollback: version {version} in {serving_dir} has no push record with a "
-                                  "model digest in this pipeline's metadata; refusing to load an unverified model")
+        raise ModelIntegrityError(
+            f"rollback: version {version} in {serving_dir} has no push record with a "
+            "model digest in this pipeline's metadata; refusing to load an unverified model"
+        )
     return digest
 
 
@@ -226,17 +282,24 @@ def list_runs(config: PipelineConfig) -> list:
             summary = json.load(f)
         states = [s["state"] for s in summary.get("steps", {}).values()]
         push = summary.get("push") or {}
-        runs.append({
-            "run_id": summary["run_id"],
-            "status": summary.get("status"),
-            "exit_code": summary.get("exit_code"),
-            "spans": summary.get("data", {}).get("spans", []),
-            "ran": states.count("ran"),
-            "cached": states.count("cached"),
-            "push": (f"version {push.get('version')}" if push.get("pushed") else
-                     f"no ({push.get('reason')})" if push else "-"),
-            "message": summary.get("message"),
-        })
+        runs.append(
+            {
+                "run_id": summary["run_id"],
+                "status": summary.get("status"),
+                "exit_code": summary.get("exit_code"),
+                "spans": summary.get("data", {}).get("spans", []),
+                "ran": states.count("ran"),
+                "cached": states.count("cached"),
+                "push": (
+                    f"version {push.get('version')}"
+                    if push.get("pushed")
+                    else f"no ({push.get('reason')})"
+                    if push
+                    else "-"
+                ),
+                "message": summary.get("message"),
+            }
+        )
     return runs
 
 
@@ -249,12 +312,18 @@ def serving_status(config: PipelineConfig) -> dict:
         status["serving"] = None
         return status
     model = store.artifact(pushed_format.pushed_model_id(latest.properties))
-    lineage = {"version": latest.properties.get(pushed_format.VERSION), "model_id": model.id,
-               "model_uri": model.uri, "rolled_back_from": latest.properties.get(pushed_format.ROLLED_BACK_FROM)}
+    lineage = {
+        "version": latest.properties.get(pushed_format.VERSION),
+        "model_id": model.id,
+        "model_uri": model.uri,
+        "rolled_back_from": latest.properties.get(pushed_format.ROLLED_BACK_FROM),
+    }
     if model.properties.get(model_format.MODULE_DIGEST):
         # The trainer module that built the network (models from before modules lack it).
-        lineage["module"] = {"path": model.properties.get(model_format.MODULE_FILE),
-                             "sha256": model.properties[model_format.MODULE_DIGEST]}
+        lineage["module"] = {
+            "path": model.properties.get(model_format.MODULE_FILE),
+            "sha256": model.properties[model_format.MODULE_DIGEST],
+        }
     trainer_execution = store.producer_of(model.id)
     if trainer_execution:
         [execution] = store.store.get_executions_by_id([trainer_execution])
@@ -280,6 +349,8 @@ def _evaluation_of(store, model_id: int) -> dict:
         except blessing_format.BlessingError as e:
             return {"blessed": None, "blessing_error": str(e)}
         overall = ((record.metrics or {}).get("candidate") or {}).get("overall") or {}
-        return {"blessed": int(record.blessed),
-                "metrics": {name: overall[name] for name in STATUS_METRICS if name in overall}}
+        return {
+            "blessed": int(record.blessed),
+            "metrics": {name: overall[name] for name in STATUS_METRICS if name in overall},
+        }
     return {}

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -40,8 +40,8 @@ class ServedModel:
     version: int
     path: str
     verified: bool
-    digest: Optional[str] = None
-    model_id: Optional[int] = None
+    digest: str | None = None
+    model_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,13 +67,16 @@ def newest_version(serving_dir: str) -> int:
     except OSError as e:
         raise ConfigError(f"serving dir {serving_dir}: cannot be listed ({e.strerror})") from e
     if not versions:
-        raise ConfigError(f"serving dir {serving_dir}: no model version published yet "
-                          "(run the pipeline, or pass --serving-dir / --pipeline-root)")
+        raise ConfigError(
+            f"serving dir {serving_dir}: no model version published yet "
+            "(run the pipeline, or pass --serving-dir / --pipeline-root)"
+        )
     return versions[-1]
 
 
-def recorded_digest(pipeline_root: str, serving_dir: str, version: int,
-                    store_settings=None) -> Optional[Tuple[str, int]]:
+def recorded_digest(
+    pipeline_root: str, serving_dir: str, version: int, store_settings=None
+) -> tuple[str, int] | None:
     """(digest, model id) recorded in ML Metadata for `version` pushed to `serving_dir`.
 
     store_settings: the MySqlSettings of a shared store (None: the root's metadata.sqlite).
@@ -94,8 +97,9 @@ def recorded_digest(pipeline_root: str, serving_dir: str, version: int,
     return (digest if isinstance(digest, str) else "", model_id)
 
 
-def resolve_served_model(serving_dir: str, pipeline_root: str, allow_unverified: bool = False,
-                         store_settings=None) -> ServedModel:
+def resolve_served_model(
+    serving_dir: str, pipeline_root: str, allow_unverified: bool = False, store_settings=None
+) -> ServedModel:
     """The newest serving version, verified against its push record (see the module docstring).
 
     store_settings: as `recorded_digest`.
@@ -109,13 +113,20 @@ def resolve_served_model(serving_dir: str, pipeline_root: str, allow_unverified:
     path = os.path.join(serving_dir, str(version))
     record = recorded_digest(pipeline_root, serving_dir, version, store_settings)
     if record is None:
-        where = store_settings.describe() if store_settings is not None else os.path.join(pipeline_root, "metadata.sqlite")
+        where = (
+            store_settings.describe()
+            if store_settings is not None
+            else os.path.join(pipeline_root, "metadata.sqlite")
+        )
         if not allow_unverified:
             raise ModelIntegrityError(
                 f"serving version {version} in {serving_dir}: no push record in "
                 f"{where} to verify it against; refusing to "
-                "load it (pass --pipeline-root of the pipeline that pushed it, or --allow-unverified)")
-        log.warning("serving version %d in %s has no push record: loading it UNVERIFIED", version, serving_dir)
+                "load it (pass --pipeline-root of the pipeline that pushed it, or --allow-unverified)"
+            )
+        log.warning(
+            "serving version %d in %s has no push record: loading it UNVERIFIED", version, serving_dir
+        )
         return ServedModel(version, path, verified=False)
     expected, model_id = record
     try:
@@ -125,12 +136,14 @@ def resolve_served_model(serving_dir: str, pipeline_root: str, allow_unverified:
     if not expected or actual != expected:
         raise ModelIntegrityError(
             f"serving version {version} at {path}: digest {actual[:12]}... does not match the "
-            f"{expected[:12] or '(missing)'}... recorded for model id {model_id}; refusing to load it")
+            f"{expected[:12] or '(missing)'}... recorded for model id {model_id}; refusing to load it"
+        )
     return ServedModel(version, path, verified=True, digest=expected, model_id=model_id)
 
 
-def classify(model_dir: str, images: np.ndarray, batch_size: int = BATCH_SIZE,
-             model=None) -> Tuple[np.ndarray, np.ndarray]:
+def classify(
+    model_dir: str, images: np.ndarray, batch_size: int = BATCH_SIZE, model=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Runs the SavedModel's `serving_images` signature on `images` (float32 [N, 784], 0..255).
 
     model: an already loaded SavedModel (loaded from `model_dir` when None); load it only
@@ -144,25 +157,39 @@ def classify(model_dir: str, images: np.ndarray, batch_size: int = BATCH_SIZE,
     if model is None:
         model = tf.saved_model.load(model_dir)
     if IMAGES_SIGNATURE not in model.signatures:
-        raise PipelineError(f"model {model_dir}: no {IMAGES_SIGNATURE} signature "
-                            f"(has {', '.join(sorted(model.signatures)) or 'none'})")
+        raise PipelineError(
+            f"model {model_dir}: no {IMAGES_SIGNATURE} signature "
+            f"(has {', '.join(sorted(model.signatures)) or 'none'})"
+        )
     signature = model.signatures[IMAGES_SIGNATURE]
     class_ids, probabilities = [], []
     for start in range(0, len(images), batch_size):
-        outputs = signature(**{IMAGES_INPUT: tf.constant(images[start:start + batch_size])})
+        outputs = signature(**{IMAGES_INPUT: tf.constant(images[start : start + batch_size])})
         class_ids.append(outputs[CLASS_IDS].numpy().astype(np.int64).reshape(-1))
         probabilities.append(outputs[PROBABILITIES].numpy().astype(np.float32))
     ids = np.concatenate(class_ids) if class_ids else np.zeros(0, np.int64)
     probs = np.concatenate(probabilities) if probabilities else np.zeros((0, NUM_CLASSES), np.float32)
-    if probs.shape != (len(images), NUM_CLASSES) or ids.shape != (len(images),) \
-            or not np.all(np.isfinite(probs)) or np.any((ids < 0) | (ids >= NUM_CLASSES)):
-        raise PipelineError(f"model {model_dir}: {IMAGES_SIGNATURE} answered class_ids {ids.shape} and "
-                            f"probabilities {probs.shape} for {len(images)} images, or values out of range")
+    if (
+        probs.shape != (len(images), NUM_CLASSES)
+        or ids.shape != (len(images),)
+        or not np.all(np.isfinite(probs))
+        or np.any((ids < 0) | (ids >= NUM_CLASSES))
+    ):
+        raise PipelineError(
+            f"model {model_dir}: {IMAGES_SIGNATURE} answered class_ids {ids.shape} and "
+            f"probabilities {probs.shape} for {len(images)} images, or values out of range"
+        )
     return ids, probs
 
 
-def predict_files(paths: Sequence[str], serving_dir: str, pipeline_root: str, invert: str = "auto",
-                  allow_unverified: bool = False, store_settings=None) -> Tuple[ServedModel, List[Prediction]]:
+def predict_files(
+    paths: Sequence[str],
+    serving_dir: str,
+    pipeline_root: str,
+    invert: str = "auto",
+    allow_unverified: bool = False,
+    store_settings=None,
+) -> tuple[ServedModel, list[Prediction]]:
     """Classifies every digit in `paths` (PNG or gzip IDX images) with the served model.
 
     store_settings: the MySqlSettings of a shared metadata store (None: the root's SQLite file).

@@ -8,8 +8,6 @@ which of the step's inputs a resolver looks at, so no resolver knows the wiring.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from pipeline.core.metadata import MetadataStore, to_step_artifact
 from pipeline.core.step import Artifact, Resolver
 from pipeline.formats import examples as examples_format
@@ -17,7 +15,7 @@ from pipeline.formats import pushed_model as pushed_format
 from pipeline.formats import statistics as stats_format
 
 
-def latest_pushed_model(store: MetadataStore, serving_dir: str) -> Optional[Artifact]:
+def latest_pushed_model(store: MetadataStore, serving_dir: str) -> Artifact | None:
     """The Model artifact behind the newest successful push or rollback into `serving_dir`;
     None before any."""
     pushed = pushed_format.latest_push(store, serving_dir)
@@ -38,7 +36,8 @@ def serving_model_unless(candidate_key: str, serving_dir: str) -> Resolver:
     nothing, and leaving it out keeps the evaluator's inputs, and so its cache hit, identical to
     the first run.
     """
-    def resolve(store: MetadataStore, resolved) -> Optional[Artifact]:
+
+    def resolve(store: MetadataStore, resolved) -> Artifact | None:
         serving = latest_pushed_model(store, serving_dir)
         candidate = resolved.get(candidate_key)
         if serving is None or (candidate is not None and candidate.id == serving.id):
@@ -72,7 +71,8 @@ def pushed_model_of_earlier_spans(examples_key: str, enabled: bool) -> Resolver:
     Only models of earlier data qualify, so a rerun on the same data resolves the same base
     model as the first run and the trainer stays cached.
     """
-    def resolve(store: MetadataStore, resolved) -> Optional[Artifact]:
+
+    def resolve(store: MetadataStore, resolved) -> Artifact | None:
         current = examples_format.spans_of(resolved[examples_key].properties)
         if not enabled or not current:
             return None
@@ -92,7 +92,8 @@ def statistics_of_previous_span(statistics_key: str) -> Resolver:
     """Statistics of the newest span before the spans of the step's `statistics_key` input, for
     drift checks; None when there is none (or the input records no spans).
     """
-    def resolve(store: MetadataStore, resolved) -> Optional[Artifact]:
+
+    def resolve(store: MetadataStore, resolved) -> Artifact | None:
         current_stats = resolved[statistics_key]
         current_spans = list(current_stats.properties.get(stats_format.SPANS) or [])
         if not current_spans:
@@ -107,7 +108,7 @@ def statistics_of_previous_span(statistics_key: str) -> Resolver:
     return resolve
 
 
-def reference_for_first_span(statistics_key: str, reference: Optional[Resolver]) -> Resolver:
+def reference_for_first_span(statistics_key: str, reference: Resolver | None) -> Resolver:
     """The `reference` resolver's artifact when the step's `statistics_key` input has no
     previous span (a pipeline root's first span), else None; always None when `reference` is.
 
@@ -116,7 +117,7 @@ def reference_for_first_span(statistics_key: str, reference: Optional[Resolver])
     """
     previous_span = statistics_of_previous_span(statistics_key)
 
-    def resolve(store: MetadataStore, resolved) -> Optional[Artifact]:
+    def resolve(store: MetadataStore, resolved) -> Artifact | None:
         if reference is None or previous_span(store, resolved) is not None:
             return None
         return reference(store, resolved)

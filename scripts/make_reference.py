@@ -28,8 +28,8 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
@@ -64,16 +64,29 @@ def compute_histograms(data_root: str, work_dir: str) -> dict:
 
     missing = [name for name in DATASET_FILES if not os.path.isfile(os.path.join(data_root, name))]
     if missing:
-        raise UsageError(f"{data_root}: expected a folder holding the four MNIST IDX files, "
-                         f"{missing[0]} is missing")
+        raise UsageError(
+            f"{data_root}: expected a folder holding the four MNIST IDX files, {missing[0]} is missing"
+        )
     # The reference must not depend on itself: the gate's reference check is off for this run
     # (it stops after statistics_gen anyway, but the pipeline is built whole, and checks its file).
     config = os.path.join(work_dir, "config.json")
     with open(config, "w", encoding="utf-8") as f:
         json.dump({"validation": {"reference_check": False}}, f)
     summary_path = os.path.join(work_dir, "summary.json")
-    code = run_local(["--config", config, "--data-root", data_root, "--pipeline-root",
-                      os.path.join(work_dir, "root"), "--to", "statistics_gen", "--summary-json", summary_path])
+    code = run_local(
+        [
+            "--config",
+            config,
+            "--data-root",
+            data_root,
+            "--pipeline-root",
+            os.path.join(work_dir, "root"),
+            "--to",
+            "statistics_gen",
+            "--summary-json",
+            summary_path,
+        ]
+    )
     if code != 0:
         raise RuntimeError(f"run_local.py --to statistics_gen on {data_root} exited with {code}")
     with open(summary_path, encoding="utf-8") as f:
@@ -106,8 +119,10 @@ def source_digests(data_root: str) -> dict:
     digests = {}
     for name in (TRAIN_IMAGES, TRAIN_LABELS):
         raw = Path(data_root, name).read_bytes()
-        digests[name] = {"sha256": hashlib.sha256(raw).hexdigest(),
-                         "sha256_decompressed": hashlib.sha256(gzip.decompress(raw)).hexdigest()}
+        digests[name] = {
+            "sha256": hashlib.sha256(raw).hexdigest(),
+            "sha256_decompressed": hashlib.sha256(gzip.decompress(raw)).hexdigest(),
+        }
     return digests
 
 
@@ -120,20 +135,28 @@ def _display(path: str) -> str:
         return str(absolute)
 
 
-def build_reference(data_root: str, name: Optional[str] = None, work_dir: Optional[str] = None) -> bytes:
+def build_reference(data_root: str, name: str | None = None, work_dir: str | None = None) -> bytes:
     """The reference file's bytes for `data_root` (see the module docstring)."""
-    name = name or (SHIPPED_NAME if Path(data_root).resolve() == DEFAULT_DATA_ROOT.resolve()
-                    else f"the reference of {_display(data_root)}")
+    name = name or (
+        SHIPPED_NAME
+        if Path(data_root).resolve() == DEFAULT_DATA_ROOT.resolve()
+        else f"the reference of {_display(data_root)}"
+    )
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         figures = compute_histograms(data_root, tmp)
     count = sum(figures["splits"].values())
     return reference_format.reference_bytes(
         name=name,
-        description=(f"Label and pixel-value histograms of the {count} training examples of "
-                     f"{_display(data_root)} (ExampleGen's train and eval splits), by StatisticsGen."),
-        histograms=figures["histograms"], out_of_range=figures["out_of_range"], splits=figures["splits"],
+        description=(
+            f"Label and pixel-value histograms of the {count} training examples of "
+            f"{_display(data_root)} (ExampleGen's train and eval splits), by StatisticsGen."
+        ),
+        histograms=figures["histograms"],
+        out_of_range=figures["out_of_range"],
+        splits=figures["splits"],
         sources=source_digests(data_root),
-        generated_by=f"scripts/make_reference.py --data-root {_display(data_root)}")
+        generated_by=f"scripts/make_reference.py --data-root {_display(data_root)}",
+    )
 
 
 def write_reference(out: str, data: bytes) -> str:
@@ -150,10 +173,13 @@ def write_reference(out: str, data: bytes) -> str:
     return digest
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT),
-                        help="a folder of the four IDX .gz files (default: the shipped data/mnist)")
+    parser.add_argument(
+        "--data-root",
+        default=str(DEFAULT_DATA_ROOT),
+        help="a folder of the four IDX .gz files (default: the shipped data/mnist)",
+    )
     parser.add_argument("--out", default=str(DEFAULT_REFERENCE_PATH), help="the reference JSON to write")
     parser.add_argument("--name", help=f"how the gate names it (default: {SHIPPED_NAME!r} for data/mnist)")
     parser.add_argument("--check", action="store_true", help="compare with --out instead of writing it")

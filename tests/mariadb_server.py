@@ -37,8 +37,22 @@ class MariaDB:
 
     def admin(self, sql: str) -> str:
         """Runs `sql` as the server's root over its socket; returns the tab-separated rows."""
-        result = subprocess.run(["mariadb", "--no-defaults", "--protocol=socket", f"--socket={self.socket}",
-                                 "-uroot", "-N", "-B", "-e", sql], capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [
+                "mariadb",
+                "--no-defaults",
+                "--protocol=socket",
+                f"--socket={self.socket}",
+                "-uroot",
+                "-N",
+                "-B",
+                "-e",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"mariadb admin query failed: {result.stderr.strip()}")
         return result.stdout
@@ -47,16 +61,25 @@ class MariaDB:
         """The core's MySqlSettings for `database` with this session's account."""
         from pipeline.core.store_settings import MySqlSettings
 
-        return MySqlSettings(host=self.host, port=self.port, database=database, user=self.user,
-                             password=self.password, **extra)
+        return MySqlSettings(
+            host=self.host, port=self.port, database=database, user=self.user, password=self.password, **extra
+        )
 
     def config_section(self, database: str, **extra) -> str:
         """A TOML `[metadata]` section for `database` (without the password, as in real use)."""
-        values = {"backend": "mysql", "host": self.host, "port": self.port, "database": database,
-                  "user": self.user, **extra}
+        values = {
+            "backend": "mysql",
+            "host": self.host,
+            "port": self.port,
+            "database": database,
+            "user": self.user,
+            **extra,
+        }
         lines = ["[metadata]"]
         for key, value in values.items():
-            lines.append(f"{key} = {str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else value}")
+            lines.append(
+                f"{key} = {str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else value}"
+            )
         return "\n".join(lines).replace("'", '"') + "\n"
 
     def env(self) -> dict:
@@ -79,13 +102,23 @@ def start() -> MariaDB:
     """Starts (or reuses) the server and creates this session's account."""
     user = "mlmd_" + secrets.token_hex(4)
     password = "pw-" + secrets.token_urlsafe(18)
-    result = subprocess.run([ENSURE], env=dict(os.environ, MLMD_MYSQL_PASSWORD=password, MARIADB_TEST_USER=user),
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [ENSURE],
+        env=dict(os.environ, MLMD_MYSQL_PASSWORD=password, MARIADB_TEST_USER=user),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"{ENSURE} failed: {result.stderr.strip()[-2000:]}")
     values = dict(item.split("=", 1) for item in result.stdout.strip().splitlines()[-1].split())
-    return MariaDB(host=values["MARIADB_HOST"], port=int(values["MARIADB_PORT"]), user=values["MARIADB_USER"],
-                   password=password, socket=values["MARIADB_SOCKET"])
+    return MariaDB(
+        host=values["MARIADB_HOST"],
+        port=int(values["MARIADB_PORT"]),
+        user=values["MARIADB_USER"],
+        password=password,
+        socket=values["MARIADB_SOCKET"],
+    )
 
 
 def stop(server: MariaDB) -> None:

@@ -16,8 +16,8 @@ import os
 import shutil
 
 import numpy as np
-
 from mnist_slices import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, read_real
+
 from pipeline.core.digest import directory_digest
 
 INK_DENSITY_EDGES = (0.10, 0.14, 0.18, 0.22)
@@ -39,12 +39,16 @@ def serialize_examples(images: np.ndarray, labels: np.ndarray, edges=INK_DENSITY
     flat, density, bucket = digit_features(images, edges)
     records = []
     for pixels, label, dens, buck in zip(flat, labels.astype(np.int64), density, bucket):
-        example = tf.train.Example(features=tf.train.Features(feature={
-            "image": tf.train.Feature(int64_list=tf.train.Int64List(value=pixels)),
-            "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-            "ink_density": tf.train.Feature(float_list=tf.train.FloatList(value=[dens])),
-            "ink_density_bucket": tf.train.Feature(int64_list=tf.train.Int64List(value=[buck])),
-        }))
+        example = tf.train.Example(
+            features=tf.train.Features(
+                feature={
+                    "image": tf.train.Feature(int64_list=tf.train.Int64List(value=pixels)),
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+                    "ink_density": tf.train.Feature(float_list=tf.train.FloatList(value=[dens])),
+                    "ink_density_bucket": tf.train.Feature(int64_list=tf.train.Int64List(value=[buck])),
+                }
+            )
+        )
         records.append(example.SerializeToString())
     return records
 
@@ -103,13 +107,14 @@ def _serving_module(weights: np.ndarray, bias: np.ndarray):
 
         def _predict(self, images):
             probabilities = tf.nn.softmax(tf.matmul(images / 255.0, self.w) + self.b)
-            return {"class_ids": tf.argmax(probabilities, axis=1, output_type=tf.int64),
-                    "probabilities": probabilities}
+            return {
+                "class_ids": tf.argmax(probabilities, axis=1, output_type=tf.int64),
+                "probabilities": probabilities,
+            }
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
         def serve_examples(self, examples):
-            parsed = tf.io.parse_example(
-                examples, {"image": tf.io.FixedLenFeature([784], tf.int64)})
+            parsed = tf.io.parse_example(examples, {"image": tf.io.FixedLenFeature([784], tf.int64)})
             return self._predict(tf.cast(parsed["image"], tf.float32))
 
         @tf.function(input_signature=[tf.TensorSpec([None, 784], tf.float32, name="images")])
@@ -130,10 +135,14 @@ def build_model(uri: str, n_train: int = 1000, steps: int = 40, seed: int = 0) -
     weights, bias = _fit_softmax(n_train, steps, seed)
     module = _serving_module(weights, bias)
     export_dir = os.path.join(uri, SERVING_SUBDIR)
-    tf.saved_model.save(module, export_dir, signatures={
-        "serving_default": module.serve_examples,
-        "serving_images": module.serve_images,
-    })
+    tf.saved_model.save(
+        module,
+        export_dir,
+        signatures={
+            "serving_default": module.serve_examples,
+            "serving_images": module.serve_images,
+        },
+    )
     digest = directory_digest(export_dir)
     with open(os.path.join(uri, "model_digest.json"), "w") as f:
         json.dump({"digest": digest}, f)

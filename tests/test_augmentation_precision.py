@@ -13,8 +13,9 @@ def _warp(images, displacement):
     """`images` [N, H, W, 1] with output pixel (y, x) read at (y + dy, x + dx)."""
     grid_y, grid_x = tf.meshgrid(tf.range(28.0), tf.range(28.0), indexing="ij")
     displacement = tf.constant(displacement, tf.float32)
-    return augmentation.sample_bilinear(tf.constant(images), grid_x + displacement[..., 0],
-                                        grid_y + displacement[..., 1])
+    return augmentation.sample_bilinear(
+        tf.constant(images), grid_x + displacement[..., 0], grid_y + displacement[..., 1]
+    )
 
 
 def _run(tensor_fn):
@@ -32,13 +33,21 @@ def _stroke_image():
 def test_zoom_scales_distances_from_the_centre():
     image = np.zeros((28, 28), np.float32)
     image[13:15, 21] = 1.0  # 7.5 pixels right of the centre (13.5)
-    zoomed = _run(lambda: augmentation.transform_images(
-        tf.constant(image[None, :, :, None]), tf.zeros([1]), tf.zeros([1]), tf.zeros([1]),
-        tf.constant([0.8]))[0, :, :, 0])
+    zoomed = _run(
+        lambda: augmentation.transform_images(
+            tf.constant(image[None, :, :, None]),
+            tf.zeros([1]),
+            tf.zeros([1]),
+            tf.zeros([1]),
+            tf.constant([0.8]),
+        )[0, :, :, 0]
+    )
     # 7.5 x 0.8 = 6 pixels right of the centre: column 19.5, spread over 19 and 20; the ink
     # (an area) shrinks by 0.8 squared.
     columns = np.nonzero(zoomed.sum(axis=0) > 1e-6)[0]
-    assert set(columns) <= {19, 20} and zoomed[:, 19:21].sum() == pytest.approx(image.sum() * 0.8 ** 2, rel=0.05)
+    assert set(columns) <= {19, 20} and zoomed[:, 19:21].sum() == pytest.approx(
+        image.sum() * 0.8**2, rel=0.05
+    )
 
 
 def test_warp_with_zero_displacement_is_the_identity_and_integer_displacements_shift():
@@ -87,8 +96,16 @@ def test_elastic_distortion_differs_per_digit_and_keeps_the_ink():
 def test_augmentation_switches_and_settings_are_checked():
     assert not augmentation.is_on({})
     assert augmentation.is_on({"augment_elastic_alpha": 1.0})
-    base = {"conv1_filters": 4, "conv2_filters": 4, "kernel_size": 3, "dense_units": 8,
-            "dropout_rate": 0.1, "learning_rate": 1e-3, "optimizer": "adam", "precision": "float32"}
+    base = {
+        "conv1_filters": 4,
+        "conv2_filters": 4,
+        "kernel_size": 3,
+        "dense_units": 8,
+        "dropout_rate": 0.1,
+        "learning_rate": 1e-3,
+        "optimizer": "adam",
+        "precision": "float32",
+    }
     with pytest.raises(ConfigError, match="trainer.augment_max_scale"):
         model.hyperparameters({**base, "augment_max_scale": 0.9})
     with pytest.raises(ConfigError, match="trainer.augment_elastic_sigma"):
@@ -98,9 +115,17 @@ def test_augmentation_switches_and_settings_are_checked():
 
 
 def test_elastic_distortion_runs_in_training_graphs_only():
-    params = {"conv1_filters": 4, "conv2_filters": 4, "kernel_size": 3, "dense_units": 8,
-              "dropout_rate": 0.1, "learning_rate": 1e-3, "optimizer": "adam", "precision": "float32",
-              "augment_elastic_alpha": 30.0}
+    params = {
+        "conv1_filters": 4,
+        "conv2_filters": 4,
+        "kernel_size": 3,
+        "dense_units": 8,
+        "dropout_rate": 0.1,
+        "learning_rate": 1e-3,
+        "optimizer": "adam",
+        "precision": "float32",
+        "augment_elastic_alpha": 30.0,
+    }
 
     def op_types(mode):
         with tf.Graph().as_default() as graph:
@@ -150,9 +175,21 @@ def test_auto_resolves_to_what_this_machine_measures():
         # Far from the threshold the probe is stable; near it either answer is right.
         if abs(speedup - precision.MIN_SPEEDUP) > 0.3:
             assert chosen == ("mixed_bfloat16" if speedup > precision.MIN_SPEEDUP else "float32")
-    assert model.hyperparameters({"conv1_filters": 4, "conv2_filters": 4, "kernel_size": 3,
-                                  "dense_units": 8, "dropout_rate": 0.1, "learning_rate": 1e-3,
-                                  "optimizer": "adam", "precision": "auto"})["precision"] == chosen
+    assert (
+        model.hyperparameters(
+            {
+                "conv1_filters": 4,
+                "conv2_filters": 4,
+                "kernel_size": 3,
+                "dense_units": 8,
+                "dropout_rate": 0.1,
+                "learning_rate": 1e-3,
+                "optimizer": "adam",
+                "precision": "auto",
+            }
+        )["precision"]
+        == chosen
+    )
 
 
 def test_auto_resolves_inside_a_model_functions_graph_too():
@@ -167,13 +204,17 @@ def test_one_resampling_of_the_affine_grid_matches_the_affine_op():
 
     def both():
         batch = tf.constant(np.stack([image, image.T])[..., None])
-        angles, shift_x, shift_y, scales = (tf.constant(v) for v in
-                                            ([0.3, -0.2], [1.5, -2.0], [-0.5, 1.0], [0.9, 1.1]))
+        angles, shift_x, shift_y, scales = (
+            tf.constant(v) for v in ([0.3, -0.2], [1.5, -2.0], [-0.5, 1.0], [0.9, 1.1])
+        )
         by_op = augmentation.transform_images(batch, angles, shift_x, shift_y, scales)
         t = augmentation.affine_transforms(angles, shift_x, shift_y, scales)[:, :, None, None]
         grid_y, grid_x = tf.meshgrid(tf.range(28.0), tf.range(28.0), indexing="ij")
         by_sampling = augmentation.sample_bilinear(
-            batch, t[:, 0] * grid_x + t[:, 1] * grid_y + t[:, 2], t[:, 3] * grid_x + t[:, 4] * grid_y + t[:, 5])
+            batch,
+            t[:, 0] * grid_x + t[:, 1] * grid_y + t[:, 2],
+            t[:, 3] * grid_x + t[:, 4] * grid_y + t[:, 5],
+        )
         return by_op, by_sampling
 
     by_op, by_sampling = _run(both)

@@ -4,10 +4,10 @@ probabilities, under the same keys, slices and confusion matrices."""
 
 import glob
 
+import model_fixtures
 import numpy as np
 import pytest
 
-import model_fixtures
 from components.evaluator import analysis, model_loading, slice_metrics, tfma_setup
 from pipeline.core.errors import InputDataError, PipelineError
 from pipeline.formats import evaluation
@@ -21,16 +21,24 @@ def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("batched_metrics_assets")
     model_fixtures.build_model(str(root / "good"), steps=40)
     model_fixtures.build_model(str(root / "weak"), steps=2)
-    return {"examples": model_fixtures.write_examples(str(root / "examples"), N_TEST),
-            "good": str(root / "good" / model_fixtures.SERVING_SUBDIR),
-            "weak": str(root / "weak" / model_fixtures.SERVING_SUBDIR)}
+    return {
+        "examples": model_fixtures.write_examples(str(root / "examples"), N_TEST),
+        "good": str(root / "good" / model_fixtures.SERVING_SUBDIR),
+        "weak": str(root / "weak" / model_fixtures.SERVING_SUBDIR),
+    }
 
 
 def run_evaluator(assets, out, baseline: bool):
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    return analysis.run_analysis(examples_format.split_pattern(assets["examples"], "test"), assets["good"],
-                                 assets["weak"] if baseline else None, out, None, PipelineOptions([]))
+    return analysis.run_analysis(
+        examples_format.split_pattern(assets["examples"], "test"),
+        assets["good"],
+        assets["weak"] if baseline else None,
+        out,
+        None,
+        PipelineOptions([]),
+    )
 
 
 def run_tfma_per_example(assets, out, baseline: bool):
@@ -41,18 +49,32 @@ def run_tfma_per_example(assets, out, baseline: bool):
     from tfx_bsl.public import tfxio
 
     eval_config = tfma_setup.build_eval_config(with_baseline=baseline)
-    models = [tfma.default_eval_shared_model(assets["good"], eval_config=eval_config, model_name=tfma_setup.CANDIDATE)]
+    models = [
+        tfma.default_eval_shared_model(
+            assets["good"], eval_config=eval_config, model_name=tfma_setup.CANDIDATE
+        )
+    ]
     if baseline:
-        models.append(tfma.default_eval_shared_model(assets["weak"], eval_config=eval_config,
-                                                     model_name=tfma_setup.BASELINE))
-    to_arrow = tfxio.TFExampleBeamRecord(physical_format="inmem", raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
+        models.append(
+            tfma.default_eval_shared_model(
+                assets["weak"], eval_config=eval_config, model_name=tfma_setup.BASELINE
+            )
+        )
+    to_arrow = tfxio.TFExampleBeamRecord(
+        physical_format="inmem", raw_record_column_name=tfma.ARROW_INPUT_COLUMN
+    )
     with beam.Pipeline() as pipeline:
-        _ = (pipeline
-             | beam.io.ReadFromTFRecord(examples_format.split_pattern(assets["examples"], "test"),
-                                        compression_type=beam.io.filesystem.CompressionTypes.GZIP)
-             | to_arrow.BeamSource()
-             | tfma.ExtractEvaluateAndWriteResults(eval_shared_model=models if baseline else models[0],
-                                                   eval_config=eval_config, output_path=out))
+        _ = (
+            pipeline
+            | beam.io.ReadFromTFRecord(
+                examples_format.split_pattern(assets["examples"], "test"),
+                compression_type=beam.io.filesystem.CompressionTypes.GZIP,
+            )
+            | to_arrow.BeamSource()
+            | tfma.ExtractEvaluateAndWriteResults(
+                eval_shared_model=models if baseline else models[0], eval_config=eval_config, output_path=out
+            )
+        )
 
 
 def tfma_output(out):
@@ -64,8 +86,10 @@ def tfma_output(out):
     metrics, plots = {}, {}
     for record in tfma.load_metrics(out):
         key = slicer_lib.deserialize_slice_key(record.slice_key)
-        metrics[key] = {(e.key.name, e.key.model_name, e.key.is_diff): e.value.double_value.value
-                        for e in record.metric_keys_and_values}
+        metrics[key] = {
+            (e.key.name, e.key.model_name, e.key.is_diff): e.value.double_value.value
+            for e in record.metric_keys_and_values
+        }
     for record in tfma.load_plots(out):
         key = slicer_lib.deserialize_slice_key(record.slice_key)
         for entry in record.plot_keys_and_values:
@@ -83,14 +107,21 @@ def independent_values(assets, baseline: bool):
     probabilities (not the serving signature the evaluator calls), in float64."""
     import tensorflow as tf
 
-    records = model_fixtures.read_records(glob.glob(examples_format.split_pattern(assets["examples"], "test")))
+    records = model_fixtures.read_records(
+        glob.glob(examples_format.split_pattern(assets["examples"], "test"))
+    )
     parsed = [tf.train.Example.FromString(r).features.feature for r in records]
     pixels = np.array([list(f["image"].int64_list.value) for f in parsed], np.float32)
     labels = np.array([f["label"].int64_list.value[0] for f in parsed])
     buckets = np.array([f["ink_density_bucket"].int64_list.value[0] for f in parsed])
     models = {"candidate": assets["good"], "baseline": assets["weak"]} if baseline else {"": assets["good"]}
-    scores = {name: tf.saved_model.load(path).signatures["serving_images"](images=tf.constant(pixels))[
-        "probabilities"].numpy().astype(np.float64) for name, path in models.items()}
+    scores = {
+        name: tf.saved_model.load(path)
+        .signatures["serving_images"](images=tf.constant(pixels))["probabilities"]
+        .numpy()
+        .astype(np.float64)
+        for name, path in models.items()
+    }
     slices = [((), np.ones(len(labels), bool))]
     slices += [((("label", int(k)),), labels == k) for k in np.unique(labels)]
     slices += [((("ink_density_bucket", int(b)),), buckets == b) for b in np.unique(buckets)]
@@ -102,13 +133,17 @@ def independent_values(assets, baseline: bool):
             clipped = np.clip(p, 1e-7, 1 - 1e-7)
             values[("example_count", name, False)] = rows.sum()
             values[("accuracy", name, False)] = (p.argmax(axis=1) == y).mean()
-            values[("log_loss", name, False)] = np.mean(np.log(clipped.sum(axis=1)) - np.log(clipped[np.arange(len(y)), y]))
+            values[("log_loss", name, False)] = np.mean(
+                np.log(clipped.sum(axis=1)) - np.log(clipped[np.arange(len(y)), y])
+            )
             matrix = np.zeros((10, 10))
             np.add.at(matrix, (y, p.argmax(axis=1)), 1)
             plots.setdefault(key, {})[name] = matrix
         if baseline:
             for metric in ("example_count", "accuracy", "log_loss"):
-                values[(metric, "candidate", True)] = values[(metric, "candidate", False)] - values[(metric, "baseline", False)]
+                values[(metric, "candidate", True)] = (
+                    values[(metric, "candidate", False)] - values[(metric, "baseline", False)]
+                )
         metrics[key] = values
     return metrics, plots
 
@@ -139,15 +174,17 @@ def test_output_equals_tfma_per_example_metrics_and_independent_values(tmp_path,
     assert_same(metrics, plots, reference_metrics, reference_plots, log_loss_rel=1e-6)
     # The Keras accuracy is a float32, as TFMA's: bit-identical, diffs included.
     for key, values in reference_metrics.items():
-        assert {k: v for k, v in metrics[key].items() if k[0] == "accuracy"} == \
-            {k: v for k, v in values.items() if k[0] == "accuracy"}
+        assert {k: v for k, v in metrics[key].items() if k[0] == "accuracy"} == {
+            k: v for k, v in values.items() if k[0] == "accuracy"
+        }
     assert_same(metrics, plots, *independent_values(assets, baseline))
 
-    for name in (["candidate", "baseline"] if baseline else [None]):
+    for name in ["candidate", "baseline"] if baseline else [None]:
         loaded = tfma.load_eval_result(str(tmp_path / "batched"), model_name=name)
         reference = tfma.load_eval_result(str(tmp_path / "tfma"), model_name=name)
-        assert sorted(str(key) for key, _ in loaded.slicing_metrics) == \
-            sorted(str(key) for key, _ in reference.slicing_metrics)
+        assert sorted(str(key) for key, _ in loaded.slicing_metrics) == sorted(
+            str(key) for key, _ in reference.slicing_metrics
+        )
         assert sorted(str(key) for key, _ in loaded.plots) == sorted(str(key) for key, _ in reference.plots)
     validation = tfma.load_validation_result(str(tmp_path / "batched"))
     assert validation == tfma.load_validation_result(str(tmp_path / "tfma"))
@@ -160,7 +197,9 @@ def test_per_example_columns_follow_keras_and_tfma():
     labels = np.array([0, 2, 1, 1])
     columns = slice_metrics.per_example_columns("candidate", probabilities, labels)
     keras = tf.keras.losses.SparseCategoricalCrossentropy(reduction="none")(labels, probabilities).numpy()
-    assert columns["candidate_loss"] == pytest.approx(keras, rel=1e-5)  # clipped 0 and 1, a row not summing to 1
+    assert columns["candidate_loss"] == pytest.approx(
+        keras, rel=1e-5
+    )  # clipped 0 and 1, a row not summing to 1
     assert columns["candidate_correct"].tolist() == [True, False, False, False]
     # TFMA's confusion matrix at threshold 0: no predicted class where the top probability is 0.
     assert columns["candidate_matrix_class"].tolist() == [0, 1, 0, slice_metrics.NO_PREDICTED_CLASS_ID]
@@ -186,16 +225,28 @@ def test_eval_config_asking_for_what_is_not_computed_is_refused():
 def test_signature_calls_print_arrays_as_summaries_and_return_the_same(assets):
     import tensorflow as tf
 
-    records = model_fixtures.read_records(glob.glob(examples_format.split_pattern(assets["examples"], "test")))
+    records = model_fixtures.read_records(
+        glob.glob(examples_format.split_pattern(assets["examples"], "test"))
+    )
     plain = tf.saved_model.load(assets["good"]).signatures["serving_default"]
     wrapped = model_loading.load_summarizing_signatures(assets["good"], (tf.saved_model.SERVING,))
     batch = tf.constant(records)
     expected = plain(examples=batch)["probabilities"].numpy()
-    assert (wrapped.signatures["serving_default"](batch)["probabilities"].numpy() == expected).all()  # positional, as TFMA calls it
+    assert (
+        wrapped.signatures["serving_default"](batch)["probabilities"].numpy() == expected
+    ).all()  # positional, as TFMA calls it
     seen = []
-    stub = model_loading._SummarizingCall(type("Signature", (), {
-        "structured_input_signature": ((), {}), "structured_outputs": {},
-        "__call__": lambda self, *a, **k: seen.append(np.get_printoptions()["threshold"])})())
+    stub = model_loading._SummarizingCall(
+        type(
+            "Signature",
+            (),
+            {
+                "structured_input_signature": ((), {}),
+                "structured_outputs": {},
+                "__call__": lambda self, *a, **k: seen.append(np.get_printoptions()["threshold"]),
+            },
+        )()
+    )
     stub(batch)
     assert seen == [model_loading.PRINT_THRESHOLD] and np.get_printoptions()["threshold"] == 1000
 
@@ -239,14 +290,27 @@ def test_decoding_takes_label_and_bucket_and_refuses_an_example_without_a_label_
     records = [example(label=3, ink_density_bucket=2), example(label=7)]
     decode = analysis.DecodeForEvaluation(tfma.ARROW_INPUT_COLUMN)
     (batch,) = decode.process(analysis.SerializedBatch(records, [("a.gz", 0), ("a.gz", 1)]))
-    assert batch.to_pydict() == {"label": [[3], [7]], "ink_density_bucket": [[2], [evaluation.NO_BUCKET]],
-                                 tfma.ARROW_INPUT_COLUMN: [[r] for r in records]}
+    assert batch.to_pydict() == {
+        "label": [[3], [7]],
+        "ink_density_bucket": [[2], [evaluation.NO_BUCKET]],
+        tfma.ARROW_INPUT_COLUMN: [[r] for r in records],
+    }
     bad = analysis.SerializedBatch(  # two bad examples: the first is named
-        [records[0], records[1], example(ink_density_bucket=1), example(label=2), example(ink_density_bucket=4)],
-        [("a.gz", 998), ("a.gz", 999), ("b.gz", 0), ("b.gz", 1), ("b.gz", 2)])
-    with pytest.raises(InputDataError, match=r"^b\.gz: record 0: a test example with no label, or a label or "
-                                             r"ink_density_bucket that is not one int64 \(Feature: label \(data type: "
-                                             r"int64\) is required"):
+        [
+            records[0],
+            records[1],
+            example(ink_density_bucket=1),
+            example(label=2),
+            example(ink_density_bucket=4),
+        ],
+        [("a.gz", 998), ("a.gz", 999), ("b.gz", 0), ("b.gz", 1), ("b.gz", 2)],
+    )
+    with pytest.raises(
+        InputDataError,
+        match=r"^b\.gz: record 0: a test example with no label, or a label or "
+        r"ink_density_bucket that is not one int64 \(Feature: label \(data type: "
+        r"int64\) is required",
+    ):
         list(decode.process(bad))
 
 
@@ -261,8 +325,11 @@ def test_a_batch_that_fails_only_as_a_whole_is_refused_naming_its_files(monkeypa
     good.features.feature["label"].int64_list.value.append(1)
     monkeypatch.setattr(tf.io, "parse_example", batch_parse_fails)
     batch = analysis.SerializedBatch([good.SerializeToString()] * 3, [("b.gz", 4), ("a.gz", 9), ("b.gz", 5)])
-    with pytest.raises(InputDataError, match=r"^a\.gz, b\.gz: 3 test records that parse one by one but not together "
-                                             r"\(Feature: label is odd\)$"):
+    with pytest.raises(
+        InputDataError,
+        match=r"^a\.gz, b\.gz: 3 test records that parse one by one but not together "
+        r"\(Feature: label is odd\)$",
+    ):
         list(analysis.DecodeForEvaluation(tfma.ARROW_INPUT_COLUMN).process(batch))
 
 

@@ -18,13 +18,13 @@ import subprocess
 import sys
 import zipfile
 
+import model_fixtures
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
-
-import model_fixtures
 from mnist_slices import write_mnist_slice
+
 from pipeline.cli import main
 from pipeline.core import beam_engines
 from pipeline.core.errors import ConfigError
@@ -37,6 +37,7 @@ BEAM_VERSION = beam_engines.beam_sdk_version()
 
 # --- how the pipeline finds and passes the jar ------------------------------------------------
 
+
 @pytest.fixture
 def jar_cache(tmp_path, monkeypatch):
     cache = tmp_path / "jars"
@@ -45,13 +46,16 @@ def jar_cache(tmp_path, monkeypatch):
     return cache
 
 
-@pytest.mark.parametrize("args, runner", [
-    ([], "FnApiRunner"),
-    (["--runner=FlinkRunner", "--flink_master=[local]"], "FlinkRunner"),
-    (["--spark_master_url=local[2]", "--runner", "SparkRunner"], "SparkRunner"),
-    (["--runner=flink"], "FlinkRunner"),
-    (["--runner", "direct"], "DirectRunner"),
-])
+@pytest.mark.parametrize(
+    "args, runner",
+    [
+        ([], "FnApiRunner"),
+        (["--runner=FlinkRunner", "--flink_master=[local]"], "FlinkRunner"),
+        (["--spark_master_url=local[2]", "--runner", "SparkRunner"], "SparkRunner"),
+        (["--runner=flink"], "FlinkRunner"),
+        (["--runner", "direct"], "DirectRunner"),
+    ],
+)
 def test_runner_name_is_what_the_options_select(args, runner):
     assert beam_engines.runner_name(args) == runner
 
@@ -63,19 +67,23 @@ def test_the_cached_jar_is_passed_when_the_user_names_none(jar_cache):
     assert beam_engines.with_job_server_jar(args) == args + [f"--flink_job_server_jar={jar}"]
 
 
-@pytest.mark.parametrize("args", [
-    ["--runner=FlinkRunner", "--flink_job_server_jar=/opt/my-flink-job-server.jar"],
-    ["--runner=SparkRunner", "--spark_job_server_jar", "https://example.org/spark.jar"],
-    ["--runner=FlinkRunner", "--job_endpoint=localhost:8099"],
-    ["--runner=PortableRunner", "--job_endpoint=localhost:8099"],
-    ["--direct_num_workers=2"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--runner=FlinkRunner", "--flink_job_server_jar=/opt/my-flink-job-server.jar"],
+        ["--runner=SparkRunner", "--spark_job_server_jar", "https://example.org/spark.jar"],
+        ["--runner=FlinkRunner", "--job_endpoint=localhost:8099"],
+        ["--runner=PortableRunner", "--job_endpoint=localhost:8099"],
+        ["--direct_num_workers=2"],
+    ],
+)
 def test_options_that_name_their_own_job_server_or_need_none_pass_unchanged(jar_cache, args):
     assert beam_engines.with_job_server_jar(args) == args
 
 
-@pytest.mark.parametrize("runner, engine", [("FlinkRunner", "flink"), ("SparkRunner", "spark"),
-                                            ("flink", "flink")])
+@pytest.mark.parametrize(
+    "runner, engine", [("FlinkRunner", "flink"), ("SparkRunner", "spark"), ("flink", "flink")]
+)
 def test_no_cached_jar_names_the_command_that_fetches_it(jar_cache, runner, engine):
     with pytest.raises(ConfigError) as e:
         beam_engines.with_job_server_jar([f"--runner={runner}"])
@@ -86,8 +94,16 @@ def test_no_cached_jar_names_the_command_that_fetches_it(jar_cache, runner, engi
 
 def test_run_on_flink_without_a_jar_exits_2_before_any_step(tmp_path, jar_cache, tiny_mnist, capsys):
     root = tmp_path / "root"
-    code = main(["--data-root", tiny_mnist, "--pipeline-root", str(root),
-                 "--beam-arg=--runner=FlinkRunner", "--beam-arg=--flink_master=[local]"])
+    code = main(
+        [
+            "--data-root",
+            tiny_mnist,
+            "--pipeline-root",
+            str(root),
+            "--beam-arg=--runner=FlinkRunner",
+            "--beam-arg=--flink_master=[local]",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "scripts/ensure_job_server.sh flink" in err
@@ -95,6 +111,7 @@ def test_run_on_flink_without_a_jar_exits_2_before_any_step(tmp_path, jar_cache,
 
 
 # --- scripts/ensure_job_server.sh against a Maven repository of our own -----------------------
+
 
 def _sha1_file(path: str) -> None:
     with open(path, "rb") as f:
@@ -117,8 +134,10 @@ def _publish(repo, flink_version: str, main_class=True, bad_checksum=False) -> b
         z.writestr("META-INF/MANIFEST.MF", manifest)
         z.writestr("marker.txt", flink_version)
     pom = folder / f"{artifact}-{BEAM_VERSION}.pom"
-    pom.write_text(f"<project><modelVersion>4.0.0</modelVersion><groupId>org.apache.beam</groupId>"
-                   f"<artifactId>{artifact}</artifactId><version>{BEAM_VERSION}</version></project>")
+    pom.write_text(
+        f"<project><modelVersion>4.0.0</modelVersion><groupId>org.apache.beam</groupId>"
+        f"<artifactId>{artifact}</artifactId><version>{BEAM_VERSION}</version></project>"
+    )
     _sha1_file(str(jar))
     _sha1_file(str(pom))
     if bad_checksum:
@@ -138,10 +157,14 @@ def maven(tmp_path_factory):
 
 
 def _script(maven, cache, flink_version: str, path=None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MNIST_PIPELINE_JAR_CACHE=str(cache),
-               MNIST_PIPELINE_FLINK_VERSION=flink_version,
-               MNIST_PIPELINE_MAVEN_REPO=(maven / "repo").as_uri(),
-               MNIST_PIPELINE_MAVEN_LOCAL_REPO=str(maven / "m2"), PYTHON=sys.executable)
+    env = dict(
+        os.environ,
+        MNIST_PIPELINE_JAR_CACHE=str(cache),
+        MNIST_PIPELINE_FLINK_VERSION=flink_version,
+        MNIST_PIPELINE_MAVEN_REPO=(maven / "repo").as_uri(),
+        MNIST_PIPELINE_MAVEN_LOCAL_REPO=str(maven / "m2"),
+        PYTHON=sys.executable,
+    )
     if path is not None:
         env["PATH"] = path
     return subprocess.run([SCRIPT, "flink"], env=env, capture_output=True, text=True, timeout=300)
@@ -161,8 +184,7 @@ def test_script_fetches_verifies_and_then_reuses_the_jar(maven, tmp_path):
     # Idempotent, without Maven: a PATH with no mvn on it still gets the cached jar.
     no_mvn = tmp_path / "bin"
     no_mvn.mkdir()
-    for tool in ("bash", "sha256sum", "dirname", "basename", "mktemp", "rm", "mv", "grep", "sed",
-                 "mkdir"):
+    for tool in ("bash", "sha256sum", "dirname", "basename", "mktemp", "rm", "mv", "grep", "sed", "mkdir"):
         os.symlink(shutil.which(tool), no_mvn / tool)
     again = _script(maven, cache, "0.1test", path=str(no_mvn))
     assert again.returncode == 0, again.stderr
@@ -177,13 +199,17 @@ def test_script_fetches_verifies_and_then_reuses_the_jar(maven, tmp_path):
     assert open(jar, "rb").read() == published
 
 
-@pytest.mark.parametrize("flink_version, publish, expected", [
-    ("0.2test", {"bad_checksum": True}, "Checksum validation failed"),
-    ("0.3test", None, "Could not find artifact"),
-    ("0.4test", {"main_class": False}, "is not a readable jar"),
-])
-def test_script_refuses_what_it_cannot_verify_and_caches_nothing(maven, tmp_path, flink_version,
-                                                                  publish, expected):
+@pytest.mark.parametrize(
+    "flink_version, publish, expected",
+    [
+        ("0.2test", {"bad_checksum": True}, "Checksum validation failed"),
+        ("0.3test", None, "Could not find artifact"),
+        ("0.4test", {"main_class": False}, "is not a readable jar"),
+    ],
+)
+def test_script_refuses_what_it_cannot_verify_and_caches_nothing(
+    maven, tmp_path, flink_version, publish, expected
+):
     if publish is not None:
         _publish(maven / "repo", flink_version, **publish)
     cache = tmp_path / "jars"
@@ -195,6 +221,7 @@ def test_script_refuses_what_it_cannot_verify_and_caches_nothing(maven, tmp_path
 
 
 # --- the same results on every engine ----------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def local_job_service():
@@ -218,8 +245,13 @@ def _engine_args(engine: str, request) -> list:
         endpoint = request.getfixturevalue("local_job_service")
         return ["--runner=PortableRunner", f"--job_endpoint={endpoint}", "--environment_type=LOOPBACK"]
     word = {"flink": "flink", "spark": "spark"}[engine]
-    fetched = subprocess.run([SCRIPT, word], capture_output=True, text=True, timeout=900,
-                             env=dict(os.environ, PYTHON=sys.executable))
+    fetched = subprocess.run(
+        [SCRIPT, word],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, PYTHON=sys.executable),
+    )
     if fetched.returncode != 0:
         pytest.skip(fetched.stderr.strip().splitlines()[-1])
     jar = fetched.stdout.strip().splitlines()[-1]
@@ -241,9 +273,19 @@ def reference_run(tmp_path_factory, engine_data):
 
 def _data_half(base, data_root, beam_args) -> dict:
     summary_path = os.path.join(str(base), "summary.json")
-    code = main(["--data-root", data_root, "--pipeline-root", os.path.join(str(base), "root"),
-                 "--to", "statistics_gen", "--summary-json", summary_path]
-                + [f"--beam-arg={arg}" for arg in beam_args])
+    code = main(
+        [
+            "--data-root",
+            data_root,
+            "--pipeline-root",
+            os.path.join(str(base), "root"),
+            "--to",
+            "statistics_gen",
+            "--summary-json",
+            summary_path,
+        ]
+        + [f"--beam-arg={arg}" for arg in beam_args]
+    )
     summary = json.load(open(summary_path))
     assert code == 0, summary.get("message")
     return summary
@@ -259,8 +301,11 @@ def _records_by_split(examples_uri: str) -> dict:
         files = sorted(os.path.join(folder, name) for name in os.listdir(folder))
         records = tf.data.TFRecordDataset(files, compression_type="GZIP")
         out[split] = sorted(
-            hashlib.sha256(tf.train.Example.FromString(r.numpy()).SerializeToString(deterministic=True)).hexdigest()
-            for r in records)
+            hashlib.sha256(
+                tf.train.Example.FromString(r.numpy()).SerializeToString(deterministic=True)
+            ).hexdigest()
+            for r in records
+        )
     return out
 
 
@@ -273,8 +318,7 @@ def _statistics(stats_uri: str) -> dict:
         stats = tfdv.load_stats_binary(os.path.join(stats_uri, f"Split-{split}", "FeatureStats.pb"))
         dataset = stats.datasets[0]
         features = sorted(dataset.features, key=lambda f: f.path.step[0] if f.path.step else f.name)
-        out[split] = {"num_examples": dataset.num_examples,
-                      "features": [MessageToDict(f) for f in features]}
+        out[split] = {"num_examples": dataset.num_examples, "features": [MessageToDict(f) for f in features]}
     return out
 
 
@@ -307,14 +351,22 @@ def _evaluate(base, examples_uri: str, model, beam_args) -> dict:
     from components.evaluator import executor
     from pipeline.config import EvaluatorConfig
 
-    outputs = {"evaluation": os.path.join(str(base), "evaluation"),
-               "blessing": os.path.join(str(base), "blessing")}
+    outputs = {
+        "evaluation": os.path.join(str(base), "evaluation"),
+        "blessing": os.path.join(str(base), "blessing"),
+    }
     for path in outputs.values():
         os.makedirs(path)
-    ctx = StepContext(step_name="evaluator", run_id="engines", pipeline_root=str(base),
-                      inputs={"examples": Artifact(examples_uri, "Examples", {}, 1), "model": model},
-                      outputs=outputs, params=EvaluatorConfig(accuracy_floor=0.0, slice_accuracy_floor=0.0),
-                      beam_args=tuple(beam_args), log=logging.getLogger("test_beam_engines"))
+    ctx = StepContext(
+        step_name="evaluator",
+        run_id="engines",
+        pipeline_root=str(base),
+        inputs={"examples": Artifact(examples_uri, "Examples", {}, 1), "model": model},
+        outputs=outputs,
+        params=EvaluatorConfig(accuracy_floor=0.0, slice_accuracy_floor=0.0),
+        beam_args=tuple(beam_args),
+        log=logging.getLogger("test_beam_engines"),
+    )
     return executor.run(ctx).execution_properties
 
 
@@ -326,8 +378,9 @@ def tiny_model(tmp_path_factory):
 
 
 @pytest.mark.parametrize("engine", ["portable", "flink", "spark"])
-def test_every_engine_gives_the_in_process_results(engine, request, tmp_path, engine_data,
-                                                   reference_run, tiny_model):
+def test_every_engine_gives_the_in_process_results(
+    engine, request, tmp_path, engine_data, reference_run, tiny_model
+):
     beam_args = _engine_args(engine, request)
     runner = beam_engines.runner_name(beam_args)
     run = _data_half(tmp_path / "data", engine_data, beam_args)
@@ -339,8 +392,11 @@ def test_every_engine_gives_the_in_process_results(engine, request, tmp_path, en
     ours, theirs = (r["steps"]["example_gen"] for r in (run, reference_run))
     assert ours["properties"]["split_counts"] == theirs["properties"]["split_counts"]
     assert _records_by_split(ours["outputs"]["examples"]) == _records_by_split(theirs["outputs"]["examples"])
-    assert_same(_statistics(run["steps"]["statistics_gen"]["outputs"]["statistics"]),
-                _statistics(reference_run["steps"]["statistics_gen"]["outputs"]["statistics"]), "statistics")
+    assert_same(
+        _statistics(run["steps"]["statistics_gen"]["outputs"]["statistics"]),
+        _statistics(reference_run["steps"]["statistics_gen"]["outputs"]["statistics"]),
+        "statistics",
+    )
 
     examples = ours["outputs"]["examples"]
     on_engine = _evaluate(tmp_path / "eval_engine", examples, tiny_model, beam_args)

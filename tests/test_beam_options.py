@@ -10,8 +10,16 @@ from pipeline.core.step import StepContext
 
 
 def _options(beam_args):
-    ctx = StepContext(step_name="example_gen", run_id="r", pipeline_root="/tmp/unused", inputs={},
-                      outputs={}, params=None, beam_args=tuple(beam_args), log=logging.getLogger("t"))
+    ctx = StepContext(
+        step_name="example_gen",
+        run_id="r",
+        pipeline_root="/tmp/unused",
+        inputs={},
+        outputs={},
+        params=None,
+        beam_args=tuple(beam_args),
+        log=logging.getLogger("t"),
+    )
     return ctx.beam_pipeline_options()
 
 
@@ -22,11 +30,14 @@ def test_no_runner_named_runs_in_process_and_keeps_the_other_options():
     assert options.view_as(DirectOptions).direct_num_workers == 2
 
 
-@pytest.mark.parametrize("beam_args, runner", [
-    (["--runner=PortableRunner", "--job_endpoint=localhost:8099"], "PortableRunner"),
-    (["--job_endpoint=localhost:8099", "--runner", "FlinkRunner"], "FlinkRunner"),
-    (["--runner=DirectRunner"], "DirectRunner"),
-])
+@pytest.mark.parametrize(
+    "beam_args, runner",
+    [
+        (["--runner=PortableRunner", "--job_endpoint=localhost:8099"], "PortableRunner"),
+        (["--job_endpoint=localhost:8099", "--runner", "FlinkRunner"], "FlinkRunner"),
+        (["--runner=DirectRunner"], "DirectRunner"),
+    ],
+)
 def test_a_runner_the_user_names_is_kept(beam_args, runner):
     assert with_default_runner(beam_args) == beam_args
     assert _options(beam_args).view_as(StandardOptions).runner == runner

@@ -5,7 +5,8 @@ import json
 import math
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from components.evaluator.blessing import THRESHOLD_NAMES, decide
 from components.evaluator.paired_stats import PairedTable
@@ -14,10 +15,10 @@ from pipeline.config import EvaluatorConfig
 NAN = float("nan")
 INF = float("inf")
 
-ALL = EvaluatorConfig(accuracy_floor=0.95, min_gain=0.0, slice_accuracy_floor=0.90,
-                      slice_max_regression=0.02)
-NONE = EvaluatorConfig(accuracy_floor=None, min_gain=None, slice_accuracy_floor=None,
-                       slice_max_regression=None)
+ALL = EvaluatorConfig(accuracy_floor=0.95, min_gain=0.0, slice_accuracy_floor=0.90, slice_max_regression=0.02)
+NONE = EvaluatorConfig(
+    accuracy_floor=None, min_gain=None, slice_accuracy_floor=None, slice_max_regression=None
+)
 
 
 def thresholds(**kw):
@@ -56,6 +57,7 @@ def failed(decision):
 
 # --- first run (no baseline) -------------------------------------------------------------------
 
+
 def test_first_run_passes_on_absolute_checks_only():
     d = decide(metrics(), None, ALL)
     assert d.blessed and d.reasons == []
@@ -80,8 +82,9 @@ def test_first_run_without_floor_fails_closed():
 
 
 def test_floor_unset_with_baseline_uses_the_other_thresholds():
-    d = decide(metrics(overall=0.99), metrics(overall=0.97), thresholds(min_gain=0.0),
-               paired=paired(0.99, 0.97))
+    d = decide(
+        metrics(overall=0.99), metrics(overall=0.97), thresholds(min_gain=0.0), paired=paired(0.99, 0.97)
+    )
     assert d.blessed and [c.name for c in d.checks] == ["superiority"]
 
 
@@ -92,6 +95,7 @@ def test_a_baseline_without_paired_outcomes_fails_closed():
 
 
 # --- the promotion policy against the baseline ---------------------------------------------------
+
 
 def test_better_candidate_passes_min_gain():
     d = decide(metrics(overall=0.98), metrics(overall=0.97), ALL, paired=paired(0.98, 0.97))
@@ -123,12 +127,17 @@ def test_equal_fails_under_superiority_and_passes_under_non_inferiority():
 
 def test_a_point_gain_equal_to_min_gain_is_not_enough():
     # The interval's lower bound must clear min_gain: a point gain of exactly min_gain cannot.
-    d = decide(metrics(overall=0.99), metrics(overall=0.97), thresholds(accuracy_floor=0.5, min_gain=0.02),
-               paired=paired(0.99, 0.97))
+    d = decide(
+        metrics(overall=0.99),
+        metrics(overall=0.97),
+        thresholds(accuracy_floor=0.5, min_gain=0.02),
+        paired=paired(0.99, 0.97),
+    )
     assert not d.blessed and failed(d) == {("superiority", "overall")}
 
 
 # --- NaN and Inf --------------------------------------------------------------------------------
+
 
 def test_nan_candidate_fails_every_check_it_touches():
     d = decide(metrics(overall=NAN), metrics(), ALL, paired=paired(0.98, 0.97))
@@ -162,8 +171,12 @@ def test_inf_candidate_is_rejected():
 
 
 def test_negative_inf_baseline_does_not_make_any_gain_pass():
-    d = decide(metrics(overall=0.98), metrics(overall=-INF), thresholds(accuracy_floor=0.5, min_gain=0.0),
-               paired=paired(0.98, 0.97))
+    d = decide(
+        metrics(overall=0.98),
+        metrics(overall=-INF),
+        thresholds(accuracy_floor=0.5, min_gain=0.0),
+        paired=paired(0.98, 0.97),
+    )
     assert not d.blessed and failed(d) == {("paired_outcomes", "overall")}
 
 
@@ -173,6 +186,7 @@ def test_non_finite_threshold_fails_closed():
 
 
 # --- no thresholds ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("limits", [NONE, {}, None])
 def test_no_thresholds_is_not_blessed(limits):
@@ -184,6 +198,7 @@ def test_no_thresholds_is_not_blessed(limits):
 
 # --- per-label slices ---------------------------------------------------------------------------
 
+
 def test_slice_below_floor_fails_naming_the_slice():
     d = decide(metrics(label_3=0.85), None, ALL)
     assert not d.blessed
@@ -193,9 +208,12 @@ def test_slice_below_floor_fails_naming_the_slice():
 
 def test_slice_regression_beyond_limit_fails():
     # 1,000 digits of label 3: a 5-point loss is significant even at Holm's alpha / 10.
-    d = decide(metrics(overall=0.99, label_3=0.93, count=10000),
-               metrics(overall=0.97, label_3=0.98, count=10000), ALL,
-               paired=paired(0.99, 0.97, label_3=(0.93, 0.98), count=10000))
+    d = decide(
+        metrics(overall=0.99, label_3=0.93, count=10000),
+        metrics(overall=0.97, label_3=0.98, count=10000),
+        ALL,
+        paired=paired(0.99, 0.97, label_3=(0.93, 0.98), count=10000),
+    )
     assert failed(d) == {("slice_max_regression", "label=3")}
     check = next(c for c in d.checks if c.name == "slice_max_regression" and c.slice == "label=3")
     assert check.value == pytest.approx(0.05) and check.threshold == 0.02
@@ -206,14 +224,22 @@ def test_slice_regression_beyond_limit_fails():
 
 def test_a_slice_loss_too_small_to_be_significant_passes():
     # 100 digits of label 3: 5 of them lost is within what chance gives at Holm's level.
-    d = decide(metrics(overall=0.99, label_3=0.93), metrics(overall=0.97, label_3=0.98), ALL,
-               paired=paired(0.99, 0.97, label_3=(0.93, 0.98)))
+    d = decide(
+        metrics(overall=0.99, label_3=0.93),
+        metrics(overall=0.97, label_3=0.98),
+        ALL,
+        paired=paired(0.99, 0.97, label_3=(0.93, 0.98)),
+    )
     assert d.blessed, d.reasons
 
 
 def test_slice_regression_within_limit_passes():
-    d = decide(metrics(overall=0.99, label_3=0.97), metrics(overall=0.97, label_3=0.98), ALL,
-               paired=paired(0.99, 0.97, label_3=(0.97, 0.98)))
+    d = decide(
+        metrics(overall=0.99, label_3=0.97),
+        metrics(overall=0.97, label_3=0.98),
+        ALL,
+        paired=paired(0.99, 0.97, label_3=(0.97, 0.98)),
+    )
     assert d.blessed, d.reasons
 
 
@@ -224,6 +250,7 @@ def test_non_label_slices_are_not_gated():
 
 
 # --- missing slices and metrics, zero examples ---------------------------------------------------
+
 
 def test_slice_missing_in_candidate_but_in_baseline_fails():
     candidate = metrics(overall=0.99)
@@ -293,6 +320,7 @@ def test_empty_baseline_fails_relative_checks():
 
 # --- reporting ----------------------------------------------------------------------------------
 
+
 def test_decision_serialises_as_strict_json():
     d = decide(metrics(overall=NAN), metrics(), ALL, paired=paired(0.98, 0.97))
     text = json.dumps(d.to_dict(), allow_nan=False)
@@ -305,15 +333,22 @@ accuracy = st.one_of(st.floats(min_value=0, max_value=1), st.just(NAN), st.just(
 
 
 @settings(max_examples=300, deadline=None)
-@given(cand_overall=accuracy, base_overall=accuracy, cand_slice=accuracy, base_slice=accuracy,
-       with_baseline=st.booleans())
-def test_blessed_only_when_every_check_passes_on_finite_values(cand_overall, base_overall, cand_slice,
-                                                               base_slice, with_baseline):
+@given(
+    cand_overall=accuracy,
+    base_overall=accuracy,
+    cand_slice=accuracy,
+    base_slice=accuracy,
+    with_baseline=st.booleans(),
+)
+def test_blessed_only_when_every_check_passes_on_finite_values(
+    cand_overall, base_overall, cand_slice, base_slice, with_baseline
+):
     candidate = metrics(overall=cand_overall, label_0=cand_slice)
     baseline = metrics(overall=base_overall, label_0=base_slice) if with_baseline else None
     usable = lambda v: v is not None and math.isfinite(v) and 0 <= v <= 1  # noqa: E731
-    tables = paired(cand_overall if usable(cand_overall) else 0.97,
-                    base_overall if usable(base_overall) else 0.97)
+    tables = paired(
+        cand_overall if usable(cand_overall) else 0.97, base_overall if usable(base_overall) else 0.97
+    )
     d = decide(candidate, baseline, ALL, paired=tables)
     assert d.blessed == (all(c.passed for c in d.checks) and bool(d.checks))
     assert d.reasons == [c.reason for c in d.checks if not c.passed]
@@ -330,12 +365,15 @@ def test_the_gate_defaults_for_a_bare_mapping_are_the_configs_defaults():
     assert POLICY_DEFAULTS == {name: getattr(EvaluatorConfig(), name) for name in POLICY_DEFAULTS}
 
 
-@pytest.mark.parametrize("setting, fragment", [
-    ({"promotion_policy": "Superiority"}, "policy must be one of"),
-    ({"min_gain": -0.5}, "min_gain must be"),
-    ({"alpha": 0.9}, "alpha must be in"),
-    ({"non_inferiority_margin": float("nan")}, "non_inferiority_margin must be"),
-])
+@pytest.mark.parametrize(
+    "setting, fragment",
+    [
+        ({"promotion_policy": "Superiority"}, "policy must be one of"),
+        ({"min_gain": -0.5}, "min_gain must be"),
+        ({"alpha": 0.9}, "alpha must be in"),
+        ({"non_inferiority_margin": float("nan")}, "non_inferiority_margin must be"),
+    ],
+)
 def test_settings_the_gate_cannot_apply_promote_nothing(setting, fragment):
     """Config validation stops these first; the gate itself still fails closed on them."""
     limits = {**thresholds(accuracy_floor=0.9, min_gain=0.0), **setting}

@@ -16,9 +16,9 @@ import threading
 import time
 
 import pytest
-
 from mnist_slices import write_mnist_slice
 from tiny_examples import real_split, step_context, write_examples_artifact
+
 from components.trainer import cluster, cluster_task, executor
 from components.trainer.exporters import choose
 from pipeline.config import DEFAULT_SCHEMA_PATH, TrainerConfig, load_config
@@ -27,8 +27,16 @@ from pipeline.core.step import Artifact
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A small network keeps each task to seconds on two shared cores.
-SMALL = dict(conv1_filters=8, conv2_filters=16, dense_units=64, batch_size=50, random_seed=7,
-             augment_max_shift=0.0, augment_max_rotation=0.0, early_stopping_evals=0)
+SMALL = dict(
+    conv1_filters=8,
+    conv2_filters=16,
+    dense_units=64,
+    batch_size=50,
+    random_seed=7,
+    augment_max_shift=0.0,
+    augment_max_rotation=0.0,
+    early_stopping_evals=0,
+)
 PID_LINE = re.compile(r"cluster task (\S+) \(pid (\d+)\) starting")
 
 
@@ -36,18 +44,20 @@ PID_LINE = re.compile(r"cluster task (\S+) \(pid (\d+)\) starting")
 def data(tmp_path_factory):
     """(examples, schema) artifacts: 600 real training digits, the next 200 as eval."""
     base = tmp_path_factory.mktemp("cluster_data")
-    examples = write_examples_artifact(str(base / "examples"),
-                                       {"train": real_split(600), "eval": real_split(200, 600)})
+    examples = write_examples_artifact(
+        str(base / "examples"), {"train": real_split(600), "eval": real_split(200, 600)}
+    )
     os.makedirs(base / "schema")
     shutil.copy(DEFAULT_SCHEMA_PATH, base / "schema" / "schema.pbtxt")
-    return (Artifact(examples, "Examples", {"split_counts": {"train": 600, "eval": 200}}, id=1),
-            Artifact(str(base / "schema"), "Schema", id=2))
+    return (
+        Artifact(examples, "Examples", {"split_counts": {"train": 600, "eval": 200}}, id=1),
+        Artifact(str(base / "schema"), "Schema", id=2),
+    )
 
 
 def trainer_ctx(root, data, **overrides):
     examples, schema = data
-    cfg = dataclasses.replace(TrainerConfig(), **{**SMALL, "workers": 1, "parameter_servers": 1,
-                                                   **overrides})
+    cfg = dataclasses.replace(TrainerConfig(), **{**SMALL, "workers": 1, "parameter_servers": 1, **overrides})
     outputs = {key: os.path.join(str(root), "trainer", key, ".staging-1") for key in ("model", "model_run")}
     ctx = step_context("trainer", {"examples": examples, "schema": schema}, outputs, params=cfg)
     ctx.pipeline_root = str(root)
@@ -85,6 +95,7 @@ def wait_until(predicate, timeout, interval=0.1):
 
 # ---- units -------------------------------------------------------------------------------
 
+
 def test_free_port_is_a_bindable_loopback_port():
     import socket
 
@@ -106,13 +117,16 @@ def test_cluster_spec_puts_every_task_on_its_own_loopback_port():
     assert "ps" not in cluster.cluster_spec(cluster.layout(0, 0))
 
 
-@pytest.mark.parametrize("trainer, key, fragment", [
-    ({"workers": 2}, "trainer.parameter_servers", "must be >= 1 when trainer.workers > 0"),
-    ({"workers": -1}, "trainer.workers", "must be >= 0"),
-    ({"workers": 1, "parameter_servers": -1}, "trainer.parameter_servers", "must be >= 0"),
-    ({"parameter_servers": 1}, "trainer.parameter_servers", "must be 0 when trainer.workers = 0"),
-    ({"workers": "two"}, "trainer.workers", "expected int"),
-])
+@pytest.mark.parametrize(
+    "trainer, key, fragment",
+    [
+        ({"workers": 2}, "trainer.parameter_servers", "must be >= 1 when trainer.workers > 0"),
+        ({"workers": -1}, "trainer.workers", "must be >= 0"),
+        ({"workers": 1, "parameter_servers": -1}, "trainer.parameter_servers", "must be >= 0"),
+        ({"parameter_servers": 1}, "trainer.parameter_servers", "must be 0 when trainer.workers = 0"),
+        ({"workers": "two"}, "trainer.workers", "expected int"),
+    ],
+)
 def test_cluster_settings_are_refused_naming_the_key(trainer, key, fragment):
     with pytest.raises(ConfigError) as caught:
         load_config(overrides={"trainer": trainer})
@@ -137,18 +151,30 @@ def test_a_task_rebuilds_the_trainer_config_from_its_json_form():
 
 
 def test_leftovers_of_a_killed_run_are_ended_and_a_reused_pid_is_spared(tmp_path):
-    leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
-                                start_new_session=True)
+    leftover = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True
+    )
     try:
         registry = tmp_path / "trainer" / ".cluster-tasks.json"
         registry.parent.mkdir()
         me = os.getpid()
-        registry.write_text(json.dumps({"launcher_pid": 1, "tasks": [
-            {"name": "ps:0", "pid": leftover.pid, "start_time": cluster.process_start_time(leftover.pid)},
-            # This PID is alive but started at another time: a reused PID, not the task.
-            {"name": "worker:0", "pid": me, "start_time": cluster.process_start_time(me) + 1},
-            {"name": "worker:1", "pid": 2 ** 22 + 1, "start_time": 5},  # long gone
-        ]}))
+        registry.write_text(
+            json.dumps(
+                {
+                    "launcher_pid": 1,
+                    "tasks": [
+                        {
+                            "name": "ps:0",
+                            "pid": leftover.pid,
+                            "start_time": cluster.process_start_time(leftover.pid),
+                        },
+                        # This PID is alive but started at another time: a reused PID, not the task.
+                        {"name": "worker:0", "pid": me, "start_time": cluster.process_start_time(me) + 1},
+                        {"name": "worker:1", "pid": 2**22 + 1, "start_time": 5},  # long gone
+                    ],
+                }
+            )
+        )
         ended = cluster.clean_leftovers(str(registry), logging.getLogger("test.cluster"))
         assert ended == ["ps:0"]
         assert leftover.wait(timeout=10) == -signal.SIGKILL
@@ -162,7 +188,7 @@ def test_leftovers_of_a_killed_run_are_ended_and_a_reused_pid_is_spared(tmp_path
 
 def test_process_start_time_is_none_for_a_missing_process():
     assert cluster.process_start_time(os.getpid()) > 0
-    assert cluster.process_start_time(2 ** 22 + 1) is None
+    assert cluster.process_start_time(2**22 + 1) is None
 
 
 def test_last_line_names_what_the_task_said_last(tmp_path):
@@ -173,6 +199,7 @@ def test_last_line_names_what_the_task_said_last(tmp_path):
 
 
 # ---- real clusters -------------------------------------------------------------------------
+
 
 def test_chief_worker_and_ps_train_and_export_with_both_signatures(tmp_path, data):
     import tensorflow as tf
@@ -212,8 +239,7 @@ def test_chief_worker_and_ps_train_and_export_with_both_signatures(tmp_path, dat
 def test_a_cluster_trains_in_bfloat16(tmp_path, data):
     # A cluster task's session keeps the remapper's fused Conv2D, which has no bfloat16
     # kernel, unless the trainer turns the remapper off there (executor._run_config).
-    ctx = trainer_ctx(tmp_path, data, train_steps=200, eval_every_steps=100,
-                      precision="mixed_bfloat16")
+    ctx = trainer_ctx(tmp_path, data, train_steps=200, eval_every_steps=100, precision="mixed_bfloat16")
     props = executor.run(ctx).execution_properties
     assert props["precision"] == "mixed_bfloat16"
     assert props["steps_trained"] >= 200
@@ -271,10 +297,26 @@ parameter_servers = 1
 def run_local(data_root, config, root, *extra):
     env = dict(os.environ, PYTHONPATH=PROJECT, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.Popen(
-        [sys.executable, os.path.join(PROJECT, "run_local.py"), "--config", str(config),
-         "--data-root", data_root, "--pipeline-root", str(root),
-         "--summary-json", str(root) + ".summary.json", "--to", "trainer", *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            os.path.join(PROJECT, "run_local.py"),
+            "--config",
+            str(config),
+            "--data-root",
+            data_root,
+            "--pipeline-root",
+            str(root),
+            "--summary-json",
+            str(root) + ".summary.json",
+            "--to",
+            "trainer",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_sigkill_of_the_pipeline_ends_every_task_and_the_next_run_completes(tmp_path):
@@ -286,10 +328,16 @@ def test_sigkill_of_the_pipeline_ends_every_task_and_the_next_run_completes(tmp_
 
     victim = run_local(data_root, long_config, root)
     try:
+
         def training_chief():
-            logs = glob.glob(os.path.join(str(root), "trainer", "model_run", ".staging-*", "cluster", "chief-0.log"))
-            return (os.path.exists(registry) and logs
-                    and " cluster step " in open(logs[0], errors="replace").read())
+            logs = glob.glob(
+                os.path.join(str(root), "trainer", "model_run", ".staging-*", "cluster", "chief-0.log")
+            )
+            return (
+                os.path.exists(registry)
+                and logs
+                and " cluster step " in open(logs[0], errors="replace").read()
+            )
 
         assert wait_until(training_chief, timeout=300, interval=0.2), "cluster training never started"
         tasks = json.load(open(registry))["tasks"]
@@ -302,8 +350,9 @@ def test_sigkill_of_the_pipeline_ends_every_task_and_the_next_run_completes(tmp_
             victim.wait()
         victim.stdout.close()
     # The kernel's parent-death signal ends them at once; nothing survives the launcher.
-    assert wait_until(lambda: not any(alive(t["pid"]) for t in tasks), timeout=10), \
-        [t["name"] for t in tasks if alive(t["pid"])]
+    assert wait_until(lambda: not any(alive(t["pid"]) for t in tasks), timeout=10), [
+        t["name"] for t in tasks if alive(t["pid"])
+    ]
 
     short_config = tmp_path / "short.toml"
     short_config.write_text(CLUSTER_CONFIG.format(steps=200, every=100))
@@ -325,13 +374,19 @@ def test_sigkill_of_the_pipeline_ends_every_task_and_the_next_run_completes(tmp_
 
 
 def test_an_error_a_task_understood_keeps_its_class_and_message(tmp_path, data):
-    ctx = trainer_ctx(tmp_path, data, train_steps=200, eval_every_steps=100,
-                      optimizer="sgd", learning_rate=1e12)
+    ctx = trainer_ctx(
+        tmp_path, data, train_steps=200, eval_every_steps=100, optimizer="sgd", learning_rate=1e12
+    )
     with pytest.raises(TrainingError) as caught:
         executor.run(ctx)
     message = str(caught.value)
-    assert re.match(r"cluster task (chief|worker):0 exited with code 1: (NaN|Inf) loss at step \d+ "
-                    r"of training", message), message
+    assert re.match(
+        r"cluster task (chief|worker):0 exited with code 1: (NaN|Inf) loss at step \d+ "
+        r"of training",
+        message,
+    ), message
     assert "\n" not in message
     assert os.listdir(ctx.outputs["model"]) == []
-    assert not any(alive(pid) for pid in task_pids(os.path.join(ctx.outputs["model_run"], "cluster")).values())
+    assert not any(
+        alive(pid) for pid in task_pids(os.path.join(ctx.outputs["model_run"], "cluster")).values()
+    )

@@ -11,9 +11,9 @@ import sys
 import time
 
 import pytest
-
 from mnist_slices import write_mnist_slice
 from run_configs import small_lenient
+
 from pipeline.core.digest import directory_digest
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,9 +32,24 @@ def data_and_config(tmp_path_factory):
 def start(data, config, root, *extra):
     env = dict(os.environ, PYTHONPATH=PROJECT, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.Popen(
-        [sys.executable, os.path.join(PROJECT, "run_local.py"), "--config", config, "--data-root", data,
-         "--pipeline-root", str(root), "--summary-json", str(root) + ".summary.json", *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            os.path.join(PROJECT, "run_local.py"),
+            "--config",
+            config,
+            "--data-root",
+            data,
+            "--pipeline-root",
+            str(root),
+            "--summary-json",
+            str(root) + ".summary.json",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def kill_when(process, pattern: str, timeout: float = 300) -> bool:
@@ -57,24 +72,36 @@ def trusted_state(root) -> dict:
 
     store = open_store(str(root))
     live = {}
-    for type_name in ("Examples", "ExampleStatistics", "Schema", "ExampleAnomalies", "Model",
-                      "ModelEvaluation", "ModelBlessing"):
+    for type_name in (
+        "Examples",
+        "ExampleStatistics",
+        "Schema",
+        "ExampleAnomalies",
+        "Model",
+        "ModelEvaluation",
+        "ModelBlessing",
+    ):
         for artifact in store.artifacts_of_type(type_name):
             assert directory_digest(artifact.uri) == artifact.properties["content_digest"], artifact.uri
             live.setdefault(type_name, 0)
             live[type_name] += 1
     serving = os.path.join(str(root), "serving")
     versions = sorted(n for n in os.listdir(serving) if n.isdigit()) if os.path.isdir(serving) else []
-    return {"versions": versions, "staging": glob.glob(os.path.join(str(root), "**", ".staging-*"),
-                                                       recursive=True)}
+    return {
+        "versions": versions,
+        "staging": glob.glob(os.path.join(str(root), "**", ".staging-*"), recursive=True),
+    }
 
 
-@pytest.mark.parametrize("step_pattern", [
-    "example_gen/examples/.staging-*/Split-*",
-    "statistics_gen/statistics/.staging-*",
-    "trainer/model_run/.staging-*/*",
-    "serving/.staging-*",
-])
+@pytest.mark.parametrize(
+    "step_pattern",
+    [
+        "example_gen/examples/.staging-*/Split-*",
+        "statistics_gen/statistics/.staging-*",
+        "trainer/model_run/.staging-*/*",
+        "serving/.staging-*",
+    ],
+)
 def test_killed_run_resumes_to_the_same_end_state(tmp_path, data_and_config, step_pattern):
     data, config = data_and_config
     root = tmp_path / "root"

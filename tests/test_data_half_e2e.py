@@ -8,9 +8,9 @@ import time
 
 import pytest
 import tensorflow_data_validation as tfdv
+from mnist_slices import write_mnist_slice
 from tensorflow_data_validation.utils.anomalies_util import load_anomalies_binary
 
-from mnist_slices import write_mnist_slice
 from pipeline.cli import main
 
 DATA_STEPS = ["example_gen", "statistics_gen", "schema_gen", "example_validator"]
@@ -32,8 +32,17 @@ def run_cli(*args) -> tuple:
 
 def data_half(tmp_path, data_root, *extra, name="root"):
     summary = str(tmp_path / f"{name}-summary-{time.monotonic_ns()}.json")
-    return run_cli("--data-root", data_root, "--pipeline-root", str(tmp_path / name),
-                   "--to", "example_validator", "--summary-json", summary, *extra)
+    return run_cli(
+        "--data-root",
+        data_root,
+        "--pipeline-root",
+        str(tmp_path / name),
+        "--to",
+        "example_validator",
+        "--summary-json",
+        summary,
+        *extra,
+    )
 
 
 def test_data_half_runs_then_is_fully_cached(tmp_path, small_mnist):
@@ -54,8 +63,9 @@ def test_data_half_runs_then_is_fully_cached(tmp_path, small_mnist):
     stats_uri = summary["steps"]["statistics_gen"]["outputs"]["statistics"]
     stats = tfdv.load_stats_binary(os.path.join(stats_uri, "Split-train", "FeatureStats.pb"))
     assert stats.datasets[0].num_examples == counts["train"]
-    schema = tfdv.load_schema_text(os.path.join(summary["steps"]["schema_gen"]["outputs"]["schema"],
-                                                "schema.pbtxt"))
+    schema = tfdv.load_schema_text(
+        os.path.join(summary["steps"]["schema_gen"]["outputs"]["schema"], "schema.pbtxt")
+    )
     assert {f.name for f in schema.feature} >= {"image", "label"}
     anomalies_uri = summary["steps"]["example_validator"]["outputs"]["anomalies"]
     for split in ("train", "eval", "test"):
@@ -79,8 +89,18 @@ def test_out_of_range_labels_stop_the_run_before_training(tmp_path):
     labels[17] = 11
     write_idx(os.path.join(root, TRAIN_LABELS), labels)
     summary_path = str(tmp_path / "s.json")
-    code = main(["--data-root", root, "--pipeline-root", str(tmp_path / "root"),
-                 "--summary-json", summary_path, "--train-steps", "1"])
+    code = main(
+        [
+            "--data-root",
+            root,
+            "--pipeline-root",
+            str(tmp_path / "root"),
+            "--summary-json",
+            summary_path,
+            "--train-steps",
+            "1",
+        ]
+    )
     summary = json.load(open(summary_path))
     assert code == 3
     assert summary["steps"]["trainer"]["state"] == "skipped"
@@ -89,7 +109,7 @@ def test_out_of_range_labels_stop_the_run_before_training(tmp_path):
 
 
 def test_drifted_new_span_is_stopped_by_the_gate(tmp_path):
-    from mnist_slices import TRAIN_IMAGES, TEST_IMAGES, read_real, write_idx
+    from mnist_slices import TEST_IMAGES, TRAIN_IMAGES, read_real, write_idx
 
     data = tmp_path / "data"
     write_mnist_slice(str(data / "span-1"), 1200, 300)
@@ -120,8 +140,9 @@ def mode_mnist(tmp_path_factory):
 
 @pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
 def test_direct_runner_running_modes(tmp_path, mode_mnist, mode):
-    code, summary = data_half(tmp_path, mode_mnist, f"--beam-arg=--direct_running_mode={mode}",
-                              "--beam-arg=--direct_num_workers=2")
+    code, summary = data_half(
+        tmp_path, mode_mnist, f"--beam-arg=--direct_running_mode={mode}", "--beam-arg=--direct_num_workers=2"
+    )
     assert code == 0, summary and summary["message"]
     assert [summary["steps"][s]["state"] for s in DATA_STEPS] == ["ran"] * 4
     assert summary["steps"]["example_gen"]["properties"]["split_counts"]["test"] == 200
@@ -151,8 +172,10 @@ def test_editing_the_curated_schema_in_place_reruns_the_gate(tmp_path, small_mni
     assert code == 3, second["message"]
     assert [second["steps"][s]["state"] for s in DATA_STEPS] == ["cached", "cached", "ran", "ran"]
     assert "label" in second["message"]
-    assert second["steps"]["schema_gen"]["properties"]["schema_sha256"] != \
-        first["steps"]["schema_gen"]["properties"]["schema_sha256"]
+    assert (
+        second["steps"]["schema_gen"]["properties"]["schema_sha256"]
+        != first["steps"]["schema_gen"]["properties"]["schema_sha256"]
+    )
 
 
 def test_fashion_mnist_as_the_first_span_is_stopped_by_the_reference(tmp_path):
@@ -163,7 +186,8 @@ def test_fashion_mnist_as_the_first_span_is_stopped_by_the_reference(tmp_path):
     assert code == 3, summary["message"]
     assert summary["data"]["spans"] == [0]
     assert summary["message"].startswith(
-        f"data validation failed: train/image: High Jensen-Shannon divergence to {SHIPPED}: ")
+        f"data validation failed: train/image: High Jensen-Shannon divergence to {SHIPPED}: "
+    )
     assert summary["message"].endswith(" > 0.02 (COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH)")
     assert [summary["steps"][s]["state"] for s in DATA_STEPS] == ["ran"] * 4
     assert summary["steps"]["trainer"]["state"] == "skipped"
@@ -202,5 +226,7 @@ def test_editing_the_reference_in_place_reruns_the_gate(tmp_path, mode_mnist):
     assert [second["steps"][s]["state"] for s in DATA_STEPS] == ["cached", "cached", "cached", "ran"]
     validator = second["steps"]["example_validator"]["properties"]
     assert validator["drift_baseline"] == "my edited reference"
-    assert validator["drift"]["label_l_infinity"] != first["steps"]["example_validator"]["properties"][
-        "drift"]["label_l_infinity"]
+    assert (
+        validator["drift"]["label_l_infinity"]
+        != first["steps"]["example_validator"]["properties"]["drift"]["label_l_infinity"]
+    )

@@ -11,13 +11,13 @@ import subprocess
 import time
 
 import pymysql
-
 from mariadb_server import ENSURE
 
 
 def _ensure(directory, password, port=None):
-    env = dict(os.environ, MARIADB_DIR=str(directory), MLMD_MYSQL_PASSWORD=password,
-               MARIADB_TEST_USER="mlmd_second")
+    env = dict(
+        os.environ, MARIADB_DIR=str(directory), MLMD_MYSQL_PASSWORD=password, MARIADB_TEST_USER="mlmd_second"
+    )
     env.pop("MARIADB_PORT", None)
     if port is not None:
         env["MARIADB_PORT"] = str(port)
@@ -68,11 +68,15 @@ def test_a_second_server_takes_a_free_port_and_is_reused_on_it(mariadb, tmp_path
         _stop(directory)
 
 
-def test_a_taken_mariadb_port_is_refused_in_one_line_before_any_server_or_datadir_is_created(mariadb, tmp_path):
+def test_a_taken_mariadb_port_is_refused_in_one_line_before_any_server_or_datadir_is_created(
+    mariadb, tmp_path
+):
     directory = tmp_path / "third"
     result = _ensure(directory, "pw-third", port=mariadb.port)
     assert result.returncode == 1
-    assert result.stderr.strip() == (f"error: MARIADB_PORT={mariadb.port} is already in use on 127.0.0.1 "
-                                     "(unset MARIADB_PORT to take a free port)")
+    assert result.stderr.strip() == (
+        f"error: MARIADB_PORT={mariadb.port} is already in use on 127.0.0.1 "
+        "(unset MARIADB_PORT to take a free port)"
+    )
     assert not (directory / "data").exists()
     assert not (directory / "mariadbd.pid").exists()

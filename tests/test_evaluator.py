@@ -8,16 +8,16 @@ import math
 import os
 import re
 
+import model_fixtures
 import numpy as np
 import pytest
 
-import model_fixtures
 from components.evaluator import analysis, executor
 from pipeline.config import EvaluatorConfig
 from pipeline.core.errors import InputDataError, ModelIntegrityError
 from pipeline.core.step import Artifact, StepContext
-from pipeline.formats import examples as examples_format
 from pipeline.formats import evaluation
+from pipeline.formats import examples as examples_format
 
 N_TEST = 300
 SLICES = {"overall"} | {f"label={k}" for k in range(10)}
@@ -46,9 +46,16 @@ def make_ctx(tmp_path, examples_uri, model, baseline=None, **params):
     inputs = {"examples": Artifact(examples_uri, "Examples", {}, 1), "model": model}
     if baseline is not None:
         inputs["baseline_model"] = baseline
-    return StepContext(step_name="evaluator", run_id="test", pipeline_root=str(tmp_path), inputs=inputs,
-                       outputs=outputs, params=EvaluatorConfig(**params), beam_args=(),
-                       log=logging.getLogger("test_evaluator"))
+    return StepContext(
+        step_name="evaluator",
+        run_id="test",
+        pipeline_root=str(tmp_path),
+        inputs=inputs,
+        outputs=outputs,
+        params=EvaluatorConfig(**params),
+        beam_args=(),
+        log=logging.getLogger("test_evaluator"),
+    )
 
 
 def read_decision(ctx):
@@ -60,8 +67,9 @@ def test_first_run_writes_tfma_output_and_refuses_below_floor(tmp_path, assets):
     import tensorflow_model_analysis as tfma
 
     uri, digest = assets["good"]
-    ctx = make_ctx(tmp_path, assets["examples"], model_artifact(uri, digest, 11),
-                   accuracy_floor=0.99, max_examples=200)
+    ctx = make_ctx(
+        tmp_path, assets["examples"], model_artifact(uri, digest, 11), accuracy_floor=0.99, max_examples=200
+    )
     outcome = executor.run(ctx)
 
     result = tfma.load_eval_result(ctx.outputs["evaluation"])  # single model: keys carry no model name
@@ -85,8 +93,11 @@ def test_first_run_writes_tfma_output_and_refuses_below_floor(tmp_path, assets):
     # Per-class recall comes from the confusion matrix, accuracy from TFMA's own metric: the
     # digits each class got right add up to the digits right overall.
     by_label = decision["metrics"]["candidate"]
-    right = sum(overall[f"recall_class_{k}_top_1"] * by_label[f"label={k}"]["example_count"]
-                for k in range(10) if f"label={k}" in by_label)
+    right = sum(
+        overall[f"recall_class_{k}_top_1"] * by_label[f"label={k}"]["example_count"]
+        for k in range(10)
+        if f"label={k}" in by_label
+    )
     assert right == pytest.approx(overall["accuracy"] * 200, abs=1e-3)
     assert {c["name"] for c in decision["checks"]} == {"accuracy_floor", "slice_accuracy_floor"}
 
@@ -118,24 +129,36 @@ def test_first_run_writes_tfma_output_and_refuses_below_floor(tmp_path, assets):
     logging.getLogger(__name__).warning("TFMA first run: %s examples/s", props["examples_per_second"])
 
 
-@pytest.mark.parametrize("policy,min_gain,blessed", [
-    ("superiority", 0.0, False),      # an equal model is not better: no churn
-    ("superiority", 0.01, False),
-    ("non_inferiority", 0.0, True),   # an equal model is not worse: fresh data ships
-])
+@pytest.mark.parametrize(
+    "policy,min_gain,blessed",
+    [
+        ("superiority", 0.0, False),  # an equal model is not better: no churn
+        ("superiority", 0.01, False),
+        ("non_inferiority", 0.0, True),  # an equal model is not worse: fresh data ships
+    ],
+)
 def test_same_model_as_baseline_is_equal(tmp_path, assets, policy, min_gain, blessed):
     uri, digest = assets["good"]
     baseline_uri = str(tmp_path / "baseline_model")
     model_fixtures.copy_model(uri, baseline_uri)
-    ctx = make_ctx(tmp_path, assets["examples"], model_artifact(uri, digest, 21),
-                   model_artifact(baseline_uri, digest, 7),
-                   accuracy_floor=0.5, min_gain=min_gain, slice_accuracy_floor=0.3, slice_max_regression=0.0,
-                   promotion_policy=policy, non_inferiority_margin=0.02)
+    ctx = make_ctx(
+        tmp_path,
+        assets["examples"],
+        model_artifact(uri, digest, 21),
+        model_artifact(baseline_uri, digest, 7),
+        accuracy_floor=0.5,
+        min_gain=min_gain,
+        slice_accuracy_floor=0.3,
+        slice_max_regression=0.0,
+        promotion_policy=policy,
+        non_inferiority_margin=0.02,
+    )
     outcome = executor.run(ctx)
 
     assert outcome.output_properties == {"blessing": {"blessed": int(blessed), "baseline_model_id": 7}}
     assert os.path.exists(os.path.join(ctx.outputs["blessing"], "BLESSED" if blessed else "NOT_BLESSED"))
     import tensorflow_model_analysis as tfma
+
     for name in ("candidate", "baseline"):
         loaded = tfma.load_eval_result(ctx.outputs["evaluation"], model_name=name)
         assert len(loaded.slicing_metrics) >= len(SLICES)
@@ -160,9 +183,16 @@ def test_same_model_as_baseline_is_equal(tmp_path, assets, policy, min_gain, ble
 def test_weaker_candidate_loses_against_baseline(tmp_path, assets):
     weak_uri, weak_digest = assets["weak"]
     good_uri, good_digest = assets["good"]
-    ctx = make_ctx(tmp_path, assets["examples"], model_artifact(weak_uri, weak_digest, 31),
-                   model_artifact(good_uri, good_digest, 30),
-                   accuracy_floor=0.1, min_gain=0.0, slice_accuracy_floor=None, slice_max_regression=0.05)
+    ctx = make_ctx(
+        tmp_path,
+        assets["examples"],
+        model_artifact(weak_uri, weak_digest, 31),
+        model_artifact(good_uri, good_digest, 30),
+        accuracy_floor=0.1,
+        min_gain=0.0,
+        slice_accuracy_floor=None,
+        slice_max_regression=0.05,
+    )
     outcome = executor.run(ctx)
 
     decision = read_decision(ctx)
@@ -198,7 +228,9 @@ def model_scores(model_uri, examples_uri):
     pixels = np.array([list(f["image"].int64_list.value) for f in parsed], dtype=np.int64)
     labels = np.array([f["label"].int64_list.value[0] for f in parsed], dtype=np.int64)
     model = tf.saved_model.load(os.path.join(model_uri, model_fixtures.SERVING_SUBDIR))
-    probabilities = model.signatures["serving_images"](images=tf.constant(pixels, tf.float32))["probabilities"]
+    probabilities = model.signatures["serving_images"](images=tf.constant(pixels, tf.float32))[
+        "probabilities"
+    ]
     return records, pixels, labels, probabilities.numpy().astype(np.float64)
 
 
@@ -220,7 +252,7 @@ def assert_mistakes_are_the_models_most_confident(mistakes, model_uri, examples_
     wrong = probabilities.argmax(axis=1) != labels
     if len(items) == len(labels) or mistakes["scanned"] == len(labels):  # the whole split scanned
         assert mistakes["misclassified"] == wrong.sum()
-        top = np.sort(probabilities.max(axis=1)[wrong])[::-1][:len(items)]
+        top = np.sort(probabilities.max(axis=1)[wrong])[::-1][: len(items)]
         assert [i["confidence"] for i in items] == pytest.approx(top.tolist(), abs=1e-5)
 
 
@@ -235,12 +267,18 @@ def test_paired_outcomes_of_one_pass_agree_with_tfma(tmp_path, assets, candidate
         baseline_uri = str(tmp_path / "baseline_model")
         model_fixtures.copy_model(candidate_uri, baseline_uri)
     out = str(tmp_path / "evaluation")
-    run = analysis.run_analysis(examples_format.split_pattern(assets["examples"], "test"),
-                                os.path.join(candidate_uri, model_fixtures.SERVING_SUBDIR),
-                                os.path.join(baseline_uri, model_fixtures.SERVING_SUBDIR),
-                                out, None, PipelineOptions([]))
+    run = analysis.run_analysis(
+        examples_format.split_pattern(assets["examples"], "test"),
+        os.path.join(candidate_uri, model_fixtures.SERVING_SUBDIR),
+        os.path.join(baseline_uri, model_fixtures.SERVING_SUBDIR),
+        out,
+        None,
+        PipelineOptions([]),
+    )
     by_model = metrics_lib.read_metrics(out, unnamed_model="candidate")
-    assert run.outcomes == run.examples_selected == by_model["candidate"]["overall"]["example_count"] == N_TEST
+    assert (
+        run.outcomes == run.examples_selected == by_model["candidate"]["overall"]["example_count"] == N_TEST
+    )
 
     outcomes = evaluation.read_outcomes(out)
     assert set(outcomes) == {"label", "ink_density_bucket", "candidate_correct", "baseline_correct"}
@@ -271,20 +309,31 @@ def test_paired_outcomes_of_one_pass_agree_with_tfma(tmp_path, assets, candidate
     assert mistakes["scanned"] == N_TEST
     assert mistakes["misclassified"] == N_TEST - outcomes["candidate_correct"].sum()
     assert len(mistakes["items"]) == min(48, mistakes["misclassified"])
-    assert_mistakes_are_the_models_most_confident(mistakes, candidate_uri, assets["examples"],
-                                                  confusion["candidate"]["matrix"])
+    assert_mistakes_are_the_models_most_confident(
+        mistakes, candidate_uri, assets["examples"], confusion["candidate"]["matrix"]
+    )
 
 
 def _mistake(confidence, fingerprint, label=1, predicted=2):
-    return {"fingerprint": fingerprint, "pixels": [0] * 784, "label": label, "predicted": predicted,
-            "confidence": confidence, "label_probability": 0.0}
+    return {
+        "fingerprint": fingerprint,
+        "pixels": [0] * 784,
+        "label": label,
+        "predicted": predicted,
+        "confidence": confidence,
+        "label_probability": 0.0,
+    }
 
 
 def _partial(fingerprints, mistakes):
     n = len(fingerprints)
-    return {"fingerprint": list(fingerprints), "label": np.array([f[0] for f in fingerprints], np.int64),
-            "ink_density_bucket": np.zeros(n, np.int64), "candidate_correct": np.ones(n, bool),
-            "mistakes": mistakes}
+    return {
+        "fingerprint": list(fingerprints),
+        "label": np.array([f[0] for f in fingerprints], np.int64),
+        "ink_density_bucket": np.zeros(n, np.int64),
+        "candidate_correct": np.ones(n, bool),
+        "mistakes": mistakes,
+    }
 
 
 def test_mistake_combiner_keeps_the_top_k_deterministically():
@@ -311,11 +360,15 @@ def test_mistake_combiner_keeps_the_top_k_deterministically():
 
 
 def test_outcome_reader_refuses_inconsistent_files(tmp_path):
-    good = {"label": np.array([1, 2, 3]), "ink_density_bucket": np.array([0, 1, 2]),
-            "candidate_correct": np.array([True, False, True])}
+    good = {
+        "label": np.array([1, 2, 3]),
+        "ink_density_bucket": np.array([0, 1, 2]),
+        "candidate_correct": np.array([True, False, True]),
+    }
     evaluation.write_outcomes(str(tmp_path), good)
-    assert {k: v.tolist() for k, v in evaluation.read_outcomes(str(tmp_path)).items()} == \
-        {k: v.tolist() for k, v in good.items()}
+    assert {k: v.tolist() for k, v in evaluation.read_outcomes(str(tmp_path)).items()} == {
+        k: v.tolist() for k, v in good.items()
+    }
     path = os.path.join(str(tmp_path), evaluation.OUTCOMES_FILE)
 
     def write_raw(**arrays):
@@ -325,7 +378,9 @@ def test_outcome_reader_refuses_inconsistent_files(tmp_path):
     with pytest.raises(InputDataError, match=r"outcomes\.npz: arrays of unequal length"):
         evaluation.read_outcomes(str(tmp_path))
     write_raw(**{**good, "candidate_correct": np.array([1.0, 0.0, 1.0])})
-    with pytest.raises(InputDataError, match=r"outcomes\.npz: candidate_correct has dtype float64, expected bool"):
+    with pytest.raises(
+        InputDataError, match=r"outcomes\.npz: candidate_correct has dtype float64, expected bool"
+    ):
         evaluation.read_outcomes(str(tmp_path))
     write_raw(**{**good, "label": np.array([1.5, 2.0, 3.0])})
     with pytest.raises(InputDataError, match=r"outcomes\.npz: label has dtype float64"):
@@ -353,14 +408,19 @@ def test_mistakes_and_confusion_readers_refuse_malformed_files(tmp_path):
     evaluation.write_mistakes(str(tmp_path), 10, 2, [item, {**item, "confidence": 0.6}])
     assert evaluation.read_mistakes(str(tmp_path))["items"][1]["confidence"] == 0.6
     path = os.path.join(str(tmp_path), evaluation.MISTAKES_FILE)
-    for bad, message in [({"scanned": 10, "misclassified": 11, "items": []}, "misclassified <= scanned"),
-                         ({"scanned": 10, "misclassified": 2, "items": [item, {**item, "confidence": 0.95}]},
-                          "not ordered most confident first"),
-                         ({"scanned": 10, "misclassified": 2, "items": [{**item, "predicted": 3}]},
-                          "must be different class ids"),
-                         ({"scanned": 10, "misclassified": 2, "items": [{**item, "pixels": [256] * 784}]},
-                          "784 ints 0..255"),
-                         ({"scanned": 10, "misclassified": 1, "items": [item, item]}, "at most")]:
+    for bad, message in [
+        ({"scanned": 10, "misclassified": 11, "items": []}, "misclassified <= scanned"),
+        (
+            {"scanned": 10, "misclassified": 2, "items": [item, {**item, "confidence": 0.95}]},
+            "not ordered most confident first",
+        ),
+        (
+            {"scanned": 10, "misclassified": 2, "items": [{**item, "predicted": 3}]},
+            "must be different class ids",
+        ),
+        ({"scanned": 10, "misclassified": 2, "items": [{**item, "pixels": [256] * 784}]}, "784 ints 0..255"),
+        ({"scanned": 10, "misclassified": 1, "items": [item, item]}, "at most"),
+    ]:
         with open(path, "w") as f:
             json.dump(bad, f)
         with pytest.raises(InputDataError, match=message):
@@ -372,7 +432,9 @@ def test_mistakes_and_confusion_readers_refuse_malformed_files(tmp_path):
 
     matrix = np.eye(10, dtype=int).tolist()
     evaluation.write_confusion_matrices(str(tmp_path), {"candidate": {"matrix": matrix, "threshold": 0.0}})
-    assert evaluation.read_confusion_matrices(str(tmp_path)) == {"candidate": {"matrix": matrix, "threshold": 0.0}}
+    assert evaluation.read_confusion_matrices(str(tmp_path)) == {
+        "candidate": {"matrix": matrix, "threshold": 0.0}
+    }
     with open(os.path.join(str(tmp_path), evaluation.CONFUSION_FILE), "w") as f:
         json.dump({"candidate": {"matrix": matrix[:9], "threshold": 0.0}}, f)
     with pytest.raises(InputDataError, match=r"confusion_matrix\.json: candidate: 'matrix' must be 10x10"):
@@ -383,6 +445,7 @@ def test_mistakes_and_confusion_readers_refuse_malformed_files(tmp_path):
 def no_tfma(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("TFMA must not run when a model fails its integrity check")
+
     monkeypatch.setattr(executor, "run_analysis", refuse)
 
 
@@ -443,9 +506,9 @@ def test_per_class_precision_and_recall_come_from_the_confusion_matrix():
     from components.evaluator import metrics as metrics_lib
 
     matrix = np.zeros((3, 3))
-    matrix[0] = [8, 2, 0]   # 10 zeros: 8 right, 2 taken for ones
-    matrix[1] = [1, 4, 0]   # 5 ones: 4 right
-    matrix[2] = [0, 0, 0]   # no twos at all, and none predicted
+    matrix[0] = [8, 2, 0]  # 10 zeros: 8 right, 2 taken for ones
+    matrix[1] = [1, 4, 0]  # 5 ones: 4 right
+    matrix[2] = [0, 0, 0]  # no twos at all, and none predicted
     found = metrics_lib.per_class_metrics(matrix)
     assert found["precision_class_0_top_1"] == pytest.approx(8 / 9)
     assert found["recall_class_0_top_1"] == pytest.approx(8 / 10)
@@ -471,13 +534,16 @@ def _examples_with_recorded_count(tmp_path, source: str, test_count: int, trunca
 
 
 @pytest.mark.parametrize("truncate, recorded_extra", [(True, 0), (False, 3)])
-def test_test_split_that_lost_records_since_example_gen_is_refused(tmp_path, assets, truncate, recorded_extra):
+def test_test_split_that_lost_records_since_example_gen_is_refused(
+    tmp_path, assets, truncate, recorded_extra
+):
     # A truncated gzip shard reads as fewer records without an error: the count ExampleGen
     # recorded is what shows it. Nothing is blessed.
     uri, digest = assets["good"]
     ctx = make_ctx(tmp_path, assets["examples"], model_artifact(uri, digest, 5))
-    ctx.inputs["examples"] = _examples_with_recorded_count(tmp_path, assets["examples"],
-                                                            N_TEST + recorded_extra, truncate)
+    ctx.inputs["examples"] = _examples_with_recorded_count(
+        tmp_path, assets["examples"], N_TEST + recorded_extra, truncate
+    )
     with pytest.raises(InputDataError, match=r"example_gen recorded|not a readable gzip"):
         executor.run(ctx)
     assert not os.listdir(ctx.outputs["blessing"])
@@ -491,7 +557,9 @@ def test_test_split_matching_its_recorded_count_is_evaluated(tmp_path, assets):
 
 
 @pytest.mark.parametrize("max_examples", [None, 40])
-def test_a_test_example_without_a_label_is_refused_naming_its_shard_and_record(tmp_path, assets, max_examples):
+def test_a_test_example_without_a_label_is_refused_naming_its_shard_and_record(
+    tmp_path, assets, max_examples
+):
     # Whether the evaluator reads every record or a fingerprint sample of them, the error says
     # where the bad record lies; nothing is blessed.
     import shutil
@@ -513,7 +581,7 @@ def test_a_test_example_without_a_label_is_refused_naming_its_shard_and_record(t
         return by_fingerprint[:max_examples] if max_examples else records_written
 
     for bad in range(5, len(records)):  # the first record from 5 on that the evaluator meets
-        damaged = records[:bad] + [without_label(records[bad])] + records[bad + 1:]
+        damaged = records[:bad] + [without_label(records[bad])] + records[bad + 1 :]
         if damaged[bad] in met(damaged):
             break
     assert damaged[bad] in met(damaged)
@@ -522,6 +590,8 @@ def test_a_test_example_without_a_label_is_refused_naming_its_shard_and_record(t
             writer.write(record)
     uri, digest = assets["good"]
     ctx = make_ctx(tmp_path, str(copy), model_artifact(uri, digest, 5), max_examples=max_examples)
-    with pytest.raises(InputDataError, match=rf"^{re.escape(shard)}: record {bad}: a test example with no label"):
+    with pytest.raises(
+        InputDataError, match=rf"^{re.escape(shard)}: record {bad}: a test example with no label"
+    ):
         executor.run(ctx)
     assert not os.listdir(ctx.outputs["blessing"])

@@ -12,9 +12,9 @@ import urllib.error
 
 import numpy as np
 import pytest
+from mnist_slices import write_idx, write_mnist_slice
 
 from components.example_gen import download, encode, executor, spans
-from mnist_slices import write_idx, write_mnist_slice
 from pipeline.config import DEFAULT_DATA_ROOT, DataConfig
 from pipeline.core.errors import ConfigError, InputDataError, PipelineError
 from pipeline.core.step import Artifact, StepContext
@@ -30,10 +30,15 @@ def make_ctx(tmp_path, data_root, params=None, beam_args=(), properties=None, na
     out = tmp_path / name
     out.mkdir()
     return StepContext(
-        step_name="example_gen", run_id="test", pipeline_root=str(tmp_path),
+        step_name="example_gen",
+        run_id="test",
+        pipeline_root=str(tmp_path),
         inputs={"raw_data": Artifact(uri=data_root, type_name="RawData", properties=properties)},
-        outputs={"examples": str(out)}, params=params, beam_args=list(beam_args),
-        log=logging.getLogger("test.example_gen"))
+        outputs={"examples": str(out)},
+        params=params,
+        beam_args=list(beam_args),
+        log=logging.getLogger("test.example_gen"),
+    )
 
 
 def read_split(out_dir, split):
@@ -48,11 +53,16 @@ def decode(record):
     import tensorflow as tf
 
     f = tf.train.Example.FromString(record).features.feature
-    return (np.array(f["image"].int64_list.value), int(f["label"].int64_list.value[0]),
-            float(f["ink_density"].float_list.value[0]), int(f["ink_density_bucket"].int64_list.value[0]))
+    return (
+        np.array(f["image"].int64_list.value),
+        int(f["label"].int64_list.value[0]),
+        float(f["ink_density"].float_list.value[0]),
+        int(f["ink_density_bucket"].int64_list.value[0]),
+    )
 
 
 # ---------------------------------------------------------------------------- corrupt inputs
+
 
 def _rewrite_gz(path, transform):
     with open(path, "rb") as f:
@@ -77,23 +87,36 @@ def _header(magic, *dims):
 
 
 CORRUPTIONS = {
-    "truncated_gzip": (idx.TRAIN_IMAGES, lambda p: _rewrite_gz(p, lambda raw: raw[: len(raw) // 2]),
-                       "truncated gzip stream"),
+    "truncated_gzip": (
+        idx.TRAIN_IMAGES,
+        lambda p: _rewrite_gz(p, lambda raw: raw[: len(raw) // 2]),
+        "truncated gzip stream",
+    ),
     "bit_flipped_gzip": (idx.TRAIN_IMAGES, lambda p: _rewrite_gz(p, _flip_deflate_byte), None),
-    "crc_flipped": (idx.TEST_LABELS, lambda p: _rewrite_gz(p, lambda raw: raw[:-8] + bytes([raw[-8] ^ 1]) + raw[-7:]),
-                    "CRC check failed"),
+    "crc_flipped": (
+        idx.TEST_LABELS,
+        lambda p: _rewrite_gz(p, lambda raw: raw[:-8] + bytes([raw[-8] ^ 1]) + raw[-7:]),
+        "CRC check failed",
+    ),
     "empty_file": (idx.TEST_IMAGES, lambda p: open(p, "wb").close(), "file is empty"),
     "not_gzip": (idx.TRAIN_LABELS, lambda p: _rewrite_gz(p, gzip.decompress), "not a valid gzip file"),
-    "wrong_magic": (idx.TRAIN_LABELS, lambda p: _replace_content(p, _header(0x803, 30) + bytes(30)),
-                    "magic number 0x00000803"),
-    "wrong_dims": (idx.TEST_IMAGES, lambda p: write_idx(p, np.zeros((10, 28, 27), np.uint8)),
-                   "10 x 28 x 27"),
-    "short_data": (idx.TEST_IMAGES, lambda p: _replace_content(p, _header(0x803, 10, 28, 28) + bytes(784 * 9)),
-                   "declares 7840"),
-    "count_mismatch": (idx.TRAIN_LABELS, lambda p: write_idx(p, np.zeros(29, np.uint8)),
-                       "29 labels but"),
-    "label_out_of_range": (idx.TEST_LABELS, lambda p: write_idx(p, np.array([1] * 9 + [10], np.uint8)),
-                           "label 10 at record 9"),
+    "wrong_magic": (
+        idx.TRAIN_LABELS,
+        lambda p: _replace_content(p, _header(0x803, 30) + bytes(30)),
+        "magic number 0x00000803",
+    ),
+    "wrong_dims": (idx.TEST_IMAGES, lambda p: write_idx(p, np.zeros((10, 28, 27), np.uint8)), "10 x 28 x 27"),
+    "short_data": (
+        idx.TEST_IMAGES,
+        lambda p: _replace_content(p, _header(0x803, 10, 28, 28) + bytes(784 * 9)),
+        "declares 7840",
+    ),
+    "count_mismatch": (idx.TRAIN_LABELS, lambda p: write_idx(p, np.zeros(29, np.uint8)), "29 labels but"),
+    "label_out_of_range": (
+        idx.TEST_LABELS,
+        lambda p: write_idx(p, np.array([1] * 9 + [10], np.uint8)),
+        "label 10 at record 9",
+    ),
     "missing_file": (idx.TEST_LABELS, os.remove, "file not found"),
 }
 
@@ -122,8 +145,12 @@ def test_corrupt_second_span_stops_before_anything_is_written(tmp_path):
     bad = root / "span-2" / idx.TRAIN_IMAGES
     _rewrite_gz(str(bad), lambda raw: raw[:100])
     params = DataConfig(data_root=str(root), window_spans=2)
-    ctx = make_ctx(tmp_path, str(root), params=params, properties={"spans": [1, 2],
-                   "span_dirs": [str(root / "span-1"), str(root / "span-2")]})
+    ctx = make_ctx(
+        tmp_path,
+        str(root),
+        params=params,
+        properties={"spans": [1, 2], "span_dirs": [str(root / "span-1"), str(root / "span-2")]},
+    )
     with pytest.raises(InputDataError, match=str(bad)):
         executor.run(ctx)
     assert os.listdir(ctx.outputs["examples"]) == []
@@ -158,29 +185,44 @@ def test_worker_refuses_a_file_that_changed_after_validation(tmp_path):
 def test_a_worker_error_surfaces_as_one_line_and_the_output_is_emptied(tmp_path, monkeypatch):
     root = write_mnist_slice(str(tmp_path / "raw"), 30, 10)
     plan = encode.plan_shards
-    monkeypatch.setattr(encode, "plan_shards", lambda *a, **k: [
-        dataclasses.replace(t, ranges=tuple(dataclasses.replace(r, labels_sha256="0" * 64) for r in t.ranges))
-        for t in plan(*a, **k)])
+    monkeypatch.setattr(
+        encode,
+        "plan_shards",
+        lambda *a, **k: [
+            dataclasses.replace(
+                t, ranges=tuple(dataclasses.replace(r, labels_sha256="0" * 64) for r in t.ranges)
+            )
+            for t in plan(*a, **k)
+        ],
+    )
     ctx = make_ctx(tmp_path, root)
     with pytest.raises(InputDataError) as info:
         executor.run(ctx)
-    assert str(info.value).startswith(os.path.join(root, idx.TRAIN_LABELS) + ": file changed after validation")
+    assert str(info.value).startswith(
+        os.path.join(root, idx.TRAIN_LABELS) + ": file changed after validation"
+    )
     assert "\n" not in str(info.value) and "while running" not in str(info.value)
     assert os.listdir(ctx.outputs["examples"]) == []
 
 
 def test_errors_of_separate_workers_are_recovered_from_their_traceback_text():
-    text = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n"
-            "pipeline.core.errors.InputDataError: /d/t10k.gz: file changed after validation (sha256 1)\n\n"
-            "During handling of the above exception, another exception occurred:\nRuntimeError: boom")
+    text = (
+        'Traceback (most recent call last):\n  File "x.py", line 1, in f\n'
+        "pipeline.core.errors.InputDataError: /d/t10k.gz: file changed after validation (sha256 1)\n\n"
+        "During handling of the above exception, another exception occurred:\nRuntimeError: boom"
+    )
     error = executor._as_pipeline_error(RuntimeError(text))
-    assert type(error) is InputDataError and str(error) == "/d/t10k.gz: file changed after validation (sha256 1)"
+    assert (
+        type(error) is InputDataError and str(error) == "/d/t10k.gz: file changed after validation (sha256 1)"
+    )
     other = executor._as_pipeline_error(RuntimeError("Pipeline failed in state FAILED:\nValueError: bad"))
     assert type(other) is PipelineError and str(other) == (
-        "step example_gen: Beam pipeline failed: RuntimeError: ValueError: bad")
+        "step example_gen: Beam pipeline failed: RuntimeError: ValueError: bad"
+    )
 
 
 # ---------------------------------------------------------------------------- happy path
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_mnist, tmp_path_factory):
@@ -207,7 +249,8 @@ def test_layout_is_the_tfx_one(tiny_run):
     assert sorted(os.listdir(out)) == ["Split-eval", "Split-test", "Split-train"]
     for split in encode.SPLITS:
         assert sorted(os.listdir(os.path.join(out, f"Split-{split}"))) == [
-            f"data_tfrecord-0000{i}-of-00004.gz" for i in range(4)]
+            f"data_tfrecord-0000{i}-of-00004.gz" for i in range(4)
+        ]
 
 
 def test_features_round_trip_to_the_source_digits(tiny_run, tiny_mnist):
@@ -215,7 +258,8 @@ def test_features_round_trip_to_the_source_digits(tiny_run, tiny_mnist):
     dataset = idx.load_dataset(tiny_mnist)
     for sources, pair in ((("train", "eval"), dataset.train), (("test",), dataset.test)):
         expected = collections.Counter(
-            (img.tobytes(), int(lbl)) for img, lbl in zip(pair.images.array, pair.labels.array))
+            (img.tobytes(), int(lbl)) for img, lbl in zip(pair.images.array, pair.labels.array)
+        )
         found = collections.Counter()
         for split in sources:
             for record in read_split(out, split):
@@ -240,7 +284,8 @@ def test_split_assignment_is_deterministic(tiny_run, tiny_mnist, tmp_path):
     # Compared decoded: the encoder's protobuf map order, and so the record bytes, may vary.
     content = lambda out, split: collections.Counter(  # noqa: E731
         (image.astype(np.uint8).tobytes(), label, density, bucket)
-        for image, label, density, bucket in map(decode, read_split(out, split)))
+        for image, label, density, bucket in map(decode, read_split(out, split))
+    )
     for split in encode.SPLITS:
         assert content(first, split) == content(ctx.outputs["examples"], split)
     # And it is the content hash the driver computes.
@@ -268,8 +313,12 @@ def test_window_of_spans_writes_all_their_examples(tmp_path):
 
 def test_multi_processing_direct_runner(tmp_path):
     root = write_mnist_slice(str(tmp_path / "raw"), 60, 12)
-    ctx = make_ctx(tmp_path, root, params=DataConfig(data_root=root, num_shards=1),
-                   beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    ctx = make_ctx(
+        tmp_path,
+        root,
+        params=DataConfig(data_root=root, num_shards=1),
+        beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+    )
     outcome = executor.run(ctx)
     counts = outcome.execution_properties["split_counts"]
     assert counts["train"] + counts["eval"] == 60 and counts["test"] == 12
@@ -281,8 +330,9 @@ def test_spans_resolved_from_the_uri_when_properties_are_absent(tmp_path):
     root = tmp_path / "raw"
     write_mnist_slice(str(root / "span-4"), 24, 6)
     write_mnist_slice(str(root / "span-7"), 36, 6, offset=24)
-    ctx = make_ctx(tmp_path, str(root), params=DataConfig(data_root=str(root), span=4, num_shards=1),
-                   properties={})
+    ctx = make_ctx(
+        tmp_path, str(root), params=DataConfig(data_root=str(root), span=4, num_shards=1), properties={}
+    )
     outcome = executor.run(ctx)
     assert outcome.execution_properties["spans"] == [4]
     counts = outcome.execution_properties["split_counts"]
@@ -297,6 +347,7 @@ def test_mismatched_span_properties_are_a_config_error(tmp_path):
 
 
 # ---------------------------------------------------------------------------- features
+
 
 def test_ink_density_and_buckets_are_vectorised_and_exact():
     images = np.zeros((3, 28, 28), np.uint8)
@@ -319,6 +370,7 @@ def test_content_buckets_depend_on_label_and_image():
 
 
 # ---------------------------------------------------------------------------- spans
+
 
 def _flat(root):
     return write_mnist_slice(str(root), 2, 1)
@@ -344,7 +396,9 @@ def test_span_folders_newest_first_and_windows(tmp_path):
     assert spans.resolve_spans(root, None, 1) == [sd(10)]
     assert spans.resolve_spans(root, None, 3) == [sd(2), sd(3), sd(10)]
     assert spans.resolve_spans(root, 3, 2) == [sd(2), sd(3)]
-    with pytest.raises(ConfigError, match=r"data\.window_spans: 3 spans requested ending at span 3, .* only 2"):
+    with pytest.raises(
+        ConfigError, match=r"data\.window_spans: 3 spans requested ending at span 3, .* only 2"
+    ):
         spans.resolve_spans(root, 3, 3)
     with pytest.raises(ConfigError, match="data.span: no span 4"):
         spans.resolve_spans(root, 4, 1)
@@ -352,12 +406,15 @@ def test_span_folders_newest_first_and_windows(tmp_path):
         spans.resolve_spans(root, None, 0)
 
 
-@pytest.mark.parametrize("layout,fragment", [
-    ("missing", "no directory at"),
-    ("empty", "holds neither the MNIST files"),
-    ("both", "holds both span-N/ folders and MNIST files"),
-    ("duplicate", "two folders for span 1"),
-])
+@pytest.mark.parametrize(
+    "layout,fragment",
+    [
+        ("missing", "no directory at"),
+        ("empty", "holds neither the MNIST files"),
+        ("both", "holds both span-N/ folders and MNIST files"),
+        ("duplicate", "two folders for span 1"),
+    ],
+)
 def test_unusable_data_roots_are_config_errors(tmp_path, layout, fragment):
     root = tmp_path / "root"
     if layout != "missing":
@@ -396,8 +453,10 @@ def test_raw_data_properties(tmp_path):
 
 # ---------------------------------------------------------------------------- download
 
-REAL_LABELS = {name: open(os.path.join(DEFAULT_DATA_ROOT, name), "rb").read()
-               for name in (idx.TRAIN_LABELS, idx.TEST_LABELS)}
+REAL_LABELS = {
+    name: open(os.path.join(DEFAULT_DATA_ROOT, name), "rb").read()
+    for name in (idx.TRAIN_LABELS, idx.TEST_LABELS)
+}
 MIRROR_A, MIRROR_B = "https://mirror-a.invalid/mnist/", "https://mirror-b.invalid/mnist/"
 
 
@@ -447,10 +506,13 @@ def test_download_rejects_tampered_content_and_leaves_nothing(tmp_path, monkeypa
 
 def test_download_falls_back_to_the_next_mirror(tmp_path, monkeypatch):
     name = idx.TRAIN_LABELS
-    calls = _serve(monkeypatch, {
-        MIRROR_A + name: urllib.error.URLError("Name or service not known"),
-        MIRROR_B + name: REAL_LABELS[name],
-    })
+    calls = _serve(
+        monkeypatch,
+        {
+            MIRROR_A + name: urllib.error.URLError("Name or service not known"),
+            MIRROR_B + name: REAL_LABELS[name],
+        },
+    )
     assert download.download_file(name, str(tmp_path), [MIRROR_A, MIRROR_B]) == MIRROR_B
     assert calls == [MIRROR_A + name, MIRROR_B + name]
     assert (tmp_path / name).read_bytes() == REAL_LABELS[name]
@@ -508,8 +570,10 @@ def test_shard_plan_covers_every_row_of_every_span_once():
     Dataset = collections.namedtuple("Dataset", "train test")
 
     def dataset(name, train, test):
-        return Dataset(Pair(File(f"{name}/ti", "a"), File(f"{name}/tl", "b"), train),
-                       Pair(File(f"{name}/si", "c"), File(f"{name}/sl", "d"), test))
+        return Dataset(
+            Pair(File(f"{name}/ti", "a"), File(f"{name}/tl", "b"), train),
+            Pair(File(f"{name}/si", "c"), File(f"{name}/sl", "d"), test),
+        )
 
     tasks = encode.plan_shards([(1, dataset("s1", 103, 7)), (2, dataset("s2", 50, 20))], 4)
     assert [(t.source, t.shard) for t in tasks] == [(s, i) for s in ("train", "test") for i in range(4)]

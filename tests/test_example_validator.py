@@ -9,16 +9,28 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_examples import (
+    SplitData,
+    compute_statistics,
+    curated_schema_artifact,
+    real_split,
+    reference_artifact,
+    step_context,
+    write_examples_artifact,
+)
 
-from components.example_validator.drift import (DriftMeasurement, exceeds, js_divergence, linf_distance,
-                                                normalize)
+from components.example_validator.drift import (
+    DriftMeasurement,
+    exceeds,
+    js_divergence,
+    linf_distance,
+    normalize,
+)
 from components.example_validator.executor import run
 from components.schema_gen.executor import run as schema_gen_run
 from pipeline.config import ValidationConfig
 from pipeline.core.errors import InputDataError, PipelineError
 from pipeline.core.step import Artifact
-from tiny_examples import (SplitData, compute_statistics, curated_schema_artifact, real_split, reference_artifact,
-                           step_context, write_examples_artifact)
 
 SHIPPED = "the shipped MNIST reference"
 
@@ -54,12 +66,15 @@ def test_threshold_boundary():
     assert DriftMeasurement("label", "l_infinity", 0.0501, 0.05).to_json()["exceeded"] is True
 
 
-@pytest.mark.parametrize("p, q, message", [
-    ([0, 0], [1, 1], "empty"),
-    ([1, 2], [1, 2, 3], "different numbers of bins"),
-    ([1, -1], [1, 1], "non-negative"),
-    ([[1, 2]], [[1, 2]], "1-D"),
-])
+@pytest.mark.parametrize(
+    "p, q, message",
+    [
+        ([0, 0], [1, 1], "empty"),
+        ([1, 2], [1, 2, 3], "different numbers of bins"),
+        ([1, -1], [1, 1], "non-negative"),
+        ([[1, 2]], [[1, 2]], "1-D"),
+    ],
+)
 def test_invalid_histograms_raise(p, q, message):
     with pytest.raises(ValueError, match=message):
         js_divergence(p, q)
@@ -68,8 +83,11 @@ def test_invalid_histograms_raise(p, q, message):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 1000), st.integers(0, 1000)), min_size=1, max_size=30)
-       .filter(lambda pairs: sum(a for a, _ in pairs) > 0 and sum(b for _, b in pairs) > 0))
+@given(
+    st.lists(st.tuples(st.integers(0, 1000), st.integers(0, 1000)), min_size=1, max_size=30).filter(
+        lambda pairs: sum(a for a, _ in pairs) > 0 and sum(b for _, b in pairs) > 0
+    )
+)
 def test_distances_are_bounded_and_symmetric(pairs):
     p, q = np.array(pairs).T
     for distance in (linf_distance, js_divergence):
@@ -80,6 +98,7 @@ def test_distances_are_bounded_and_symmetric(pairs):
 
 
 # ---------------------------------------------------------------- executor
+
 
 def _inverted(data: SplitData) -> SplitData:
     return SplitData(images=[255 - image for image in data.images], labels=data.labels.copy())
@@ -119,22 +138,26 @@ def corpus(tmp_path_factory):
     bad = real_split(100, 300)
     splits = {
         "clean": clean,
-        "previous": real_split(300, 1000),      # other real digits: natural span-to-span variation
+        "previous": real_split(300, 1000),  # other real digits: natural span-to-span variation
         "digits_0_4": real_split(300, 2000, digits=(0, 1, 2, 3, 4)),
         "inverted": _inverted(clean),
         # label 11 in example 5, pixel value 300 in example 7
         "bad_values": _corrupt(bad, label=_label_11, image=_set_pixel),
         # a 783-pixel image, ink_density absent from 2 examples, ink_density_bucket from all
-        "bad_shape": _corrupt(bad, image=_shorten,
-                              drop={"ink_density": [2, 9], "ink_density_bucket": list(range(100))}),
+        "bad_shape": _corrupt(
+            bad, image=_shorten, drop={"ink_density": [2, 9], "ink_density_bucket": list(range(100))}
+        ),
         "few": real_split(20, 400),
         "empty": SplitData(images=[], labels=np.zeros(0, dtype=np.int64)),
     }
     examples = write_examples_artifact(str(root / "examples"), splits)
     compute_statistics(examples, str(root / "statistics"))
-    schema_ctx = step_context("schema_gen", {"curated_schema": curated_schema_artifact()},
-                              {"schema": str(root / "schema")},
-                              params=ValidationConfig(infer_schema_report=False))
+    schema_ctx = step_context(
+        "schema_gen",
+        {"curated_schema": curated_schema_artifact()},
+        {"schema": str(root / "schema")},
+        params=ValidationConfig(infer_schema_report=False),
+    )
     schema_gen_run(schema_ctx)
     return {"stats": str(root / "statistics"), "schema": Artifact(str(root / "schema"), "Schema")}
 
@@ -149,13 +172,18 @@ def _stats_artifact(corpus, dest, **splits) -> Artifact:
 def _validate(tmp_path, corpus, current: dict, previous: dict = None, reference: bool = True, **params):
     """Runs the validator on corpus splits. As the pipeline wires it, a first span (no
     `previous`) gets the shipped reference, unless `reference` is False."""
-    inputs = {"statistics": _stats_artifact(corpus, tmp_path / "current", **current), "schema": corpus["schema"]}
+    inputs = {
+        "statistics": _stats_artifact(corpus, tmp_path / "current", **current),
+        "schema": corpus["schema"],
+    }
     if previous is not None:
         inputs["previous_statistics"] = _stats_artifact(corpus, tmp_path / "previous", **previous)
     elif reference:
         inputs["reference_statistics"] = reference_artifact()
     out = tmp_path / "anomalies"
-    ctx = step_context("example_validator", inputs, {"anomalies": str(out)}, params=ValidationConfig(**params))
+    ctx = step_context(
+        "example_validator", inputs, {"anomalies": str(out)}, params=ValidationConfig(**params)
+    )
     return run(ctx), out
 
 
@@ -183,27 +211,36 @@ def test_clean_data_passes(tmp_path, corpus):
     assert props["drift_checked"] is True
     assert props["drift_baseline"] == SHIPPED and props["drift_baseline_kind"] == "reference"
     defaults = ValidationConfig()
-    assert props["drift_thresholds"] == {"label_l_infinity": defaults.reference_label_drift_linf,
-                                         "image_jensen_shannon_divergence": defaults.reference_pixel_drift_jsd}
+    assert props["drift_thresholds"] == {
+        "label_l_infinity": defaults.reference_label_drift_linf,
+        "image_jensen_shannon_divergence": defaults.reference_pixel_drift_jsd,
+    }
     assert 0 < props["drift"]["label_l_infinity"] <= defaults.reference_label_drift_linf
     assert 0 < props["drift"]["image_jensen_shannon_divergence"] <= defaults.reference_pixel_drift_jsd
     for split in ("train", "eval"):
         anomalies = _load_anomalies(out, split)
         assert not anomalies.anomaly_info and not anomalies.HasField("dataset_anomaly_info")
         assert not anomalies.data_missing
-    assert sorted(list(d.path.step) for d in _load_anomalies(out, "train").drift_skew_info) == [["image"], ["label"]]
+    assert sorted(list(d.path.step) for d in _load_anomalies(out, "train").drift_skew_info) == [
+        ["image"],
+        ["label"],
+    ]
     drift = json.loads((out / "drift.json").read_text())
     assert drift["checked"] is True and drift["baseline"] == SHIPPED and drift["baseline_kind"] == "reference"
     report = (out / "report.txt").read_text()
     assert "result:      PASSED" in report
-    assert f"drift (train split against {SHIPPED}): reference statistics {reference_artifact().uri} (sha256 " in report
+    assert (
+        f"drift (train split against {SHIPPED}): reference statistics {reference_artifact().uri} (sha256 "
+        in report
+    )
     assert "as the first span has no previous span" in report
     assert "reference_check = false" not in report  # the hint is only for a span that drifted
 
 
 def test_first_span_with_the_reference_check_off_is_not_checked(tmp_path, corpus):
-    outcome, out = _validate(tmp_path, corpus, {"train": "clean", "eval": "previous"}, reference=False,
-                             reference_check=False)
+    outcome, out = _validate(
+        tmp_path, corpus, {"train": "clean", "eval": "previous"}, reference=False, reference_check=False
+    )
     assert outcome.stop_run is None
     props = outcome.execution_properties
     assert props["passed"] is True
@@ -212,8 +249,10 @@ def test_first_span_with_the_reference_check_off_is_not_checked(tmp_path, corpus
     assert json.loads((out / "drift.json").read_text())["checked"] is False
     report = (out / "report.txt").read_text()
     assert "result:      PASSED" in report
-    assert "drift (train split): not checked: first span (no previous span) and " \
-           "validation.reference_check = false" in report
+    assert (
+        "drift (train split): not checked: first span (no previous span) and "
+        "validation.reference_check = false" in report
+    )
 
 
 def test_reference_check_on_without_any_baseline_fails_closed(tmp_path, corpus):
@@ -226,10 +265,12 @@ def test_reference_check_on_without_any_baseline_fails_closed(tmp_path, corpus):
 def test_non_digits_drift_from_the_reference_and_the_message_names_it(tmp_path, corpus):
     outcome, out = _validate(tmp_path, corpus, {"train": "inverted"})
     assert outcome.stop_exit_code == 3
-    assert outcome.stop_run.startswith(f"data validation failed: train/image: High Jensen-Shannon divergence "
-                                       f"to {SHIPPED}: ")
-    assert outcome.stop_run.endswith(f" > {ValidationConfig().reference_pixel_drift_jsd:g} "
-                                     "(COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH)")
+    assert outcome.stop_run.startswith(
+        f"data validation failed: train/image: High Jensen-Shannon divergence to {SHIPPED}: "
+    )
+    assert outcome.stop_run.endswith(
+        f" > {ValidationConfig().reference_pixel_drift_jsd:g} (COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH)"
+    )
     drift = outcome.execution_properties["drift"]
     assert drift["image_jensen_shannon_divergence"] > 0.5
     assert drift["label_l_infinity"] <= ValidationConfig().reference_label_drift_linf  # real labels
@@ -237,7 +278,9 @@ def test_non_digits_drift_from_the_reference_and_the_message_names_it(tmp_path, 
     assert set(anomalies.anomaly_info) == {"image"}
     assert f"and that of {SHIPPED} is " in anomalies.anomaly_info["image"].description
     report = (out / "report.txt").read_text()
-    assert f"drift (train split against {SHIPPED}): " in report and "image  jensen_shannon_divergence" in report
+    assert (
+        f"drift (train split against {SHIPPED}): " in report and "image  jensen_shannon_divergence" in report
+    )
     assert "set validation.reference_check = false or point validation.reference_path" in report
 
 
@@ -245,10 +288,16 @@ def test_reference_limits_are_their_own(tmp_path, corpus):
     """Against the reference, the reference_* limits apply, not those between spans."""
     measured, _ = _validate(tmp_path / "measured", corpus, {"train": "clean"})
     label = measured.execution_properties["drift"]["label_l_infinity"]
-    loose_spans, _ = _validate(tmp_path / "spans", corpus, {"train": "clean"}, label_drift_linf=1.0,
-                               reference_label_drift_linf=label * 0.999)
-    assert loose_spans.stop_run.startswith(f"data validation failed: train/label: High L-infinity distance "
-                                           f"to {SHIPPED}: ")
+    loose_spans, _ = _validate(
+        tmp_path / "spans",
+        corpus,
+        {"train": "clean"},
+        label_drift_linf=1.0,
+        reference_label_drift_linf=label * 0.999,
+    )
+    assert loose_spans.stop_run.startswith(
+        f"data validation failed: train/label: High L-infinity distance to {SHIPPED}: "
+    )
     tight_spans, _ = _validate(tmp_path / "tight", corpus, {"train": "clean"}, label_drift_linf=label * 0.5)
     assert tight_spans.stop_run is None
 
@@ -258,9 +307,16 @@ def test_a_reference_changed_after_the_run_resolved_it_is_refused(tmp_path, corp
     copy.write_bytes(open(reference_artifact().uri, "rb").read())
     artifact = reference_artifact(copy)
     copy.write_bytes(copy.read_bytes().replace(b'"name": "the shipped', b'"name": "an edited'))
-    ctx = step_context("example_validator", {
-        "statistics": _stats_artifact(corpus, tmp_path / "cur", train="clean"), "schema": corpus["schema"],
-        "reference_statistics": artifact}, {"anomalies": str(tmp_path / "out")}, params=ValidationConfig())
+    ctx = step_context(
+        "example_validator",
+        {
+            "statistics": _stats_artifact(corpus, tmp_path / "cur", train="clean"),
+            "schema": corpus["schema"],
+            "reference_statistics": artifact,
+        },
+        {"anomalies": str(tmp_path / "out")},
+        params=ValidationConfig(),
+    )
     with pytest.raises(InputDataError, match="reference.json: file changed while the run was using it"):
         run(ctx)
 
@@ -296,8 +352,10 @@ def test_injected_anomaly_stops_the_run(tmp_path, corpus, anomaly_case):
 
 def test_stop_message_names_split_feature_and_anomaly(tmp_path, corpus):
     outcome, _ = _validate(tmp_path, corpus, {"train": "bad_values", "eval": "clean"})
-    assert outcome.stop_run == ("data validation failed: train/image: Out-of-range values (INT_TYPE_BIG_INT); "
-                                "1 more ERROR anomaly in report.txt")
+    assert outcome.stop_run == (
+        "data validation failed: train/image: Out-of-range values (INT_TYPE_BIG_INT); "
+        "1 more ERROR anomaly in report.txt"
+    )
 
 
 def test_label_drift_beyond_threshold_stops(tmp_path, corpus):
@@ -306,7 +364,10 @@ def test_label_drift_beyond_threshold_stops(tmp_path, corpus):
     assert "COMPARATOR_L_INFTY_HIGH" in outcome.stop_run
     assert "High L-infinity distance to previous span 1: " in outcome.stop_run  # names the baseline
     assert outcome.execution_properties["drift_baseline"] == "previous span 1"
-    assert outcome.execution_properties["drift_thresholds"]["label_l_infinity"] == ValidationConfig().label_drift_linf
+    assert (
+        outcome.execution_properties["drift_thresholds"]["label_l_infinity"]
+        == ValidationConfig().label_drift_linf
+    )
     label_linf = outcome.execution_properties["drift"]["label_l_infinity"]
     assert label_linf > 0.05
     anomalies = _load_anomalies(out, "train")
@@ -343,11 +404,21 @@ def test_drift_within_threshold_passes_and_boundary(tmp_path, corpus):
     # The measured distance equal to the threshold passes; a threshold just below it fails.
     measured = json.loads((out / "drift.json").read_text())["measurements"]
     label_value = [m["value"] for m in measured if m["feature"] == "label"][0]
-    at, _ = _validate(tmp_path / "at", corpus, {"train": "clean"}, previous={"train": "previous"},
-                      label_drift_linf=label_value)
+    at, _ = _validate(
+        tmp_path / "at",
+        corpus,
+        {"train": "clean"},
+        previous={"train": "previous"},
+        label_drift_linf=label_value,
+    )
     assert at.stop_run is None
-    below, _ = _validate(tmp_path / "below", corpus, {"train": "clean"}, previous={"train": "previous"},
-                         label_drift_linf=label_value * 0.999)
+    below, _ = _validate(
+        tmp_path / "below",
+        corpus,
+        {"train": "clean"},
+        previous={"train": "previous"},
+        label_drift_linf=label_value * 0.999,
+    )
     assert below.stop_run.startswith("data validation failed: train/label: ")
 
 
@@ -371,10 +442,16 @@ def test_previous_statistics_without_histograms_fail_closed(tmp_path, corpus):
         del feature.custom_stats[:]
     with open(path, "wb") as f:
         f.write(stats.SerializeToString())
-    ctx = step_context("example_validator", {
-        "statistics": _stats_artifact(corpus, tmp_path / "cur", train="clean"),
-        "schema": corpus["schema"], "previous_statistics": previous,
-    }, {"anomalies": str(tmp_path / "out")}, params=ValidationConfig())
+    ctx = step_context(
+        "example_validator",
+        {
+            "statistics": _stats_artifact(corpus, tmp_path / "cur", train="clean"),
+            "schema": corpus["schema"],
+            "previous_statistics": previous,
+        },
+        {"anomalies": str(tmp_path / "out")},
+        params=ValidationConfig(),
+    )
     outcome = run(ctx)
     assert outcome.stop_run.startswith("data validation failed: train/image: No previous-span data")
     report = (tmp_path / "out" / "report.txt").read_text()
@@ -383,12 +460,20 @@ def test_previous_statistics_without_histograms_fail_closed(tmp_path, corpus):
 
 def test_missing_schema_or_broken_statistics_are_input_errors(tmp_path, corpus):
     stats = _stats_artifact(corpus, tmp_path / "cur", train="clean")
-    ctx = step_context("example_validator", {"statistics": stats, "schema": Artifact(str(tmp_path), "Schema")},
-                       {"anomalies": str(tmp_path / "out1")}, params=ValidationConfig())
+    ctx = step_context(
+        "example_validator",
+        {"statistics": stats, "schema": Artifact(str(tmp_path), "Schema")},
+        {"anomalies": str(tmp_path / "out1")},
+        params=ValidationConfig(),
+    )
     with pytest.raises(InputDataError, match=f"schema file {tmp_path}/schema.pbtxt: cannot be read"):
         run(ctx)
     (tmp_path / "cur" / "Split-train" / "FeatureStats.pb").write_bytes(b"\xff\xff not a proto")
-    ctx = step_context("example_validator", {"statistics": stats, "schema": corpus["schema"]},
-                       {"anomalies": str(tmp_path / "out2")}, params=ValidationConfig())
+    ctx = step_context(
+        "example_validator",
+        {"statistics": stats, "schema": corpus["schema"]},
+        {"anomalies": str(tmp_path / "out2")},
+        params=ValidationConfig(),
+    )
     with pytest.raises(InputDataError, match="FeatureStats.pb: not a binary DatasetFeatureStatisticsList"):
         run(ctx)

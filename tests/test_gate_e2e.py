@@ -8,8 +8,8 @@ import json
 import os
 
 import pytest
-
 from mnist_slices import write_mnist_slice
+
 from pipeline.cli import main
 
 CONFIG = """
@@ -42,8 +42,20 @@ def run(ws, name, *, keep=3, policy="superiority", steps):
     config = ws / f"{name}.toml"
     config.write_text(CONFIG.format(keep=keep, policy=policy))
     summary_path = ws / f"{name}.json"
-    code = main(["--config", str(config), "--data-root", str(ws / "data"), "--pipeline-root", str(ws / "root"),
-                 "--summary-json", str(summary_path), "--train-steps", str(steps)])
+    code = main(
+        [
+            "--config",
+            str(config),
+            "--data-root",
+            str(ws / "data"),
+            "--pipeline-root",
+            str(ws / "root"),
+            "--summary-json",
+            str(summary_path),
+            "--train-steps",
+            str(steps),
+        ]
+    )
     summary = json.loads(summary_path.read_text())
     assert code == 0, summary["message"]
     return summary
@@ -76,7 +88,9 @@ def test_weak_first_model_then_a_stronger_one_is_pushed(gate_ws):
     assert (recorded["policy"], recorded["alpha"]) == ("superiority", 0.05)
     labels = [c for c in recorded["comparisons"] if c["slice"].startswith("label=")]
     # Holm over the ten label slices: the k-th smallest p gets alpha / (10 - k + 1).
-    assert sorted(c["alpha"] for c in labels) == pytest.approx(sorted(0.05 / k for k in range(1, 11)), abs=1e-6)
+    assert sorted(c["alpha"] for c in labels) == pytest.approx(
+        sorted(0.05 / k for k in range(1, 11)), abs=1e-6
+    )
     html = open(strong["report"], encoding="utf-8").read()
     assert "Candidate vs the serving model" in html and "Passed the gate: overall accuracy +" in html
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from mnist_slices import write_idx
+
 from pipeline.core.errors import InputDataError
 from pipeline.formats import idx
 
@@ -136,23 +136,27 @@ def test_read_idx_digest_is_of_the_bytes_on_disk(tmp_path):
 
 # ---------------------------------------------------------------------------- properties
 
-_MAGICS = st.sampled_from([idx.IMAGES_MAGIC, idx.LABELS_MAGIC, 0x00000802, 0x00000800, 0x00000D03,
-                           0x08030000, 0xFFFFFFFF])
+_MAGICS = st.sampled_from(
+    [idx.IMAGES_MAGIC, idx.LABELS_MAGIC, 0x00000802, 0x00000800, 0x00000D03, 0x08030000, 0xFFFFFFFF]
+)
 
 
 @st.composite
 def forged_files(draw):
     """IDX-like content with plausible-but-random headers, optionally gzipped and damaged."""
     magic = draw(_MAGICS | st.integers(0, 2**32 - 1))
-    dims = draw(st.lists(st.one_of(st.integers(0, 40), st.sampled_from([28, 2**31, 2**32 - 1])),
-                         min_size=0, max_size=4))
+    dims = draw(
+        st.lists(
+            st.one_of(st.integers(0, 40), st.sampled_from([28, 2**31, 2**32 - 1])), min_size=0, max_size=4
+        )
+    )
     body = draw(st.binary(max_size=3000))
     content = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in dims) + body
     content = content[: draw(st.integers(0, len(content)))]
     raw = gz(content) if draw(st.booleans()) else content
     if raw and draw(st.booleans()):
         position = draw(st.integers(0, len(raw) - 1))
-        raw = raw[:position] + bytes([raw[position] ^ draw(st.integers(1, 255))]) + raw[position + 1:]
+        raw = raw[:position] + bytes([raw[position] ^ draw(st.integers(1, 255))]) + raw[position + 1 :]
     if draw(st.booleans()):
         raw = raw[: draw(st.integers(0, len(raw)))]
     return raw

@@ -35,9 +35,12 @@ def _allowed(name: str, prefixes) -> bool:
 
 
 def _violations(folder: str, allowed) -> list:
-    return [f"{os.path.relpath(path, PROJECT)} imports {name}"
-            for path in _modules(folder) for name in sorted(_imports(path))
-            if not _allowed(name, allowed(path))]
+    return [
+        f"{os.path.relpath(path, PROJECT)} imports {name}"
+        for path in _modules(folder)
+        for name in sorted(_imports(path))
+        if not _allowed(name, allowed(path))
+    ]
 
 
 def test_the_core_imports_only_itself():

@@ -19,14 +19,16 @@ class OtherObject:
 
 
 def _unraisable(function, exc_type=TypeError):
-    return types.SimpleNamespace(exc_type=exc_type, exc_value=exc_type("x"), exc_traceback=None,
-                                 err_msg=None, object=function)
+    return types.SimpleNamespace(
+        exc_type=exc_type, exc_value=exc_type("x"), exc_traceback=None, err_msg=None, object=function
+    )
 
 
 def _passed_on(unraisable, finalizing: bool) -> bool:
     seen = []
-    logs._drop_tensorflow_teardown_noise(unraisable, default_hook=seen.append,
-                                         is_finalizing=lambda: finalizing)
+    logs._drop_tensorflow_teardown_noise(
+        unraisable, default_hook=seen.append, is_finalizing=lambda: finalizing
+    )
     return seen == [unraisable]
 
 
@@ -34,11 +36,14 @@ def test_atomic_function_typeerror_at_teardown_is_dropped():
     assert not _passed_on(_unraisable(AtomicFunction.__del__), finalizing=True)
 
 
-@pytest.mark.parametrize("unraisable, finalizing", [
-    (_unraisable(AtomicFunction.__del__), False),            # while the program runs: a real bug
-    (_unraisable(AtomicFunction.__del__, ValueError), True),  # another failure of the same method
-    (_unraisable(OtherObject.__del__), True),                 # another object at teardown
-])
+@pytest.mark.parametrize(
+    "unraisable, finalizing",
+    [
+        (_unraisable(AtomicFunction.__del__), False),  # while the program runs: a real bug
+        (_unraisable(AtomicFunction.__del__, ValueError), True),  # another failure of the same method
+        (_unraisable(OtherObject.__del__), True),  # another object at teardown
+    ],
+)
 def test_everything_else_reaches_the_default_hook(unraisable, finalizing):
     assert _passed_on(unraisable, finalizing)
 

@@ -22,11 +22,21 @@ def test_the_default_store_is_the_sqlite_file_of_the_pipeline_root():
 
 
 def test_a_mysql_section_becomes_settings_with_the_password_from_the_environment_only():
-    config = load_config(overrides={"metadata": {**MYSQL, "skip_db_creation": True, "pipeline_name": "mnist-prod"}})
+    config = load_config(
+        overrides={"metadata": {**MYSQL, "skip_db_creation": True, "pipeline_name": "mnist-prod"}}
+    )
     settings = store_settings(config, environ={"MLMD_MYSQL_PASSWORD": "s3cr3t-value"})
-    assert (settings.host, settings.port, settings.database, settings.user) == ("db.example", 3307, "mlmd_prod",
-                                                                              "pipeline")
-    assert settings.password == "s3cr3t-value" and settings.skip_db_creation and settings.pipeline_name == "mnist-prod"
+    assert (settings.host, settings.port, settings.database, settings.user) == (
+        "db.example",
+        3307,
+        "mlmd_prod",
+        "pipeline",
+    )
+    assert (
+        settings.password == "s3cr3t-value"
+        and settings.skip_db_creation
+        and settings.pipeline_name == "mnist-prod"
+    )
     assert "s3cr3t-value" not in repr(settings) and "s3cr3t-value" not in settings.describe()
     assert settings.describe() == "mysql pipeline@db.example:3307/mlmd_prod"
     assert "password" not in config_to_dict(config)["metadata"]
@@ -34,7 +44,9 @@ def test_a_mysql_section_becomes_settings_with_the_password_from_the_environment
 
 def test_a_mysql_store_without_the_password_variable_is_a_usage_error_naming_it():
     config = load_config(overrides={"metadata": MYSQL})
-    with pytest.raises(ConfigError, match=r"db\.example:3307/mlmd_prod: set the environment variable MLMD_MYSQL_PASSWORD"):
+    with pytest.raises(
+        ConfigError, match=r"db\.example:3307/mlmd_prod: set the environment variable MLMD_MYSQL_PASSWORD"
+    ):
         store_settings(config, environ={})
 
 
@@ -47,17 +59,20 @@ def test_a_password_in_the_config_file_is_refused_without_echoing_it(tmp_path):
     assert "hunter2" not in str(info.value)
 
 
-@pytest.mark.parametrize("changes, key", [
-    ({"backend": "postgres"}, "metadata.backend"),
-    ({"port": 0}, "metadata.port"),
-    ({"port": 70000}, "metadata.port"),
-    ({"database": "mlmd; DROP TABLE x"}, "metadata.database"),
-    ({"database": ""}, "metadata.database"),
-    ({"user": ""}, "metadata.user"),
-    ({"host": " "}, "metadata.host"),
-    ({"pipeline_name": "x" * 256}, "metadata.pipeline_name"),
-    ({"port": "3306"}, "metadata.port"),
-])
+@pytest.mark.parametrize(
+    "changes, key",
+    [
+        ({"backend": "postgres"}, "metadata.backend"),
+        ({"port": 0}, "metadata.port"),
+        ({"port": 70000}, "metadata.port"),
+        ({"database": "mlmd; DROP TABLE x"}, "metadata.database"),
+        ({"database": ""}, "metadata.database"),
+        ({"user": ""}, "metadata.user"),
+        ({"host": " "}, "metadata.host"),
+        ({"pipeline_name": "x" * 256}, "metadata.pipeline_name"),
+        ({"port": "3306"}, "metadata.port"),
+    ],
+)
 def test_bad_mysql_settings_name_their_key(changes, key):
     with pytest.raises(ConfigError, match=f"config key {key}"):
         load_config(overrides={"metadata": {**MYSQL, **changes}})
@@ -76,7 +91,11 @@ def test_pipeline_identity_and_lock_name(tmp_path):
     assert pipeline_identity(settings, str(link)) == os.path.realpath(tmp_path)
     assert pipeline_identity(MySqlSettings("h", 1, "mlmd", "u", pipeline_name="prod"), "/any") == "prod"
     assert pipeline_identity(settings, "/" + "d" * 300).startswith("sha256:")
-    names = {lock_name(settings, "a"), lock_name(settings, "b"), lock_name(MySqlSettings("h", 1, "other", "u"), "a")}
+    names = {
+        lock_name(settings, "a"),
+        lock_name(settings, "b"),
+        lock_name(MySqlSettings("h", 1, "other", "u"), "a"),
+    }
     assert len(names) == 3 and all(len(n) <= 64 for n in names)
 
 
@@ -85,9 +104,13 @@ class FakeStatusError(Exception):
     """What ML Metadata raises when MySQL ends a transaction with an error."""
 
 
-DEADLOCK = FakeStatusError("mysql_query failed: errno: Deadlock found when trying to get lock; try restarting "
-                           "transaction, error: Deadlock found when trying to get lock; try restarting transaction")
-LOST = FakeStatusError("mysql_query failed: errno: Lost connection to MySQL server during query, error: Lost ...")
+DEADLOCK = FakeStatusError(
+    "mysql_query failed: errno: Deadlock found when trying to get lock; try restarting "
+    "transaction, error: Deadlock found when trying to get lock; try restarting transaction"
+)
+LOST = FakeStatusError(
+    "mysql_query failed: errno: Lost connection to MySQL server during query, error: Lost ..."
+)
 
 
 class Flaky:
@@ -151,7 +174,9 @@ def _record(store: MetadataStore, run_id: str, uri: str, complete: bool = True):
     contexts = store.run_contexts(run_id, {})
     execution_id = store.start_execution("trainer", run_id, "key", contexts, {})
     if complete:
-        store.complete_execution(execution_id, {"model": ("Model", uri, {"content_digest": "d"})}, {}, contexts)
+        store.complete_execution(
+            execution_id, {"model": ("Model", uri, {"content_digest": "d"})}, {}, contexts
+        )
     return execution_id
 
 
@@ -198,10 +223,13 @@ def _write_store_as_the_previous_version_did(path: str, root) -> tuple:
         [run.id] = store.put_contexts([run])
         outputs = []
         if state == mlmd.Execution.COMPLETE:
-            model = mlmd.Artifact(type_id=model_type, uri=str(root / "trainer/model/1"), state=mlmd.Artifact.LIVE)
+            model = mlmd.Artifact(
+                type_id=model_type, uri=str(root / "trainer/model/1"), state=mlmd.Artifact.LIVE
+            )
             outputs = [(model, mlmd.Event(type=mlmd.Event.OUTPUT))]
-        execution_id, _, _ = store.put_execution(mlmd.Execution(type_id=trainer, last_known_state=state),
-                                                 outputs, [pipeline, run])
+        execution_id, _, _ = store.put_execution(
+            mlmd.Execution(type_id=trainer, last_known_state=state), outputs, [pipeline, run]
+        )
         ids.append(execution_id)
     raw = mlmd.Artifact(type_id=raw_type, uri="/data", state=mlmd.Artifact.LIVE)
     raw.custom_properties["content_digest"].string_value = "f"
@@ -244,7 +272,9 @@ class LockLostAfter:
     def check(self):
         self.calls += 1
         if self.calls >= self.n:
-            raise StoreUnavailableError("lost the run lock of pipeline 'p' in the metadata store h:1/db (test)")
+            raise StoreUnavailableError(
+                "lost the run lock of pipeline 'p' in the metadata store h:1/db (test)"
+            )
 
 
 def test_a_run_that_loses_its_lock_commits_nothing_more_and_the_next_run_recovers(tmp_path, monkeypatch):
@@ -254,10 +284,13 @@ def test_a_run_that_loses_its_lock_commits_nothing_more_and_the_next_run_recover
     from pipeline.core.pipeline import Pipeline
     from pipeline.core.step import InputSpec, StepSpec
 
-    steps = (StepSpec("example_gen", {}, {"numbers": "Numbers"}, _write, {}),
-             StepSpec("trainer", {"numbers": InputSpec(producer="example_gen.numbers")}, {"model": "Model"},
-                      _write, {}),
-             StepSpec("pusher", {"model": InputSpec(producer="trainer.model")}, {"pushed": "Pushed"}, _write, {}))
+    steps = (
+        StepSpec("example_gen", {}, {"numbers": "Numbers"}, _write, {}),
+        StepSpec(
+            "trainer", {"numbers": InputSpec(producer="example_gen.numbers")}, {"model": "Model"}, _write, {}
+        ),
+        StepSpec("pusher", {"model": InputSpec(producer="trainer.model")}, {"pushed": "Pushed"}, _write, {}),
+    )
     pipeline = Pipeline(steps=steps, root=str(tmp_path / "root"), lock_timeout_s=1.0)
     # Checks: before example_gen, before its commit, before trainer, before its commit (lost).
     lock = LockLostAfter(4)
@@ -265,7 +298,10 @@ def test_a_run_that_loses_its_lock_commits_nothing_more_and_the_next_run_recover
     result = runner.run_pipeline(pipeline)
     assert result.exit_code == 1
     assert {n: s["state"] for n, s in result.summary["steps"].items()} == {
-        "example_gen": "ran", "trainer": "failed", "pusher": "skipped"}
+        "example_gen": "ran",
+        "trainer": "failed",
+        "pusher": "skipped",
+    }
     assert "lost the run lock" in result.summary["message"]
     store = open_store(pipeline.root)
     [trainer] = store.executions_of("trainer")
@@ -277,5 +313,8 @@ def test_a_run_that_loses_its_lock_commits_nothing_more_and_the_next_run_recover
     again = runner.run_pipeline(pipeline)
     assert again.exit_code == 0
     assert {n: s["state"] for n, s in again.summary["steps"].items()} == {
-        "example_gen": "cached", "trainer": "ran", "pusher": "ran"}
+        "example_gen": "cached",
+        "trainer": "ran",
+        "pusher": "ran",
+    }
     assert open_store(pipeline.root).executions_of("trainer")[1].last_known_state == FAILED

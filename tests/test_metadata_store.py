@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from test_runner import fake_pipeline, states
 
 from pipeline.cli import main
 from pipeline.core import store_backup
@@ -15,7 +16,6 @@ from pipeline.core.errors import StoreDamagedError
 from pipeline.core.lock import exclusive_lock, pipeline_lock_path
 from pipeline.core.metadata import open_store, store_path
 from pipeline.core.runner import run_pipeline
-from test_runner import fake_pipeline, states
 
 PNG_HEADER = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
 
@@ -49,9 +49,13 @@ def _replace_by_png(path):
         f.write(PNG_HEADER + os.urandom(4000))
 
 
-DAMAGE = {"cut to a third": _truncate_to_a_third, "middle third zeroed": _zero_the_middle_third,
-          "one page zeroed": _zero_one_page, "replaced by a text file": _replace_by_text,
-          "replaced by a PNG": _replace_by_png}
+DAMAGE = {
+    "cut to a third": _truncate_to_a_third,
+    "middle third zeroed": _zero_the_middle_third,
+    "one page zeroed": _zero_one_page,
+    "replaced by a text file": _replace_by_text,
+    "replaced by a PNG": _replace_by_png,
+}
 
 
 @pytest.fixture
@@ -94,8 +98,10 @@ def _one_error_line(capsys):
 
 def _expected_line(root):
     """The start and end of the one line a damaged store gives (what SQLite found goes between)."""
-    return (f"error: metadata store {store_path(root)} is damaged (",
-            f"); restore its last good backup with: run_local.py metadata restore --pipeline-root {root}")
+    return (
+        f"error: metadata store {store_path(root)} is damaged (",
+        f"); restore its last good backup with: run_local.py metadata restore --pipeline-root {root}",
+    )
 
 
 def _damage_with_a_staging_folder_left(pipeline, damage):
@@ -108,6 +114,7 @@ def _damage_with_a_staging_folder_left(pipeline, damage):
 
 
 # ---- the check at open --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("damage", DAMAGE.values(), ids=DAMAGE.keys())
 def test_damaged_store_stops_the_run_before_anything_in_the_root_changes(ran, damage):
@@ -147,7 +154,7 @@ def test_the_line_says_what_sqlite_found(ran, capsys):
     assert main(["status", "--pipeline-root", ran.root]) == 1
     assert "(file is not a database)" in _one_error_line(capsys)
     with open(store, "wb") as f:
-        f.write(good[:len(good) // 3])
+        f.write(good[: len(good) // 3])
     assert main(["status", "--pipeline-root", ran.root]) == 1
     assert "(database disk image is malformed)" in _one_error_line(capsys)
 
@@ -159,9 +166,12 @@ def test_store_missing_or_emptied_beside_its_backup_is_not_silently_started_afre
         os.unlink(store)
     else:
         os.truncate(store, 0)
-    with pytest.raises(StoreDamagedError, match=f"metadata store {store} is {state} but its backup "
-                                                f"{store}.backup exists; restore it with: run_local.py "
-                                                f"metadata restore --pipeline-root {ran.root}"):
+    with pytest.raises(
+        StoreDamagedError,
+        match=f"metadata store {store} is {state} but its backup "
+        f"{store}.backup exists; restore it with: run_local.py "
+        f"metadata restore --pipeline-root {ran.root}",
+    ):
         run_pipeline(ran)
     assert os.path.exists(store) == (state == "empty")  # ml-metadata did not create one
     assert main(["status", "--pipeline-root", ran.root]) == 1
@@ -174,12 +184,14 @@ def test_a_new_root_without_store_or_backup_still_starts_a_store(pipeline):
 
 def _kill_a_writer_mid_transaction(store):
     """Leaves the hot journal of a writer SIGKILLed inside a transaction beside `store`."""
-    script = ("import os, signal, sqlite3, sys\n"
-              "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-              "c.execute('PRAGMA cache_size=1'); c.execute('BEGIN')\n"
-              "c.execute('DELETE FROM Artifact'); c.execute('CREATE TABLE junk(x)')\n"
-              "for _ in range(500): c.execute('INSERT INTO junk VALUES (?)', (os.urandom(400),))\n"
-              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    script = (
+        "import os, signal, sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute('PRAGMA cache_size=1'); c.execute('BEGIN')\n"
+        "c.execute('DELETE FROM Artifact'); c.execute('CREATE TABLE junk(x)')\n"
+        "for _ in range(500): c.execute('INSERT INTO junk VALUES (?)', (os.urandom(400),))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", script, store])
     assert proc.returncode == -signal.SIGKILL
     assert os.path.getsize(store + "-journal") > 0
@@ -205,6 +217,7 @@ def test_a_damaged_store_with_a_hot_journal_is_reported_as_it_was(ran):
 
 
 # ---- the backup after every run -----------------------------------------------------------
+
 
 def _quick_check(path):
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
@@ -249,6 +262,7 @@ def test_a_damaged_store_never_replaces_the_good_backup(ran):
 
 
 # ---- restore --------------------------------------------------------------------------------
+
 
 def test_restore_round_trip_keeps_the_damaged_file_and_the_next_run_is_all_cached(ran, capsys):
     store = store_path(ran.root)
@@ -304,8 +318,10 @@ def test_restore_refused_without_a_backup(ran, capsys):
     _truncate_to_a_third(store)
     code, line = _refused(ran.root, capsys)
     assert code == 1
-    assert line == (f"error: no backup of metadata store {store} at {store}.backup: nothing to restore "
-                    "(a backup is written after every completed run)")
+    assert line == (
+        f"error: no backup of metadata store {store} at {store}.backup: nothing to restore "
+        "(a backup is written after every completed run)"
+    )
 
 
 @pytest.mark.parametrize("damage", [_truncate_to_a_third, _replace_by_text, _zero_one_page])

@@ -12,8 +12,15 @@ from components.trainer.exporters import BestAccuracyExporter, EvalHistory, choo
 from components.trainer.hooks import NonFiniteLossHook, model_loss
 from pipeline.core.errors import ConfigError, TrainingError
 
-SMALL = dict(conv1_filters=4, conv2_filters=8, kernel_size=5, dense_units=16, dropout_rate=0.4,
-             learning_rate=1e-3, optimizer="adam")
+SMALL = dict(
+    conv1_filters=4,
+    conv2_filters=8,
+    kernel_size=5,
+    dense_units=16,
+    dropout_rate=0.4,
+    learning_rate=1e-3,
+    optimizer="adam",
+)
 N = 6
 
 
@@ -37,8 +44,7 @@ def run_spec(mode, params=SMALL, images=None, labels=None):
             tf.compat.v1.train.get_or_create_global_step()
         spec = model.model_fn(features, label_tensor, mode, params)
         session = tf.compat.v1.Session(graph=graph)
-        session.run([tf.compat.v1.global_variables_initializer(),
-                     tf.compat.v1.local_variables_initializer()])
+        session.run([tf.compat.v1.global_variables_initializer(), tf.compat.v1.local_variables_initializer()])
     return graph, spec, session
 
 
@@ -95,8 +101,10 @@ def test_predict_mode_returns_class_ids_and_probabilities():
 
 def test_params_shape_the_network():
     shapes = {}
-    for name, params in {"default": SMALL,
-                         "wide": dict(SMALL, dense_units=32, conv1_filters=6, kernel_size=3)}.items():
+    for name, params in {
+        "default": SMALL,
+        "wide": dict(SMALL, dense_units=32, conv1_filters=6, kernel_size=3),
+    }.items():
         graph, _, session = run_spec(tf.estimator.ModeKeys.PREDICT, params)
         with graph.as_default(), session:
             shapes[name] = {v.op.name: v.shape.as_list() for v in tf.compat.v1.trainable_variables()}
@@ -133,19 +141,26 @@ def test_dropout_applies_in_training_only():
     np.testing.assert_array_equal(c, d)
 
 
-@pytest.mark.parametrize("params, key", [
-    ({k: v for k, v in SMALL.items() if k != "dense_units"}, "dense_units"),
-    (dict(SMALL, optimizer="rmsprop"), "optimizer"),
-    (dict(SMALL, dropout_rate=1.0), "dropout_rate"),
-    (dict(SMALL, conv2_filters=0), "conv2_filters"),
-    (dict(SMALL, label_smoothing=0.6), "label_smoothing"),
-    (dict(SMALL, label_smoothing=-0.1), "label_smoothing"),
-    (dict(SMALL, label_smoothing="0.1"), "label_smoothing"),
-])
+@pytest.mark.parametrize(
+    "params, key",
+    [
+        ({k: v for k, v in SMALL.items() if k != "dense_units"}, "dense_units"),
+        (dict(SMALL, optimizer="rmsprop"), "optimizer"),
+        (dict(SMALL, dropout_rate=1.0), "dropout_rate"),
+        (dict(SMALL, conv2_filters=0), "conv2_filters"),
+        (dict(SMALL, label_smoothing=0.6), "label_smoothing"),
+        (dict(SMALL, label_smoothing=-0.1), "label_smoothing"),
+        (dict(SMALL, label_smoothing="0.1"), "label_smoothing"),
+    ],
+)
 def test_bad_params_raise_config_error_naming_the_key(params, key):
     with tf.Graph().as_default(), pytest.raises(ConfigError, match=key):
-        model.model_fn({model.IMAGE_KEY: tf.zeros([1, 784])}, tf.zeros([1], tf.int64),
-                       tf.estimator.ModeKeys.TRAIN, params)
+        model.model_fn(
+            {model.IMAGE_KEY: tf.zeros([1, 784])},
+            tf.zeros([1], tf.int64),
+            tf.estimator.ModeKeys.TRAIN,
+            params,
+        )
 
 
 def _numpy_input_fn(images, labels, batch, repeat):
@@ -153,6 +168,7 @@ def _numpy_input_fn(images, labels, batch, repeat):
         dataset = tf.data.Dataset.from_tensor_slices(({model.IMAGE_KEY: images}, labels))
         dataset = dataset.repeat() if repeat else dataset
         return dataset.batch(batch)
+
     return input_fn
 
 
@@ -188,11 +204,13 @@ def test_diverging_estimator_training_raises_training_error(tmp_path):
     # Pixel values near float32's limit overflow the activations within a few steps.
     images, labels = random_batch(n=8, dtype=np.float32)
     images *= np.float32(1e36)
-    estimator = tf.estimator.Estimator(model.model_fn, model_dir=str(tmp_path), params=SMALL,
-                                       config=tf.estimator.RunConfig(tf_random_seed=1))
+    estimator = tf.estimator.Estimator(
+        model.model_fn, model_dir=str(tmp_path), params=SMALL, config=tf.estimator.RunConfig(tf_random_seed=1)
+    )
     with pytest.raises(TrainingError, match=r"^(NaN|Inf) loss at step \d+ "):
-        estimator.train(_numpy_input_fn(images, labels, 8, repeat=True), max_steps=20,
-                        hooks=[NonFiniteLossHook()])
+        estimator.train(
+            _numpy_input_fn(images, labels, 8, repeat=True), max_steps=20, hooks=[NonFiniteLossHook()]
+        )
     # Training ended at the failing step: no final checkpoint was written after the initial one.
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("model.ckpt-0")
 
@@ -218,20 +236,26 @@ def test_eval_history_keeps_one_record_per_step_and_finds_the_best():
 
 
 # Eval accuracies of an annealing run: a mid-schedule lead of one point over the annealed end.
-ANNEALING = [(1, 0.950, 0.30), (2, 0.975, 0.20), (3, 0.970, 0.15), (4, 0.972, 0.12),
-             (5, 0.971, 0.11), (6, 0.940, 0.40)]
+ANNEALING = [
+    (1, 0.950, 0.30),
+    (2, 0.975, 0.20),
+    (3, 0.970, 0.15),
+    (4, 0.972, 0.12),
+    (5, 0.971, 0.11),
+    (6, 0.940, 0.40),
+]
 
 
 def _records(rows):
-    return [{"step": s, "accuracy": a, "loss": l} for s, a, l in rows]
+    return [{"step": s, "accuracy": a, "loss": loss} for s, a, loss in rows]
 
 
 def test_choose_takes_the_latest_within_the_tolerance_of_the_best():
     records = _records(ANNEALING)
-    assert choose(records, 0.005)["step"] == 5      # 0.971 >= 0.975 - 0.005; step 6 is not
-    assert choose(records, 0.0035)["step"] == 4     # 0.971 < 0.9715 <= 0.972
-    assert choose(records, 0.001)["step"] == 2      # nothing else is near the best
-    assert choose(records, 1.0)["step"] == 6        # 1 = the last evaluation
+    assert choose(records, 0.005)["step"] == 5  # 0.971 >= 0.975 - 0.005; step 6 is not
+    assert choose(records, 0.0035)["step"] == 4  # 0.971 < 0.9715 <= 0.972
+    assert choose(records, 0.001)["step"] == 2  # nothing else is near the best
+    assert choose(records, 1.0)["step"] == 6  # 1 = the last evaluation
     assert choose(records, 0.0)["step"] == 2
     assert choose([], 0.001) is None
     for tolerance in (0.0, 0.001):
@@ -247,16 +271,18 @@ def test_choose_counts_a_lead_of_exactly_the_tolerance_as_within_it():
     n = 2000
     for correct in range(1800, 1998):
         top, near = np.float32((correct + 2) / n), np.float32(correct / n)
-        records = [{"step": 1, "accuracy": top, "loss": 0.1},
-                   {"step": 2, "accuracy": near, "loss": 0.1},
-                   {"step": 3, "accuracy": np.float32((correct - 1) / n), "loss": 0.1}]
+        records = [
+            {"step": 1, "accuracy": top, "loss": 0.1},
+            {"step": 2, "accuracy": near, "loss": 0.1},
+            {"step": 3, "accuracy": np.float32((correct - 1) / n), "loss": 0.1},
+        ]
         assert choose(records, 0.001)["step"] == 2, correct
 
 
 def test_choose_with_no_tolerance_is_the_best_with_ties_to_lower_loss_then_earliest():
     records = _records([(1, 0.9, 0.3), (2, 0.9, 0.2), (3, 0.9, 0.2), (4, 0.8, 0.1)])
     assert choose(records, 0.0)["step"] == 2
-    assert choose(records, 1e-9)["step"] == 3       # any tolerance: the latest of the equals
+    assert choose(records, 1e-9)["step"] == 3  # any tolerance: the latest of the equals
 
 
 def test_eval_history_best_uses_its_tolerance():
@@ -292,8 +318,13 @@ def test_best_exporter_exports_what_choose_picks_over_the_whole_run(tmp_path, to
     for step, acc, loss in ANNEALING + [ANNEALING[-1]]:
         # In the EvalSpec's order: the history records, then the exporter exports.
         for each in (history, exporter):
-            each.export(estimator, str(tmp_path), "", {"global_step": step, "accuracy": acc, "loss": loss},
-                        is_the_final_export=False)
+            each.export(
+                estimator,
+                str(tmp_path),
+                "",
+                {"global_step": step, "accuracy": acc, "loss": loss},
+                is_the_final_export=False,
+            )
     picked = choose(_records(ANNEALING), tolerance)["step"]
     assert exporter.best_eval_result["global_step"] == picked
     assert exporter.best_export_dir == f"{tmp_path}/{picked}"
@@ -306,15 +337,24 @@ def test_best_exporter_refuses_to_run_before_the_history():
     history = EvalHistory(logging.getLogger("test"), tolerance=0.001)
     exporter = BestAccuracyExporter(lambda: None, history)
     with pytest.raises(RuntimeError, match="before the EvalHistory"):
-        exporter.export(types.SimpleNamespace(model_dir=""), "", "",
-                        {"global_step": 1, "accuracy": 0.5, "loss": 1.0}, False)
+        exporter.export(
+            types.SimpleNamespace(model_dir=""),
+            "",
+            "",
+            {"global_step": 1, "accuracy": 0.5, "loss": 1.0},
+            False,
+        )
 
 
 def _transform(image, angle=0.0, shift_x=0.0, shift_y=0.0):
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         batch = tf.constant(image[None, :, :, None], tf.float32)
-        out = augmentation.transform_images(batch, tf.constant([angle], tf.float32), tf.constant([shift_x], tf.float32),
-                                     tf.constant([shift_y], tf.float32))
+        out = augmentation.transform_images(
+            batch,
+            tf.constant([angle], tf.float32),
+            tf.constant([shift_x], tf.float32),
+            tf.constant([shift_y], tf.float32),
+        )
         return session.run(out)[0, :, :, 0]
 
 
@@ -355,8 +395,12 @@ def test_cosine_decay_and_bfloat16_are_options_of_params():
         assert conv and all(op.outputs[0].dtype == tf.bfloat16 for op in conv)
         assert spec.loss.dtype == tf.float32 and np.isfinite(session.run(spec.loss))
     with tf.Graph().as_default(), pytest.raises(ConfigError, match="train_steps"):
-        model.model_fn({model.IMAGE_KEY: tf.zeros([1, 784])}, tf.zeros([1], tf.int64),
-                       tf.estimator.ModeKeys.TRAIN, dict(SMALL, learning_rate_decay="cosine"))
+        model.model_fn(
+            {model.IMAGE_KEY: tf.zeros([1, 784])},
+            tf.zeros([1], tf.int64),
+            tf.estimator.ModeKeys.TRAIN,
+            dict(SMALL, learning_rate_decay="cosine"),
+        )
 
 
 def _cross_entropy(logits, targets):
@@ -373,10 +417,15 @@ def test_label_smoothing_shapes_the_training_loss_only(smoothing):
     one_hot = np.eye(10)[labels]
     hp = model.hyperparameters(dict(SMALL, label_smoothing=smoothing))
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
-        train, evaluate = session.run([
-            model.loss(tf.constant(labels), tf.constant(logits), hp, tf.estimator.ModeKeys.TRAIN),
-            model.loss(tf.constant(labels), tf.constant(logits), hp, tf.estimator.ModeKeys.EVAL)])
-    assert train == pytest.approx(_cross_entropy(logits, one_hot * (1 - smoothing) + smoothing / 10), rel=1e-5)
+        train, evaluate = session.run(
+            [
+                model.loss(tf.constant(labels), tf.constant(logits), hp, tf.estimator.ModeKeys.TRAIN),
+                model.loss(tf.constant(labels), tf.constant(logits), hp, tf.estimator.ModeKeys.EVAL),
+            ]
+        )
+    assert train == pytest.approx(
+        _cross_entropy(logits, one_hot * (1 - smoothing) + smoothing / 10), rel=1e-5
+    )
     assert evaluate == pytest.approx(_cross_entropy(logits, one_hot), rel=1e-5)
 
 
@@ -384,8 +433,9 @@ def test_model_fn_trains_on_the_smoothed_loss():
     images, labels = random_batch()
     losses = {}
     for smoothing in (0.0, 0.2):
-        graph, spec, session = run_spec(tf.estimator.ModeKeys.TRAIN, dict(SMALL, label_smoothing=smoothing),
-                                        images, labels)
+        graph, spec, session = run_spec(
+            tf.estimator.ModeKeys.TRAIN, dict(SMALL, label_smoothing=smoothing), images, labels
+        )
         with graph.as_default(), session:
             losses[smoothing] = session.run(spec.loss)
             assert model_loss() is spec.loss

@@ -9,16 +9,16 @@ import os
 import re
 
 import pytest
+from tiny_examples import real_split, write_examples_artifact
 
 from pipeline.cli import main
 from pipeline.config import PROJECT_ROOT, TrainerConfig, load_config
 from pipeline.core.digest import file_digest
 from pipeline.core.errors import ConfigError
 from pipeline.core.step import Artifact, StepContext
-from tiny_examples import real_split, write_examples_artifact
 
 # A model_fn that leaves accuracy and class_ids to the trainer and sizes itself from hparams.
-MODEL_FN_MODULE = '''
+MODEL_FN_MODULE = """
 import tensorflow as tf
 
 
@@ -34,9 +34,9 @@ def model_fn(features, labels, mode, params):
     step = tf.compat.v1.train.get_or_create_global_step()
     train_op = tf.compat.v1.train.GradientDescentOptimizer(params["learning_rate"]).minimize(loss, step)
     return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op, predictions=predictions)
-'''
+"""
 
-KERAS_MODULE = '''
+KERAS_MODULE = """
 import tensorflow as tf
 
 
@@ -44,7 +44,7 @@ def keras_model(params):
     return tf.keras.Sequential([tf.keras.layers.Flatten(),
                                 tf.keras.layers.Dense(params["hparams"].get("units", 16), activation="relu"),
                                 tf.keras.layers.Dense(10)])
-'''
+"""
 
 SCHEMA = """
 feature { name: "image" type: INT value_count { min: 784 max: 784 } }
@@ -64,12 +64,15 @@ def write_module(folder, name, source) -> str:
 def inputs(tmp_path_factory):
     """(examples, schema) artifacts: 200 real training digits, the next 60 as the eval split."""
     base = tmp_path_factory.mktemp("module_inputs")
-    examples = write_examples_artifact(str(base / "examples"), {"train": real_split(200),
-                                                                "eval": real_split(60, offset=200)})
+    examples = write_examples_artifact(
+        str(base / "examples"), {"train": real_split(200), "eval": real_split(60, offset=200)}
+    )
     os.makedirs(base / "schema")
     (base / "schema" / "schema.pbtxt").write_text(SCHEMA)
-    return (Artifact(examples, "Examples", {"split_counts": {"train": 200, "eval": 60}}, id=1),
-            Artifact(str(base / "schema"), "Schema", id=2))
+    return (
+        Artifact(examples, "Examples", {"split_counts": {"train": 200, "eval": 60}}, id=1),
+        Artifact(str(base / "schema"), "Schema", id=2),
+    )
 
 
 def train(tmp_path, inputs, module_path, base_model=None, **overrides):
@@ -80,13 +83,24 @@ def train(tmp_path, inputs, module_path, base_model=None, **overrides):
     for path in outputs.values():
         os.makedirs(path)
     examples, schema = inputs
-    ctx_inputs = {"examples": examples, "schema": schema,
-                  "module_file": Artifact(module_path, "TrainerModule", {"content_digest": file_digest(module_path)})}
+    ctx_inputs = {
+        "examples": examples,
+        "schema": schema,
+        "module_file": Artifact(module_path, "TrainerModule", {"content_digest": file_digest(module_path)}),
+    }
     if base_model is not None:
         ctx_inputs["base_model"] = base_model
     params = dataclasses.replace(TrainerConfig(), module_file=module_path, **{**TINY, **overrides})
-    ctx = StepContext(step_name="trainer", run_id="test", pipeline_root=str(tmp_path), inputs=ctx_inputs,
-                      outputs=outputs, params=params, beam_args=(), log=logging.getLogger("test.trainer"))
+    ctx = StepContext(
+        step_name="trainer",
+        run_id="test",
+        pipeline_root=str(tmp_path),
+        inputs=ctx_inputs,
+        outputs=outputs,
+        params=params,
+        beam_args=(),
+        log=logging.getLogger("test.trainer"),
+    )
     return ctx, executor.run(ctx)
 
 
@@ -114,7 +128,10 @@ def test_a_model_fn_module_trains_exports_and_records_itself(model_fn_run):
     assert [e["step"] for e in history["evaluations"]] == [10, 20]
     assert props["best_eval_accuracy"] > 0.25  # measured 0.43; chance is 0.1 (6 of the 60 eval digits)
     # Both signatures served, checked before the export was moved in (class_ids derived).
-    assert sorted(os.listdir(os.path.join(ctx.outputs["model"], "Format-Serving"))) == ["saved_model.pb", "variables"]
+    assert sorted(os.listdir(os.path.join(ctx.outputs["model"], "Format-Serving"))) == [
+        "saved_model.pb",
+        "variables",
+    ]
 
 
 def test_hparams_reach_the_module(model_fn_run):
@@ -129,8 +146,9 @@ def test_a_keras_module_trains_with_the_trainers_settings(tmp_path, inputs):
     import tensorflow as tf
 
     path = write_module(tmp_path, "keras_net.py", KERAS_MODULE)
-    ctx, outcome = train(tmp_path, inputs, path, hparams={"units": 12}, learning_rate=0.01,
-                         train_steps=80, eval_every_steps=40)
+    ctx, outcome = train(
+        tmp_path, inputs, path, hparams={"units": 12}, learning_rate=0.01, train_steps=80, eval_every_steps=40
+    )
     props = outcome.execution_properties
     assert props["model_entry_point"] == "keras_model"
     assert props["best_eval_accuracy"] > 0.25  # measured 0.42 to 0.60 at 60 steps; chance is 0.1
@@ -149,8 +167,16 @@ def test_a_keras_module_is_served_with_its_averaged_weights(tmp_path, inputs):
     from components.trainer.weight_averaging import SHADOW_SUFFIX
 
     path = write_module(tmp_path, "keras_net.py", KERAS_MODULE)
-    ctx, outcome = train(tmp_path, inputs, path, hparams={"units": 12}, learning_rate=0.01,
-                         train_steps=40, eval_every_steps=40, weight_averaging_decay=0.9)
+    ctx, outcome = train(
+        tmp_path,
+        inputs,
+        path,
+        hparams={"units": 12},
+        learning_rate=0.01,
+        train_steps=40,
+        eval_every_steps=40,
+        weight_averaging_decay=0.9,
+    )
     variables = os.path.join(ctx.outputs["model"], "Format-Serving", "variables", "variables")
     exported = dict(tf.train.list_variables(variables))
     kernel = "sequential/dense/kernel"
@@ -163,19 +189,39 @@ def test_a_keras_module_is_served_with_its_averaged_weights(tmp_path, inputs):
 
 
 # ---- errors at training time: clear, naming the module, nothing exported ----------------------------
-@pytest.mark.parametrize("name, source, message", [
-    ("import_error.py", "import not_a_module_anywhere\n\ndef model_fn(features, labels, mode, params):\n    pass\n",
-     r"import failed: ModuleNotFoundError: No module named 'not_a_module_anywhere'"),
-    ("five_logits.py", KERAS_MODULE.replace("Dense(10)", "Dense(5)"),
-     r"must map \[N, 28, 28, 1\] images to float logits \[N, 10\], got float32 \[None, 5\]"),
-    ("five_probabilities.py", MODEL_FN_MODULE.replace("Dense(10, ", "Dense(5, "),
-     r"PREDICT 'probabilities' must be float32 \[N, 10\], got float32 \[None, 5\]"),
-    ("returns_dict.py", "def model_fn(features, labels, mode, params):\n    return {'loss': 0.0}\n",
-     r"model_fn returned dict, expected a tf.estimator.EstimatorSpec"),
-    ("returns_function.py", "def keras_model(params):\n    return lambda x: x\n",
-     r"keras_model\(params\) returned function, expected a tf.keras.Model"),
-])
-def test_a_broken_module_is_a_config_error_naming_it_and_nothing_is_exported(tmp_path, inputs, name, source, message):
+@pytest.mark.parametrize(
+    "name, source, message",
+    [
+        (
+            "import_error.py",
+            "import not_a_module_anywhere\n\ndef model_fn(features, labels, mode, params):\n    pass\n",
+            r"import failed: ModuleNotFoundError: No module named 'not_a_module_anywhere'",
+        ),
+        (
+            "five_logits.py",
+            KERAS_MODULE.replace("Dense(10)", "Dense(5)"),
+            r"must map \[N, 28, 28, 1\] images to float logits \[N, 10\], got float32 \[None, 5\]",
+        ),
+        (
+            "five_probabilities.py",
+            MODEL_FN_MODULE.replace("Dense(10, ", "Dense(5, "),
+            r"PREDICT 'probabilities' must be float32 \[N, 10\], got float32 \[None, 5\]",
+        ),
+        (
+            "returns_dict.py",
+            "def model_fn(features, labels, mode, params):\n    return {'loss': 0.0}\n",
+            r"model_fn returned dict, expected a tf.estimator.EstimatorSpec",
+        ),
+        (
+            "returns_function.py",
+            "def keras_model(params):\n    return lambda x: x\n",
+            r"keras_model\(params\) returned function, expected a tf.keras.Model",
+        ),
+    ],
+)
+def test_a_broken_module_is_a_config_error_naming_it_and_nothing_is_exported(
+    tmp_path, inputs, name, source, message
+):
     path = write_module(tmp_path, name, source)
     # float32: the messages name the logits' dtype, which under bfloat16 is bfloat16.
     with pytest.raises(ConfigError, match=rf"^trainer.module_file {re.escape(path)}: .*{message}") as error:
@@ -188,23 +234,45 @@ def test_a_broken_module_is_a_config_error_naming_it_and_nothing_is_exported(tmp
 def test_warm_start_across_an_unchanged_module_loads_its_weights(tmp_path, inputs, model_fn_run):
     path, ctx, outcome = model_fn_run
     # A learning rate this small leaves the weights as they were: the base model's accuracy.
-    warm = train(tmp_path, inputs, path, base_model=as_base_model(ctx, outcome), warm_start=True,
-                 hparams={"hidden": 24}, optimizer="sgd", learning_rate=1e-12, train_steps=5, eval_every_steps=5)[1]
+    warm = train(
+        tmp_path,
+        inputs,
+        path,
+        base_model=as_base_model(ctx, outcome),
+        warm_start=True,
+        hparams={"hidden": 24},
+        optimizer="sgd",
+        learning_rate=1e-12,
+        train_steps=5,
+        eval_every_steps=5,
+    )[1]
     assert warm.execution_properties["warm_started"] is True
     assert warm.execution_properties["best_eval_accuracy"] == pytest.approx(
-        outcome.execution_properties["best_eval_accuracy"], abs=1e-6)
+        outcome.execution_properties["best_eval_accuracy"], abs=1e-6
+    )
 
 
 def test_warm_start_across_a_changed_module_is_refused(tmp_path, inputs, model_fn_run):
     path, ctx, outcome = model_fn_run
     # Same variables, other code: the module's digest decides, not the shapes.
-    edited = write_module(tmp_path, "my_model.py", MODEL_FN_MODULE.replace('activation="relu"', 'activation="tanh"'))
-    with pytest.raises(ConfigError, match=rf"trainer.warm_start: base model .* was trained with {re.escape(path)} "
-                                          rf"\(sha256 {file_digest(path)[:12]}\), this run's trainer.module_file "
-                                          rf"{re.escape(edited)} has sha256 {file_digest(edited)[:12]}: the weights of another "
-                                          "module would not fit"):
-        train(tmp_path, inputs, edited, base_model=as_base_model(ctx, outcome), warm_start=True,
-              hparams={"hidden": 24})
+    edited = write_module(
+        tmp_path, "my_model.py", MODEL_FN_MODULE.replace('activation="relu"', 'activation="tanh"')
+    )
+    with pytest.raises(
+        ConfigError,
+        match=rf"trainer.warm_start: base model .* was trained with {re.escape(path)} "
+        rf"\(sha256 {file_digest(path)[:12]}\), this run's trainer.module_file "
+        rf"{re.escape(edited)} has sha256 {file_digest(edited)[:12]}: the weights of another "
+        "module would not fit",
+    ):
+        train(
+            tmp_path,
+            inputs,
+            edited,
+            base_model=as_base_model(ctx, outcome),
+            warm_start=True,
+            hparams={"hidden": 24},
+        )
     assert os.listdir(tmp_path / "model") == []
 
 
@@ -237,8 +305,19 @@ def run(workspace, config_path, *extra, root=None):
     summary_path = str(workspace["base"] / "summary.json")
     if os.path.exists(summary_path):
         os.remove(summary_path)
-    code = main(["--config", str(config_path), "--data-root", workspace["data"],
-                 "--pipeline-root", root or workspace["root"], "--summary-json", summary_path, *extra])
+    code = main(
+        [
+            "--config",
+            str(config_path),
+            "--data-root",
+            workspace["data"],
+            "--pipeline-root",
+            root or workspace["root"],
+            "--summary-json",
+            summary_path,
+            *extra,
+        ]
+    )
     summary = None
     if os.path.exists(summary_path):
         with open(summary_path) as f:
@@ -261,7 +340,7 @@ def test_editing_the_module_retrains_and_an_unchanged_module_stays_cached(worksp
     assert first["model_module"] == {"path": module, "sha256": file_digest(module), "entry_point": "model_fn"}
     with open(first["report"]) as f:
         report = f.read()
-    assert f"model module: <code title=\"{file_digest(module)}\">{module}</code> (model_fn" in report
+    assert f'model module: <code title="{file_digest(module)}">{module}</code> (model_fn' in report
 
     code, again = run(workspace, config, "--to", "trainer")
     assert code == 0 and again["steps"]["trainer"]["state"] == "cached"
@@ -280,13 +359,29 @@ def test_editing_the_module_retrains_and_an_unchanged_module_stays_cached(worksp
     assert properties["module_file"] == module and properties["module_digest"] == file_digest(module)
 
 
-@pytest.mark.parametrize("name, source, message", [
-    ("syntax_error.py", "def model_fn(features, labels, mode, params)\n    pass\n", r"line 1: syntax error"),
-    ("no_entry.py", "def build(params):\n    pass\n", r"defines neither model_fn\(features, labels, mode, params\) nor keras_model\(params\)"),
-    ("both_entries.py", "def model_fn(f, l, m, p):\n    pass\n\ndef keras_model(params):\n    pass\n",
-     r"defines both model_fn and keras_model; define exactly one"),
-])
-def test_a_module_that_cannot_work_exits_2_before_any_step(workspace, tmp_path, capsys, name, source, message):
+@pytest.mark.parametrize(
+    "name, source, message",
+    [
+        (
+            "syntax_error.py",
+            "def model_fn(features, labels, mode, params)\n    pass\n",
+            r"line 1: syntax error",
+        ),
+        (
+            "no_entry.py",
+            "def build(params):\n    pass\n",
+            r"defines neither model_fn\(features, labels, mode, params\) nor keras_model\(params\)",
+        ),
+        (
+            "both_entries.py",
+            "def model_fn(f, l, m, p):\n    pass\n\ndef keras_model(params):\n    pass\n",
+            r"defines both model_fn and keras_model; define exactly one",
+        ),
+    ],
+)
+def test_a_module_that_cannot_work_exits_2_before_any_step(
+    workspace, tmp_path, capsys, name, source, message
+):
     module = write_module(tmp_path, name, source)
     root = str(tmp_path / "root")
     code, summary = run(workspace, module_config(workspace, name[:-3], module), root=root)
@@ -297,14 +392,19 @@ def test_a_module_that_cannot_work_exits_2_before_any_step(workspace, tmp_path, 
 
 
 def test_an_import_error_fails_the_trainer_with_exit_2_and_exports_nothing(workspace):
-    module = write_module(workspace["base"], "needs_missing.py", "import not_installed_anywhere\n" + MODEL_FN_MODULE)
+    module = write_module(
+        workspace["base"], "needs_missing.py", "import not_installed_anywhere\n" + MODEL_FN_MODULE
+    )
     code, summary = run(workspace, module_config(workspace, "needs_missing", module), "--to", "trainer")
     assert code == 2
     trainer = summary["steps"]["trainer"]
     assert trainer["state"] == "failed" and trainer["outputs"] == {}
     assert trainer["error"].startswith(f"trainer.module_file {module}: import failed: ModuleNotFoundError")
-    assert not [name for name in os.listdir(os.path.join(workspace["root"], "trainer", "model"))
-                if name.startswith(".staging")]
+    assert not [
+        name
+        for name in os.listdir(os.path.join(workspace["root"], "trainer", "model"))
+        if name.startswith(".staging")
+    ]
 
 
 def shipped_config(workspace, name) -> str:
@@ -317,7 +417,9 @@ def test_the_shipped_classic_cnn_config_trains_the_default_network(workspace, mo
     monkeypatch.chdir(PROJECT_ROOT)  # the shipped configs name their modules from the repository root
     shipped = load_config(str(PROJECT_ROOT / "models" / "classic_cnn.toml")).trainer
     assert dataclasses.replace(shipped, module_file=os.path.abspath(shipped.module_file)) == TrainerConfig()
-    code, summary = run(workspace, shipped_config(workspace, "classic_cnn"), "--to", "trainer", "--train-steps", "20")
+    code, summary = run(
+        workspace, shipped_config(workspace, "classic_cnn"), "--to", "trainer", "--train-steps", "20"
+    )
     assert code == 0, summary["message"]
     assert summary["model_module"]["path"] == str(PROJECT_ROOT / "models" / "classic_cnn.py")
     assert summary["steps"]["trainer"]["properties"]["steps_trained"] == 20
@@ -325,9 +427,21 @@ def test_the_shipped_classic_cnn_config_trains_the_default_network(workspace, mo
 
 def test_compare_trains_the_shipped_keras_cnn_and_mlp_and_pairs_them(workspace, monkeypatch, capsys):
     monkeypatch.chdir(PROJECT_ROOT)
-    code = main(["compare", "--config", shipped_config(workspace, "keras_cnn"),
-                 "--config", shipped_config(workspace, "mlp"), "--data-root", workspace["data"],
-                 "--pipeline-root", workspace["root"], "--train-steps", "20"])
+    code = main(
+        [
+            "compare",
+            "--config",
+            shipped_config(workspace, "keras_cnn"),
+            "--config",
+            shipped_config(workspace, "mlp"),
+            "--data-root",
+            workspace["data"],
+            "--pipeline-root",
+            workspace["root"],
+            "--train-steps",
+            "20",
+        ]
+    )
     assert code == 0
     page_path = capsys.readouterr().out.strip().splitlines()[-1]
     with open(os.path.join(os.path.dirname(page_path), "comparison.json")) as f:
@@ -389,8 +503,14 @@ def test_a_keras_module_trains_on_the_label_smoothed_loss_and_evaluates_on_the_p
     from components.trainer.keras_model_fn import keras_model_fn
 
     def seeded_model(params):  # the same weights in every graph
-        return tf.keras.Sequential([tf.keras.layers.Flatten(), tf.keras.layers.Dense(
-            10, kernel_initializer=tf.keras.initializers.RandomNormal(stddev=0.05, seed=1))])
+        return tf.keras.Sequential(
+            [
+                tf.keras.layers.Flatten(),
+                tf.keras.layers.Dense(
+                    10, kernel_initializer=tf.keras.initializers.RandomNormal(stddev=0.05, seed=1)
+                ),
+            ]
+        )
 
     wrapped = keras_model_fn(seeded_model, "seeded_module")
     images = np.random.default_rng(0).integers(0, 256, size=(8, 784))
@@ -398,8 +518,13 @@ def test_a_keras_module_trains_on_the_label_smoothed_loss_and_evaluates_on_the_p
     losses = {}
     for mode in (tf.estimator.ModeKeys.TRAIN, tf.estimator.ModeKeys.EVAL):
         for smoothing in (0.0, 0.2):
-            params = dict(dataclasses.asdict(TrainerConfig()), **augmentation.AUGMENTATION_OFF,
-                          label_smoothing=smoothing, hparams={}, precision="float32")
+            params = dict(
+                dataclasses.asdict(TrainerConfig()),
+                **augmentation.AUGMENTATION_OFF,
+                label_smoothing=smoothing,
+                hparams={},
+                precision="float32",
+            )
             with tf.Graph().as_default():
                 tf.compat.v1.train.get_or_create_global_step()
                 spec = wrapped({"image": tf.constant(images)}, tf.constant(labels), mode, params)

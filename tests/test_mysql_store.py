@@ -17,7 +17,6 @@ import sys
 import time
 
 import pytest
-
 from mnist_slices import write_mnist_slice
 from run_configs import small_lenient
 
@@ -35,13 +34,27 @@ def ws(tmp_path_factory, mariadb):
     database = mariadb.new_database()
     config = base / "config.toml"
     config.write_text(CONFIG + mariadb.config_section(database))
-    return {"base": base, "data": data, "config": str(config), "db": database, "server": mariadb,
-            "A": base / "rootA", "B": base / "rootB"}
+    return {
+        "base": base,
+        "data": data,
+        "config": str(config),
+        "db": database,
+        "server": mariadb,
+        "A": base / "rootA",
+        "B": base / "rootB",
+    }
 
 
 def _command(ws, root, *args, config=None):
-    return [sys.executable, os.path.join(PROJECT, "run_local.py"), *args, "--config", config or ws["config"],
-            "--pipeline-root", str(root)]
+    return [
+        sys.executable,
+        os.path.join(PROJECT, "run_local.py"),
+        *args,
+        "--config",
+        config or ws["config"],
+        "--pipeline-root",
+        str(root),
+    ]
 
 
 def start(ws, root, *extra, config=None, summary=None):
@@ -49,8 +62,13 @@ def start(ws, root, *extra, config=None, summary=None):
     command = _command(ws, root, config=config) + ["--data-root", ws["data"], *extra]
     if summary:
         command += ["--summary-json", str(summary)]
-    return subprocess.Popen(command, env=dict(ws["server"].env(), TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=PROJECT),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        command,
+        env=dict(ws["server"].env(), TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=PROJECT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finish(process, timeout=600):
@@ -68,8 +86,13 @@ def run(ws, root, *extra, config=None):
 
 def command(ws, root, *args, config=None, env=None):
     """Runs `run_local.py COMMAND ...`; returns (exit status, stdout, stderr)."""
-    result = subprocess.run(_command(ws, root, *args, config=config), capture_output=True, text=True, timeout=300,
-                            env=dict(env or ws["server"].env(), TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=PROJECT))
+    result = subprocess.run(
+        _command(ws, root, *args, config=config),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(env or ws["server"].env(), TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=PROJECT),
+    )
     OUTPUTS.append(result.stdout + result.stderr)
     return result.returncode, result.stdout, result.stderr
 
@@ -104,13 +127,18 @@ def test_the_store_lock_is_one_holder_per_pipeline_and_ends_with_its_connection(
     other_pipeline.acquire(0)  # another pipeline's lock is another lock
     started = time.monotonic()
     with pytest.raises(LockTimeoutError, match=r"holds the lock on pipeline 'pipeline-1'"):
-        with run_lock(str(tmp_path / "elsewhere"), 0.6, mariadb.settings(settings.database, pipeline_name="pipeline-1")):
+        with run_lock(
+            str(tmp_path / "elsewhere"), 0.6, mariadb.settings(settings.database, pipeline_name="pipeline-1")
+        ):
             pytest.fail("took a lock another run holds")
     assert time.monotonic() - started >= 0.5
     holder.check()
     mariadb.admin(f"KILL {holder._connection.thread_id()}")  # as a lost network would
-    with pytest.raises(StoreUnavailableError, match=rf"lost the run lock of pipeline 'pipeline-1' in the metadata store "
-                                                    rf"127.0.0.1:{mariadb.port}/{settings.database}"):
+    with pytest.raises(
+        StoreUnavailableError,
+        match=rf"lost the run lock of pipeline 'pipeline-1' in the metadata store "
+        rf"127.0.0.1:{mariadb.port}/{settings.database}",
+    ):
         holder.check()
     follower = StoreLock(settings, "pipeline-1")
     follower.acquire(0)  # the server freed it with the connection
@@ -196,13 +224,17 @@ def test_a_second_pipeline_on_the_database_is_kept_apart_and_its_killed_run_resu
     server, root_b = ws["server"], ws["B"]
     serving_a = json.loads(command(ws, ws["A"], "status")[1])["serving"]["version"]
     victim = start(ws, root_b, "--train-steps", "100000")  # still training when it is killed
-    assert wait_for(victim, str(root_b / "trainer" / "model_run" / ".staging-*" / "*")), "B never reached its trainer"
+    assert wait_for(victim, str(root_b / "trainer" / "model_run" / ".staging-*" / "*")), (
+        "B never reached its trainer"
+    )
 
     # Another machine (another local root) running the same pipeline waits for the lock held in
     # the store, then gives up with exit 4.
     same_pipeline = ws["base"] / "same_pipeline.toml"
-    same_pipeline.write_text(CONFIG.replace("[trainer]", "lock_timeout_s = 1.0\n\n[trainer]")
-                             + server.config_section(ws["db"], pipeline_name=os.path.realpath(root_b)))
+    same_pipeline.write_text(
+        CONFIG.replace("[trainer]", "lock_timeout_s = 1.0\n\n[trainer]")
+        + server.config_section(ws["db"], pipeline_name=os.path.realpath(root_b))
+    )
     code, out, _ = run(ws, ws["base"] / "rootB-elsewhere", config=str(same_pipeline))
     assert code == 4, out[-3000:]
     assert "holds the lock on pipeline" in out and f"127.0.0.1:{server.port}/{ws['db']}" in out, out[-3000:]
@@ -223,7 +255,9 @@ def test_a_second_pipeline_on_the_database_is_kept_apart_and_its_killed_run_resu
     steps = states(resumed)
     assert steps["example_gen"] == "cached" and steps["trainer"] == "ran", steps
     # B's own cache, outputs and baseline: nothing of A's (A serves its version 3 meanwhile).
-    assert all(uri.startswith(str(root_b)) for step in resumed["steps"].values() for uri in step["outputs"].values())
+    assert all(
+        uri.startswith(str(root_b)) for step in resumed["steps"].values() for uri in step["outputs"].values()
+    )
     assert resumed["push"]["pushed"] == 1 and resumed["push"]["version"] == 1
     store_b = store_of(ws, root_b)
     [evaluation] = store_b.executions_of("evaluator")
@@ -238,7 +272,9 @@ def test_a_lost_connection_fails_the_run_cleanly_and_the_next_run_recovers(ws):
     serving = json.loads(command(ws, ws["A"], "status")[1])["serving"]["version"]
     # Long enough to be training still when its connections are killed; it fails at its commit.
     victim = start(ws, ws["A"], "--train-steps", "400", "--to", "trainer")
-    assert wait_for(victim, str(ws["A"] / "trainer" / "model_run" / ".staging-*" / "*")), "never reached the trainer"
+    assert wait_for(victim, str(ws["A"] / "trainer" / "model_run" / ".staging-*" / "*")), (
+        "never reached the trainer"
+    )
     assert ws["server"].kill_connections() >= 1
     code, out = finish(victim, timeout=300)
     assert code == 1, out[-3000:]
@@ -259,7 +295,9 @@ def test_a_lost_connection_fails_the_run_cleanly_and_the_next_run_recovers(ws):
     assert json.loads(command(ws, ws["A"], "status")[1])["serving"]["version"] == serving
 
 
-@pytest.mark.parametrize("case", ["wrong password", "unreachable port", "missing database", "database not allowed"])
+@pytest.mark.parametrize(
+    "case", ["wrong password", "unreachable port", "missing database", "database not allowed"]
+)
 def test_bad_settings_are_one_line_naming_the_server_and_exit_2_before_any_step(ws, case, tmp_path):
     server = ws["server"]
     port, database, extra, env = server.port, ws["db"], {}, server.env()
@@ -272,8 +310,9 @@ def test_bad_settings_are_one_line_naming_the_server_and_exit_2_before_any_step(
     else:
         database, extra = server.new_database(), {"skip_db_creation": True}
     config = tmp_path / "bad.toml"
-    config.write_text(CONFIG + server.config_section(database, **extra).replace(f"port = {server.port}",
-                                                                                 f"port = {port}"))
+    config.write_text(
+        CONFIG + server.config_section(database, **extra).replace(f"port = {server.port}", f"port = {port}")
+    )
     root = tmp_path / "root"
     code, out, err = command(ws, root, "--data-root", ws["data"], config=str(config), env=env)
     assert code == 2, err[-3000:]

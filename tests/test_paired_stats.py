@@ -1,7 +1,7 @@
 """Paired statistics for the promotion gate: checked against scipy, published values and brute force."""
 
-import itertools
 import dataclasses
+import itertools
 import math
 
 import numpy as np
@@ -31,10 +31,13 @@ def table(candidate_only, baseline_only, n, both_wrong=None):
 
 
 def gate(overall, policy, slices=(), alpha=0.05, min_gain=0.0, margin=0.005, slice_max=0.0):
-    return decide(compare("overall", overall, alpha), list(slices), policy, alpha, min_gain, margin, slice_max)
+    return decide(
+        compare("overall", overall, alpha), list(slices), policy, alpha, min_gain, margin, slice_max
+    )
 
 
 # --- PairedTable ---------------------------------------------------------------------------------
+
 
 def test_table_properties_and_from_correctness():
     cand = [True, True, False, False, True, False]
@@ -62,6 +65,7 @@ def test_empty_table_is_nan_and_negative_counts_rejected():
 
 # --- McNemar -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("b,c", [(9, 12), (0, 10), (10, 0), (1, 0), (50, 20), (300, 250), (7, 7)])
 def test_mcnemar_matches_scipy_binomtest(b, c):
     assert mcnemar_exact_p(b, c) == pytest.approx(stats.binomtest(b, b + c, 0.5).pvalue, rel=1e-12)
@@ -85,9 +89,20 @@ def test_mcnemar_mid_p():
 
 # --- Wilson --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("k,n,alpha", [(0, 10, 0.05), (10, 10, 0.05), (3, 7, 0.05), (0, 1, 0.05),
-                                       (1, 1, 0.01), (981, 1000, 0.05), (9812, 10000, 0.005),
-                                       (50, 100, 0.2)])
+
+@pytest.mark.parametrize(
+    "k,n,alpha",
+    [
+        (0, 10, 0.05),
+        (10, 10, 0.05),
+        (3, 7, 0.05),
+        (0, 1, 0.05),
+        (1, 1, 0.01),
+        (981, 1000, 0.05),
+        (9812, 10000, 0.005),
+        (50, 100, 0.2),
+    ],
+)
 def test_wilson_matches_scipy(k, n, alpha):
     ci = stats.binomtest(k, n).proportion_ci(confidence_level=1 - alpha, method="wilson")
     assert wilson_interval(k, n, alpha) == pytest.approx((ci.low, ci.high), abs=1e-12)
@@ -102,6 +117,7 @@ def test_wilson_empty_and_bounds():
 
 
 # --- Newcombe method 10 --------------------------------------------------------------------------
+
 
 def reference_newcombe(a, b, c, d, alpha):
     """Method 10 written out plainly from Newcombe (1998), on scipy's Wilson intervals."""
@@ -148,8 +164,17 @@ def test_newcombe_36_12_2_0():
 def random_tables():
     rng = np.random.default_rng(20240607)
     tables = [(a, b, c, d) for a, b, c, d in itertools.product(range(3), repeat=4) if a + b + c + d > 0]
-    tables += [(2, 0, 0, 2), (9000, 0, 0, 1000), (10000, 0, 0, 0), (0, 0, 0, 7), (0, 5, 5, 0),
-               (0, 30, 0, 0), (0, 0, 30, 0), (36, 12, 2, 0), (5, 5, 0, 0)]
+    tables += [
+        (2, 0, 0, 2),
+        (9000, 0, 0, 1000),
+        (10000, 0, 0, 0),
+        (0, 0, 0, 7),
+        (0, 5, 5, 0),
+        (0, 30, 0, 0),
+        (0, 0, 30, 0),
+        (36, 12, 2, 0),
+        (5, 5, 0, 0),
+    ]
     for _ in range(200):
         n = int(rng.integers(1, 5000))
         probs = rng.dirichlet([4.0, 0.5, 0.5, 1.0])
@@ -178,13 +203,20 @@ def test_newcombe_empty_table_is_nan():
 
 # --- Holm ----------------------------------------------------------------------------------------
 
+
 def closed_bonferroni(p_values, alpha):
     """Holm by definition: closed testing with Bonferroni local tests over every subset."""
     m = len(p_values)
     out = []
     for i in range(m):
-        out.append(all(min(p_values[j] for j in s) <= alpha / len(s)
-                       for r in range(1, m + 1) for s in itertools.combinations(range(m), r) if i in s))
+        out.append(
+            all(
+                min(p_values[j] for j in s) <= alpha / len(s)
+                for r in range(1, m + 1)
+                for s in itertools.combinations(range(m), r)
+                if i in s
+            )
+        )
     return out
 
 
@@ -218,13 +250,26 @@ def test_holm_stops_at_first_failure():
 
 # --- Comparison, describe, compare_slices --------------------------------------------------------
 
+
 def test_compare_and_to_json():
     c = compare("overall", table(12, 9, 10000), 0.05)
     assert isinstance(c, Comparison)
     j = c.to_json()
-    assert list(j) == ["slice", "n", "candidate_only", "baseline_only", "candidate_accuracy",
-                       "baseline_accuracy", "candidate_ci", "baseline_ci", "difference",
-                       "difference_ci", "p_value", "alpha", "regression_p_value"]
+    assert list(j) == [
+        "slice",
+        "n",
+        "candidate_only",
+        "baseline_only",
+        "candidate_accuracy",
+        "baseline_accuracy",
+        "candidate_ci",
+        "baseline_ci",
+        "difference",
+        "difference_ci",
+        "p_value",
+        "alpha",
+        "regression_p_value",
+    ]
     assert j["n"] == 10000 and j["difference"] == 0.0003 and j["alpha"] == 0.05
     assert isinstance(j["difference_ci"], list) and len(j["difference_ci"]) == 2
     assert j["p_value"] == float(f"{stats.binomtest(12, 21).pvalue:.6g}")
@@ -295,13 +340,17 @@ def test_min_gain_and_margin_are_respected():
 def test_reason_strings_carry_the_statistics():
     c = compare("overall", table(12, 9, 10000), 0.05)
     [reason] = decide(c, [], "superiority", 0.05, 0.0, 0.005, 0.0)
-    assert reason == (f"overall accuracy {describe(c)}: not better than the serving model by more "
-                      "than min_gain 0.0000 under superiority")
+    assert reason == (
+        f"overall accuracy {describe(c)}: not better than the serving model by more "
+        "than min_gain 0.0000 under superiority"
+    )
     assert "+0.0003" in reason and "95% CI" in reason and "McNemar p = 0.66" in reason
     c = compare("overall", CLEARLY_WORSE, 0.05)
     [reason] = decide(c, [], "non_inferiority", 0.05, 0.0, 0.005, 0.0)
-    assert reason == (f"overall accuracy {describe(c)}: may be worse than the serving model by more "
-                      "than non_inferiority_margin 0.0050 under non_inferiority")
+    assert reason == (
+        f"overall accuracy {describe(c)}: may be worse than the serving model by more "
+        "than non_inferiority_margin 0.0050 under non_inferiority"
+    )
     assert "-0.0180" in reason
 
 
@@ -352,19 +401,28 @@ def test_slice_check_can_be_disabled():
     assert gate(CLEARLY_BETTER, "superiority", slices, slice_max=None) == []
 
 
-@pytest.mark.parametrize("kwargs,name", [
-    ({"policy": "bogus"}, "policy"),
-    ({"alpha": 0.5}, "alpha"),
-    ({"alpha": 0.0}, "alpha"),
-    ({"alpha": float("nan")}, "alpha"),
-    ({"min_gain": -0.01}, "min_gain"),
-    ({"non_inferiority_margin": -0.01}, "non_inferiority_margin"),
-    ({"non_inferiority_margin": float("inf")}, "non_inferiority_margin"),
-    ({"slice_max_regression": -0.01}, "slice_max_regression"),
-])
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        ({"policy": "bogus"}, "policy"),
+        ({"alpha": 0.5}, "alpha"),
+        ({"alpha": 0.0}, "alpha"),
+        ({"alpha": float("nan")}, "alpha"),
+        ({"min_gain": -0.01}, "min_gain"),
+        ({"non_inferiority_margin": -0.01}, "non_inferiority_margin"),
+        ({"non_inferiority_margin": float("inf")}, "non_inferiority_margin"),
+        ({"slice_max_regression": -0.01}, "slice_max_regression"),
+    ],
+)
 def test_invalid_inputs_raise_naming_the_parameter(kwargs, name):
-    args = {"policy": "superiority", "alpha": 0.05, "min_gain": 0.0, "non_inferiority_margin": 0.005,
-            "slice_max_regression": 0.0, **kwargs}
+    args = {
+        "policy": "superiority",
+        "alpha": 0.05,
+        "min_gain": 0.0,
+        "non_inferiority_margin": 0.005,
+        "slice_max_regression": 0.0,
+        **kwargs,
+    }
     overall = compare("overall", CLEARLY_BETTER, 0.05)
     with pytest.raises(ValueError, match=name):
         decide(overall, [], **args)
@@ -380,8 +438,12 @@ def test_tables_by_slice_counts_each_slice_and_keeps_required_empty_slices():
 
     cand = [True, False, True, True, False]
     base = [True, True, False, True, False]
-    tables = tables_by_slice(cand, base, {"label": [0, 1, 1, 2, 2], "ink_density_bucket": [3, 3, 3, 3, 4]},
-                             required={"label": range(4)})
+    tables = tables_by_slice(
+        cand,
+        base,
+        {"label": [0, 1, 1, 2, 2], "ink_density_bucket": [3, 3, 3, 3, 4]},
+        required={"label": range(4)},
+    )
     assert tables["overall"] == PairedTable(2, 1, 1, 1)
     assert tables["label=1"] == PairedTable(0, 1, 1, 0)
     assert tables["label=2"] == PairedTable(1, 0, 0, 1)
@@ -406,12 +468,16 @@ def test_slices_are_refused_by_holm_step_down_on_their_regression_p_values():
     p = slices[1].regression_p_value
     assert newcombe_difference_interval(tables["label=1"], p * 1.01)[1] < -0.02
     assert newcombe_difference_interval(tables["label=1"], p * 0.99)[1] >= -0.02
-    assert regression_p_value(PairedTable(0, 0, 0, 0), 0.02) != regression_p_value(PairedTable(0, 0, 0, 0), 0.02)
+    assert regression_p_value(PairedTable(0, 0, 0, 0), 0.02) != regression_p_value(
+        PairedTable(0, 0, 0, 0), 0.02
+    )
 
     # Step-down stops at the first slice it cannot refuse: the next one is kept even though its
     # own p is below the level it would have had (0.0053 <= 0.05 / 9).
     base = compare("label=0", table(10, 10, 1000), 0.05)
-    ranked = [dataclasses.replace(base, slice=f"label={k}", regression_p_value=p)
-              for k, p in enumerate([0.0052, 0.0053] + [0.9] * 8)]
+    ranked = [
+        dataclasses.replace(base, slice=f"label={k}", regression_p_value=p)
+        for k, p in enumerate([0.0052, 0.0053] + [0.9] * 8)
+    ]
     _, results = verdicts(overall, ranked, "superiority", 0.05, 0.0, 0.005, 0.02)
     assert all(reason is None for _, reason in results)

@@ -7,8 +7,8 @@ import os
 
 import pytest
 import tensorflow as tf
-
 from mnist_slices import write_mnist_slice
+
 from pipeline.cli import main
 
 # Thresholds sized for a 2,000-digit, few-hundred-step model; the real defaults stay strict.
@@ -40,8 +40,19 @@ def workspace(tmp_path_factory):
 
 def run(workspace, name, *extra):
     summary_path = str(workspace / f"{name}.json")
-    code = main(["--config", str(workspace / "config.toml"), "--data-root", str(workspace / "data"),
-                 "--pipeline-root", str(workspace / "root"), "--summary-json", summary_path, *extra])
+    code = main(
+        [
+            "--config",
+            str(workspace / "config.toml"),
+            "--data-root",
+            str(workspace / "data"),
+            "--pipeline-root",
+            str(workspace / "root"),
+            "--summary-json",
+            summary_path,
+            *extra,
+        ]
+    )
     with open(summary_path) as f:
         return code, json.load(f)
 

@@ -9,15 +9,15 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from mnist_slices import TEST_IMAGES, TEST_LABELS, read_real, write_idx
 from model_fixtures import build_model
-from pipeline.core.digest import directory_digest
+from PIL import Image
+
 from pipeline.cli import main
-from pipeline.digit_inputs import frame_digit, read_digits
+from pipeline.core.digest import directory_digest
 from pipeline.core.errors import ConfigError, InputDataError, ModelIntegrityError
 from pipeline.core.metadata import open_store
+from pipeline.digit_inputs import frame_digit, read_digits
 from pipeline.predict import classify, predict_files, resolve_served_model
 
 N_DIGITS = 12
@@ -30,10 +30,21 @@ def _record_push(root: str, serving_dir: str, version: int, digest: str) -> int:
     contexts = store.run_contexts(f"run-{version}", {"pipeline_root": root})
     trainer = store.start_execution("trainer", f"run-{version}", "", contexts, {})
     model_id = store.complete_execution(
-        trainer, {"model": ("Model", f"{root}/trainer/model/{trainer}", {"digest": digest})}, {}, contexts)["model"]
+        trainer, {"model": ("Model", f"{root}/trainer/model/{trainer}", {"digest": digest})}, {}, contexts
+    )["model"]
     pusher = store.start_execution("pusher", f"run-{version}", "", contexts, {"model": model_id})
-    store.complete_execution(pusher, {"pushed_model": ("PushedModel", f"{root}/pusher/{pusher}", {
-        "pushed": 1, "version": version, "model_id": model_id, "serving_dir": serving_dir})}, {}, contexts)
+    store.complete_execution(
+        pusher,
+        {
+            "pushed_model": (
+                "PushedModel",
+                f"{root}/pusher/{pusher}",
+                {"pushed": 1, "version": version, "model_id": model_id, "serving_dir": serving_dir},
+            )
+        },
+        {},
+        contexts,
+    )
     return model_id
 
 
@@ -51,8 +62,14 @@ def served(tmp_path_factory):
     images = read_real(TEST_IMAGES, N_DIGITS, OFFSET)
     labels = read_real(TEST_LABELS, N_DIGITS, OFFSET)
     expected, _ = classify(os.path.join(serving, "10"), images.reshape(-1, 784).astype(np.float32))
-    return {"base": base, "root": root, "serving": serving, "images": images, "labels": labels,
-            "expected": expected}
+    return {
+        "base": base,
+        "root": root,
+        "serving": serving,
+        "images": images,
+        "labels": labels,
+        "expected": expected,
+    }
 
 
 def _png(path, array, mode=None) -> str:
@@ -74,7 +91,9 @@ def test_png_digits_are_classified_like_the_raw_pixels(served, tmp_path):
     assert model.version == 10
     assert [p.digit for p in predictions] == list(served["expected"])
     assert all(0.0 < p.confidence <= 1.0 and not p.image.inverted for p in predictions)
-    assert predictions[0].line() == f"{paths[0]}[0] -> {predictions[0].digit} ({predictions[0].confidence:.4f})"
+    assert (
+        predictions[0].line() == f"{paths[0]}[0] -> {predictions[0].digit} ({predictions[0].confidence:.4f})"
+    )
 
 
 def test_dark_on_light_and_large_rgb_pngs_are_inverted_and_framed(served, tmp_path):
@@ -89,8 +108,9 @@ def test_dark_on_light_and_large_rgb_pngs_are_inverted_and_framed(served, tmp_pa
         inverted.save(path)
         paths.append(path)
     _, predictions = predict_files(paths, served["serving"], served["root"])
-    assert all(p.image.inverted and "[inverted: dark digit on a light background]" in p.line()
-               for p in predictions)
+    assert all(
+        p.image.inverted and "[inverted: dark digit on a light background]" in p.line() for p in predictions
+    )
     agree = np.mean([p.digit for p in predictions] == served["expected"])
     assert agree >= 0.8, agree
     # With inversion off, the same dark-on-light digits are not what the model was trained on.
@@ -165,8 +185,20 @@ def test_version_without_push_record_needs_allow_unverified(served, tmp_path, ca
     assert model.version == 3 and not model.verified
     assert predictions[0].digit == served["expected"][0]
     assert main(["predict", "--pipeline-root", served["root"], "--serving-dir", serving, png]) == 1
-    assert main(["predict", "--pipeline-root", served["root"], "--serving-dir", serving,
-                 "--allow-unverified", png]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--pipeline-root",
+                served["root"],
+                "--serving-dir",
+                serving,
+                "--allow-unverified",
+                png,
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith(f"{png}[0] -> ")
 
 
@@ -175,15 +207,20 @@ def test_empty_serving_dir_is_a_usage_error(served, tmp_path, capsys):
     os.makedirs(tmp_path / "empty")
     with pytest.raises(ConfigError, match="no model version published"):
         predict_files([png], str(tmp_path / "empty"), served["root"])
-    assert main(["predict", "--pipeline-root", served["root"], "--serving-dir",
-                 str(tmp_path / "empty"), png]) == 2
+    assert (
+        main(["predict", "--pipeline-root", served["root"], "--serving-dir", str(tmp_path / "empty"), png])
+        == 2
+    )
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"hello, not an image", "neither a PNG image nor a gzip IDX images file"),
-    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "not a readable PNG image"),
-    (b"\x1f\x8b\x08\x00garbage", "not a valid gzip file|corrupt gzip data|truncated gzip"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"hello, not an image", "neither a PNG image nor a gzip IDX images file"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "not a readable PNG image"),
+        (b"\x1f\x8b\x08\x00garbage", "not a valid gzip file|corrupt gzip data|truncated gzip"),
+    ],
+)
 def test_bad_files_fail_with_one_line_naming_the_file(served, tmp_path, capsys, content, message):
     bad = tmp_path / "bad.bin"
     bad.write_bytes(content)

@@ -35,10 +35,15 @@ def test_progress_lines_show_loss_accuracy_rate_and_time_left(caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "test.progress"]
     assert len(lines) == 3, lines
     for line, step in zip(lines[:2], (2, 4)):
-        assert re.fullmatch(rf"train step {step}/6: loss 0\.7500, accuracy 0\.2500 "
-                            r"\(\d+ examples/s, ~\d+s left\)", line), line
+        assert re.fullmatch(
+            rf"train step {step}/6: loss 0\.7500, accuracy 0\.2500 "
+            r"\(\d+ examples/s, ~\d+s left\)",
+            line,
+        ), line
     # No time left on the last step.
-    assert re.fullmatch(r"train step 6/6: loss 0\.7500, accuracy 0\.2500 \(\d+ examples/s\)", lines[2]), lines[2]
+    assert re.fullmatch(r"train step 6/6: loss 0\.7500, accuracy 0\.2500 \(\d+ examples/s\)", lines[2]), (
+        lines[2]
+    )
     assert hook.seconds_left() == 0.0
 
 

@@ -6,16 +6,19 @@ import logging
 import os
 import shutil
 
+import model_fixtures
 import pytest
 
-import model_fixtures
-from components.pusher import executor, publish as publish_lib, serving_check
+from components.pusher import executor, serving_check
+from components.pusher import publish as publish_lib
 from pipeline import operations
 from pipeline.config import PusherConfig
 from pipeline.core.digest import directory_digest
 from pipeline.core.errors import ConfigError, ModelIntegrityError, PushError
 from pipeline.core.step import Artifact, StepContext
-from pipeline.formats import blessing as blessing_format, model as model_format, pushed_model as pushed_format
+from pipeline.formats import blessing as blessing_format
+from pipeline.formats import model as model_format
+from pipeline.formats import pushed_model as pushed_format
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +36,22 @@ def assets(tmp_path_factory):
 
 def blessing_artifact(path, model_digest, blessed=True, baseline_id=0, artifact_id=50, reasons=("test",)):
     os.makedirs(path, exist_ok=True)
-    blessing_format.write_blessing(path, blessing_format.BlessingRecord(
-        blessed=blessed, reasons=[] if blessed else list(reasons), checks=[],
-        candidate_model={"digest": model_digest}, baseline_model={"id": baseline_id} if baseline_id else None,
-        # The gate's evidence that a record blessed over a serving model must carry.
-        policy="superiority" if baseline_id else None, comparisons=[{"slice": "overall"}] if baseline_id else []))
-    return Artifact(path, "ModelBlessing", {"blessed": int(blessed), "baseline_model_id": baseline_id},
-                    artifact_id)
+    blessing_format.write_blessing(
+        path,
+        blessing_format.BlessingRecord(
+            blessed=blessed,
+            reasons=[] if blessed else list(reasons),
+            checks=[],
+            candidate_model={"digest": model_digest},
+            baseline_model={"id": baseline_id} if baseline_id else None,
+            # The gate's evidence that a record blessed over a serving model must carry.
+            policy="superiority" if baseline_id else None,
+            comparisons=[{"slice": "overall"}] if baseline_id else [],
+        ),
+    )
+    return Artifact(
+        path, "ModelBlessing", {"blessed": int(blessed), "baseline_model_id": baseline_id}, artifact_id
+    )
 
 
 def make_ctx(tmp_path, assets, serving_dir, model=None, blessing=None, baseline=None):
@@ -48,13 +60,23 @@ def make_ctx(tmp_path, assets, serving_dir, model=None, blessing=None, baseline=
     blessing = blessing or blessing_artifact(str(tmp_path / "blessing"), model.properties.get("digest"))
     out = tmp_path / "pushed_model"
     out.mkdir(exist_ok=True)
-    inputs = {"model": model, "blessing": blessing, "examples": Artifact(assets["examples"], "Examples", {}, 1)}
+    inputs = {
+        "model": model,
+        "blessing": blessing,
+        "examples": Artifact(assets["examples"], "Examples", {}, 1),
+    }
     if baseline is not None:
         inputs["baseline_model"] = baseline
-    return StepContext(step_name="pusher", run_id="test", pipeline_root=str(tmp_path), inputs=inputs,
-                       outputs={"pushed_model": str(out)},
-                       params=PusherConfig(serving_dir=serving_dir, verify_examples=8),
-                       beam_args=(), log=logging.getLogger("test_pusher"))
+    return StepContext(
+        step_name="pusher",
+        run_id="test",
+        pipeline_root=str(tmp_path),
+        inputs=inputs,
+        outputs={"pushed_model": str(out)},
+        params=PusherConfig(serving_dir=serving_dir, verify_examples=8),
+        beam_args=(),
+        log=logging.getLogger("test_pusher"),
+    )
 
 
 def push_json(ctx):
@@ -76,26 +98,43 @@ def staging(serving_dir):
 
 # --- gate ---------------------------------------------------------------------------------------
 
+
 def test_not_blessed_reason_is_the_gates_first_reason_and_how_many_more(tmp_path, assets):
     _, digest = assets["good"]
-    blessing = blessing_artifact(str(tmp_path / "b"), digest, blessed=False, reasons=(
-        "overall accuracy 0.8593 < accuracy_floor 0.9500", "label=4 accuracy 0.7342 < slice_accuracy_floor 0.9000"))
+    blessing = blessing_artifact(
+        str(tmp_path / "b"),
+        digest,
+        blessed=False,
+        reasons=(
+            "overall accuracy 0.8593 < accuracy_floor 0.9500",
+            "label=4 accuracy 0.7342 < slice_accuracy_floor 0.9000",
+        ),
+    )
     outcome = executor.run(make_ctx(tmp_path, assets, str(tmp_path / "serving"), blessing=blessing))
     assert outcome.execution_properties["reason"] == (
         "model not blessed: overall accuracy 0.8593 < accuracy_floor 0.9500 "
-        f"(+1 more in {os.path.join(blessing.uri, 'NOT_BLESSED')})")
+        f"(+1 more in {os.path.join(blessing.uri, 'NOT_BLESSED')})"
+    )
 
 
 def test_not_blessed_pushes_nothing(tmp_path, assets):
     serving = str(tmp_path / "serving")
     _, digest = assets["good"]
-    ctx = make_ctx(tmp_path, assets, serving,
-                   blessing=blessing_artifact(str(tmp_path / "b"), digest, blessed=False))
+    ctx = make_ctx(
+        tmp_path, assets, serving, blessing=blessing_artifact(str(tmp_path / "b"), digest, blessed=False)
+    )
     outcome = executor.run(ctx)
     assert outcome.stop_run is None
-    assert outcome.execution_properties["pushed"] == 0 and "not blessed" in outcome.execution_properties["reason"]
-    assert outcome.output_properties["pushed_model"] == {"pushed": 0, "version": 0, "model_id": 20,
-                                                         "serving_dir": serving}
+    assert (
+        outcome.execution_properties["pushed"] == 0
+        and "not blessed" in outcome.execution_properties["reason"]
+    )
+    assert outcome.output_properties["pushed_model"] == {
+        "pushed": 0,
+        "version": 0,
+        "model_id": 20,
+        "serving_dir": serving,
+    }
     assert push_json(ctx)["pushed"] == 0
     assert numbered(serving) == []
 
@@ -130,8 +169,9 @@ def test_a_decision_blessed_over_a_baseline_without_its_evidence_is_refused(tmp_
 
 def test_blessing_of_another_model_is_refused(tmp_path, assets):
     serving = str(tmp_path / "serving")
-    outcome = executor.run(make_ctx(tmp_path, assets, serving,
-                                    blessing=blessing_artifact(str(tmp_path / "b"), "0" * 64)))
+    outcome = executor.run(
+        make_ctx(tmp_path, assets, serving, blessing=blessing_artifact(str(tmp_path / "b"), "0" * 64))
+    )
     assert outcome.execution_properties["pushed"] == 0
     assert "different model" in outcome.execution_properties["reason"]
     assert numbered(serving) == []
@@ -143,8 +183,12 @@ def test_blessed_pushes_strictly_increasing_versions(tmp_path, assets):
     (tmp_path / "a").mkdir()
     first = executor.run(make_ctx(tmp_path / "a", assets, serving))
     assert first.stop_run is None
-    assert first.output_properties["pushed_model"] == {"pushed": 1, "version": 1, "model_id": 20,
-                                                       "serving_dir": serving}
+    assert first.output_properties["pushed_model"] == {
+        "pushed": 1,
+        "version": 1,
+        "model_id": 20,
+        "serving_dir": serving,
+    }
     assert os.path.isfile(os.path.join(serving, "1", "saved_model.pb"))
     assert os.path.isdir(os.path.join(serving, "1", "variables"))
     assert os.stat(os.path.join(serving, "1")).st_mode & 0o755 == 0o755  # readable by the server
@@ -152,12 +196,19 @@ def test_blessed_pushes_strictly_increasing_versions(tmp_path, assets):
 
     # The next run: the latest pushed model (id 60) is the baseline it was evaluated against.
     (tmp_path / "b").mkdir()
-    ctx = make_ctx(tmp_path / "b", assets, serving,
-                   blessing=blessing_artifact(str(tmp_path / "b" / "blessing"), digest, baseline_id=60),
-                   baseline=Artifact(uri, "Model", {"digest": digest}, 60))
+    ctx = make_ctx(
+        tmp_path / "b",
+        assets,
+        serving,
+        blessing=blessing_artifact(str(tmp_path / "b" / "blessing"), digest, baseline_id=60),
+        baseline=Artifact(uri, "Model", {"digest": digest}, 60),
+    )
     second = executor.run(ctx)
-    assert second.execution_properties == {"pushed": 1, "version": 2,
-                                           "reason": f"published as version 2 in {serving}"}
+    assert second.execution_properties == {
+        "pushed": 1,
+        "version": 2,
+        "reason": f"published as version 2 in {serving}",
+    }
     record = push_json(ctx)
     assert record["pushed"] == 1 and record["version"] == 2 and record["model_digest"] == digest
     assert numbered(serving) == ["1", "2"] and staging(serving) == []
@@ -169,8 +220,13 @@ def test_baseline_changed_since_evaluation_is_not_pushed(tmp_path, assets, evalu
     serving = str(tmp_path / "serving")
     uri, digest = assets["good"]
     baseline = Artifact(uri, "Model", {"digest": digest}, current) if current else None
-    ctx = make_ctx(tmp_path, assets, serving, baseline=baseline,
-                   blessing=blessing_artifact(str(tmp_path / "b"), digest, baseline_id=evaluated_against))
+    ctx = make_ctx(
+        tmp_path,
+        assets,
+        serving,
+        baseline=baseline,
+        blessing=blessing_artifact(str(tmp_path / "b"), digest, baseline_id=evaluated_against),
+    )
     outcome = executor.run(ctx)
     assert outcome.stop_run is None and outcome.execution_properties["pushed"] == 0
     assert outcome.execution_properties["reason"].startswith("baseline changed since evaluation")
@@ -191,6 +247,7 @@ def test_model_digest_mismatch_is_refused(tmp_path, assets):
 
 # --- a push killed after its version appeared ------------------------------------------------
 
+
 def version_records(serving_dir):
     return [e for e in serving_entries(serving_dir) if e.startswith(".version-")]
 
@@ -199,22 +256,31 @@ def killed_push(ctx, assets, model_id=20, pipeline_root=None):
     """Publishes the good model with a version record, as a push that died before its record."""
     uri, digest = assets["good"]
     record = pushed_format.version_record(pipeline_root or ctx.pipeline_root, "killed", model_id, uri, digest)
-    return publish_lib.publish(os.path.join(uri, "Format-Serving"), ctx.params.serving_dir, digest, None,
-                               record=record)
+    return publish_lib.publish(
+        os.path.join(uri, "Format-Serving"), ctx.params.serving_dir, digest, None, record=record
+    )
 
 
 def test_a_push_that_died_after_its_rename_is_recorded_not_repeated(tmp_path, assets):
     serving = str(tmp_path / "serving")
     # The blessing now refuses, yet the version serves: the pusher records what serves.
-    ctx = make_ctx(tmp_path, assets, serving, blessing=blessing_artifact(
-        str(tmp_path / "refused"), assets["good"][1], blessed=False))
+    ctx = make_ctx(
+        tmp_path,
+        assets,
+        serving,
+        blessing=blessing_artifact(str(tmp_path / "refused"), assets["good"][1], blessed=False),
+    )
     assert killed_push(ctx, assets) == 1
     outcome = executor.run(ctx)
     reason = "already serving (version 1, recovered from an interrupted push)"
     assert outcome.stop_run is None
     assert outcome.execution_properties == {"pushed": 1, "version": 1, "reason": reason}
-    assert outcome.output_properties["pushed_model"] == {"pushed": 1, "version": 1, "model_id": 20,
-                                                        "serving_dir": serving}
+    assert outcome.output_properties["pushed_model"] == {
+        "pushed": 1,
+        "version": 1,
+        "model_id": 20,
+        "serving_dir": serving,
+    }
     assert push_json(ctx)["reason"] == reason
     assert numbered(serving) == ["1"] and version_records(serving) == [".version-1.json"]
 
@@ -223,8 +289,12 @@ def test_a_push_that_died_after_its_rename_is_recorded_not_repeated(tmp_path, as
 def test_a_version_recorded_for_another_model_or_root_is_not_adopted(tmp_path, assets, other):
     serving = str(tmp_path / "serving")
     ctx = make_ctx(tmp_path, assets, serving)
-    killed_push(ctx, assets, model_id=21 if other == "model" else 20,
-                pipeline_root=str(tmp_path / "elsewhere") if other == "pipeline_root" else None)
+    killed_push(
+        ctx,
+        assets,
+        model_id=21 if other == "model" else 20,
+        pipeline_root=str(tmp_path / "elsewhere") if other == "pipeline_root" else None,
+    )
     if other == "no_record":
         os.remove(pushed_format.version_record_path(serving, 1))
     outcome = executor.run(ctx)
@@ -239,7 +309,12 @@ def test_every_version_has_its_record_and_a_record_without_its_version_is_remove
     assert executor.run(ctx).execution_properties["version"] == 1
     record = json.load(open(pushed_format.version_record_path(serving, 1)))
     assert {k: record[k] for k in ("version", "model_id", "model_uri", "model_digest", "run_id")} == {
-        "version": 1, "model_id": 20, "model_uri": uri, "model_digest": digest, "run_id": "test"}
+        "version": 1,
+        "model_id": 20,
+        "model_uri": uri,
+        "model_digest": digest,
+        "run_id": "test",
+    }
     assert record["pipeline_root"] == os.path.realpath(ctx.pipeline_root)
     # Beside the version, not in it: the version's files are still exactly the model.
     assert directory_digest(os.path.join(serving, "1")) == digest
@@ -255,6 +330,7 @@ def test_every_version_has_its_record_and_a_record_without_its_version_is_remove
 
 
 # --- failures during the push -----------------------------------------------------------------
+
 
 def fail_on_second_copy(monkeypatch):
     """Makes shutil.copy2 copy one file, then fail with ENOSPC after writing part of the next."""
@@ -325,7 +401,9 @@ def test_publish_rejects_a_model_that_does_not_serve(tmp_path):
     model.mkdir()
     (model / "saved_model.pb").write_bytes(b"garbage")
     with pytest.raises(PushError, match="does not load"):
-        publish_lib.publish(str(model), serving, directory_digest(str(model)), serving_check.make_verify_fn([]))
+        publish_lib.publish(
+            str(model), serving, directory_digest(str(model)), serving_check.make_verify_fn([])
+        )
     assert numbered(serving) == [] and staging(serving) == []
 
 
@@ -340,8 +418,12 @@ def test_stale_staging_is_cleaned_and_odd_names_ignored(tmp_path, assets):
     (serving / "17x").mkdir()
     (serving / "99").write_text("a file, not a version")
     uri, digest = assets["good"]
-    version = publish_lib.publish(os.path.join(uri, "Format-Serving"), str(serving), digest,
-                                  serving_check.make_verify_fn(assets["records"]))
+    version = publish_lib.publish(
+        os.path.join(uri, "Format-Serving"),
+        str(serving),
+        digest,
+        serving_check.make_verify_fn(assets["records"]),
+    )
     assert version == 3
     assert not stale.exists() and staging(str(serving)) == []
     assert directory_digest(str(serving / "3")) == digest
@@ -352,11 +434,14 @@ def test_publish_waits_for_the_serving_lock(tmp_path, assets):
     uri, digest = assets["good"]
     with pushed_format.serving_lock(serving):
         with pytest.raises(PushError, match="lock .* not acquired"):
-            publish_lib.publish(os.path.join(uri, "Format-Serving"), serving, digest, None, lock_timeout_s=0.3)
+            publish_lib.publish(
+                os.path.join(uri, "Format-Serving"), serving, digest, None, lock_timeout_s=0.3
+            )
     assert publish_lib.publish(os.path.join(uri, "Format-Serving"), serving, digest, None) == 1
 
 
 # --- rollback -----------------------------------------------------------------------------------
+
 
 def test_rollback_republishes_an_earlier_version(tmp_path, assets):
     serving = str(tmp_path / "serving")

@@ -10,9 +10,9 @@ import os
 
 import numpy as np
 import pytest
+from mnist_slices import TRAIN_IMAGES, TRAIN_LABELS, write_mnist_slice
 
 from components.example_gen.download import CHECKSUMS
-from mnist_slices import TRAIN_IMAGES, TRAIN_LABELS, write_mnist_slice
 from pipeline.cli import main as run_local
 from pipeline.config import DEFAULT_DATA_ROOT, DEFAULT_REFERENCE_PATH
 from pipeline.core.digest import file_digest
@@ -25,8 +25,9 @@ SHIPPED_BYTES = DEFAULT_REFERENCE_PATH.read_bytes()
 
 def _script():
     """scripts/make_reference.py as a module (it is a script, not a package)."""
-    spec = importlib.util.spec_from_file_location("make_reference", os.path.join(PROJECT, "scripts",
-                                                                                 "make_reference.py"))
+    spec = importlib.util.spec_from_file_location(
+        "make_reference", os.path.join(PROJECT, "scripts", "make_reference.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -42,7 +43,9 @@ def _direct_counts(data_root: str) -> tuple:
 
 
 def test_shipped_reference_matches_its_recorded_digest():
-    sums = reference_format.parse_sums((DEFAULT_REFERENCE_PATH.parent / reference_format.SUMS_FILE).read_text())
+    sums = reference_format.parse_sums(
+        (DEFAULT_REFERENCE_PATH.parent / reference_format.SUMS_FILE).read_text()
+    )
     assert sums == {DEFAULT_REFERENCE_PATH.name: file_digest(str(DEFAULT_REFERENCE_PATH))}
     parsed = reference_format.parse_reference(SHIPPED_BYTES, str(DEFAULT_REFERENCE_PATH))
     assert parsed.name == "the shipped MNIST reference"
@@ -86,7 +89,9 @@ def test_regeneration_script_gives_the_same_numbers_on_a_slice_and_is_determinis
     assert sums == {"slice.json": file_digest(str(out))}
 
     capsys.readouterr()
-    assert script.main(["--data-root", data, "--out", str(out), "--name", "the slice reference", "--check"]) == 0
+    assert (
+        script.main(["--data-root", data, "--out", str(out), "--name", "the slice reference", "--check"]) == 0
+    )
     assert "up to date" in capsys.readouterr().out
 
 
@@ -108,17 +113,20 @@ def _doc(**changes) -> bytes:
     return json.dumps(doc).encode()
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"{not json", "not valid JSON"),
-    (b"[1, 2]", "format 'list'"),
-    (_doc(format="reference_statistics/2"), "format 'reference_statistics/2'"),
-    (_doc(name=""), "no 'name'"),
-    (_doc(num_examples=0), "'num_examples' must be a positive integer"),
-    (_doc(label_counts=[6000] * 9), "histograms.label.counts must be 10 non-negative integers"),
-    (_doc(image_counts=[1.5] * 256), "histograms.image.counts must be 256 non-negative integers"),
-    (_doc(image_counts=[0] * 256), "histograms.image is empty"),
-    (_doc(num_examples=59999), "60000 labels counted, but num_examples is 59999"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "format 'list'"),
+        (_doc(format="reference_statistics/2"), "format 'reference_statistics/2'"),
+        (_doc(name=""), "no 'name'"),
+        (_doc(num_examples=0), "'num_examples' must be a positive integer"),
+        (_doc(label_counts=[6000] * 9), "histograms.label.counts must be 10 non-negative integers"),
+        (_doc(image_counts=[1.5] * 256), "histograms.image.counts must be 256 non-negative integers"),
+        (_doc(image_counts=[0] * 256), "histograms.image is empty"),
+        (_doc(num_examples=59999), "60000 labels counted, but num_examples is 59999"),
+    ],
+)
 def test_a_broken_reference_is_refused_naming_the_file(data, message):
     with pytest.raises(InputDataError, match=f"^reference statistics /x/ref.json: .*{message}"):
         reference_format.parse_reference(data, "/x/ref.json")
@@ -127,8 +135,16 @@ def test_a_broken_reference_is_refused_naming_the_file(data, message):
 def test_a_missing_reference_file_exits_2_naming_the_key_unless_the_check_is_off(tmp_path, capsys):
     config = tmp_path / "c.toml"
     config.write_text(f'[validation]\nreference_path = "{tmp_path}/none.json"\n')
-    common = ["--config", str(config), "--pipeline-root", str(tmp_path / "root"), "--to", "example_gen",
-              "--data-root", write_mnist_slice(str(tmp_path / "data"), 30, 10)]
+    common = [
+        "--config",
+        str(config),
+        "--pipeline-root",
+        str(tmp_path / "root"),
+        "--to",
+        "example_gen",
+        "--data-root",
+        write_mnist_slice(str(tmp_path / "data"), 30, 10),
+    ]
     assert run_local(common) == 2
     [error] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert "validation.reference_path: no reference statistics at " in error and "none.json" in error
@@ -136,12 +152,21 @@ def test_a_missing_reference_file_exits_2_naming_the_key_unless_the_check_is_off
     assert run_local(common) == 0
 
 
-@pytest.mark.parametrize("content, message", [
-    ("[validation]\nreference_label_drift_linf = 0\n", "validation.reference_label_drift_linf: must be in (0, 1]"),
-    ("[validation]\nreference_pixel_drift_jsd = 1.5\n", "validation.reference_pixel_drift_jsd: must be in (0, 1]"),
-    ("[validation]\nreference_check = 'no'\n", "validation.reference_check: expected bool"),
-    ("[validation]\nreference_path = 'gs://b/ref.json'\n", "validation.reference_path: only local paths"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            "[validation]\nreference_label_drift_linf = 0\n",
+            "validation.reference_label_drift_linf: must be in (0, 1]",
+        ),
+        (
+            "[validation]\nreference_pixel_drift_jsd = 1.5\n",
+            "validation.reference_pixel_drift_jsd: must be in (0, 1]",
+        ),
+        ("[validation]\nreference_check = 'no'\n", "validation.reference_check: expected bool"),
+        ("[validation]\nreference_path = 'gs://b/ref.json'\n", "validation.reference_path: only local paths"),
+    ],
+)
 def test_bad_reference_settings_are_refused_naming_the_key(tmp_path, content, message):
     from pipeline.config import load_config
     from pipeline.core.errors import ConfigError

@@ -31,14 +31,14 @@ import subprocess
 import sys
 import textwrap
 
+import model_fixtures
 import numpy as np
 import pytest
-
-import model_fixtures
 from mnist_slices import TEST_IMAGES, TRAIN_IMAGES, write_idx, write_mnist_slice
-from pipeline.core import artifacts, fingerprint
+
 from pipeline.cli import main
 from pipeline.config import PusherConfig, load_config
+from pipeline.core import artifacts, fingerprint
 from pipeline.core.digest import directory_digest
 from pipeline.core.errors import ConfigError, ModelIntegrityError, PushError
 from pipeline.core.pipeline import Pipeline
@@ -61,8 +61,11 @@ def numbered(serving_dir) -> list:
 
 
 def staging(serving_dir) -> list:
-    return sorted(n for n in os.listdir(serving_dir) if n.startswith(".staging-")) \
-        if os.path.isdir(serving_dir) else []
+    return (
+        sorted(n for n in os.listdir(serving_dir) if n.startswith(".staging-"))
+        if os.path.isdir(serving_dir)
+        else []
+    )
 
 
 # =============================================================================================
@@ -78,13 +81,17 @@ PATH_KEYS = [
 
 
 @pytest.mark.parametrize("key,template", PATH_KEYS, ids=[k for k, _ in PATH_KEYS])
-@pytest.mark.parametrize("uri", ["gs://bucket/mnist", "s3://bucket/mnist", "file:///tmp/mnist",
-                                 "hdfs://namenode/mnist"])
+@pytest.mark.parametrize(
+    "uri", ["gs://bucket/mnist", "s3://bucket/mnist", "file:///tmp/mnist", "hdfs://namenode/mnist"]
+)
 def test_config_file_refuses_uri_schemes_naming_the_key(tmp_path, key, template, uri):
     path = tmp_path / "c.toml"
     path.write_text(template.format(v=uri))
-    with pytest.raises(ConfigError, match=rf"^config key {key}: only local paths are supported, "
-                                          rf"got '{uri}'$"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"^config key {key}: only local paths are supported, "
+        rf"got '{uri}'$",
+    ):
         load_config(str(path))
 
 
@@ -102,8 +109,9 @@ def test_cli_with_a_uri_in_the_config_file_exits_2_and_writes_nothing(tmp_path, 
     config.write_text('pipeline_root = "gs://bucket/root"\n')
     assert main(["--config", str(config)]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
-    assert errors == ["error: config key pipeline_root: only local paths are supported, "
-                      "got 'gs://bucket/root'"]
+    assert errors == [
+        "error: config key pipeline_root: only local paths are supported, got 'gs://bucket/root'"
+    ]
     # Before the check, "gs://bucket/root" was used as the relative path gs:/bucket/root.
     assert sorted(os.listdir(tmp_path)) == ["c.toml"]
 
@@ -122,8 +130,12 @@ def test_contained_refuses_dotdot_absolute_and_sibling_prefix_escapes(tmp_path):
     inside = str(root / "step" / "out")
     assert artifacts.contained(inside, str(root)) == inside
     assert artifacts.contained(str(root / "step" / ".." / "step" / "out"), str(root))
-    for escape in (str(root / "step" / ".." / ".." / "outside"), str(root / ".."),
-                   "/etc/passwd", str(tmp_path / "root-evil" / "x")):
+    for escape in (
+        str(root / "step" / ".." / ".." / "outside"),
+        str(root / ".."),
+        "/etc/passwd",
+        str(tmp_path / "root-evil" / "x"),
+    ):
         with pytest.raises(ConfigError, match="escapes its root"):
             artifacts.contained(escape, str(root))
 
@@ -140,11 +152,23 @@ def test_contained_follows_symbolic_links(tmp_path):
     assert artifacts.contained(str(root / "link_in" / "x"), str(root))
 
 
-@pytest.mark.parametrize("step,output", [
-    ("..", "out"), ("../../evil", "out"), ("/etc", "out"), ("a/b", "out"), ("Upper", "out"),
-    ("", "out"), (".hidden", "out"), ("step", ".."), ("step", "../x"), ("step", "x y"),
-    ("step", "out/../../.."), ("step", "ünicode"),
-])
+@pytest.mark.parametrize(
+    "step,output",
+    [
+        ("..", "out"),
+        ("../../evil", "out"),
+        ("/etc", "out"),
+        ("a/b", "out"),
+        ("Upper", "out"),
+        ("", "out"),
+        (".hidden", "out"),
+        ("step", ".."),
+        ("step", "../x"),
+        ("step", "x y"),
+        ("step", "out/../../.."),
+        ("step", "ünicode"),
+    ],
+)
 def test_staging_dir_refuses_unsafe_step_or_output_names(tmp_path, step, output):
     root = tmp_path / "root"
     root.mkdir()
@@ -177,11 +201,20 @@ def test_a_run_whose_step_folder_links_outside_writes_nothing_there(tmp_path):
     root.mkdir()
     outside.mkdir()
     os.symlink(outside, root / "statistics_gen")
-    pipeline = Pipeline(root=str(root), lock_timeout_s=1.0, steps=(
-        StepSpec("example_gen", {}, {"examples": "Examples"}, _write_marker, {}),
-        StepSpec("statistics_gen", {"examples": InputSpec(producer="example_gen.examples")},
-                 {"statistics": "ExampleStatistics"}, _write_marker, {}),
-    ))
+    pipeline = Pipeline(
+        root=str(root),
+        lock_timeout_s=1.0,
+        steps=(
+            StepSpec("example_gen", {}, {"examples": "Examples"}, _write_marker, {}),
+            StepSpec(
+                "statistics_gen",
+                {"examples": InputSpec(producer="example_gen.examples")},
+                {"statistics": "ExampleStatistics"},
+                _write_marker,
+                {},
+            ),
+        ),
+    )
     result = run_pipeline(pipeline)
     assert result.exit_code == 2
     assert result.summary["steps"]["example_gen"]["state"] == "ran"
@@ -194,14 +227,16 @@ def test_a_run_whose_step_folder_links_outside_writes_nothing_there(tmp_path):
 # 4, 5, 6. The push: atomic at every file, nothing left on failure, one version per publisher
 # =============================================================================================
 
+
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     """(Format-Serving dir, digest, its files) of a real small SavedModel."""
     uri = str(tmp_path_factory.mktemp("reliability_model") / "model")
     digest = model_fixtures.build_model(uri, n_train=300, steps=5)
     model_dir = os.path.join(uri, model_fixtures.SERVING_SUBDIR)
-    files = sorted(os.path.relpath(os.path.join(d, n), model_dir)
-                   for d, _, names in os.walk(model_dir) for n in names)
+    files = sorted(
+        os.path.relpath(os.path.join(d, n), model_dir) for d, _, names in os.walk(model_dir) for n in names
+    )
     return {"uri": uri, "dir": model_dir, "digest": digest, "files": files}
 
 
@@ -215,7 +250,7 @@ def test_push_failing_at_each_file_leaves_no_version_and_no_staging(tmp_path, sa
     for k in range(1, len(files) + 1):
         calls = []
 
-        def copy2(src, dst, *args, **kwargs):
+        def copy2(src, dst, *args, calls=calls, k=k, **kwargs):
             calls.append(src)
             # Whatever the push has done so far, no server may see a version folder yet.
             assert numbered(serving) == []
@@ -275,8 +310,13 @@ def test_push_killed_at_each_file_never_shows_an_incomplete_version(tmp_path, sa
     for point in points:
         serving = str(tmp_path / point)
         shutil.copytree(template, serving)
-        killed = subprocess.run([sys.executable, "-c", KILLED_PUBLISH, saved_model["dir"], serving, digest,
-                                 point], env=child_env(), capture_output=True, text=True, timeout=120)
+        killed = subprocess.run(
+            [sys.executable, "-c", KILLED_PUBLISH, saved_model["dir"], serving, digest, point],
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert killed.returncode == -signal.SIGKILL, (point, killed.stdout, killed.stderr[-2000:])
         # Every version a server can see is complete and exactly the model.
         for version in numbered(serving):
@@ -305,9 +345,24 @@ CONCURRENT_PUBLISH = textwrap.dedent("""
 
 def test_concurrent_publishers_get_distinct_consecutive_versions(tmp_path, saved_model):
     serving, go = str(tmp_path / "serving"), str(tmp_path / "go")
-    children = [subprocess.Popen([sys.executable, "-c", CONCURRENT_PUBLISH, saved_model["dir"], serving,
-                                  saved_model["digest"], go], env=child_env(), stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                CONCURRENT_PUBLISH,
+                saved_model["dir"],
+                serving,
+                saved_model["digest"],
+                go,
+            ],
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     open(go, "w").close()
     outputs = [child.communicate(timeout=120) for child in children]
     assert [c.returncode for c in children] == [0] * 4, [err[-2000:] for _, err in outputs]
@@ -342,8 +397,13 @@ KILLED_AFTER_SERVING_RENAME = textwrap.dedent("""
 
 
 def run_killed_after_serving_rename(serving_dir: str, *argv: str) -> None:
-    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_SERVING_RENAME, serving_dir, *argv],
-                            env=child_env(), capture_output=True, text=True, timeout=600)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_SERVING_RENAME, serving_dir, *argv],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert killed.returncode == -signal.SIGKILL, (killed.stdout[-2000:], killed.stderr[-3000:])
 
 
@@ -360,8 +420,16 @@ def test_a_run_killed_between_the_serving_rename_and_its_record_is_recovered_not
     config.write_text(json.dumps(FAULT_CONFIG))
 
     def args(n):
-        return ["--config", str(config), "--data-root", data, "--pipeline-root", root,
-                "--summary-json", str(tmp_path / f"summary{n}.json")]
+        return [
+            "--config",
+            str(config),
+            "--data-root",
+            data,
+            "--pipeline-root",
+            root,
+            "--summary-json",
+            str(tmp_path / f"summary{n}.json"),
+        ]
 
     run_killed_after_serving_rename(serving, *args(1))
     assert numbered(serving) == ["1"]
@@ -372,11 +440,25 @@ def test_a_run_killed_between_the_serving_rename_and_its_record_is_recovered_not
 
     assert main(args(2)) == 0
     summary = json.loads((tmp_path / "summary2.json").read_text())
-    assert summary["push"] == {"pushed": 1, "version": 1,
-                               "reason": "already serving (version 1, recovered from an interrupted push)"}
-    assert step_states(summary) == {**{s: "cached" for s in ("example_gen", "statistics_gen", "schema_gen",
-                                                             "example_validator", "trainer", "evaluator")},
-                                    "pusher": "ran"}
+    assert summary["push"] == {
+        "pushed": 1,
+        "version": 1,
+        "reason": "already serving (version 1, recovered from an interrupted push)",
+    }
+    assert step_states(summary) == {
+        **{
+            s: "cached"
+            for s in (
+                "example_gen",
+                "statistics_gen",
+                "schema_gen",
+                "example_validator",
+                "trainer",
+                "evaluator",
+            )
+        },
+        "pusher": "ran",
+    }
     assert numbered(serving) == ["1"] and staging(serving) == []
     store = open_store(root)
     model_uri = summary["steps"]["trainer"]["outputs"]["model"]
@@ -388,7 +470,9 @@ def test_a_run_killed_between_the_serving_rename_and_its_record_is_recovered_not
     # The next run's baseline resolution sees the model serving: it is the candidate itself.
     assert main(args(3)) == 0
     summary = json.loads((tmp_path / "summary3.json").read_text())
-    assert summary["push"]["pushed"] == 0 and summary["push"]["reason"].endswith("is already serving; nothing to push")
+    assert summary["push"]["pushed"] == 0 and summary["push"]["reason"].endswith(
+        "is already serving; nothing to push"
+    )
     assert step_states(summary)["evaluator"] == "cached"
     assert numbered(serving) == ["1"]
 
@@ -411,7 +495,8 @@ def _two_recorded_versions(tmp_path, saved_model):
 
 
 def test_a_rollback_killed_between_the_serving_rename_and_its_record_is_recovered_not_repeated(
-        tmp_path, saved_model):
+    tmp_path, saved_model
+):
     from pipeline import operations, resolvers
     from pipeline.core.metadata import open_store
     from pipeline.formats import pushed_model as pushed_format
@@ -457,8 +542,14 @@ def test_an_unrecorded_version_whose_files_changed_is_never_adopted(tmp_path, sa
 
     # The pusher does not adopt it either: it publishes a verified copy as the next version.
     blessing = _blessing(str(tmp_path / "blessing"), saved_model["digest"], model_ids[0])
-    ctx = _pusher_ctx(tmp_path, candidate, blessing, model_fixtures.write_examples(str(tmp_path / "ex"), 4),
-                      serving, to_step_artifact(store.artifact(model_ids[0])))
+    ctx = _pusher_ctx(
+        tmp_path,
+        candidate,
+        blessing,
+        model_fixtures.write_examples(str(tmp_path / "ex"), 4),
+        serving,
+        to_step_artifact(store.artifact(model_ids[0])),
+    )
     ctx = dataclasses.replace(ctx, pipeline_root=root)
     outcome = executor.run(ctx)
     assert outcome.execution_properties["version"] == 4
@@ -470,45 +561,66 @@ def test_an_unrecorded_version_whose_files_changed_is_never_adopted(tmp_path, sa
 # 1, 7. The pusher refuses without a blessing marker, and when the serving model changed
 # =============================================================================================
 
+
 def _record_model(store, uri: str, digest: str) -> int:
     contexts = store.run_contexts("setup", {})
     execution = store.start_execution("trainer", "setup", "", contexts, {})
-    return store.complete_execution(execution, {"model": ("Model", uri, {"digest": digest})}, {},
-                                    contexts)["model"]
+    return store.complete_execution(execution, {"model": ("Model", uri, {"digest": digest})}, {}, contexts)[
+        "model"
+    ]
 
 
 def _record_push(store, model_id: int, version: int, serving_dir: str) -> int:
     contexts = store.run_contexts("setup", {})
     execution = store.start_execution("pusher", "setup", "", contexts, {})
     properties = {"pushed": 1, "version": version, "model_id": model_id, "serving_dir": serving_dir}
-    return store.complete_execution(execution, {"pushed_model": (
-        "PushedModel", os.path.join(serving_dir, str(version)), properties)}, {}, contexts)["pushed_model"]
+    return store.complete_execution(
+        execution,
+        {"pushed_model": ("PushedModel", os.path.join(serving_dir, str(version)), properties)},
+        {},
+        contexts,
+    )["pushed_model"]
 
 
 def _blessing(path: str, digest: str, baseline_id: int, marker: bool = True) -> Artifact:
     from pipeline.formats.blessing import BLESSED_FILE, BlessingRecord, write_blessing
 
     os.makedirs(path)
-    write_blessing(path, BlessingRecord(blessed=True, reasons=[], checks=[], candidate_model={"digest": digest},
-                                        baseline_model={"id": baseline_id} if baseline_id else None,
-                                        policy="superiority" if baseline_id else None,
-                                        comparisons=[{"slice": "overall"}] if baseline_id else []))
+    write_blessing(
+        path,
+        BlessingRecord(
+            blessed=True,
+            reasons=[],
+            checks=[],
+            candidate_model={"digest": digest},
+            baseline_model={"id": baseline_id} if baseline_id else None,
+            policy="superiority" if baseline_id else None,
+            comparisons=[{"slice": "overall"}] if baseline_id else [],
+        ),
+    )
     if not marker:
         os.remove(os.path.join(path, BLESSED_FILE))
     return Artifact(path, "ModelBlessing", {"blessed": 1, "baseline_model_id": baseline_id}, 900)
 
 
-def _pusher_ctx(tmp_path, model: Artifact, blessing: Artifact, examples: str, serving: str,
-                baseline=None) -> StepContext:
+def _pusher_ctx(
+    tmp_path, model: Artifact, blessing: Artifact, examples: str, serving: str, baseline=None
+) -> StepContext:
     out = tmp_path / f"pushed_model_{len(os.listdir(tmp_path))}"
     out.mkdir()
     inputs = {"model": model, "blessing": blessing, "examples": Artifact(examples, "Examples", {}, 1)}
     if baseline is not None:
         inputs["baseline_model"] = baseline
-    return StepContext(step_name="pusher", run_id="test", pipeline_root=str(tmp_path), inputs=inputs,
-                       outputs={"pushed_model": str(out)},
-                       params=PusherConfig(serving_dir=serving, verify_examples=4),
-                       beam_args=(), log=logging.getLogger("test_reliability"))
+    return StepContext(
+        step_name="pusher",
+        run_id="test",
+        pipeline_root=str(tmp_path),
+        inputs=inputs,
+        outputs={"pushed_model": str(out)},
+        params=PusherConfig(serving_dir=serving, verify_examples=4),
+        beam_args=(),
+        log=logging.getLogger("test_reliability"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -545,8 +657,9 @@ def test_a_model_promoted_mid_run_is_not_overwritten(tmp_path, saved_model, exam
     model_a = _record_model(store, copies["serving_a"], saved_model["digest"])
     publish.publish(saved_model["dir"], serving, saved_model["digest"], None)
     _record_push(store, model_a, 1, serving)
-    candidate = to_step_artifact(store.artifact(
-        _record_model(store, copies["candidate"], saved_model["digest"])))
+    candidate = to_step_artifact(
+        store.artifact(_record_model(store, copies["candidate"], saved_model["digest"]))
+    )
 
     # Evaluation time: the baseline is model A, and the blessing records that.
     baseline = resolvers.serving_model_unless("model", serving)(store, {"model": candidate})
@@ -555,8 +668,7 @@ def test_a_model_promoted_mid_run_is_not_overwritten(tmp_path, saved_model, exam
 
     # Without a promotion in between, this blessing would push (control).
     at_push = resolvers.latest_pushed_model(store, serving)
-    ctx = _pusher_ctx(tmp_path, candidate, blessing, examples_uri, str(tmp_path / "control_serving"),
-                      at_push)
+    ctx = _pusher_ctx(tmp_path, candidate, blessing, examples_uri, str(tmp_path / "control_serving"), at_push)
     assert executor.run(ctx).execution_properties["pushed"] == 1
 
     # Mid-run, model B is promoted (another writer, a rollback); the pusher resolves it afresh.
@@ -569,13 +681,15 @@ def test_a_model_promoted_mid_run_is_not_overwritten(tmp_path, saved_model, exam
     assert outcome.execution_properties["pushed"] == 0
     assert outcome.execution_properties["reason"] == (
         f"baseline changed since evaluation: blessed against model id {model_a}, "
-        f"latest pushed model is now id {model_b}; not pushing")
+        f"latest pushed model is now id {model_b}; not pushing"
+    )
     assert numbered(serving) == ["1", "2"]
 
 
 # =============================================================================================
 # 8, 9. The runner: a SIGKILL anywhere in a step, code and library changes
 # =============================================================================================
+
 
 def _numbers(ctx):
     with open(os.path.join(ctx.outputs["numbers"], "numbers.txt"), "w") as f:
@@ -588,7 +702,9 @@ def _numbers(ctx):
 
 def _total(ctx):
     uri = ctx.inputs["numbers"].uri
-    values = [int(x) for name in ("numbers.txt", "more.txt") for x in open(os.path.join(uri, name)).read().split()]
+    values = [
+        int(x) for name in ("numbers.txt", "more.txt") for x in open(os.path.join(uri, name)).read().split()
+    ]
     with open(os.path.join(ctx.outputs["total"], "total.txt"), "w") as f:
         f.write(str(sum(values)))
     _maybe_die(ctx, "total")
@@ -610,13 +726,27 @@ def _maybe_die(ctx, output: str) -> None:
 
 def small_pipeline(root: str, code_modules=()) -> Pipeline:
     """Three fake steps in a chain: numbers -> total -> report."""
-    return Pipeline(root=root, lock_timeout_s=5.0, steps=(
-        StepSpec("example_gen", {}, {"numbers": "Numbers"}, _numbers, {}, code_modules),
-        StepSpec("statistics_gen", {"numbers": InputSpec(producer="example_gen.numbers")},
-                 {"total": "Total"}, _total, {}),
-        StepSpec("example_validator", {"total": InputSpec(producer="statistics_gen.total")},
-                 {"report": "Report"}, _report, {}),
-    ))
+    return Pipeline(
+        root=root,
+        lock_timeout_s=5.0,
+        steps=(
+            StepSpec("example_gen", {}, {"numbers": "Numbers"}, _numbers, {}, code_modules),
+            StepSpec(
+                "statistics_gen",
+                {"numbers": InputSpec(producer="example_gen.numbers")},
+                {"total": "Total"},
+                _total,
+                {},
+            ),
+            StepSpec(
+                "example_validator",
+                {"total": InputSpec(producer="statistics_gen.total")},
+                {"report": "Report"},
+                _report,
+                {},
+            ),
+        ),
+    )
 
 
 def run_killable(root: str) -> None:
@@ -637,8 +767,10 @@ def run_killable(root: str) -> None:
 
 
 def output_contents(summary: dict) -> dict:
-    return {name: {key: directory_digest(uri) for key, uri in step["outputs"].items()}
-            for name, step in summary["steps"].items()}
+    return {
+        name: {key: directory_digest(uri) for key, uri in step["outputs"].items()}
+        for name, step in summary["steps"].items()
+    }
 
 
 @pytest.mark.parametrize("output", ["numbers", "total", "report"])
@@ -648,9 +780,13 @@ def test_run_killed_in_or_after_each_step_resumes_to_a_clean_runs_outputs(tmp_pa
 
     clean = run_pipeline(small_pipeline(str(tmp_path / "clean")))
     root = str(tmp_path / "root")
-    killed = subprocess.run([sys.executable, "-c", f"import test_reliability as t; t.run_killable({root!r})"],
-                            env={**child_env(), "RELIABILITY_KILL": f"{output}:{point}"},
-                            capture_output=True, text=True, timeout=120)
+    killed = subprocess.run(
+        [sys.executable, "-c", f"import test_reliability as t; t.run_killable({root!r})"],
+        env={**child_env(), "RELIABILITY_KILL": f"{output}:{point}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     if point == "before_record":
         # The output had reached its final name when the process died, unrecorded.
@@ -663,16 +799,26 @@ def test_run_killed_in_or_after_each_step_resumes_to_a_clean_runs_outputs(tmp_pa
     states = {name: step["state"] for name, step in resumed.summary["steps"].items()}
     order = ["numbers", "total", "report"]
     names = ["example_gen", "statistics_gen", "example_validator"]
-    assert [states[n] for n in names] == ["cached"] * order.index(output) + ["ran"] * (3 - order.index(output))
+    assert [states[n] for n in names] == ["cached"] * order.index(output) + ["ran"] * (
+        3 - order.index(output)
+    )
     # Nothing the killed process wrote is left or trusted: its execution is FAILED, no staging
     # folder remains, and the only folders are those of recorded, verifying artifacts.
     store = open_store(root)
     killed_executions = [e for e in store.store.get_executions() if e.last_known_state == FAILED]
     assert len(killed_executions) == 1 and not store.outputs_of(killed_executions[0].id)
-    recorded = {a.uri: a.properties["content_digest"]
-                for t in ("Numbers", "Total", "Report") for a in store.artifacts_of_type(t)}
-    on_disk = {os.path.join(root, step, out, n) for step in names if os.path.isdir(os.path.join(root, step))
-               for out in os.listdir(os.path.join(root, step)) for n in os.listdir(os.path.join(root, step, out))}
+    recorded = {
+        a.uri: a.properties["content_digest"]
+        for t in ("Numbers", "Total", "Report")
+        for a in store.artifacts_of_type(t)
+    }
+    on_disk = {
+        os.path.join(root, step, out, n)
+        for step in names
+        if os.path.isdir(os.path.join(root, step))
+        for out in os.listdir(os.path.join(root, step))
+        for n in os.listdir(os.path.join(root, step, out))
+    }
     assert on_disk == set(recorded)
     assert {uri: directory_digest(uri) for uri in recorded} == recorded
 
@@ -688,7 +834,10 @@ def test_changed_step_code_or_library_versions_invalidate_the_cache(tmp_path, mo
         fingerprint.code_fingerprint.cache_clear()
         result = run_pipeline(small_pipeline(root, code_modules=("reliability_fake_step",)))
         assert result.exit_code == 0
-        return [result.summary["steps"][n]["state"] for n in ("example_gen", "statistics_gen", "example_validator")]
+        return [
+            result.summary["steps"][n]["state"]
+            for n in ("example_gen", "statistics_gen", "example_validator")
+        ]
 
     assert states() == ["ran", "ran", "ran"]
     assert states() == ["cached", "cached", "cached"]
@@ -697,8 +846,11 @@ def test_changed_step_code_or_library_versions_invalidate_the_cache(tmp_path, mo
     assert states() == ["ran", "cached", "cached"]
     assert states() == ["cached", "cached", "cached"]
     real_versions = fingerprint.stack_versions()
-    monkeypatch.setattr(fingerprint, "stack_versions",
-                        lambda: tuple((n, "99.0" if n == "numpy" else v) for n, v in real_versions))
+    monkeypatch.setattr(
+        fingerprint,
+        "stack_versions",
+        lambda: tuple((n, "99.0" if n == "numpy" else v) for n, v in real_versions),
+    )
     assert states() == ["ran", "ran", "ran"]
 
 
@@ -719,19 +871,28 @@ def test_no_module_deserialises_with_pickle_or_keras_lambda():
                 tree = ast.parse(open(path).read(), path)
                 for node in ast.walk(tree):
                     if isinstance(node, ast.Import):
-                        offenders += [(path, a.name) for a in node.names if a.name.split(".")[0] in _UNSAFE_MODULES]
-                    elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in _UNSAFE_MODULES:
+                        offenders += [
+                            (path, a.name) for a in node.names if a.name.split(".")[0] in _UNSAFE_MODULES
+                        ]
+                    elif (
+                        isinstance(node, ast.ImportFrom)
+                        and (node.module or "").split(".")[0] in _UNSAFE_MODULES
+                    ):
                         offenders.append((path, node.module))
                     elif isinstance(node, ast.Call):
                         func = node.func
                         called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
                         if called in _UNSAFE_CALLS:
                             offenders.append((path, called))
-                        offenders += [(path, "allow_pickle=True") for k in node.keywords
-                                      if k.arg == "allow_pickle" and not (isinstance(k.value, ast.Constant)
-                                                                          and k.value.value is False)]
+                        offenders += [
+                            (path, "allow_pickle=True")
+                            for k in node.keywords
+                            if k.arg == "allow_pickle"
+                            and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+                        ]
     assert offenders == []
     from components.evaluator import tfma_setup
+
     assert tfma_setup.MODEL_TYPE == "tf_generic"  # TFMA does not probe the model with a Keras load
 
 
@@ -758,13 +919,13 @@ def test_rollback_refuses_a_version_whose_files_changed(tmp_path, saved_model):
     for _ in range(2):
         publish.publish(saved_model["dir"], serving, saved_model["digest"], None)
     flip_byte(os.path.join(serving, "1"))
-    with pytest.raises(ModelIntegrityError, match=r"^rollback: version 1 in .* has digest .*, not the recorded"):
-        republish(serving, to_version=1, verify_fn=_must_not_load,
-                          expected_digest=saved_model["digest"])
+    with pytest.raises(
+        ModelIntegrityError, match=r"^rollback: version 1 in .* has digest .*, not the recorded"
+    ):
+        republish(serving, to_version=1, verify_fn=_must_not_load, expected_digest=saved_model["digest"])
     assert numbered(serving) == ["1", "2"] and staging(serving) == []
     flip_byte(os.path.join(serving, "1"))
-    assert republish(serving, to_version=1, verify_fn=None,
-                     expected_digest=saved_model["digest"]) == 3
+    assert republish(serving, to_version=1, verify_fn=None, expected_digest=saved_model["digest"]) == 3
 
 
 def test_rollback_command_verifies_the_recorded_digest_and_records_the_rollback(tmp_path, saved_model):
@@ -802,17 +963,27 @@ def test_rollback_command_verifies_the_recorded_digest_and_records_the_rollback(
 # 10. The data gate stops a span whose images are not handwritten digits at all
 # =============================================================================================
 
+
 def test_a_span_of_non_digit_images_is_stopped_by_the_gate(tmp_path):
     """Valid IDX files and real labels, but images of uniform noise, then all blank: drift
     against the previous span's pixel histogram stops both before training."""
     data = tmp_path / "data"
     write_mnist_slice(str(data / "span-1"), 1000, 200)
     span2 = write_mnist_slice(str(data / "span-2"), 1000, 200, offset=1000)
-    common = ["--data-root", str(data), "--pipeline-root", str(tmp_path / "root"), "--to", "example_validator"]
+    common = [
+        "--data-root",
+        str(data),
+        "--pipeline-root",
+        str(tmp_path / "root"),
+        "--to",
+        "example_validator",
+    ]
     assert main(common + ["--span", "1", "--summary-json", str(tmp_path / "s1.json")]) == 0
     rng = np.random.default_rng(0)
-    for kind, make in (("noise", lambda n: rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)),
-                       ("blank", lambda n: np.zeros((n, 28, 28), np.uint8))):
+    for kind, make in (
+        ("noise", lambda n: rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)),
+        ("blank", lambda n: np.zeros((n, 28, 28), np.uint8)),
+    ):
         for name, count in ((TRAIN_IMAGES, 1000), (TEST_IMAGES, 200)):
             write_idx(os.path.join(span2, name), make(count))
         code = main(common + ["--summary-json", str(tmp_path / f"{kind}.json")])
@@ -844,41 +1015,60 @@ def _float_typed_split(dest: str, count: int, feature: str) -> None:
         for image, label in zip(data.images, data.labels):
             density = float(np.mean(image > 127))
             values = {"image": image, "label": [label]}
-            feats = {name: (tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(v, float)))
-                            if name == feature else
-                            tf.train.Feature(int64_list=tf.train.Int64List(value=np.asarray(v, np.int64))))
-                     for name, v in values.items()}
+            feats = {
+                name: (
+                    tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(v, float)))
+                    if name == feature
+                    else tf.train.Feature(int64_list=tf.train.Int64List(value=np.asarray(v, np.int64)))
+                )
+                for name, v in values.items()
+            }
             feats["ink_density"] = tf.train.Feature(float_list=tf.train.FloatList(value=[density]))
-            feats["ink_density_bucket"] = tf.train.Feature(int64_list=tf.train.Int64List(
-                value=[int(np.digitize(density, model_fixtures.INK_DENSITY_EDGES))]))
+            feats["ink_density_bucket"] = tf.train.Feature(
+                int64_list=tf.train.Int64List(
+                    value=[int(np.digitize(density, model_fixtures.INK_DENSITY_EDGES))]
+                )
+            )
             w.write(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
 
 
 def test_label_and_image_of_the_wrong_type_stop_the_run(tmp_path):
     """The curated schema wants INT label and image: float-typed values are ERROR anomalies."""
+    from tiny_examples import compute_statistics, curated_schema_artifact, step_context
+
     from components.example_validator.executor import run as validate
     from components.schema_gen.executor import run as schema_gen
     from pipeline.config import ValidationConfig
-    from tiny_examples import compute_statistics, curated_schema_artifact, step_context
 
     examples = str(tmp_path / "examples")
     for feature in ("label", "image"):
         _float_typed_split(examples, 120, feature)
     compute_statistics(examples, str(tmp_path / "statistics"))
-    schema_gen(step_context("schema_gen", {"curated_schema": curated_schema_artifact()},
-                            {"schema": str(tmp_path / "schema")},
-                            params=ValidationConfig(infer_schema_report=False)))
-    outcome = validate(step_context(
-        "example_validator",
-        {"statistics": Artifact(str(tmp_path / "statistics"), "ExampleStatistics"),
-         "schema": Artifact(str(tmp_path / "schema"), "Schema")},
-        # Only the type check is under test: these splits have no train split to measure drift on.
-        {"anomalies": str(tmp_path / "anomalies")}, params=ValidationConfig(reference_check=False)))
+    schema_gen(
+        step_context(
+            "schema_gen",
+            {"curated_schema": curated_schema_artifact()},
+            {"schema": str(tmp_path / "schema")},
+            params=ValidationConfig(infer_schema_report=False),
+        )
+    )
+    outcome = validate(
+        step_context(
+            "example_validator",
+            {
+                "statistics": Artifact(str(tmp_path / "statistics"), "ExampleStatistics"),
+                "schema": Artifact(str(tmp_path / "schema"), "Schema"),
+            },
+            # Only the type check is under test: these splits have no train split to measure drift on.
+            {"anomalies": str(tmp_path / "anomalies")},
+            params=ValidationConfig(reference_check=False),
+        )
+    )
     assert outcome.stop_exit_code == 3 and outcome.stop_run.startswith("data validation failed: ")
     assert outcome.execution_properties["error_counts"] == {"image_as_float": 1, "label_as_float": 1}
     report = (tmp_path / "anomalies" / "report.txt").read_text()
     for feature in ("label", "image"):
-        [line] = [l for l in report.splitlines() if f"split={feature}_as_float feature={feature} " in l]
+        [line] = [ln for ln in report.splitlines() if f"split={feature}_as_float feature={feature} " in ln]
         assert line.startswith("  ERROR") and "anomaly=UNEXPECTED_DATA_TYPE" in line, line
 
 
@@ -889,13 +1079,31 @@ def test_label_and_image_of_the_wrong_type_stop_the_run(tmp_path):
 # A small network and a short budget keep each training to seconds; the gate is loose enough
 # for such a model to pass, so that a refusal below has exactly the cause each test injects.
 FAULT_CONFIG = {
-    "trainer": {"train_steps": 100, "batch_size": 50, "eval_every_steps": 50, "early_stopping_evals": 0,
-                "conv1_filters": 8, "conv2_filters": 16, "dense_units": 64},
-    "evaluator": {"accuracy_floor": 0.30, "promotion_policy": "non_inferiority",
-                  "non_inferiority_margin": 1.0, "slice_accuracy_floor": 0.0, "slice_max_regression": 1.0},
+    "trainer": {
+        "train_steps": 100,
+        "batch_size": 50,
+        "eval_every_steps": 50,
+        "early_stopping_evals": 0,
+        "conv1_filters": 8,
+        "conv2_filters": 16,
+        "dense_units": 64,
+    },
+    "evaluator": {
+        "accuracy_floor": 0.30,
+        "promotion_policy": "non_inferiority",
+        "non_inferiority_margin": 1.0,
+        "slice_accuracy_floor": 0.0,
+        "slice_max_regression": 1.0,
+    },
 }
-NO_THRESHOLDS = {"evaluator": {"accuracy_floor": None, "min_gain": None, "slice_accuracy_floor": None,
-                               "slice_max_regression": None}}
+NO_THRESHOLDS = {
+    "evaluator": {
+        "accuracy_floor": None,
+        "min_gain": None,
+        "slice_accuracy_floor": None,
+        "slice_max_regression": None,
+    }
+}
 
 
 @pytest.fixture(scope="module")
@@ -916,8 +1124,18 @@ def run_faults(faults, *overrides: dict) -> tuple:
     base = faults["base"]
     config_path, summary_path = base / f"config{faults['runs']}.json", base / f"summary{faults['runs']}.json"
     config_path.write_text(json.dumps(config))
-    code = main(["--config", str(config_path), "--data-root", str(base / "data"), "--pipeline-root",
-                 str(base / "root"), "--summary-json", str(summary_path)])
+    code = main(
+        [
+            "--config",
+            str(config_path),
+            "--data-root",
+            str(base / "data"),
+            "--pipeline-root",
+            str(base / "root"),
+            "--summary-json",
+            str(summary_path),
+        ]
+    )
     return code, json.loads(summary_path.read_text())
 
 
@@ -948,13 +1166,20 @@ def test_fault_a_step_that_raises_fails_the_run_and_the_next_run_recovers(faults
     assert code == 1
     assert summary["status"] == "failed" and summary["exit_code"] == 1
     assert summary["message"] == "trainer failed: injected fault: the trainer's disk went away"
-    assert step_states(summary) == {"example_gen": "ran", "statistics_gen": "ran", "schema_gen": "ran",
-                                    "example_validator": "ran", "trainer": "failed",
-                                    "evaluator": "skipped", "pusher": "skipped"}
+    assert step_states(summary) == {
+        "example_gen": "ran",
+        "statistics_gen": "ran",
+        "schema_gen": "ran",
+        "example_validator": "ran",
+        "trainer": "failed",
+        "evaluator": "skipped",
+        "pusher": "skipped",
+    }
     assert summary["steps"]["trainer"]["error"] == "injected fault: the trainer's disk went away"
     assert summary["push"]["pushed"] == 0
     assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")] == [
-        "error: trainer failed: injected fault: the trainer's disk went away"]
+        "error: trainer failed: injected fault: the trainer's disk went away"
+    ]
     root = faults["base"] / "root"
     assert os.listdir(root / "trainer" / "model") == []  # the half-written output was not kept
     assert not os.path.exists(root / "serving")
@@ -962,9 +1187,12 @@ def test_fault_a_step_that_raises_fails_the_run_and_the_next_run_recovers(faults
     monkeypatch.undo()
     code, summary = run_faults(faults)
     assert code == 0, summary["message"]
-    assert step_states(summary) == {**{s: "cached" for s in ("example_gen", "statistics_gen", "schema_gen",
-                                                             "example_validator")},
-                                    "trainer": "ran", "evaluator": "ran", "pusher": "ran"}
+    assert step_states(summary) == {
+        **{s: "cached" for s in ("example_gen", "statistics_gen", "schema_gen", "example_validator")},
+        "trainer": "ran",
+        "evaluator": "ran",
+        "pusher": "ran",
+    }
     assert summary["push"]["pushed"] == 1 and summary["push"]["version"] == 1
     faults["serving_model"] = summary["steps"]["trainer"]["outputs"]["model"]
 

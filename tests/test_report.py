@@ -17,9 +17,9 @@ import time
 from html.parser import HTMLParser
 
 import pytest
+from mnist_slices import write_mnist_slice
 from PIL import Image
 
-from mnist_slices import write_mnist_slice
 from pipeline.cli import main
 from pipeline.formats import evaluation as evaluation_format
 from pipeline.report import build_report, write_report
@@ -75,8 +75,19 @@ class _Page(HTMLParser):
 
 def _run(ws, name, *extra):
     summary_json = str(ws["base"] / f"{name}.json")
-    code = main(["--config", ws["config"], "--data-root", ws["data"], "--pipeline-root", ws["root"],
-                 "--summary-json", summary_json, *extra])
+    code = main(
+        [
+            "--config",
+            ws["config"],
+            "--data-root",
+            ws["data"],
+            "--pipeline-root",
+            ws["root"],
+            "--summary-json",
+            summary_json,
+            *extra,
+        ]
+    )
     with open(summary_json) as f:
         return code, json.load(f)
 
@@ -85,8 +96,12 @@ def _run(ws, name, *extra):
 def ws(tmp_path_factory):
     """A real run on 1,000 / 200 digits with a tiny model, then a no-op rerun."""
     base = tmp_path_factory.mktemp("report")
-    ws = {"base": base, "data": write_mnist_slice(str(base / "data"), 1000, 200),
-          "root": str(base / "root"), "config": str(base / "config.toml")}
+    ws = {
+        "base": base,
+        "data": write_mnist_slice(str(base / "data"), 1000, 200),
+        "root": str(base / "root"),
+        "config": str(base / "config.toml"),
+    }
     with open(ws["config"], "w") as f:
         f.write(CONFIG)
     code, ws["first"] = _run(ws, "first")
@@ -167,8 +182,9 @@ def test_confusion_matrix_and_gallery_agree_with_the_evaluation(ws):
     uri = first["steps"]["evaluator"]["outputs"]["evaluation"]
     assert analysis["confusion"] == evaluation_format.read_confusion_matrices(uri)
     mistakes = evaluation_format.read_mistakes(uri)
-    assert [(i["label"], i["predicted"], i["confidence"]) for i in mistakes["items"]] == \
-        [(i["label"], i["predicted"], i["confidence"]) for i in items]
+    assert [(i["label"], i["predicted"], i["confidence"]) for i in mistakes["items"]] == [
+        (i["label"], i["predicted"], i["confidence"]) for i in items
+    ]
     assert [i["png"] for i in items] == [png_data_uri(i["pixels"]) for i in mistakes["items"]]
     assert len(evaluation_format.read_outcomes(uri)["candidate_correct"]) == total
 
@@ -176,8 +192,10 @@ def test_confusion_matrix_and_gallery_agree_with_the_evaluation(ws):
 def test_noop_rerun_shows_the_analysis_of_the_cached_evaluation(ws):
     noop = ws["noop"]
     assert noop["steps"]["evaluator"]["state"] == "cached"
-    assert noop["steps"]["evaluator"]["outputs"]["evaluation"] == \
-        ws["first"]["steps"]["evaluator"]["outputs"]["evaluation"]
+    assert (
+        noop["steps"]["evaluator"]["outputs"]["evaluation"]
+        == ws["first"]["steps"]["evaluator"]["outputs"]["evaluation"]
+    )
     assert noop["report"] != ws["first"]["report"] and os.path.isfile(noop["report"])
     html = _html(noop)
     assert "evaluator was cached: shown are the outputs of the earlier execution it reused" in html
@@ -193,7 +211,8 @@ def test_noop_report_is_fast_and_loads_no_tensorflow(ws):
         "started = time.monotonic()\n"
         f"write_report(summary, {str(ws['base'] / 'fast')!r})\n"
         "print(time.monotonic() - started, 'tensorflow' in sys.modules,\n"
-        "      'tensorflow_model_analysis' in sys.modules)\n")
+        "      'tensorflow_model_analysis' in sys.modules)\n"
+    )
     os.makedirs(ws["base"] / "fast")
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -209,7 +228,8 @@ def test_report_command_rebuilds_without_tensorflow(ws):
         "import sys\n"
         "from pipeline.report import rebuild_report\n"
         f"print(rebuild_report({ws['root']!r}, {ws['first']['run_id']!r}))\n"
-        "print('tensorflow' in sys.modules, 'tensorflow_model_analysis' in sys.modules)\n")
+        "print('tensorflow' in sys.modules, 'tensorflow_model_analysis' in sys.modules)\n"
+    )
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     path, loaded = out.stdout.strip().splitlines()
@@ -233,7 +253,9 @@ def _with_evaluation_copy(ws, tmp_path, keep=lambda name: True) -> dict:
 
 def test_evaluation_without_per_example_files_says_so_and_report_command_works(ws, tmp_path, capsys):
     # An evaluation made by an older evaluator: TFMA's output only.
-    summary = _with_evaluation_copy(ws, tmp_path, lambda name: name not in evaluation_format.PER_EXAMPLE_FILES)
+    summary = _with_evaluation_copy(
+        ws, tmp_path, lambda name: name not in evaluation_format.PER_EXAMPLE_FILES
+    )
     html = build_report(summary)
     text = " ".join(_Page(html).text)
     assert "this evaluation predates per-example outputs" in text and "rerun the evaluator" in text
@@ -290,7 +312,9 @@ def test_report_never_reads_the_model_even_a_tampered_one(ws):
     expected = collect(ws["first"])["analysis"]
     model_dir = os.path.join(ws["first"]["steps"]["trainer"]["outputs"]["model"], "Format-Serving")
     variables = os.path.join(model_dir, "variables")
-    path = os.path.join(variables, sorted(n for n in os.listdir(variables) if n.startswith("variables.data"))[0])
+    path = os.path.join(
+        variables, sorted(n for n in os.listdir(variables) if n.startswith("variables.data"))[0]
+    )
     with open(path, "r+b") as f:
         original = f.read(1)
         f.seek(0)
@@ -309,12 +333,26 @@ def test_report_never_reads_the_model_even_a_tampered_one(ws):
 
 def test_failed_and_skipped_steps_are_explained_and_text_is_escaped(tmp_path):
     summary = {
-        "run_id": "r<1>", "status": "failed", "exit_code": 3, "pipeline_root": str(tmp_path),
-        "message": "example_gen failed: <script>alert(1)</script>", "data": {"spans": [2], "data_root": "/d"},
-        "steps": {"example_gen": {"state": "failed", "error": "x.gz: <b>bad</b> header", "seconds": 0.1},
-                  **{s: {"state": "skipped", "reason": "an earlier step failed or stopped the run"}
-                     for s in ("statistics_gen", "schema_gen", "example_validator", "trainer",
-                               "evaluator", "pusher")}},
+        "run_id": "r<1>",
+        "status": "failed",
+        "exit_code": 3,
+        "pipeline_root": str(tmp_path),
+        "message": "example_gen failed: <script>alert(1)</script>",
+        "data": {"spans": [2], "data_root": "/d"},
+        "steps": {
+            "example_gen": {"state": "failed", "error": "x.gz: <b>bad</b> header", "seconds": 0.1},
+            **{
+                s: {"state": "skipped", "reason": "an earlier step failed or stopped the run"}
+                for s in (
+                    "statistics_gen",
+                    "schema_gen",
+                    "example_validator",
+                    "trainer",
+                    "evaluator",
+                    "pusher",
+                )
+            },
+        },
         "push": {"pushed": 0, "version": 0, "reason": "an earlier step failed or stopped the run"},
     }
     html = write_report(summary, str(tmp_path))
@@ -326,8 +364,15 @@ def test_failed_and_skipped_steps_are_explained_and_text_is_escaped(tmp_path):
 
 
 def test_report_of_a_pipeline_with_other_steps_renders_notes(tmp_path):
-    html = build_report({"run_id": "x", "status": "completed", "exit_code": 0, "pipeline_root": str(tmp_path),
-                         "steps": {"a": {"state": "ran", "outputs": {}, "seconds": 0.0}}})
+    html = build_report(
+        {
+            "run_id": "x",
+            "status": "completed",
+            "exit_code": 0,
+            "pipeline_root": str(tmp_path),
+            "steps": {"a": {"state": "ran", "outputs": {}, "seconds": 0.0}},
+        }
+    )
     assert "step trainer is not part of this pipeline" in html
 
 
@@ -358,10 +403,25 @@ def _need_chromium():
 
 def _chromium(tmp_path, url: str, *args) -> tuple:
     """Runs headless Chromium on `url`; returns (stdout, URLs the page itself requested)."""
-    profile, netlog = tmp_path / f"profile-{time.monotonic_ns()}", tmp_path / f"netlog-{time.monotonic_ns()}.json"
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               f"--user-data-dir={profile}", f"--log-net-log={netlog}", *args, url]
+    profile, netlog = (
+        tmp_path / f"profile-{time.monotonic_ns()}",
+        tmp_path / f"netlog-{time.monotonic_ns()}.json",
+    )
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        f"--log-net-log={netlog}",
+        *args,
+        url,
+    ]
     out = subprocess.run(command, capture_output=True, text=True, timeout=90)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout, _page_requests(netlog)
@@ -376,9 +436,13 @@ def _page_requests(netlog) -> list:
     except ValueError:  # a log cut short: close the events list
         log = json.loads(text.rstrip().rstrip(",") + "]}")
     start_job = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
-    return [e["params"]["url"] for e in log["events"]
-            if e.get("type") == start_job and "file://" in str(e.get("params", {}).get("network_isolation_key"))
-            and not e["params"]["url"].startswith(("file:", "data:"))]
+    return [
+        e["params"]["url"]
+        for e in log["events"]
+        if e.get("type") == start_job
+        and "file://" in str(e.get("params", {}).get("network_isolation_key"))
+        and not e["params"]["url"].startswith(("file:", "data:"))
+    ]
 
 
 def test_chromium_renders_sections_and_images_without_network(ws, tmp_path):
@@ -406,8 +470,9 @@ def test_chromium_renders_sections_and_images_without_network(ws, tmp_path):
     assert requests == []
 
     shot = tmp_path / "report.png"
-    _chromium(tmp_path, "file://" + report, f"--screenshot={shot}", "--window-size=1280,3000",
-              "--hide-scrollbars")
+    _chromium(
+        tmp_path, "file://" + report, f"--screenshot={shot}", "--window-size=1280,3000", "--hide-scrollbars"
+    )
     image = Image.open(shot).convert("L")
     assert image.size == (1280, 3000)
     assert len(set(image.resize((64, 150)).getdata())) > 20  # rendered content, not a blank page
@@ -415,26 +480,52 @@ def test_chromium_renders_sections_and_images_without_network(ws, tmp_path):
 
 
 def _comparison(slice_name, difference, low, high, candidate_only, baseline_only, p_value, alpha=0.05):
-    return {"slice": slice_name, "n": 1000, "candidate_only": candidate_only, "baseline_only": baseline_only,
-            "candidate_accuracy": 0.99, "baseline_accuracy": None if difference is None else 0.99 - difference, "candidate_ci": [0.98, 0.995],
-            "baseline_ci": [0.98, 0.995], "difference": difference, "difference_ci": [low, high],
-            "p_value": p_value, "alpha": alpha}
+    return {
+        "slice": slice_name,
+        "n": 1000,
+        "candidate_only": candidate_only,
+        "baseline_only": baseline_only,
+        "candidate_accuracy": 0.99,
+        "baseline_accuracy": None if difference is None else 0.99 - difference,
+        "candidate_ci": [0.98, 0.995],
+        "baseline_ci": [0.98, 0.995],
+        "difference": difference,
+        "difference_ci": [low, high],
+        "p_value": p_value,
+        "alpha": alpha,
+    }
 
 
 def test_the_blessing_section_shows_the_paired_comparison_and_one_actionable_sentence():
     from pipeline.report.sections_model import blessing_html, verdict_sentence
     from pipeline.report.svg import interval_chart
 
-    reason = ("overall accuracy +0.0003 (95% CI -0.0011 to +0.0017, McNemar p = 0.66): not better "
-              "than the serving model by more than min_gain 0.0000 under superiority")
+    reason = (
+        "overall accuracy +0.0003 (95% CI -0.0011 to +0.0017, McNemar p = 0.66): not better "
+        "than the serving model by more than min_gain 0.0000 under superiority"
+    )
     decision = {
-        "blessed": False, "reasons": [reason], "policy": "superiority", "alpha": 0.05, "margin": 0.002,
+        "blessed": False,
+        "reasons": [reason],
+        "policy": "superiority",
+        "alpha": 0.05,
+        "margin": 0.002,
         "thresholds": {"min_gain": 0.0},
-        "checks": [{"name": "superiority", "slice": "overall", "value": 0.0003, "threshold": 0.0,
-                    "passed": False, "reason": reason}],
-        "comparisons": [_comparison("label=3", -0.002, -0.009, 0.004, 1, 3, 0.62, 0.005),
-                        _comparison("overall", 0.0003, -0.0011, 0.0017, 12, 9, 0.66),
-                        _comparison("label=7", None, None, None, 0, 0, None)],
+        "checks": [
+            {
+                "name": "superiority",
+                "slice": "overall",
+                "value": 0.0003,
+                "threshold": 0.0,
+                "passed": False,
+                "reason": reason,
+            }
+        ],
+        "comparisons": [
+            _comparison("label=3", -0.002, -0.009, 0.004, 1, 3, 0.62, 0.005),
+            _comparison("overall", 0.0003, -0.0011, 0.0017, 12, 9, 0.66),
+            _comparison("label=7", None, None, None, 0, 0, None),
+        ],
     }
     sentence = verdict_sentence(decision)
     assert sentence.startswith("Not pushed, the serving model stays: overall accuracy +0.0003 (95% CI")
@@ -450,17 +541,26 @@ def test_the_blessing_section_shows_the_paired_comparison_and_one_actionable_sen
         assert cells in html
     assert "min_gain" in html  # the threshold line of the chart
 
-    blessed = {**decision, "blessed": True, "checks": [{"name": "superiority", "passed": True,
-                                                         "reason": "overall accuracy +0.0040 ..."}]}
+    blessed = {
+        **decision,
+        "blessed": True,
+        "checks": [{"name": "superiority", "passed": True, "reason": "overall accuracy +0.0040 ..."}],
+    }
     assert verdict_sentence(blessed).startswith("Passed the gate: overall accuracy +0.0040")
     first = {"blessed": True, "policy": None, "checks": []}
     assert "no other serving model" in verdict_sentence(first)
     assert "Candidate vs the serving model" in blessing_html({"decision": {**decision, "thresholds": None}})
-    closed = {"blessed": False, "policy": "superiority",
-              "checks": [{"name": "paired_outcomes", "passed": False, "reason": "no paired outcomes"}]}
+    closed = {
+        "blessed": False,
+        "policy": "superiority",
+        "checks": [{"name": "paired_outcomes", "passed": False, "reason": "no paired outcomes"}],
+    }
     assert "could not compare" in verdict_sentence(closed)
-    regress = {"blessed": False, "policy": "superiority",
-               "checks": [{"name": "slice_max_regression", "passed": False, "reason": "slice label=3 ..."}]}
+    regress = {
+        "blessed": False,
+        "policy": "superiority",
+        "checks": [{"name": "slice_max_regression", "passed": False, "reason": "slice label=3 ..."}],
+    }
     assert "that digit" in verdict_sentence(regress)
     with pytest.raises(ValueError, match="no finite intervals"):
         interval_chart([("a", None, None, None)], "t", "x")

@@ -11,8 +11,8 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from pipeline.core.errors import InputDataError, LockTimeoutError
-from pipeline.core.pipeline import Pipeline
 from pipeline.core.lock import exclusive_lock
+from pipeline.core.pipeline import Pipeline
 from pipeline.core.runner import run_pipeline
 from pipeline.core.step import InputSpec, StepOutcome, StepSpec
 
@@ -55,10 +55,20 @@ def half_write_then_fail(ctx):
 def fake_pipeline(tmp_path, *, gate_stop=False, second=sum_numbers, params=None) -> Pipeline:
     steps = (
         StepSpec("example_gen", {}, {"numbers": "Numbers"}, make_numbers, params or {"n": 3}),
-        StepSpec("statistics_gen", {"numbers": InputSpec(producer="example_gen.numbers")},
-                 {"total": "Total"}, second, {}),
-        StepSpec("example_validator", {"total": InputSpec(producer="statistics_gen.total")},
-                 {"report": "Report"}, gate, {"stop": gate_stop}),
+        StepSpec(
+            "statistics_gen",
+            {"numbers": InputSpec(producer="example_gen.numbers")},
+            {"total": "Total"},
+            second,
+            {},
+        ),
+        StepSpec(
+            "example_validator",
+            {"total": InputSpec(producer="statistics_gen.total")},
+            {"report": "Report"},
+            gate,
+            {"stop": gate_stop},
+        ),
     )
     return Pipeline(steps=steps, root=str(tmp_path / "root"), lock_timeout_s=1.0)
 
@@ -111,10 +121,14 @@ def test_deleted_or_corrupted_cached_output_is_recomputed(tmp_path):
     # dependants consumed, so their cached outputs are still exactly right and are reused.
     assert CALLS == ["example_gen"]
     assert states(second)["example_gen"] == "ran"
-    assert open(os.path.join(second.summary["steps"]["example_gen"]["outputs"]["numbers"],
-                             "numbers.txt")).read() == "1 2 3\n"
-    assert open(os.path.join(second.summary["steps"]["statistics_gen"]["outputs"]["total"],
-                             "total.txt")).read() == "6"
+    assert (
+        open(os.path.join(second.summary["steps"]["example_gen"]["outputs"]["numbers"], "numbers.txt")).read()
+        == "1 2 3\n"
+    )
+    assert (
+        open(os.path.join(second.summary["steps"]["statistics_gen"]["outputs"]["total"], "total.txt")).read()
+        == "6"
+    )
 
 
 def test_deleted_output_reruns_only_its_step(tmp_path):
@@ -132,15 +146,20 @@ def test_dependants_rerun_when_the_recomputed_input_differs(tmp_path, monkeypatc
     CALLS.clear()
     second = run_pipeline(fake_pipeline(tmp_path))
     assert CALLS == ["example_gen", "statistics_gen", "example_validator"]
-    assert open(os.path.join(second.summary["steps"]["statistics_gen"]["outputs"]["total"],
-                             "total.txt")).read() == "15"
+    assert (
+        open(os.path.join(second.summary["steps"]["statistics_gen"]["outputs"]["total"], "total.txt")).read()
+        == "15"
+    )
 
 
 def test_failed_step_commits_nothing_and_skips_the_rest(tmp_path):
     result = run_pipeline(fake_pipeline(tmp_path, second=half_write_then_fail))
     assert result.exit_code == 3
-    assert states(result) == {"example_gen": "ran", "statistics_gen": "failed",
-                              "example_validator": "skipped"}
+    assert states(result) == {
+        "example_gen": "ran",
+        "statistics_gen": "failed",
+        "example_validator": "skipped",
+    }
     assert "record 2 is not a number" in result.summary["steps"]["statistics_gen"]["error"]
     total_dir = tmp_path / "root" / "statistics_gen" / "total"
     assert list(total_dir.iterdir()) == []  # no staging, no committed folder
@@ -148,8 +167,11 @@ def test_failed_step_commits_nothing_and_skips_the_rest(tmp_path):
     store = _client(tmp_path)
     [execution] = store.get_executions_by_type("statistics_gen")
     assert execution.last_known_state == metadata_store_pb2.Execution.FAILED
-    assert not [e for e in store.get_events_by_execution_ids([execution.id])
-                if e.type == metadata_store_pb2.Event.OUTPUT]
+    assert not [
+        e
+        for e in store.get_events_by_execution_ids([execution.id])
+        if e.type == metadata_store_pb2.Event.OUTPUT
+    ]
 
 
 def test_gate_stop_keeps_report_exits_3_and_stays_stopped_when_cached(tmp_path):
@@ -166,14 +188,21 @@ def test_gate_stop_keeps_report_exits_3_and_stays_stopped_when_cached(tmp_path):
 def test_from_and_to_run_only_the_requested_steps(tmp_path):
     run_pipeline(fake_pipeline(tmp_path))
     CALLS.clear()
-    from_second = run_pipeline(fake_pipeline(tmp_path, params={"n": 5}), from_step="statistics_gen",
-                               to_step="statistics_gen")
-    assert states(from_second) == {"example_gen": "skipped", "statistics_gen": "cached",
-                                   "example_validator": "skipped"}
+    from_second = run_pipeline(
+        fake_pipeline(tmp_path, params={"n": 5}), from_step="statistics_gen", to_step="statistics_gen"
+    )
+    assert states(from_second) == {
+        "example_gen": "skipped",
+        "statistics_gen": "cached",
+        "example_validator": "skipped",
+    }
     assert CALLS == []
     only_first = run_pipeline(fake_pipeline(tmp_path / "fresh"), to_step="example_gen")
-    assert states(only_first) == {"example_gen": "ran", "statistics_gen": "skipped",
-                                  "example_validator": "skipped"}
+    assert states(only_first) == {
+        "example_gen": "ran",
+        "statistics_gen": "skipped",
+        "example_validator": "skipped",
+    }
 
 
 def test_from_without_upstream_outputs_is_a_usage_error(tmp_path):
@@ -197,10 +226,14 @@ def test_lineage_is_readable_with_the_ml_metadata_client(tmp_path):
     store = _client(tmp_path)
     [total] = store.get_artifacts_by_type("Total")
     assert total.state == metadata_store_pb2.Artifact.LIVE
-    [producer_event] = [e for e in store.get_events_by_artifact_ids([total.id])
-                        if e.type == metadata_store_pb2.Event.OUTPUT]
-    inputs = [e for e in store.get_events_by_execution_ids([producer_event.execution_id])
-              if e.type == metadata_store_pb2.Event.INPUT]
+    [producer_event] = [
+        e for e in store.get_events_by_artifact_ids([total.id]) if e.type == metadata_store_pb2.Event.OUTPUT
+    ]
+    inputs = [
+        e
+        for e in store.get_events_by_execution_ids([producer_event.execution_id])
+        if e.type == metadata_store_pb2.Event.INPUT
+    ]
     [numbers] = store.get_artifacts_by_id([inputs[0].artifact_id])
     assert numbers.uri.endswith(os.path.join("example_gen", "numbers", str(numbers.uri.split("/")[-1])))
     assert len(store.get_contexts_by_type("pipeline_run")) == 1
@@ -216,8 +249,9 @@ def test_second_run_waits_then_exits_4_while_the_lock_is_held(tmp_path):
     pipeline = fake_pipeline(tmp_path)
     os.makedirs(pipeline.root)
     ready = multiprocessing.Event()
-    holder = multiprocessing.Process(target=_hold_lock, args=(
-        os.path.join(pipeline.root, ".pipeline.lock"), 5, ready))
+    holder = multiprocessing.Process(
+        target=_hold_lock, args=(os.path.join(pipeline.root, ".pipeline.lock"), 5, ready)
+    )
     holder.start()
     try:
         assert ready.wait(10)
@@ -263,8 +297,10 @@ def test_a_shared_module_a_step_imports_is_part_of_that_steps_code_fingerprint(t
 
     project = tmp_path / "project"
     for package, files in {
-        "fake_steps": {"numbers.py": "def run():\n    from fake_shared import util\n    return util\n",
-                       "total.py": "TOTAL = 1\n"},
+        "fake_steps": {
+            "numbers.py": "def run():\n    from fake_shared import util\n    return util\n",
+            "total.py": "TOTAL = 1\n",
+        },
         "fake_shared": {"util.py": "FACTOR = 2\n"},
     }.items():
         (project / package).mkdir(parents=True)
@@ -274,15 +310,29 @@ def test_a_shared_module_a_step_imports_is_part_of_that_steps_code_fingerprint(t
     monkeypatch.syspath_prepend(str(project))
     shared_files = fingerprint.project_files(("fake_steps.numbers",))
     assert str((project / "fake_shared" / "util.py").resolve()) in shared_files
-    assert str((project / "fake_shared" / "util.py").resolve()) not in fingerprint.project_files(("fake_steps.total",))
+    assert str((project / "fake_shared" / "util.py").resolve()) not in fingerprint.project_files(
+        ("fake_steps.total",)
+    )
 
     def run_states():
         fingerprint.code_fingerprint.cache_clear()
         steps = (
-            StepSpec("example_gen", {}, {"numbers": "Numbers"}, make_numbers, {"n": 3},
-                     code_modules=("fake_steps.numbers",)),
-            StepSpec("statistics_gen", {"numbers": InputSpec(producer="example_gen.numbers")},
-                     {"total": "Total"}, sum_numbers, {}, code_modules=("fake_steps.total",)),
+            StepSpec(
+                "example_gen",
+                {},
+                {"numbers": "Numbers"},
+                make_numbers,
+                {"n": 3},
+                code_modules=("fake_steps.numbers",),
+            ),
+            StepSpec(
+                "statistics_gen",
+                {"numbers": InputSpec(producer="example_gen.numbers")},
+                {"total": "Total"},
+                sum_numbers,
+                {},
+                code_modules=("fake_steps.total",),
+            ),
         )
         result = run_pipeline(Pipeline(steps=steps, root=str(tmp_path / "root"), lock_timeout_s=1.0))
         assert result.exit_code == 0
@@ -302,15 +352,30 @@ def test_a_step_declares_its_summary_entry_and_the_runner_knows_no_step(tmp_path
     """The runner lifts what a step's `summary` returns to the top of the run summary; it has
     no entry of its own for any step name."""
     steps = (
-        StepSpec("example_gen", {}, {"numbers": "Numbers"}, make_numbers, {"n": 3},
-                 summary=lambda report: {"numbers_made": report.properties.get("count")}),
-        StepSpec("statistics_gen", {"numbers": InputSpec(producer="example_gen.numbers")},
-                 {"total": "Total"}, sum_numbers, {},
-                 summary=lambda report: {"total": {"state": report.state,
-                                                   "from": report.inputs["numbers"].type_name}}),
+        StepSpec(
+            "example_gen",
+            {},
+            {"numbers": "Numbers"},
+            make_numbers,
+            {"n": 3},
+            summary=lambda report: {"numbers_made": report.properties.get("count")},
+        ),
+        StepSpec(
+            "statistics_gen",
+            {"numbers": InputSpec(producer="example_gen.numbers")},
+            {"total": "Total"},
+            sum_numbers,
+            {},
+            summary=lambda report: {
+                "total": {"state": report.state, "from": report.inputs["numbers"].type_name}
+            },
+        ),
     )
-    result = run_pipeline(Pipeline(steps=steps, root=str(tmp_path / "root"), lock_timeout_s=1.0,
-                                   summary_fields={"where": "here"}))
+    result = run_pipeline(
+        Pipeline(
+            steps=steps, root=str(tmp_path / "root"), lock_timeout_s=1.0, summary_fields={"where": "here"}
+        )
+    )
     assert result.summary["numbers_made"] == 3 and result.summary["where"] == "here"
     assert result.summary["total"] == {"state": "ran", "from": "Numbers"}
     assert not {"evaluation", "push", "data"} & set(result.summary)
@@ -327,7 +392,11 @@ def test_declare_reads_a_declaration_module_and_checks_its_inputs():
     module.summary = lambda report, params: {"count": params["scale"]}
     spec = declare(module, {"numbers": InputSpec(producer="a.numbers")}, {"scale": 2})
     assert (spec.name, spec.executor, spec.code_modules, spec.cacheable) == (
-        "counter", "steps_pkg.counter.executor:run", ("steps_pkg.counter",), False)
+        "counter",
+        "steps_pkg.counter.executor:run",
+        ("steps_pkg.counter",),
+        False,
+    )
     assert spec.summary(None) == {"count": 2}
     with pytest.raises(ConfigError, match=r"step counter: inputs \['other'\] do not match"):
         declare(module, {"other": InputSpec(producer="a.numbers")}, {})

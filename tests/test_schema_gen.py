@@ -3,6 +3,7 @@
 import os
 
 import pytest
+from tiny_examples import compute_statistics, real_split, step_context, write_examples_artifact
 
 from components.schema_gen.executor import run
 from components.schema_gen.schema_diff import schema_differences
@@ -10,13 +11,14 @@ from pipeline.config import DEFAULT_SCHEMA_PATH, ValidationConfig
 from pipeline.core.digest import file_digest
 from pipeline.core.errors import ConfigError
 from pipeline.core.step import Artifact
-from tiny_examples import compute_statistics, real_split, step_context, write_examples_artifact
 
 
 @pytest.fixture(scope="module")
 def statistics(tmp_path_factory):
     root = tmp_path_factory.mktemp("schema_gen")
-    examples = write_examples_artifact(str(root / "examples"), {"train": real_split(120), "eval": real_split(60, 120)})
+    examples = write_examples_artifact(
+        str(root / "examples"), {"train": real_split(120), "eval": real_split(60, 120)}
+    )
     compute_statistics(examples, str(root / "statistics"))
     return Artifact(str(root / "statistics"), "ExampleStatistics")
 
@@ -24,10 +26,15 @@ def statistics(tmp_path_factory):
 def _run(tmp_path, statistics, **params):
     config = ValidationConfig(**params)
     path = config.schema_path
-    curated = Artifact(path, "CuratedSchema",
-                       {"content_digest": file_digest(path) if os.path.isfile(path) else ""})
-    ctx = step_context("schema_gen", {"statistics": statistics, "curated_schema": curated},
-                       {"schema": str(tmp_path / "schema")}, params=config)
+    curated = Artifact(
+        path, "CuratedSchema", {"content_digest": file_digest(path) if os.path.isfile(path) else ""}
+    )
+    ctx = step_context(
+        "schema_gen",
+        {"statistics": statistics, "curated_schema": curated},
+        {"schema": str(tmp_path / "schema")},
+        params=config,
+    )
     return run(ctx), tmp_path / "schema"
 
 
@@ -87,9 +94,10 @@ BAD_SCHEMAS = {
     "no_feature": ('default_environment: "TRAINING"', "declares no feature"),
     "duplicate": ('feature { name: "a" type: INT } feature { name: "a" type: INT }', "'a' is declared twice"),
     "untyped": ('feature { name: "a" }', "'a' has no type"),
-    "env_typo": ('default_environment: "TRAINING" '
-                 'feature { name: "label" type: INT not_in_environment: "SERVNG" }',
-                 "names environment 'SERVNG', which is not a default_environment"),
+    "env_typo": (
+        'default_environment: "TRAINING" feature { name: "label" type: INT not_in_environment: "SERVNG" }',
+        "names environment 'SERVNG', which is not a default_environment",
+    ),
 }
 
 
@@ -105,7 +113,9 @@ def test_bad_schema_file_is_a_config_error(tmp_path, statistics, case):
 
 def test_missing_schema_file_is_a_config_error(tmp_path, statistics):
     path = tmp_path / "missing.pbtxt"
-    with pytest.raises(ConfigError, match=f"schema file {path} \\(config key validation.schema_path\\): no such file"):
+    with pytest.raises(
+        ConfigError, match=f"schema file {path} \\(config key validation.schema_path\\): no such file"
+    ):
         _run(tmp_path, statistics, schema_path=str(path))
 
 

@@ -6,14 +6,19 @@ import os
 import numpy as np
 import pyarrow as pa
 import pytest
+from tiny_examples import SplitData, compute_statistics, real_split, step_context, write_examples_artifact
 
 from components.statistics_gen.executor import run
 from components.statistics_gen.histograms import ValueHistogramGenerator
-from pipeline.formats.examples import list_splits
-from pipeline.formats.statistics import HISTOGRAM_STAT, OUT_OF_RANGE_STAT, read_value_histogram, split_stats_path
 from pipeline.core.errors import InputDataError
 from pipeline.core.step import Artifact
-from tiny_examples import SplitData, compute_statistics, real_split, step_context, write_examples_artifact
+from pipeline.formats.examples import list_splits
+from pipeline.formats.statistics import (
+    HISTOGRAM_STAT,
+    OUT_OF_RANGE_STAT,
+    read_value_histogram,
+    split_stats_path,
+)
 
 SPLITS = {"train": (240, 0), "eval": (60, 240), "test": (60, 300)}
 
@@ -29,8 +34,9 @@ def stats_run(tmp_path_factory, split_data):
     root = tmp_path_factory.mktemp("statistics_gen")
     examples = write_examples_artifact(str(root / "examples"), split_data)
     counts = {name: count for name, (count, _) in SPLITS.items()}
-    outcome = compute_statistics(examples, str(root / "statistics"),
-                                 properties={"split_counts": counts, "spans": [3]})
+    outcome = compute_statistics(
+        examples, str(root / "statistics"), properties={"split_counts": counts, "spans": [3]}
+    )
     return outcome, str(root / "statistics")
 
 
@@ -76,7 +82,10 @@ def test_properties(stats_run):
     assert outcome.execution_properties["split_counts"] == counts
     assert outcome.execution_properties["pixel_out_of_range"] == {s: 0 for s in SPLITS}
     assert outcome.output_properties["statistics"] == {
-        "split_names": ["eval", "test", "train"], "split_counts": counts, "spans": [3]}
+        "split_names": ["eval", "test", "train"],
+        "split_counts": counts,
+        "spans": [3],
+    }
 
 
 def _batch(columns: dict) -> pa.RecordBatch:
@@ -85,10 +94,13 @@ def _batch(columns: dict) -> pa.RecordBatch:
 
 def test_value_histogram_generator_counts_and_out_of_range():
     gen = ValueHistogramGenerator("image", 4)
-    first = gen.add_input(gen.create_accumulator(), _batch(
-        {"image": pa.array([[0, 1, 1], None, [3, 4, -1]], type=pa.list_(pa.int64()))}))
-    second = gen.add_input(gen.create_accumulator(), _batch(
-        {"image": pa.array([[2, 300]], type=pa.list_(pa.int64()))}))
+    first = gen.add_input(
+        gen.create_accumulator(),
+        _batch({"image": pa.array([[0, 1, 1], None, [3, 4, -1]], type=pa.list_(pa.int64()))}),
+    )
+    second = gen.add_input(
+        gen.create_accumulator(), _batch({"image": pa.array([[2, 300]], type=pa.list_(pa.int64()))})
+    )
     merged = gen.merge_accumulators([first, second])
     dataset = gen.extract_output(merged)
     counts, out_of_range = read_value_histogram(dataset, "image")
@@ -96,13 +108,19 @@ def test_value_histogram_generator_counts_and_out_of_range():
     assert out_of_range == 3  # 4, -1 and 300
     stats = {s.name: s for s in dataset.features[0].custom_stats}
     assert [(b.low_value, b.high_value) for b in stats[HISTOGRAM_STAT].histogram.buckets] == [
-        (0, 1), (1, 2), (2, 3), (3, 4)]
+        (0, 1),
+        (1, 2),
+        (2, 3),
+        (3, 4),
+    ]
     assert stats[OUT_OF_RANGE_STAT].num == 3
 
 
 def test_value_histogram_generator_skips_absent_or_float_feature():
     gen = ValueHistogramGenerator("label", 10)
-    acc = gen.add_input(gen.create_accumulator(), _batch({"other": pa.array([[1]], type=pa.list_(pa.int64()))}))
+    acc = gen.add_input(
+        gen.create_accumulator(), _batch({"other": pa.array([[1]], type=pa.list_(pa.int64()))})
+    )
     acc = gen.add_input(acc, _batch({"label": pa.array([None, None], type=pa.null())}))
     acc = gen.add_input(acc, _batch({"label": pa.array([[1.5]], type=pa.list_(pa.float32()))}))
     dataset = gen.extract_output(acc)
@@ -125,7 +143,9 @@ def test_find_splits_rejects_bad_layouts(tmp_path):
 def test_recorded_split_counts_must_match(tmp_path):
     examples = write_examples_artifact(str(tmp_path / "ex"), {"train": real_split(60)})
     with pytest.raises(InputDataError, match="no Split-eval directory, but example_gen recorded 5"):
-        compute_statistics(examples, str(tmp_path / "s1"), properties={"split_counts": {"train": 60, "eval": 5}})
+        compute_statistics(
+            examples, str(tmp_path / "s1"), properties={"split_counts": {"train": 60, "eval": 5}}
+        )
     assert not os.listdir(tmp_path / "s1")  # refused before any work
     with pytest.raises(InputDataError, match="split train holds 60 examples, but example_gen recorded 61"):
         compute_statistics(examples, str(tmp_path / "s2"), properties={"split_counts": {"train": 61}})
@@ -147,26 +167,38 @@ def test_empty_split_has_zero_examples(tmp_path):
     examples = write_examples_artifact(str(tmp_path / "ex"), {"train": real_split(60), "eval": empty})
     outcome = compute_statistics(examples, str(tmp_path / "stats"))
     assert outcome.execution_properties["split_counts"] == {"eval": 0, "train": 60}
-    assert tfdv.load_stats_binary(split_stats_path(str(tmp_path / "stats"), "eval")).datasets[0].num_examples == 0
+    assert (
+        tfdv.load_stats_binary(split_stats_path(str(tmp_path / "stats"), "eval")).datasets[0].num_examples
+        == 0
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("beam_args", [
-    ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
-    ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"],
-], ids=["multi_processing", "portable_loopback"])
+@pytest.mark.parametrize(
+    "beam_args",
+    [
+        ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+        ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"],
+    ],
+    ids=["multi_processing", "portable_loopback"],
+)
 def test_other_runners_give_the_same_statistics(tmp_path, stats_run, split_data, beam_args):
     import tensorflow_data_validation as tfdv
 
     _, reference = stats_run
     examples = write_examples_artifact(str(tmp_path / "ex"), split_data)
-    ctx = step_context("statistics_gen", {"examples": Artifact(examples, "Examples")},
-                       {"statistics": str(tmp_path / "stats")}, beam_args=beam_args)
+    ctx = step_context(
+        "statistics_gen",
+        {"examples": Artifact(examples, "Examples")},
+        {"statistics": str(tmp_path / "stats")},
+        beam_args=beam_args,
+    )
     outcome = run(ctx)
     assert outcome.execution_properties["split_counts"] == {s: c for s, (c, _) in SPLITS.items()}
     for split in SPLITS:
         mine = tfdv.load_stats_binary(split_stats_path(str(tmp_path / "stats"), split)).datasets[0]
         ref = tfdv.load_stats_binary(split_stats_path(reference, split)).datasets[0]
         for feature in ("label", "image"):
-            np.testing.assert_array_equal(read_value_histogram(mine, feature)[0],
-                                          read_value_histogram(ref, feature)[0])
+            np.testing.assert_array_equal(
+                read_value_histogram(mine, feature)[0], read_value_histogram(ref, feature)[0]
+            )

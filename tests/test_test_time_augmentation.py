@@ -7,15 +7,24 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_examples import real_split
 
 from components.trainer import augmentation, model
 from components.trainer import test_time_augmentation as tta
 from components.trainer.keras_model_fn import keras_model_fn
 from pipeline.core.errors import ConfigError
-from tiny_examples import real_split
 
-SMALL = dict(conv1_filters=4, conv2_filters=8, kernel_size=5, dense_units=16, dropout_rate=0.4,
-             learning_rate=1e-3, optimizer="adam", augment_max_shift=2.0, augment_max_rotation=10.0)
+SMALL = dict(
+    conv1_filters=4,
+    conv2_filters=8,
+    kernel_size=5,
+    dense_units=16,
+    dropout_rate=0.4,
+    learning_rate=1e-3,
+    optimizer="adam",
+    augment_max_shift=2.0,
+    augment_max_rotation=10.0,
+)
 
 
 def _digits(n=8):
@@ -28,8 +37,12 @@ def _moved(images, shift_x, shift_y, degrees):
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         square = tf.reshape(tf.constant(images), [-1, 28, 28, 1])
         n = images.shape[0]
-        moved = augmentation.transform_images(square, tf.fill([n], degrees * math.pi / 180.0),
-                                              tf.fill([n], float(shift_x)), tf.fill([n], float(shift_y)))
+        moved = augmentation.transform_images(
+            square,
+            tf.fill([n], degrees * math.pi / 180.0),
+            tf.fill([n], float(shift_x)),
+            tf.fill([n], float(shift_y)),
+        )
         return session.run(tf.reshape(moved, [-1, 784]))
 
 
@@ -38,6 +51,7 @@ def _input_fn(images, labels=None):
         features = {model.IMAGE_KEY: images}
         data = (features, labels) if labels is not None else features
         return tf.data.Dataset.from_tensor_slices(data).batch(4)
+
     return input_fn
 
 
@@ -67,16 +81,28 @@ def test_the_served_probabilities_are_the_mean_over_the_moved_copies(tmp_path, b
     if build == "classic":
         model_fn = model.model_fn
     else:
-        model_fn = keras_model_fn(lambda params: tf.keras.Sequential([
-            tf.keras.layers.Flatten(), tf.keras.layers.Dense(32, activation="relu"), tf.keras.layers.Dense(10)]),
-            "inline_module")
+        model_fn = keras_model_fn(
+            lambda params: tf.keras.Sequential(
+                [
+                    tf.keras.layers.Flatten(),
+                    tf.keras.layers.Dense(32, activation="relu"),
+                    tf.keras.layers.Dense(10),
+                ]
+            ),
+            "inline_module",
+        )
     params = dict(SMALL, hparams={})
-    trained = tf.estimator.Estimator(model_fn, model_dir=str(tmp_path), params=params,
-                                     config=tf.estimator.RunConfig(tf_random_seed=1))
-    trained.train(lambda: tf.data.Dataset.from_tensor_slices(({model.IMAGE_KEY: images}, labels)).repeat().batch(8),
-                  max_steps=30)
+    trained = tf.estimator.Estimator(
+        model_fn, model_dir=str(tmp_path), params=params, config=tf.estimator.RunConfig(tf_random_seed=1)
+    )
+    trained.train(
+        lambda: tf.data.Dataset.from_tensor_slices(({model.IMAGE_KEY: images}, labels)).repeat().batch(8),
+        max_steps=30,
+    )
     plain = tf.estimator.Estimator(model_fn, model_dir=str(tmp_path), params=params)
-    served = tf.estimator.Estimator(model_fn, model_dir=str(tmp_path), params=dict(params, test_time_augmentation="shifts_rotations"))
+    served = tf.estimator.Estimator(
+        model_fn, model_dir=str(tmp_path), params=dict(params, test_time_augmentation="shifts_rotations")
+    )
 
     copies = [images] + [_moved(images, *move) for move in tta.VIEW_SETS["shifts_rotations"]]
     expected = np.mean([_probabilities(plain, copy) for copy in copies], axis=0)
@@ -92,5 +118,9 @@ def test_the_served_probabilities_are_the_mean_over_the_moved_copies(tmp_path, b
 @pytest.mark.parametrize("value", ["shift", "", 5, None])
 def test_a_bad_setting_is_refused_naming_the_key(value):
     with tf.Graph().as_default(), pytest.raises(ConfigError, match="trainer.test_time_augmentation"):
-        model.model_fn({model.IMAGE_KEY: tf.zeros([1, 784])}, None, tf.estimator.ModeKeys.PREDICT,
-                       dict(SMALL, test_time_augmentation=value))
+        model.model_fn(
+            {model.IMAGE_KEY: tf.zeros([1, 784])},
+            None,
+            tf.estimator.ModeKeys.PREDICT,
+            dict(SMALL, test_time_augmentation=value),
+        )

@@ -9,9 +9,9 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from mnist_slices import TRAIN_IMAGES, TRAIN_LABELS, read_real
 from model_fixtures import serialize_examples, tamper_with_variables
+
 from components.trainer import executor, precision
 from pipeline.config import TrainerConfig
 from pipeline.core.digest import directory_digest
@@ -42,8 +42,7 @@ def write_split(uri, split, records):
 
 
 def real_records(count, offset):
-    return serialize_examples(read_real(TRAIN_IMAGES, count, offset),
-                              read_real(TRAIN_LABELS, count, offset))
+    return serialize_examples(read_real(TRAIN_IMAGES, count, offset), read_real(TRAIN_LABELS, count, offset))
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +51,9 @@ def examples(tmp_path_factory):
     uri = str(tmp_path_factory.mktemp("examples"))
     write_split(uri, "train", real_records(N_TRAIN, 0))
     write_split(uri, "eval", real_records(N_EVAL, N_TRAIN))
-    return Artifact(uri=uri, type_name="Examples",
-                    properties={"split_counts": {"train": N_TRAIN, "eval": N_EVAL}}, id=1)
+    return Artifact(
+        uri=uri, type_name="Examples", properties={"split_counts": {"train": N_TRAIN, "eval": N_EVAL}}, id=1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +71,16 @@ def make_ctx(tmp_path, examples, schema, base_model=None, **overrides):
     inputs = {"examples": examples, "schema": schema}
     if base_model is not None:
         inputs["base_model"] = base_model
-    return StepContext(step_name="trainer", run_id="test", pipeline_root=str(tmp_path),
-                       inputs=inputs, outputs=outputs,
-                       params=dataclasses.replace(TrainerConfig(), **{**SMALL, **overrides}),
-                       beam_args=(), log=logging.getLogger("test.trainer"))
+    return StepContext(
+        step_name="trainer",
+        run_id="test",
+        pipeline_root=str(tmp_path),
+        inputs=inputs,
+        outputs=outputs,
+        params=dataclasses.replace(TrainerConfig(), **{**SMALL, **overrides}),
+        beam_args=(),
+        log=logging.getLogger("test.trainer"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +89,26 @@ def trained(tmp_path_factory, examples, schema):
     test-time augmentation, so the export scores exactly what the evaluations scored (the views
     are tested in tests/test_test_time_augmentation.py)."""
     tmp = tmp_path_factory.mktemp("trained")
-    ctx = make_ctx(tmp, examples, schema, train_steps=300, eval_every_steps=100,
-                   early_stopping_evals=0, test_time_augmentation="none")
+    ctx = make_ctx(
+        tmp,
+        examples,
+        schema,
+        train_steps=300,
+        eval_every_steps=100,
+        early_stopping_evals=0,
+        test_time_augmentation="none",
+    )
     outcome = executor.run(ctx)
     return ctx, outcome
 
 
 def model_artifact(ctx, outcome, model_id=5):
-    return Artifact(uri=ctx.outputs["model"], type_name="Model",
-                    properties=dict(outcome.output_properties["model"]), id=model_id)
+    return Artifact(
+        uri=ctx.outputs["model"],
+        type_name="Model",
+        properties=dict(outcome.output_properties["model"]),
+        id=model_id,
+    )
 
 
 def eval_records():
@@ -151,9 +168,13 @@ def test_export_layout_and_digest(trained):
     from pipeline.core.digest import file_digest
 
     # The model records the module that built it (the default: the classic CNN).
-    assert outcome.output_properties == {"model": {
-        "digest": digest, "module_file": str(DEFAULT_MODULE_FILE),
-        "module_digest": file_digest(str(DEFAULT_MODULE_FILE))}}
+    assert outcome.output_properties == {
+        "model": {
+            "digest": digest,
+            "module_file": str(DEFAULT_MODULE_FILE),
+            "module_digest": file_digest(str(DEFAULT_MODULE_FILE)),
+        }
+    }
     with open(os.path.join(model_uri, "model_digest.json")) as f:
         assert json.load(f) == {"digest": digest, "algorithm": "sha256-tree"}
 
@@ -183,7 +204,8 @@ def test_exported_model_is_the_best_evaluation_and_serves_both_signatures(traine
     np.testing.assert_allclose(answer["probabilities"].numpy().sum(axis=1), 1.0, atol=1e-5)
     # The exported weights are those of the best evaluation, on this very eval split.
     assert np.mean(class_ids == labels) == pytest.approx(
-        outcome.execution_properties["best_eval_accuracy"], abs=1e-6)
+        outcome.execution_properties["best_eval_accuracy"], abs=1e-6
+    )
     images = read_real(TRAIN_IMAGES, N_EVAL, N_TRAIN).reshape(N_EVAL, 784).astype(np.float32)
     by_pixels = by_images(images=tf.constant(images))["class_ids"].numpy()
     np.testing.assert_array_equal(by_pixels, class_ids)
@@ -197,8 +219,7 @@ def poison_logits_bias(model_uri):
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         variables = [tf.compat.v1.Variable(value, name=name) for name, value in values.items()]
         session.run(tf.compat.v1.global_variables_initializer())
-        tf.compat.v1.train.Saver(variables).save(session, prefix, write_meta_graph=False,
-                                                 write_state=False)
+        tf.compat.v1.train.Saver(variables).save(session, prefix, write_meta_graph=False, write_state=False)
     return directory_digest(os.path.join(model_uri, "Format-Serving"))
 
 
@@ -208,8 +229,9 @@ def test_nan_loss_raises_training_error_and_exports_nothing(tmp_path, trained, e
     shutil.copytree(ctx.outputs["model"], base_uri)
     digest = poison_logits_bias(base_uri)
     base = Artifact(uri=base_uri, type_name="Model", properties={"digest": digest}, id=9)
-    nan_ctx = make_ctx(tmp_path, examples, schema, base_model=base, warm_start=True,
-                       train_steps=50, eval_every_steps=25)
+    nan_ctx = make_ctx(
+        tmp_path, examples, schema, base_model=base, warm_start=True, train_steps=50, eval_every_steps=25
+    )
     with pytest.raises(TrainingError, match=r"^NaN loss at step 1 of training"):
         executor.run(nan_ctx)
     assert os.listdir(nan_ctx.outputs["model"]) == []
@@ -219,12 +241,21 @@ def test_warm_start_loads_the_base_weights(tmp_path, trained, examples, schema):
     ctx, outcome = trained
     base = model_artifact(ctx, outcome)
     # Frozen weights: the eval accuracy is the base model's, not a fresh network's.
-    warm_ctx = make_ctx(tmp_path, examples, schema, base_model=base, warm_start=True,
-                        train_steps=5, eval_every_steps=5, **FROZEN)
+    warm_ctx = make_ctx(
+        tmp_path,
+        examples,
+        schema,
+        base_model=base,
+        warm_start=True,
+        train_steps=5,
+        eval_every_steps=5,
+        **FROZEN,
+    )
     warm = executor.run(warm_ctx).execution_properties
     assert warm["warm_started"] is True
     assert warm["best_eval_accuracy"] == pytest.approx(
-        outcome.execution_properties["best_eval_accuracy"], abs=1e-6)
+        outcome.execution_properties["best_eval_accuracy"], abs=1e-6
+    )
 
 
 def test_warm_start_refuses_a_tampered_base_model(tmp_path, trained, examples, schema):
@@ -232,8 +263,9 @@ def test_warm_start_refuses_a_tampered_base_model(tmp_path, trained, examples, s
     base_uri = str(tmp_path / "base")
     shutil.copytree(ctx.outputs["model"], base_uri)
     tamper_with_variables(base_uri)
-    base = Artifact(uri=base_uri, type_name="Model",
-                    properties=dict(outcome.output_properties["model"]), id=5)
+    base = Artifact(
+        uri=base_uri, type_name="Model", properties=dict(outcome.output_properties["model"]), id=5
+    )
     bad_ctx = make_ctx(tmp_path, examples, schema, base_model=base, warm_start=True)
     with pytest.raises(ModelIntegrityError, match="does not match the recorded"):
         executor.run(bad_ctx)
@@ -249,17 +281,28 @@ def test_warm_start_refuses_a_base_model_without_digest(tmp_path, trained, examp
 
 def test_warm_start_refuses_another_architecture(tmp_path, trained, examples, schema):
     ctx, outcome = trained
-    wider = make_ctx(tmp_path, examples, schema, base_model=model_artifact(ctx, outcome),
-                     warm_start=True, dense_units=128)
-    with pytest.raises(ConfigError, match=r"trainer.warm_start: .* dense/bias of shape \[64\], this config needs \[128\]"):
+    wider = make_ctx(
+        tmp_path, examples, schema, base_model=model_artifact(ctx, outcome), warm_start=True, dense_units=128
+    )
+    with pytest.raises(
+        ConfigError, match=r"trainer.warm_start: .* dense/bias of shape \[64\], this config needs \[128\]"
+    ):
         executor.run(wider)
 
 
 def test_early_stopping_when_accuracy_cannot_improve(tmp_path, examples, schema):
     # Frozen weights keep eval accuracy constant: after 2 evaluations without an increase
     # training stops, far before the 1000-step budget.
-    ctx = make_ctx(tmp_path, examples, schema, train_steps=1000, eval_every_steps=10,
-                   early_stopping_evals=2, best_checkpoint_tolerance=0.0, **FROZEN)
+    ctx = make_ctx(
+        tmp_path,
+        examples,
+        schema,
+        train_steps=1000,
+        eval_every_steps=10,
+        early_stopping_evals=2,
+        best_checkpoint_tolerance=0.0,
+        **FROZEN,
+    )
     props = executor.run(ctx).execution_properties
     assert props["stopped_early"] is True
     assert 30 <= props["steps_trained"] < 50
@@ -270,8 +313,16 @@ def test_early_stopping_when_accuracy_cannot_improve(tmp_path, examples, schema)
 def test_a_tolerance_exports_the_latest_of_equal_evaluations(tmp_path, examples, schema):
     # Frozen weights score the same at every evaluation: any tolerance picks the last one,
     # and the published model is that checkpoint's export.
-    ctx = make_ctx(tmp_path, examples, schema, train_steps=30, eval_every_steps=10,
-                   early_stopping_evals=0, best_checkpoint_tolerance=0.001, **FROZEN)
+    ctx = make_ctx(
+        tmp_path,
+        examples,
+        schema,
+        train_steps=30,
+        eval_every_steps=10,
+        early_stopping_evals=0,
+        best_checkpoint_tolerance=0.001,
+        **FROZEN,
+    )
     outcome = executor.run(ctx)
     props = outcome.execution_properties
     assert props["steps_trained"] == 30
@@ -310,22 +361,36 @@ def test_schema_without_the_trainers_features_is_an_input_error(tmp_path, exampl
 
 def test_records_of_the_wrong_shape_are_an_input_error(tmp_path, schema):
     uri = str(tmp_path / "examples")
-    short = tf.train.Example(features=tf.train.Features(feature={
-        "image": tf.train.Feature(int64_list=tf.train.Int64List(value=[0] * 100)),
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[3])),
-    })).SerializeToString()
+    short = tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "image": tf.train.Feature(int64_list=tf.train.Int64List(value=[0] * 100)),
+                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[3])),
+            }
+        )
+    ).SerializeToString()
     write_split(uri, "train", real_records(20, 0) + [short])
     write_split(uri, "eval", real_records(20, 20))
-    ctx = make_ctx(tmp_path, Artifact(uri=uri, type_name="Examples"), schema,
-                   batch_size=21, train_steps=3, eval_every_steps=3)
-    with pytest.raises(InputDataError, match=r"examples .*records do not fit the trainer's features"
-                                             r".*Key: image, Index: \d+\.  Number of int64 values"):
+    ctx = make_ctx(
+        tmp_path,
+        Artifact(uri=uri, type_name="Examples"),
+        schema,
+        batch_size=21,
+        train_steps=3,
+        eval_every_steps=3,
+    )
+    with pytest.raises(
+        InputDataError,
+        match=r"examples .*records do not fit the trainer's features"
+        r".*Key: image, Index: \d+\.  Number of int64 values",
+    ):
         executor.run(ctx)
     assert os.listdir(ctx.outputs["model"]) == []
 
 
-@pytest.mark.parametrize("key, value", [("dense_units", 0), ("kernel_size", 0),
-                                        ("keep_checkpoints", 0), ("eval_examples", 0)])
+@pytest.mark.parametrize(
+    "key, value", [("dense_units", 0), ("kernel_size", 0), ("keep_checkpoints", 0), ("eval_examples", 0)]
+)
 def test_config_rejects_unusable_trainer_sizes(key, value):
     from pipeline.config import load_config
 
@@ -334,11 +399,14 @@ def test_config_rejects_unusable_trainer_sizes(key, value):
 
 
 def test_a_tensorflow_error_is_told_by_its_reason_not_its_traceback_header():
-    message = ("Graph execution error:\n\nDetected at node 'conv1/Relu' defined at (most recent "
-               "call last):\n  File \"run.py\", line 1, in <module>\n    main()\nNode: 'conv1/Relu'\n"
-               "Value for attr 'T' of bfloat16 is not in the list of allowed values: half, float\n"
-               "\t [[{{node conv1/Relu}}]]")
+    message = (
+        "Graph execution error:\n\nDetected at node 'conv1/Relu' defined at (most recent "
+        "call last):\n  File \"run.py\", line 1, in <module>\n    main()\nNode: 'conv1/Relu'\n"
+        "Value for attr 'T' of bfloat16 is not in the list of allowed values: half, float\n"
+        "\t [[{{node conv1/Relu}}]]"
+    )
     error = tf.errors.InvalidArgumentError(None, None, message)
-    assert executor._first_line(error) == ("Value for attr 'T' of bfloat16 is not in the list of "
-                                           "allowed values: half, float")
+    assert executor._first_line(error) == (
+        "Value for attr 'T' of bfloat16 is not in the list of allowed values: half, float"
+    )
     assert executor._first_line(ValueError("")) == "ValueError"

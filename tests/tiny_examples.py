@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
 
 import numpy as np
-
 from mnist_slices import TRAIN_IMAGES, TRAIN_LABELS, read_real
 
 INK_EDGES = (0.10, 0.14, 0.18, 0.22)
@@ -25,12 +23,12 @@ class SplitData:
     drop: feature name -> indices of examples written without that feature.
     """
 
-    images: List[np.ndarray]
+    images: list[np.ndarray]
     labels: np.ndarray
-    drop: Dict[str, List[int]] = field(default_factory=dict)
+    drop: dict[str, list[int]] = field(default_factory=dict)
 
 
-def real_split(count: int, offset: int = 0, digits: Optional[tuple] = None) -> SplitData:
+def real_split(count: int, offset: int = 0, digits: tuple | None = None) -> SplitData:
     """`count` real training digits from `offset`; only those in `digits` when given."""
     if digits is None:
         images = read_real(TRAIN_IMAGES, count, offset).reshape(count, 784).astype(np.int64)
@@ -55,14 +53,15 @@ def _example(image: np.ndarray, label: int, dropped: set):
         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
         "ink_density": tf.train.Feature(float_list=tf.train.FloatList(value=[density])),
         "ink_density_bucket": tf.train.Feature(
-            int64_list=tf.train.Int64List(value=[int(np.digitize(density, INK_EDGES))])),
+            int64_list=tf.train.Int64List(value=[int(np.digitize(density, INK_EDGES))])
+        ),
     }
     for name in dropped:
         feats.pop(name)
     return tf.train.Example(features=tf.train.Features(feature=feats))
 
 
-def write_examples_artifact(dest: str, splits: Dict[str, SplitData]) -> str:
+def write_examples_artifact(dest: str, splits: dict[str, SplitData]) -> str:
     """Writes an Examples artifact with the given splits under `dest`; returns `dest`."""
     import tensorflow as tf
 
@@ -94,19 +93,31 @@ def step_context(name: str, inputs: dict, outputs: dict, params=None, beam_args=
 
     for path in outputs.values():
         os.makedirs(path)
-    return StepContext(step_name=name, run_id="test", pipeline_root=os.path.dirname(next(iter(outputs.values()))),
-                       inputs=inputs, outputs=outputs, params=params, beam_args=list(beam_args),
-                       log=logging.getLogger(f"test.{name}"))
+    return StepContext(
+        step_name=name,
+        run_id="test",
+        pipeline_root=os.path.dirname(next(iter(outputs.values()))),
+        inputs=inputs,
+        outputs=outputs,
+        params=params,
+        beam_args=list(beam_args),
+        log=logging.getLogger(f"test.{name}"),
+    )
 
 
-def compute_statistics(examples_uri: str, out_dir: str, properties: Optional[dict] = None,
-                       beam_args=TEST_BEAM_ARGS):
+def compute_statistics(
+    examples_uri: str, out_dir: str, properties: dict | None = None, beam_args=TEST_BEAM_ARGS
+):
     """Runs the statistics_gen executor over `examples_uri` into `out_dir`; returns its outcome."""
     from components.statistics_gen import executor
     from pipeline.core.step import Artifact
 
-    ctx = step_context("statistics_gen", {"examples": Artifact(examples_uri, "Examples", properties or {})},
-                       {"statistics": out_dir}, beam_args=beam_args)
+    ctx = step_context(
+        "statistics_gen",
+        {"examples": Artifact(examples_uri, "Examples", properties or {})},
+        {"statistics": out_dir},
+        beam_args=beam_args,
+    )
     return executor.run(ctx)
 
 

@@ -21,7 +21,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -79,7 +79,9 @@ def _read_batches(path: str, batch_size: int):
 
     batch, start = [], 0
     try:
-        for record in tf.compat.v1.io.tf_record_iterator(path, tf.io.TFRecordOptions(compression_type="GZIP")):
+        for record in tf.compat.v1.io.tf_record_iterator(
+            path, tf.io.TFRecordOptions(compression_type="GZIP")
+        ):
             batch.append(record)
             if len(batch) == batch_size:
                 yield SerializedBatch(batch, [(path, start + i) for i in range(len(batch))])
@@ -92,13 +94,17 @@ def _read_batches(path: str, batch_size: int):
 
 def _rebatch(kept: list, size: int) -> list:
     """(fingerprint, record, location) triples -> SerializedBatch of up to `size`."""
-    return [SerializedBatch([record for _, record, _ in kept[at:at + size]],
-                            [location for _, _, location in kept[at:at + size]])
-            for at in range(0, len(kept), size)]
+    return [
+        SerializedBatch(
+            [record for _, record, _ in kept[at : at + size]],
+            [location for _, _, location in kept[at : at + size]],
+        )
+        for at in range(0, len(kept), size)
+    ]
 
 
 @beam.ptransform_fn
-def ReadExamples(pipeline, file_pattern: str, max_examples: Optional[int]):  # pylint: disable=invalid-name
+def ReadExamples(pipeline, file_pattern: str, max_examples: int | None):  # pylint: disable=invalid-name
     """Reads serialized tf.Examples from gzip TFRecords as SerializedBatch of up to
     INFERENCE_BATCH_SIZE; keeps at most `max_examples`.
 
@@ -118,18 +124,23 @@ def ReadExamples(pipeline, file_pattern: str, max_examples: Optional[int]):  # p
         def inc(batch):
             counter.inc(len(batch.records))
             return batch
+
         return inc
 
-    batches = (pipeline
-               | "Files" >> beam.Create(files)  # which reshuffles them: files spread over workers
-               | "ReadTFRecords" >> beam.FlatMap(_read_batches, INFERENCE_BATCH_SIZE)
-               | "CountRead" >> beam.Map(count(read_counter)))
+    batches = (
+        pipeline
+        | "Files" >> beam.Create(files)  # which reshuffles them: files spread over workers
+        | "ReadTFRecords" >> beam.FlatMap(_read_batches, INFERENCE_BATCH_SIZE)
+        | "CountRead" >> beam.Map(count(read_counter))
+    )
     if max_examples is not None:
-        batches = (batches
-                   | "Records" >> beam.FlatMap(lambda batch: zip(batch.records, batch.locations))
-                   | "Fingerprint" >> beam.MapTuple(_fingerprint)
-                   | "KeepSmallestFingerprints" >> beam.combiners.Top.Smallest(max_examples)
-                   | "Rebatch" >> beam.FlatMap(_rebatch, INFERENCE_BATCH_SIZE))
+        batches = (
+            batches
+            | "Records" >> beam.FlatMap(lambda batch: zip(batch.records, batch.locations))
+            | "Fingerprint" >> beam.MapTuple(_fingerprint)
+            | "KeepSmallestFingerprints" >> beam.combiners.Top.Smallest(max_examples)
+            | "Rebatch" >> beam.FlatMap(_rebatch, INFERENCE_BATCH_SIZE)
+        )
     return batches | "CountSelected" >> beam.Map(count(selected_counter))
 
 
@@ -153,9 +164,12 @@ class DecodeForEvaluation(beam.DoFn):
         import tensorflow as tf
         from tfx_bsl.tfxio import record_based_tfxio
 
-        spec = {evaluation_format.LABEL: tf.io.FixedLenFeature([], tf.int64),
-                evaluation_format.INK_DENSITY_BUCKET: tf.io.FixedLenFeature(
-                    [], tf.int64, default_value=evaluation_format.NO_BUCKET)}
+        spec = {
+            evaluation_format.LABEL: tf.io.FixedLenFeature([], tf.int64),
+            evaluation_format.INK_DENSITY_BUCKET: tf.io.FixedLenFeature(
+                [], tf.int64, default_value=evaluation_format.NO_BUCKET
+            ),
+        }
         records = batch.records
         try:
             parsed = tf.io.parse_example(tf.constant(records), spec)
@@ -163,8 +177,9 @@ class DecodeForEvaluation(beam.DoFn):
             raise _first_bad_example(batch, spec, e.message) from e
         offsets = pa.array(np.arange(len(records) + 1, dtype=np.int64))
         columns = [pa.LargeListArray.from_arrays(offsets, pa.array(parsed[name].numpy())) for name in spec]
-        yield record_based_tfxio.AppendRawRecordColumn(pa.RecordBatch.from_arrays(columns, list(spec)),
-                                                       self._raw_record_column, records)
+        yield record_based_tfxio.AppendRawRecordColumn(
+            pa.RecordBatch.from_arrays(columns, list(spec)), self._raw_record_column, records
+        )
 
 
 def _first_bad_example(batch: SerializedBatch, spec: dict, batch_error: str) -> InputDataError:
@@ -177,11 +192,15 @@ def _first_bad_example(batch: SerializedBatch, spec: dict, batch_error: str) -> 
         try:
             tf.io.parse_single_example(record, spec)
         except tf.errors.InvalidArgumentError as e:
-            return InputDataError(f"{path}: record {index}: a test example with no {evaluation_format.LABEL}, "
-                                  f"or a {' or '.join(spec)} that is not one int64 ({_tensorflow_reason(e.message)})")
+            return InputDataError(
+                f"{path}: record {index}: a test example with no {evaluation_format.LABEL}, "
+                f"or a {' or '.join(spec)} that is not one int64 ({_tensorflow_reason(e.message)})"
+            )
     files = sorted({path for path, _ in batch.locations})
-    return InputDataError(f"{', '.join(files)}: {len(batch.records)} test records that parse one by one but not "
-                          f"together ({_tensorflow_reason(batch_error)})")
+    return InputDataError(
+        f"{', '.join(files)}: {len(batch.records)} test records that parse one by one but not "
+        f"together ({_tensorflow_reason(batch_error)})"
+    )
 
 
 def _tensorflow_reason(message: str) -> str:
@@ -214,9 +233,14 @@ def _probabilities(predictions, model: str, model_names, prediction_key: str) ->
     return np.asarray(value, dtype=np.float64)
 
 
-def batch_outcomes(extracts: dict, candidate: str, baseline: Optional[str],
-                   prediction_key: str, image_key: str = examples_format.IMAGE_KEY,
-                   keep: int = evaluation_format.MAX_MISTAKES) -> dict:
+def batch_outcomes(
+    extracts: dict,
+    candidate: str,
+    baseline: str | None,
+    prediction_key: str,
+    image_key: str = examples_format.IMAGE_KEY,
+    keep: int = evaluation_format.MAX_MISTAKES,
+) -> dict:
     """One batch of TFMA extracts (after its PredictionsExtractor: `labels` as the LabelsExtractor
     took them from the label key, `features` the ROW_FEATURES as DecodeForEvaluation gave them
     (one int64 per example), `input` the serialized examples,
@@ -232,12 +256,15 @@ def batch_outcomes(extracts: dict, candidate: str, baseline: Optional[str],
     models = [candidate] + ([baseline] if baseline else [])
     records = list(extracts["input"])
     n = len(records)
-    labels = np.asarray(_per_model(extracts["labels"], candidate, models)).reshape(n, -1)[:, 0].astype(np.int64)
+    labels = (
+        np.asarray(_per_model(extracts["labels"], candidate, models)).reshape(n, -1)[:, 0].astype(np.int64)
+    )
     partial = {
         "fingerprint": [hashlib.sha256(r).digest() for r in records],
         evaluation_format.LABEL: labels,
         evaluation_format.INK_DENSITY_BUCKET: np.asarray(
-            extracts["features"][evaluation_format.INK_DENSITY_BUCKET], dtype=np.int64).reshape(n),
+            extracts["features"][evaluation_format.INK_DENSITY_BUCKET], dtype=np.int64
+        ).reshape(n),
     }
     probabilities = _probabilities(extracts["predictions"], candidate, models, prediction_key).reshape(n, -1)
     predicted = probabilities.argmax(axis=1)
@@ -248,10 +275,20 @@ def batch_outcomes(extracts: dict, candidate: str, baseline: Optional[str],
     # Shown probabilities are clipped to [0, 1] (float32 softmax may overshoot by an ulp; a
     # non-finite one shows as 0 and the gate fails the model on its NaN metrics anyway).
     shown = np.clip(np.nan_to_num(probabilities, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
-    mistakes = sorted(({"fingerprint": partial["fingerprint"][i], "index": i, "label": int(labels[i]),
-                        "predicted": int(predicted[i]), "confidence": float(shown[i, predicted[i]]),
-                        "label_probability": float(shown[i, labels[i]])}
-                       for i in np.flatnonzero(predicted != labels)), key=_mistake_key)[:keep]
+    mistakes = sorted(
+        (
+            {
+                "fingerprint": partial["fingerprint"][i],
+                "index": i,
+                "label": int(labels[i]),
+                "predicted": int(predicted[i]),
+                "confidence": float(shown[i, predicted[i]]),
+                "label_probability": float(shown[i, labels[i]]),
+            }
+            for i in np.flatnonzero(predicted != labels)
+        ),
+        key=_mistake_key,
+    )[:keep]
     for item in mistakes:
         item["pixels"] = _pixels(records[item.pop("index")], image_key)
     partial["mistakes"] = mistakes
@@ -265,9 +302,15 @@ def _pixels(record: bytes, image_key: str) -> list:
 
     feature = tf.train.Example.FromString(record).features.feature
     if image_key not in feature:
-        raise PipelineError(f"a test example has no {image_key!r} feature: the examples lack the digits' pixels")
+        raise PipelineError(
+            f"a test example has no {image_key!r} feature: the examples lack the digits' pixels"
+        )
     values = feature[image_key].int64_list.value or feature[image_key].float_list.value
-    return np.clip(np.rint(np.asarray(values, dtype=np.float64)), 0, examples_format.MAX_PIXEL).astype(np.int64).tolist()
+    return (
+        np.clip(np.rint(np.asarray(values, dtype=np.float64)), 0, examples_format.MAX_PIXEL)
+        .astype(np.int64)
+        .tolist()
+    )
 
 
 def _mistake_key(item: dict) -> tuple:
@@ -289,8 +332,9 @@ class PerExampleCombineFn(beam.CombineFn):
     def add_input(self, accumulator, partial):
         rows = {k: v for k, v in partial.items() if k != "mistakes"}
         accumulator["partials"].append(rows)
-        accumulator["mistakes"] = sorted(accumulator["mistakes"] + list(partial["mistakes"]),
-                                         key=_mistake_key)[:self._keep]
+        accumulator["mistakes"] = sorted(
+            accumulator["mistakes"] + list(partial["mistakes"]), key=_mistake_key
+        )[: self._keep]
         return accumulator
 
     def merge_accumulators(self, accumulators):
@@ -298,7 +342,7 @@ class PerExampleCombineFn(beam.CombineFn):
         for accumulator in accumulators:
             merged["partials"].extend(accumulator["partials"])
             merged["mistakes"].extend(accumulator["mistakes"])
-        merged["mistakes"] = sorted(merged["mistakes"], key=_mistake_key)[:self._keep]
+        merged["mistakes"] = sorted(merged["mistakes"], key=_mistake_key)[: self._keep]
         return merged
 
     def compact(self, accumulator):
@@ -315,12 +359,21 @@ class PerExampleCombineFn(beam.CombineFn):
 
 def _concatenate(partials: list) -> dict:
     if not partials:
-        return {"fingerprint": [], evaluation_format.LABEL: np.zeros(0, np.int64),
-                evaluation_format.INK_DENSITY_BUCKET: np.zeros(0, np.int64),
-                evaluation_format.CANDIDATE_CORRECT: np.zeros(0, bool)}
+        return {
+            "fingerprint": [],
+            evaluation_format.LABEL: np.zeros(0, np.int64),
+            evaluation_format.INK_DENSITY_BUCKET: np.zeros(0, np.int64),
+            evaluation_format.CANDIDATE_CORRECT: np.zeros(0, bool),
+        }
     keys = partials[0].keys()
-    return {k: ([f for p in partials for f in p[k]] if k == "fingerprint"
-                else np.concatenate([np.asarray(p[k]) for p in partials])) for k in keys}
+    return {
+        k: (
+            [f for p in partials for f in p[k]]
+            if k == "fingerprint"
+            else np.concatenate([np.asarray(p[k]) for p in partials])
+        )
+        for k in keys
+    }
 
 
 def write_per_example(combined: dict, output_path: str, with_baseline: bool) -> None:
@@ -330,9 +383,12 @@ def write_per_example(combined: dict, output_path: str, with_baseline: bool) -> 
         outcomes[evaluation_format.BASELINE_CORRECT] = np.zeros(0, bool)  # no examples at all
     evaluation_format.write_outcomes(output_path, outcomes)
     correct = outcomes[evaluation_format.CANDIDATE_CORRECT]
-    evaluation_format.write_mistakes(output_path, len(correct), int((~correct).sum()),
-                                     [{k: v for k, v in m.items() if k != "fingerprint"}
-                                      for m in combined["mistakes"]])
+    evaluation_format.write_mistakes(
+        output_path,
+        len(correct),
+        int((~correct).sum()),
+        [{k: v for k, v in m.items() if k != "fingerprint"} for m in combined["mistakes"]],
+    )
 
 
 def _model_names(eval_config) -> tuple:
@@ -341,15 +397,24 @@ def _model_names(eval_config) -> tuple:
     from tensorflow_model_analysis.utils import config_util
 
     completed = config_util.update_eval_config_with_defaults(
-        eval_config, has_baseline=any(spec.is_baseline for spec in eval_config.model_specs))
-    models = {spec.name: BASELINE_ROLE if spec.is_baseline else CANDIDATE_ROLE for spec in completed.model_specs}
+        eval_config, has_baseline=any(spec.is_baseline for spec in eval_config.model_specs)
+    )
+    models = {
+        spec.name: BASELINE_ROLE if spec.is_baseline else CANDIDATE_ROLE for spec in completed.model_specs
+    }
     baseline = next((name for name, role in models.items() if role == BASELINE_ROLE), "")
     return completed, models, baseline
 
 
 @beam.ptransform_fn
-def EvaluateBatches(extracts, output_path: str, eval_config, candidate: str, baseline: Optional[str],  # pylint: disable=invalid-name
-                    prediction_key: str):
+def EvaluateBatches(
+    extracts,
+    output_path: str,
+    eval_config,
+    candidate: str,
+    baseline: str | None,  # pylint: disable=invalid-name
+    prediction_key: str,
+):
     """The evaluator's ptransform: batched extracts -> TFMA's Evaluation (metrics, plots,
     attributions and validations per slice, for TFMA's writers), and outcomes.npz and
     mistakes.json written into `output_path`.
@@ -359,12 +424,15 @@ def EvaluateBatches(extracts, output_path: str, eval_config, candidate: str, bas
     from tensorflow_model_analysis.evaluators import metrics_validator
 
     completed, models, baseline_name = _model_names(eval_config)
-    combined = (extracts
-                | "BatchOutcomes" >> beam.Map(batch_outcomes, candidate, baseline, prediction_key)
-                | "Combine" >> beam.CombineGlobally(PerExampleCombineFn()))
+    combined = (
+        extracts
+        | "BatchOutcomes" >> beam.Map(batch_outcomes, candidate, baseline, prediction_key)
+        | "Combine" >> beam.CombineGlobally(PerExampleCombineFn())
+    )
     _ = combined | "Write" >> beam.Map(write_per_example, output_path, baseline is not None)
     sliced = combined | "MetricsPerSlice" >> beam.Map(
-        lambda c: slice_metrics.sliced_results(c["outcomes"], completed, models, baseline_name))
+        lambda c: slice_metrics.sliced_results(c["outcomes"], completed, models, baseline_name)
+    )
     metrics = sliced | "Metrics" >> beam.FlatMap(lambda result: result[0])
     return {
         "metrics": metrics,
@@ -374,7 +442,9 @@ def EvaluateBatches(extracts, output_path: str, eval_config, candidate: str, bas
     }
 
 
-def batched_evaluator(output_path: str, eval_config, candidate: str, baseline: Optional[str], prediction_key: str):
+def batched_evaluator(
+    output_path: str, eval_config, candidate: str, baseline: str | None, prediction_key: str
+):
     """The tfma.evaluators.Evaluator that evaluates the batched extracts after TFMA's
     PredictionsExtractor. Raises PipelineError when `eval_config` asks for metrics or slices
     it does not compute."""
@@ -383,8 +453,10 @@ def batched_evaluator(output_path: str, eval_config, candidate: str, baseline: O
 
     slice_metrics.check_eval_config(eval_config, ROW_FEATURES)
     return tfma.evaluators.Evaluator(
-        stage_name=EVALUATOR_STAGE, run_after=PREDICTIONS_EXTRACTOR_STAGE_NAME,
-        ptransform=EvaluateBatches(output_path, eval_config, candidate, baseline, prediction_key))
+        stage_name=EVALUATOR_STAGE,
+        run_after=PREDICTIONS_EXTRACTOR_STAGE_NAME,
+        ptransform=EvaluateBatches(output_path, eval_config, candidate, baseline, prediction_key),
+    )
 
 
 def batched_extractors(eval_shared_model, eval_config) -> list:
@@ -393,14 +465,21 @@ def batched_extractors(eval_shared_model, eval_config) -> list:
     import tensorflow_model_analysis as tfma
     from tensorflow_model_analysis.extractors import slice_key_extractor, unbatch_extractor
 
-    per_example = {unbatch_extractor.UNBATCH_EXTRACTOR_STAGE_NAME, slice_key_extractor.SLICE_KEY_EXTRACTOR_STAGE_NAME}
-    return [x for x in tfma.default_extractors(eval_shared_model=eval_shared_model, eval_config=eval_config)
-            if x.stage_name not in per_example]
+    per_example = {
+        unbatch_extractor.UNBATCH_EXTRACTOR_STAGE_NAME,
+        slice_key_extractor.SLICE_KEY_EXTRACTOR_STAGE_NAME,
+    }
+    return [
+        x
+        for x in tfma.default_extractors(eval_shared_model=eval_shared_model, eval_config=eval_config)
+        if x.stage_name not in per_example
+    ]
 
 
 def _counter(result, name: str) -> int:
     query = result.metrics().query(
-        beam.metrics.MetricsFilter().with_namespace(COUNTER_NAMESPACE).with_name(name))
+        beam.metrics.MetricsFilter().with_namespace(COUNTER_NAMESPACE).with_name(name)
+    )
     return int(sum(c.committed or 0 for c in query["counters"]))
 
 
@@ -420,8 +499,14 @@ def _older_objects_frozen():
         gc.unfreeze()
 
 
-def run_analysis(file_pattern: str, candidate_path: str, baseline_path: Optional[str],
-                 output_path: str, max_examples: Optional[int], pipeline_options) -> AnalysisRun:
+def run_analysis(
+    file_pattern: str,
+    candidate_path: str,
+    baseline_path: str | None,
+    output_path: str,
+    max_examples: int | None,
+    pipeline_options,
+) -> AnalysisRun:
     """Runs TFMA over the examples for the candidate (and baseline) SavedModels.
 
     Writes TFMA's output (loadable by tfma.load_eval_result) to `output_path`, and from the same
@@ -430,25 +515,39 @@ def run_analysis(file_pattern: str, candidate_path: str, baseline_path: Optional
     """
     import tensorflow_model_analysis as tfma
 
-    from components.evaluator import metrics as metrics_lib, model_loading, tfma_setup
+    from components.evaluator import metrics as metrics_lib
+    from components.evaluator import model_loading, tfma_setup
 
     eval_config = tfma_setup.build_eval_config(with_baseline=baseline_path is not None)
     models = [model_loading.eval_shared_model(candidate_path, eval_config, tfma_setup.CANDIDATE)]
     if baseline_path is not None:
         models.append(model_loading.eval_shared_model(baseline_path, eval_config, tfma_setup.BASELINE))
     eval_shared_model = models if len(models) > 1 else models[0]
-    evaluators = [batched_evaluator(output_path, eval_config, tfma_setup.CANDIDATE,
-                                    tfma_setup.BASELINE if baseline_path is not None else None,
-                                    tfma_setup.PREDICTION_KEY)]
+    evaluators = [
+        batched_evaluator(
+            output_path,
+            eval_config,
+            tfma_setup.CANDIDATE,
+            tfma_setup.BASELINE if baseline_path is not None else None,
+            tfma_setup.PREDICTION_KEY,
+        )
+    ]
     started = time.monotonic()
     with _older_objects_frozen():
         pipeline = beam.Pipeline(options=pipeline_options)
-        _ = (pipeline
-             | "ReadExamples" >> ReadExamples(file_pattern, max_examples)
-             | "ToRecordBatches" >> beam.ParDo(DecodeForEvaluation(tfma.ARROW_INPUT_COLUMN))
-             | "ExtractEvaluateAndWriteResults" >> tfma.ExtractEvaluateAndWriteResults(
-                 eval_shared_model=eval_shared_model, eval_config=eval_config, output_path=output_path,
-                 extractors=batched_extractors(eval_shared_model, eval_config), evaluators=evaluators))
+        _ = (
+            pipeline
+            | "ReadExamples" >> ReadExamples(file_pattern, max_examples)
+            | "ToRecordBatches" >> beam.ParDo(DecodeForEvaluation(tfma.ARROW_INPUT_COLUMN))
+            | "ExtractEvaluateAndWriteResults"
+            >> tfma.ExtractEvaluateAndWriteResults(
+                eval_shared_model=eval_shared_model,
+                eval_config=eval_config,
+                output_path=output_path,
+                extractors=batched_extractors(eval_shared_model, eval_config),
+                evaluators=evaluators,
+            )
+        )
         result = pipeline.run()
         result.wait_until_finish()
     seconds = time.monotonic() - started
@@ -462,11 +561,22 @@ def run_analysis(file_pattern: str, candidate_path: str, baseline_path: Optional
     evaluation_format.write_confusion_matrices(output_path, overall)
     for model, entry in overall.items():
         if sum(map(sum, entry["matrix"])) != rows:
-            raise PipelineError(f"TFMA output {output_path}: the {model} confusion matrix counts "
-                                f"{sum(map(sum, entry['matrix']))} examples, {evaluation_format.OUTCOMES_FILE} {rows}")
-    run = AnalysisRun(examples_read=_counter(result, "examples_read"),
-                      examples_selected=_counter(result, "examples_selected"),
-                      seconds=seconds, confusion=confusion, outcomes=rows)
-    logger.info("TFMA ran on %d of %d examples read (%d model(s)) in %.1fs",
-                run.examples_selected, run.examples_read, len(models), run.seconds)
+            raise PipelineError(
+                f"TFMA output {output_path}: the {model} confusion matrix counts "
+                f"{sum(map(sum, entry['matrix']))} examples, {evaluation_format.OUTCOMES_FILE} {rows}"
+            )
+    run = AnalysisRun(
+        examples_read=_counter(result, "examples_read"),
+        examples_selected=_counter(result, "examples_selected"),
+        seconds=seconds,
+        confusion=confusion,
+        outcomes=rows,
+    )
+    logger.info(
+        "TFMA ran on %d of %d examples read (%d model(s)) in %.1fs",
+        run.examples_selected,
+        run.examples_read,
+        len(models),
+        run.seconds,
+    )
     return run

@@ -28,8 +28,9 @@ never "better": every comparison involving it fails.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any
 
 from components.evaluator import paired_stats
 from pipeline.formats.evaluation import OVERALL_SLICE
@@ -60,8 +61,8 @@ class Check:
 
     name: str
     slice: str
-    value: Optional[float]
-    threshold: Optional[float]
+    value: float | None
+    threshold: float | None
     passed: bool
     reason: str
 
@@ -74,9 +75,9 @@ class Decision:
     checks: list = field(default_factory=list)
     reasons: list = field(default_factory=list)
     # The promotion policy applied (None: no baseline, so no comparison was made).
-    policy: Optional[str] = None
-    alpha: Optional[float] = None
-    margin: Optional[float] = None
+    policy: str | None = None
+    alpha: float | None = None
+    margin: float | None = None
     # One `paired_stats.Comparison.to_json()` per compared slice, overall first.
     comparisons: list = field(default_factory=list)
 
@@ -99,7 +100,7 @@ def _json_number(value: Any) -> Any:
     return value
 
 
-def _threshold(thresholds: Any, name: str) -> Optional[float]:
+def _threshold(thresholds: Any, name: str) -> float | None:
     if thresholds is None:
         return None
     if isinstance(thresholds, Mapping):
@@ -119,7 +120,7 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if _is_number(value) else repr(value)
 
 
-def _accuracy(metrics: Optional[Metrics], slice_name: str, model: str):
+def _accuracy(metrics: Metrics | None, slice_name: str, model: str):
     """Returns (accuracy, None) or (None, why it cannot be used) for one slice of one model."""
     if metrics is None or slice_name not in metrics:
         return None, f"slice {slice_name} missing from {model} metrics"
@@ -138,7 +139,7 @@ def _accuracy(metrics: Optional[Metrics], slice_name: str, model: str):
     return float(accuracy), None
 
 
-def _bad_threshold(name: str, threshold: Any) -> Optional[str]:
+def _bad_threshold(name: str, threshold: Any) -> str | None:
     if not _finite_number(threshold):
         return f"threshold {name} is {_fmt(threshold)}, not a finite number"
     return None
@@ -151,40 +152,60 @@ def _floor_check(name: str, slice_name: str, candidate: Metrics, floor: Any) -> 
         return Check(name, slice_name, accuracy, floor, False, problem)
     passed = accuracy >= floor - _TOLERANCE
     relation = ">=" if passed else "<"
-    return Check(name, slice_name, accuracy, floor, passed,
-                 f"{slice_name} accuracy {_fmt(accuracy)} {relation} {name} {_fmt(floor)}")
+    return Check(
+        name,
+        slice_name,
+        accuracy,
+        floor,
+        passed,
+        f"{slice_name} accuracy {_fmt(accuracy)} {relation} {name} {_fmt(floor)}",
+    )
 
 
-def _agreement_check(model: str, table: paired_stats.PairedTable, metrics: Optional[Metrics]) -> Optional[Check]:
+def _agreement_check(model: str, table: paired_stats.PairedTable, metrics: Metrics | None) -> Check | None:
     """A failed check when the paired outcomes of `model` disagree with TFMA's overall accuracy."""
     accuracy, problem = _accuracy(metrics, OVERALL, model)
     paired = table.candidate_accuracy if model == "candidate" else table.baseline_accuracy
     if problem is None and not (math.isfinite(paired) and abs(paired - accuracy) <= _AGREEMENT):
-        problem = (f"{model} paired outcomes give accuracy {_fmt(paired)} but TFMA measured "
-                   f"{_fmt(accuracy)}: the two passes disagree")
+        problem = (
+            f"{model} paired outcomes give accuracy {_fmt(paired)} but TFMA measured "
+            f"{_fmt(accuracy)}: the two passes disagree"
+        )
     return Check("paired_outcomes", OVERALL, None, None, False, problem) if problem else None
 
 
-def _policy_check(comparison, reason: Optional[str], policy: str, min_gain: float, margin: float) -> Check:
+def _policy_check(comparison, reason: str | None, policy: str, min_gain: float, margin: float) -> Check:
     """The Check of the promotion policy on the overall comparison (`reason`: why it refuses)."""
     threshold = min_gain if policy == "superiority" else -margin
-    verdict = ("better than the serving model by more than min_gain" if policy == "superiority"
-               else "not worse than the serving model by more than non_inferiority_margin")
-    passed = reason or (f"overall accuracy {paired_stats.describe(comparison)}: {verdict} "
-                        f"{_fmt(abs(threshold))} under {policy}")
+    verdict = (
+        "better than the serving model by more than min_gain"
+        if policy == "superiority"
+        else "not worse than the serving model by more than non_inferiority_margin"
+    )
+    passed = reason or (
+        f"overall accuracy {paired_stats.describe(comparison)}: {verdict} "
+        f"{_fmt(abs(threshold))} under {policy}"
+    )
     return Check(policy, OVERALL, comparison.difference, threshold, reason is None, passed)
 
 
-def _slice_check(comparison, reason: Optional[str], limit: float) -> Check:
+def _slice_check(comparison, reason: str | None, limit: float) -> Check:
     """The slice_max_regression Check of one label slice (`reason`: why it refuses)."""
     name = "slice_max_regression"
     # value and threshold as a regression (baseline minus candidate), like the limit itself.
-    return Check(name, comparison.slice, -comparison.difference, limit, reason is None,
-                 reason or f"slice {comparison.slice} accuracy {paired_stats.describe(comparison)}: "
-                           f"not shown worse by more than {name} {_fmt(limit)} (Holm step-down)")
+    return Check(
+        name,
+        comparison.slice,
+        -comparison.difference,
+        limit,
+        reason is None,
+        reason
+        or f"slice {comparison.slice} accuracy {paired_stats.describe(comparison)}: "
+        f"not shown worse by more than {name} {_fmt(limit)} (Holm step-down)",
+    )
 
 
-def _label_slices(*metric_sets: Optional[Metrics], required: Iterable[str] = ()) -> list:
+def _label_slices(*metric_sets: Metrics | None, required: Iterable[str] = ()) -> list:
     names = set(required)
     for metrics in metric_sets:
         if metrics:
@@ -193,7 +214,7 @@ def _label_slices(*metric_sets: Optional[Metrics], required: Iterable[str] = ())
 
 
 def _slice_sort_key(name: str):
-    value = name[len(LABEL_SLICE_PREFIX):]
+    value = name[len(LABEL_SLICE_PREFIX) :]
     return (0, int(value), "") if value.lstrip("-").isdigit() else (1, 0, value)
 
 
@@ -202,8 +223,13 @@ def _setting(thresholds: Any, name: str):
     return POLICY_DEFAULTS[name] if value is None else value
 
 
-def decide(candidate: Metrics, baseline: Optional[Metrics], thresholds: Any,
-           required_slices: Iterable[str] = (), paired: Optional[Mapping] = None) -> Decision:
+def decide(
+    candidate: Metrics,
+    baseline: Metrics | None,
+    thresholds: Any,
+    required_slices: Iterable[str] = (),
+    paired: Mapping | None = None,
+) -> Decision:
     """Applies the gate's rules; returns the Decision with every check made.
 
     candidate: slice name -> metric name -> value, for the model under evaluation.
@@ -228,24 +254,43 @@ def decide(candidate: Metrics, baseline: Optional[Metrics], thresholds: Any,
     if limits["accuracy_floor"] is not None:
         checks.append(_floor_check("accuracy_floor", OVERALL, candidate, limits["accuracy_floor"]))
     elif baseline is None:
-        checks.append(Check("accuracy_floor", OVERALL, None, None, False,
-                            "accuracy_floor not set: a first run (no baseline) needs an absolute floor"))
+        checks.append(
+            Check(
+                "accuracy_floor",
+                OVERALL,
+                None,
+                None,
+                False,
+                "accuracy_floor not set: a first run (no baseline) needs an absolute floor",
+            )
+        )
 
     if limits["slice_accuracy_floor"] is not None:
         slices = _label_slices(candidate, baseline, required=required_slices)
         if not slices:
-            checks.append(Check("slice_accuracy_floor", LABEL_SLICE_PREFIX + "*", None,
-                                limits["slice_accuracy_floor"], False, "no label slices in candidate metrics"))
+            checks.append(
+                Check(
+                    "slice_accuracy_floor",
+                    LABEL_SLICE_PREFIX + "*",
+                    None,
+                    limits["slice_accuracy_floor"],
+                    False,
+                    "no label slices in candidate metrics",
+                )
+            )
         for name in slices:
-            checks.append(_floor_check("slice_accuracy_floor", name, candidate, limits["slice_accuracy_floor"]))
+            checks.append(
+                _floor_check("slice_accuracy_floor", name, candidate, limits["slice_accuracy_floor"])
+            )
 
     policy = alpha = margin = None
     comparisons = []
     if baseline is not None:
         policy, alpha = _setting(thresholds, "promotion_policy"), _setting(thresholds, "alpha")
         margin = _setting(thresholds, "non_inferiority_margin")
-        compared, more = _compare_with_baseline(candidate, baseline, limits, paired or {},
-                                                policy, alpha, margin, required_slices)
+        compared, more = _compare_with_baseline(
+            candidate, baseline, limits, paired or {}, policy, alpha, margin, required_slices
+        )
         checks += compared
         comparisons = more
 
@@ -253,8 +298,16 @@ def decide(candidate: Metrics, baseline: Optional[Metrics], thresholds: Any,
     return Decision(not reasons, checks, reasons, policy, alpha, margin, comparisons)
 
 
-def _compare_with_baseline(candidate: Metrics, baseline: Metrics, limits: dict, paired: Mapping,
-                           policy: str, alpha: float, margin: float, required_slices) -> tuple:
+def _compare_with_baseline(
+    candidate: Metrics,
+    baseline: Metrics,
+    limits: dict,
+    paired: Mapping,
+    policy: str,
+    alpha: float,
+    margin: float,
+    required_slices,
+) -> tuple:
     """(checks, comparisons as JSON) of the promotion policy and the slice regression checks."""
     min_gain = limits["min_gain"] if limits["min_gain"] is not None else 0.0
     limit = limits["slice_max_regression"]
@@ -264,24 +317,50 @@ def _compare_with_baseline(candidate: Metrics, baseline: Metrics, limits: dict, 
         return [Check("promotion_settings", OVERALL, None, None, False, f"promotion settings: {e}")], []
     table = paired.get(OVERALL)
     if table is None:
-        return [Check("paired_outcomes", OVERALL, None, None, False,
-                      "no paired outcomes of candidate and baseline on the same examples: "
-                      "cannot compare with the serving model")], []
-    checks = [c for c in (_agreement_check("candidate", table, candidate),
-                          _agreement_check("baseline", table, baseline)) if c]
+        return [
+            Check(
+                "paired_outcomes",
+                OVERALL,
+                None,
+                None,
+                False,
+                "no paired outcomes of candidate and baseline on the same examples: "
+                "cannot compare with the serving model",
+            )
+        ], []
+    checks = [
+        c
+        for c in (
+            _agreement_check("candidate", table, candidate),
+            _agreement_check("baseline", table, baseline),
+        )
+        if c
+    ]
     overall = paired_stats.compare(OVERALL, table, alpha)
     slices = _label_slices(baseline, required=required_slices) if limit is not None else []
     present = {s: paired[s] for s in slices if s in paired}
     slice_comparisons = paired_stats.compare_slices(present, alpha, limit) if present else []
-    overall_reason, slice_results = paired_stats.verdicts(overall, slice_comparisons, policy, alpha,
-                                                          min_gain, margin, limit)
+    overall_reason, slice_results = paired_stats.verdicts(
+        overall, slice_comparisons, policy, alpha, min_gain, margin, limit
+    )
     checks.append(_policy_check(overall, overall_reason, policy, min_gain, margin))
     if limit is not None:
         if not slices:
-            checks.append(Check("slice_max_regression", LABEL_SLICE_PREFIX + "*", None, limit, False,
-                                "no label slices in baseline metrics"))
-        checks += [Check("slice_max_regression", s, None, limit, False, f"slice {s}: no paired outcomes")
-                   for s in slices if s not in paired]
+            checks.append(
+                Check(
+                    "slice_max_regression",
+                    LABEL_SLICE_PREFIX + "*",
+                    None,
+                    limit,
+                    False,
+                    "no label slices in baseline metrics",
+                )
+            )
+        checks += [
+            Check("slice_max_regression", s, None, limit, False, f"slice {s}: no paired outcomes")
+            for s in slices
+            if s not in paired
+        ]
         checks += [_slice_check(c, reason, limit) for c, reason in slice_results]
     by_slice = {OVERALL: overall, **{c.slice: c for c in slice_comparisons}}
     # Slices reported but not gated (other features) are compared at the overall level.

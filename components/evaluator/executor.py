@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import math
 
-from components.evaluator import blessing, metrics as metrics_lib, paired_stats, tfma_setup
+from components.evaluator import blessing, paired_stats, tfma_setup
+from components.evaluator import metrics as metrics_lib
 from components.evaluator.analysis import run_analysis
-from pipeline.formats.blessing import BlessingRecord, recorded_properties, write_blessing
 from pipeline.core.errors import InputDataError, PipelineError
-from pipeline.formats.model import DIGEST, verify_model
 from pipeline.core.step import StepContext, StepOutcome
 from pipeline.formats import evaluation as evaluation_format
 from pipeline.formats import examples as examples_format
+from pipeline.formats.blessing import BlessingRecord, recorded_properties, write_blessing
+from pipeline.formats.model import DIGEST, verify_model
 
 REQUIRED_SLICES = tuple(f"{blessing.LABEL_SLICE_PREFIX}{k}" for k in range(tfma_setup.NUM_CLASSES))
 
@@ -36,10 +37,15 @@ def _paired_tables(evaluation_uri: str):
     outcomes = evaluation_format.read_outcomes(evaluation_uri)
     if evaluation_format.BASELINE_CORRECT not in outcomes:
         return None
-    features = {name: outcomes[name] for name in (evaluation_format.LABEL, evaluation_format.INK_DENSITY_BUCKET)}
+    features = {
+        name: outcomes[name] for name in (evaluation_format.LABEL, evaluation_format.INK_DENSITY_BUCKET)
+    }
     return paired_stats.tables_by_slice(
-        outcomes[evaluation_format.CANDIDATE_CORRECT], outcomes[evaluation_format.BASELINE_CORRECT],
-        features, required={evaluation_format.LABEL: range(tfma_setup.NUM_CLASSES)})
+        outcomes[evaluation_format.CANDIDATE_CORRECT],
+        outcomes[evaluation_format.BASELINE_CORRECT],
+        features,
+        required={evaluation_format.LABEL: range(tfma_setup.NUM_CLASSES)},
+    )
 
 
 def run(ctx: StepContext) -> StepOutcome:
@@ -51,15 +57,26 @@ def run(ctx: StepContext) -> StepOutcome:
     candidate_path = verify_model(candidate, "candidate model")
     baseline_path = verify_model(baseline, "baseline model") if baseline is not None else None
     pattern = examples_format.split_pattern(ctx.inputs["examples"].uri, "test")
-    ctx.log.info("evaluating candidate %s%s on %s (max_examples=%s)", candidate.uri,
-                 f" against baseline {baseline.uri}" if baseline is not None else " (no baseline: first run)",
-                 pattern, params.max_examples)
+    ctx.log.info(
+        "evaluating candidate %s%s on %s (max_examples=%s)",
+        candidate.uri,
+        f" against baseline {baseline.uri}" if baseline is not None else " (no baseline: first run)",
+        pattern,
+        params.max_examples,
+    )
 
-    analysis = run_analysis(pattern, candidate_path, baseline_path, ctx.outputs["evaluation"],
-                            params.max_examples, ctx.beam_pipeline_options())
+    analysis = run_analysis(
+        pattern,
+        candidate_path,
+        baseline_path,
+        ctx.outputs["evaluation"],
+        params.max_examples,
+        ctx.beam_pipeline_options(),
+    )
     by_model = metrics_lib.merge(
         metrics_lib.read_metrics(ctx.outputs["evaluation"], unnamed_model=tfma_setup.CANDIDATE),
-        metrics_lib.per_class_from_confusion(analysis.confusion))  # TFMA's plots, read once by run_analysis
+        metrics_lib.per_class_from_confusion(analysis.confusion),
+    )  # TFMA's plots, read once by run_analysis
     candidate_metrics = by_model.get(tfma_setup.CANDIDATE, {})
     baseline_metrics = by_model.get(tfma_setup.BASELINE, {}) if baseline is not None else None
     # TFMA's own count is authoritative; the Beam counters cross-check it where the runner has them.
@@ -70,8 +87,10 @@ def run(ctx: StepContext) -> StepOutcome:
     if analysis.examples_read:  # 0: the runner reports no counters
         examples_format.check_recorded_counts(ctx.inputs["examples"], {"test": analysis.examples_read})
     if analysis.examples_selected and analysis.examples_selected != evaluated:
-        raise PipelineError(f"TFMA output {ctx.outputs['evaluation']}: overall example_count {evaluated} "
-                            f"!= {analysis.examples_selected} examples fed to it")
+        raise PipelineError(
+            f"TFMA output {ctx.outputs['evaluation']}: overall example_count {evaluated} "
+            f"!= {analysis.examples_selected} examples fed to it"
+        )
 
     paired = _paired_tables(ctx.outputs["evaluation"]) if baseline is not None else None
     decision = blessing.decide(candidate_metrics, baseline_metrics, params, REQUIRED_SLICES, paired)
@@ -82,13 +101,19 @@ def run(ctx: StepContext) -> StepOutcome:
         thresholds=thresholds,
         candidate_model=_model_facts(candidate),
         baseline_model=_model_facts(baseline) if baseline is not None else None,
-        examples={"uri": ctx.inputs["examples"].uri, "split": "test",
-                  "read": analysis.examples_read, "evaluated": evaluated},
-        metrics=metrics_lib.json_ready({
-            "candidate": candidate_metrics,
-            "baseline": baseline_metrics,
-            "diff": by_model.get(tfma_setup.CANDIDATE + metrics_lib.DIFF_SUFFIX),
-        }),
+        examples={
+            "uri": ctx.inputs["examples"].uri,
+            "split": "test",
+            "read": analysis.examples_read,
+            "evaluated": evaluated,
+        },
+        metrics=metrics_lib.json_ready(
+            {
+                "candidate": candidate_metrics,
+                "baseline": baseline_metrics,
+                "diff": by_model.get(tfma_setup.CANDIDATE + metrics_lib.DIFF_SUFFIX),
+            }
+        ),
     )
     write_blessing(ctx.outputs["blessing"], record)
 
@@ -101,10 +126,14 @@ def run(ctx: StepContext) -> StepOutcome:
         execution_properties={
             "blessed": blessed,
             "reasons": list(decision.reasons),
-            "metrics": metrics_lib.json_ready({
-                "candidate": metrics_lib.summary(candidate_metrics),
-                "baseline": metrics_lib.summary(baseline_metrics) if baseline_metrics is not None else None,
-            }),
+            "metrics": metrics_lib.json_ready(
+                {
+                    "candidate": metrics_lib.summary(candidate_metrics),
+                    "baseline": metrics_lib.summary(baseline_metrics)
+                    if baseline_metrics is not None
+                    else None,
+                }
+            ),
             "checks": decision.to_dict()["checks"],
             "policy": decision.policy,
             "alpha": decision.alpha,

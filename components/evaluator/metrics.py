@@ -18,8 +18,8 @@ import math
 
 import numpy as np
 
-from pipeline.formats.evaluation import OVERALL_SLICE as OVERALL
 from pipeline.core.errors import PipelineError
+from pipeline.formats.evaluation import OVERALL_SLICE as OVERALL
 
 DIFF_SUFFIX = "_diff"
 
@@ -124,24 +124,33 @@ def read_confusion_plots(output_path: str, unnamed_model: str, num_classes: int)
             if matrix is not None:
                 model = entry.key.model_name or unnamed_model
                 result.setdefault(model, {})[name] = {
-                    "matrix": matrix, "threshold": float(_lowest_threshold(entry.value).threshold)}
+                    "matrix": matrix,
+                    "threshold": float(_lowest_threshold(entry.value).threshold),
+                }
     return result
 
 
 def per_class_from_confusion(confusion: dict) -> dict:
     """Per-class precision and recall of every model and slice of `read_confusion_plots`'s
     result: {model: {slice: {metric: value}}}."""
-    return {model: {name: per_class_metrics(entry["matrix"]) for name, entry in slices.items()}
-            for model, slices in confusion.items()}
+    return {
+        model: {name: per_class_metrics(entry["matrix"]) for name, entry in slices.items()}
+        for model, slices in confusion.items()
+    }
 
 
 def overall_confusion_matrices(confusion: dict, output_path: str) -> dict:
     """The overall slice of `read_confusion_plots`'s result, as confusion_matrix.json holds it:
     {model: {"matrix": int [actual][predicted] counts, "threshold": float}}. Raises
     PipelineError when no model has a matrix for the overall slice."""
-    result = {model: {"matrix": slices[OVERALL]["matrix"].round().astype(int).tolist(),
-                      "threshold": slices[OVERALL]["threshold"]}
-              for model, slices in confusion.items() if OVERALL in slices}
+    result = {
+        model: {
+            "matrix": slices[OVERALL]["matrix"].round().astype(int).tolist(),
+            "threshold": slices[OVERALL]["threshold"],
+        }
+        for model, slices in confusion.items()
+        if OVERALL in slices
+    }
     if not result:
         raise PipelineError(f"TFMA output {output_path}: no confusion matrix plot for the overall slice")
     return result

@@ -61,6 +61,8 @@ def eval_shared_model(saved_model_path: str, eval_config, model_name: str):
 
     tags = (tf.saved_model.SERVING,)
     loader = tfma.types.ModelLoader(
-        construct_fn=functools.partial(load_summarizing_signatures, saved_model_path, tags), tags=list(tags))
-    return tfma.default_eval_shared_model(saved_model_path, eval_config=eval_config, model_name=model_name,
-                                          custom_model_loader=loader)
+        construct_fn=functools.partial(load_summarizing_signatures, saved_model_path, tags), tags=list(tags)
+    )
+    return tfma.default_eval_shared_model(
+        saved_model_path, eval_config=eval_config, model_name=model_name, custom_model_loader=loader
+    )

@@ -24,8 +24,8 @@ Edge cases, all fail closed:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
 
 import numpy as np
 from scipy import stats
@@ -73,14 +73,18 @@ class PairedTable:
         return (self.candidate_only - self.baseline_only) / self.n if self.n else math.nan
 
     @classmethod
-    def from_correctness(cls, candidate_correct, baseline_correct) -> "PairedTable":
+    def from_correctness(cls, candidate_correct, baseline_correct) -> PairedTable:
         """Table from two equal-length 1-D boolean sequences (True = that model got the example right)."""
         cand = np.asarray(candidate_correct, dtype=bool).ravel()
         base = np.asarray(baseline_correct, dtype=bool).ravel()
         if cand.shape != base.shape:
             raise ValueError(f"candidate_correct has length {cand.size} but baseline_correct has {base.size}")
-        return cls(int(np.sum(cand & base)), int(np.sum(cand & ~base)),
-                   int(np.sum(~cand & base)), int(np.sum(~cand & ~base)))
+        return cls(
+            int(np.sum(cand & base)),
+            int(np.sum(cand & ~base)),
+            int(np.sum(~cand & base)),
+            int(np.sum(~cand & ~base)),
+        )
 
 
 def _check_alpha(alpha: float, upper: float = 1.0) -> None:
@@ -158,11 +162,12 @@ class Comparison:
     p_value: float
     alpha: float
     # One-sided p of "worse than the serving model by more than the slice limit" (label slices).
-    regression_p_value: Optional[float] = None
+    regression_p_value: float | None = None
 
     def to_json(self) -> dict:
         """Plain dict: intervals as lists, NaN as None; p-values to 6 significant digits (a tiny
         p stays visible), other floats to 6 decimals."""
+
         def clean(name, x):
             if isinstance(x, tuple):
                 return [clean(name, v) for v in x]
@@ -171,21 +176,30 @@ class Comparison:
                     return None
                 return float(f"{x:.6g}") if name.endswith("p_value") else round(float(x), 6)
             return x
+
         return {name: clean(name, getattr(self, name)) for name in self.__dataclass_fields__}
 
 
-def compare(slice_name: str, table: PairedTable, alpha: float,
-            regression_p_value: Optional[float] = None) -> Comparison:
+def compare(
+    slice_name: str, table: PairedTable, alpha: float, regression_p_value: float | None = None
+) -> Comparison:
     """All statistics for one table at level 1 - alpha."""
     _check_alpha(alpha)
-    return Comparison(regression_p_value=regression_p_value,
-        slice=slice_name, n=table.n,
-        candidate_only=table.candidate_only, baseline_only=table.baseline_only,
-        candidate_accuracy=table.candidate_accuracy, baseline_accuracy=table.baseline_accuracy,
+    return Comparison(
+        regression_p_value=regression_p_value,
+        slice=slice_name,
+        n=table.n,
+        candidate_only=table.candidate_only,
+        baseline_only=table.baseline_only,
+        candidate_accuracy=table.candidate_accuracy,
+        baseline_accuracy=table.baseline_accuracy,
         candidate_ci=wilson_interval(table.both_correct + table.candidate_only, table.n, alpha),
         baseline_ci=wilson_interval(table.both_correct + table.baseline_only, table.n, alpha),
-        difference=table.difference, difference_ci=newcombe_difference_interval(table, alpha),
-        p_value=mcnemar_exact_p(table.candidate_only, table.baseline_only), alpha=float(alpha))
+        difference=table.difference,
+        difference_ci=newcombe_difference_interval(table, alpha),
+        p_value=mcnemar_exact_p(table.candidate_only, table.baseline_only),
+        alpha=float(alpha),
+    )
 
 
 def _holm_order(p_values: Sequence[float]) -> list[int]:
@@ -226,14 +240,14 @@ def regression_p_value(table: PairedTable, limit: float) -> float:
         return math.nan
     below = lambda a: newcombe_difference_interval(table, a)[1] < -limit  # noqa: E731
     low, high = -12.0, math.log10(0.999999)
-    if not below(10 ** high):
+    if not below(10**high):
         return 1.0
-    if below(10 ** low):
-        return 10 ** low
+    if below(10**low):
+        return 10**low
     for _ in range(60):
         middle = (low + high) / 2
-        low, high = (low, middle) if below(10 ** middle) else (middle, high)
-    return 10 ** high
+        low, high = (low, middle) if below(10**middle) else (middle, high)
+    return 10**high
 
 
 def compare_slices(tables: Mapping[str, PairedTable], alpha: float, limit: float = 0.0) -> list[Comparison]:
@@ -241,8 +255,10 @@ def compare_slices(tables: Mapping[str, PairedTable], alpha: float, limit: float
     assigns it when the slices are ranked by `regression_p_value(table, limit)`."""
     names = list(tables)
     p = [regression_p_value(tables[k], limit) for k in names]
-    return [compare(k, tables[k], a, regression_p_value=pk)
-            for k, a, pk in zip(names, holm_adjusted_alphas(p, alpha), p)]
+    return [
+        compare(k, tables[k], a, regression_p_value=pk)
+        for k, a, pk in zip(names, holm_adjusted_alphas(p, alpha), p)
+    ]
 
 
 def _num(x: float, spec: str) -> str:
@@ -253,8 +269,10 @@ def describe(comparison: Comparison) -> str:
     """'+0.0003 (95% CI -0.0011 to +0.0017, McNemar p = 0.66)'; the level is 1 - comparison.alpha."""
     level = f"{100 * (1 - comparison.alpha):.3f}".rstrip("0").rstrip(".")
     low, high = comparison.difference_ci
-    return (f"{_num(comparison.difference, '+.4f')} ({level}% CI {_num(low, '+.4f')} to "
-            f"{_num(high, '+.4f')}, McNemar p = {_num(comparison.p_value, '.2g')})")
+    return (
+        f"{_num(comparison.difference, '+.4f')} ({level}% CI {_num(low, '+.4f')} to "
+        f"{_num(high, '+.4f')}, McNemar p = {_num(comparison.p_value, '.2g')})"
+    )
 
 
 def _check_nonneg(name: str, value) -> None:
@@ -266,8 +284,13 @@ def _finite(c: Comparison) -> bool:
     return all(math.isfinite(x) for x in (c.difference, *c.difference_ci))
 
 
-def check_settings(policy: str, alpha: float, min_gain: float, non_inferiority_margin: float,
-                   slice_max_regression: Optional[float]) -> None:
+def check_settings(
+    policy: str,
+    alpha: float,
+    min_gain: float,
+    non_inferiority_margin: float,
+    slice_max_regression: float | None,
+) -> None:
     """Raises ValueError naming the first setting out of range."""
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
@@ -278,9 +301,15 @@ def check_settings(policy: str, alpha: float, min_gain: float, non_inferiority_m
         _check_nonneg("slice_max_regression", slice_max_regression)
 
 
-def verdicts(comparison_overall: Comparison, slice_comparisons: Sequence[Comparison], policy: str,
-             alpha: float, min_gain: float, non_inferiority_margin: float,
-             slice_max_regression: Optional[float]) -> tuple:
+def verdicts(
+    comparison_overall: Comparison,
+    slice_comparisons: Sequence[Comparison],
+    policy: str,
+    alpha: float,
+    min_gain: float,
+    non_inferiority_margin: float,
+    slice_max_regression: float | None,
+) -> tuple:
     """(reason the overall comparison refuses, or None; [(slice comparison, reason or None)]).
 
     `comparison_overall` must be built at `alpha`; `slice_comparisons` by `compare_slices` with
@@ -292,7 +321,9 @@ def verdicts(comparison_overall: Comparison, slice_comparisons: Sequence[Compari
     check_settings(policy, alpha, min_gain, non_inferiority_margin, slice_max_regression)
     # A comparison built at another level would silently change what the gate tests.
     if not math.isclose(comparison_overall.alpha, alpha, rel_tol=1e-9):
-        raise ValueError(f"alpha {alpha} differs from the overall comparison's alpha {comparison_overall.alpha}")
+        raise ValueError(
+            f"alpha {alpha} differs from the overall comparison's alpha {comparison_overall.alpha}"
+        )
     overall = policy_reason(comparison_overall, policy, min_gain, non_inferiority_margin)
     if slice_max_regression is None:
         return overall, []
@@ -301,37 +332,55 @@ def verdicts(comparison_overall: Comparison, slice_comparisons: Sequence[Compari
             raise ValueError(f"slice {s.slice} alpha {s.alpha} exceeds the family alpha {alpha}")
     p = [math.nan if s.regression_p_value is None else s.regression_p_value for s in slice_comparisons]
     refused = holm_reject(p, alpha)
-    return overall, [(s, slice_regression_reason(s, slice_max_regression, r))
-                     for s, r in zip(slice_comparisons, refused)]
+    return overall, [
+        (s, slice_regression_reason(s, slice_max_regression, r)) for s, r in zip(slice_comparisons, refused)
+    ]
 
 
-def decide(comparison_overall: Comparison, slice_comparisons: Sequence[Comparison], policy: str,
-           alpha: float, min_gain: float, non_inferiority_margin: float,
-           slice_max_regression: Optional[float]) -> list[str]:
+def decide(
+    comparison_overall: Comparison,
+    slice_comparisons: Sequence[Comparison],
+    policy: str,
+    alpha: float,
+    min_gain: float,
+    non_inferiority_margin: float,
+    slice_max_regression: float | None,
+) -> list[str]:
     """Reasons not to promote the candidate (empty list = promote); see `verdicts`."""
-    overall, slices = verdicts(comparison_overall, slice_comparisons, policy, alpha, min_gain,
-                               non_inferiority_margin, slice_max_regression)
+    overall, slices = verdicts(
+        comparison_overall,
+        slice_comparisons,
+        policy,
+        alpha,
+        min_gain,
+        non_inferiority_margin,
+        slice_max_regression,
+    )
     return [r for r in [overall] + [reason for _, reason in slices] if r]
 
 
-def policy_reason(c: Comparison, policy: str, min_gain: float, non_inferiority_margin: float) -> Optional[str]:
+def policy_reason(c: Comparison, policy: str, min_gain: float, non_inferiority_margin: float) -> str | None:
     """Why the overall comparison `c` does not allow promotion under `policy`; None when it does."""
     if c.n == 0:
         return "overall accuracy cannot be computed: no examples (n = 0)"
     if not _finite(c):
         return f"overall accuracy {describe(c)}: difference or its interval cannot be computed"
     if policy == "superiority" and not c.difference_ci[0] > min_gain:
-        return (f"overall accuracy {describe(c)}: not better than the serving model by more "
-                f"than min_gain {min_gain:.4f} under superiority")
+        return (
+            f"overall accuracy {describe(c)}: not better than the serving model by more "
+            f"than min_gain {min_gain:.4f} under superiority"
+        )
     if policy == "non_inferiority" and not c.difference_ci[0] > -non_inferiority_margin:
-        return (f"overall accuracy {describe(c)}: may be worse than the serving model by more "
-                f"than non_inferiority_margin {non_inferiority_margin:.4f} under non_inferiority")
+        return (
+            f"overall accuracy {describe(c)}: may be worse than the serving model by more "
+            f"than non_inferiority_margin {non_inferiority_margin:.4f} under non_inferiority"
+        )
     if policy not in POLICIES:
         return f"unknown promotion policy {policy!r}: nothing is promoted"
     return None
 
 
-def slice_regression_reason(s: Comparison, slice_max_regression: float, refused: bool) -> Optional[str]:
+def slice_regression_reason(s: Comparison, slice_max_regression: float, refused: bool) -> str | None:
     """Why slice comparison `s` fails the regression check; None when it passes.
 
     Fails when the slice has no examples, its statistics are not finite, or `refused` (Holm's
@@ -342,14 +391,20 @@ def slice_regression_reason(s: Comparison, slice_max_regression: float, refused:
     if not _finite(s) or s.regression_p_value is None or not math.isfinite(s.regression_p_value):
         return f"slice {s.slice} accuracy {describe(s)}: difference cannot be computed"
     if refused:
-        return (f"slice {s.slice} accuracy {describe(s)}: worse than the serving model by "
-                f"more than slice_max_regression {slice_max_regression:.4f} (Holm step-down, "
-                f"p = {s.regression_p_value:.2g})")
+        return (
+            f"slice {s.slice} accuracy {describe(s)}: worse than the serving model by "
+            f"more than slice_max_regression {slice_max_regression:.4f} (Holm step-down, "
+            f"p = {s.regression_p_value:.2g})"
+        )
     return None
 
 
-def tables_by_slice(candidate_correct, baseline_correct, features: Mapping[str, Sequence[int]],
-                    required: Mapping[str, Sequence[int]] = None) -> dict[str, PairedTable]:
+def tables_by_slice(
+    candidate_correct,
+    baseline_correct,
+    features: Mapping[str, Sequence[int]],
+    required: Mapping[str, Sequence[int]] = None,
+) -> dict[str, PairedTable]:
     """Paired tables for "overall" and every "<feature>=<value>" slice of the per-example rows.
 
     candidate_correct, baseline_correct: aligned boolean arrays, one row per test example.

@@ -35,9 +35,12 @@ ACCURACY = "accuracy"
 LOG_LOSS = "log_loss"
 CONFUSION_PLOT = "multi_class_confusion_matrix_plot"
 # The metrics the EvalConfig may name: {(class_name, name given in its config)}.
-SUPPORTED_METRICS = {("ExampleCount", EXAMPLE_COUNT), ("SparseCategoricalAccuracy", ACCURACY),
-                     ("SparseCategoricalCrossentropy", LOG_LOSS),
-                     ("MultiClassConfusionMatrixPlot", CONFUSION_PLOT)}
+SUPPORTED_METRICS = {
+    ("ExampleCount", EXAMPLE_COUNT),
+    ("SparseCategoricalAccuracy", ACCURACY),
+    ("SparseCategoricalCrossentropy", LOG_LOSS),
+    ("MultiClassConfusionMatrixPlot", CONFUSION_PLOT),
+}
 NO_PREDICTED_CLASS_ID = -1  # as tfma.metrics.NO_PREDICTED_CLASS_ID
 KERAS_EPSILON = np.float32(1e-7)
 # The confusion matrix's threshold, as TFMA keys it when none is configured.
@@ -62,7 +65,9 @@ def per_example_columns(model: str, probabilities: np.ndarray, labels: np.ndarra
     n, classes = probabilities.shape
     outside = (labels < 0) | (labels >= classes)
     if outside.any():
-        raise PipelineError(f"label {int(labels[outside][0])} is not one of model {model}'s {classes} classes")
+        raise PipelineError(
+            f"label {int(labels[outside][0])} is not one of model {model}'s {classes} classes"
+        )
     rows = np.arange(n)
     predicted = probabilities.argmax(axis=1)
     top = probabilities[rows, predicted]
@@ -84,22 +89,42 @@ def check_eval_config(eval_config, row_features) -> None:
 
     defaults = dict(SUPPORTED_METRICS)
     for spec in eval_config.metrics_specs:
-        if (spec.HasField("binarize") or spec.HasField("aggregate") or spec.query_key or spec.output_names
-                or spec.example_weights.weighted):
-            raise PipelineError("the evaluator's metrics spec binarizes, aggregates, weighs, names outputs "
-                                "or groups by query, which its batched metrics do not")
+        if (
+            spec.HasField("binarize")
+            or spec.HasField("aggregate")
+            or spec.query_key
+            or spec.output_names
+            or spec.example_weights.weighted
+        ):
+            raise PipelineError(
+                "the evaluator's metrics spec binarizes, aggregates, weighs, names outputs "
+                "or groups by query, which its batched metrics do not"
+            )
         for metric in spec.metrics:
-            name = (json.loads(metric.config).get("name") if metric.config else None) or defaults.get(metric.class_name)
+            name = (json.loads(metric.config).get("name") if metric.config else None) or defaults.get(
+                metric.class_name
+            )
             if (metric.class_name, name) not in SUPPORTED_METRICS:
-                raise PipelineError(f"metric {metric.class_name} named {name!r} is not one the evaluator "
-                                    f"computes ({', '.join(f'{c} {n!r}' for c, n in sorted(SUPPORTED_METRICS))})")
+                raise PipelineError(
+                    f"metric {metric.class_name} named {name!r} is not one the evaluator "
+                    f"computes ({', '.join(f'{c} {n!r}' for c, n in sorted(SUPPORTED_METRICS))})"
+                )
     for spec in eval_config.slicing_specs:
-        if (spec.feature_values or spec.slice_keys_sql or len(spec.feature_keys) > 1
-                or (spec.feature_keys and spec.feature_keys[0] not in row_features)):
-            raise PipelineError(f"slicing spec {list(spec.feature_keys)} {dict(spec.feature_values)} is neither "
-                                f"overall nor by one of {sorted(row_features)}")
-    if (eval_config.cross_slicing_specs or eval_config.options.compute_confidence_intervals.value
-            or eval_config.options.min_slice_size.value > 1):
+        if (
+            spec.feature_values
+            or spec.slice_keys_sql
+            or len(spec.feature_keys) > 1
+            or (spec.feature_keys and spec.feature_keys[0] not in row_features)
+        ):
+            raise PipelineError(
+                f"slicing spec {list(spec.feature_keys)} {dict(spec.feature_values)} is neither "
+                f"overall nor by one of {sorted(row_features)}"
+            )
+    if (
+        eval_config.cross_slicing_specs
+        or eval_config.options.compute_confidence_intervals.value
+        or eval_config.options.min_slice_size.value > 1
+    ):
         raise PipelineError("the evaluator computes no cross slices, confidence intervals or min_slice_size")
 
 
@@ -122,17 +147,23 @@ def _slices(rows: dict, eval_config) -> list:
 
 def _model_values(rows: dict, model: str, mask: np.ndarray) -> tuple:
     """(count, accuracy, log_loss, Matrices) of `model` on the rows in `mask`."""
-    from tensorflow_model_analysis.metrics.multi_class_confusion_matrix_metrics import Matrices, MatrixEntryKey
+    from tensorflow_model_analysis.metrics.multi_class_confusion_matrix_metrics import (
+        Matrices,
+        MatrixEntryKey,
+    )
 
     count = int(mask.sum())
     correct = np.asarray(rows[f"{model}_correct"])[mask]
     accuracy = np.float32(correct.sum()) / np.float32(count)
     log_loss = np.float32(np.asarray(rows[loss_column(model)])[mask].mean())
-    pairs = np.stack([np.asarray(rows[evaluation_format.LABEL])[mask],
-                      np.asarray(rows[matrix_class_column(model)])[mask]], axis=1)
+    pairs = np.stack(
+        [np.asarray(rows[evaluation_format.LABEL])[mask], np.asarray(rows[matrix_class_column(model)])[mask]],
+        axis=1,
+    )
     cells, counts = np.unique(pairs, axis=0, return_counts=True)
-    matrices = Matrices({THRESHOLD: {MatrixEntryKey(int(a), int(p)): float(c)
-                                     for (a, p), c in zip(cells, counts)}})
+    matrices = Matrices(
+        {THRESHOLD: {MatrixEntryKey(int(a), int(p)): float(c) for (a, p), c in zip(cells, counts)}}
+    )
     return float(count), accuracy, log_loss, matrices
 
 

@@ -39,18 +39,29 @@ def build_eval_config(with_baseline: bool):
     import tensorflow_model_analysis as tfma
 
     def spec(name: str, is_baseline: bool):
-        return tfma.ModelSpec(name=name, signature_name=SIGNATURE, label_key=LABEL_KEY,
-                              prediction_key=PREDICTION_KEY, model_type=MODEL_TYPE,
-                              is_baseline=is_baseline)
+        return tfma.ModelSpec(
+            name=name,
+            signature_name=SIGNATURE,
+            label_key=LABEL_KEY,
+            prediction_key=PREDICTION_KEY,
+            model_type=MODEL_TYPE,
+            is_baseline=is_baseline,
+        )
 
     model_specs = [spec(CANDIDATE, False)] + ([spec(BASELINE, True)] if with_baseline else [])
-    overall_metrics = tfma.MetricsSpec(metrics=[
-        tfma.MetricConfig(class_name="ExampleCount"),
-        tfma.MetricConfig(class_name="SparseCategoricalAccuracy", config=json.dumps({"name": "accuracy"})),
-        tfma.MetricConfig(class_name="SparseCategoricalCrossentropy", config=json.dumps({"name": "log_loss"})),
-        tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
-    ])
+    overall_metrics = tfma.MetricsSpec(
+        metrics=[
+            tfma.MetricConfig(class_name="ExampleCount"),
+            tfma.MetricConfig(
+                class_name="SparseCategoricalAccuracy", config=json.dumps({"name": "accuracy"})
+            ),
+            tfma.MetricConfig(
+                class_name="SparseCategoricalCrossentropy", config=json.dumps({"name": "log_loss"})
+            ),
+            tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
+        ]
+    )
     slicing_specs = [tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[f]) for f in SLICE_FEATURES]
-    return tfma.EvalConfig(model_specs=model_specs,
-                           metrics_specs=[overall_metrics],
-                           slicing_specs=slicing_specs)
+    return tfma.EvalConfig(
+        model_specs=model_specs, metrics_specs=[overall_metrics], slicing_specs=slicing_specs
+    )

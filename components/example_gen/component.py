@@ -3,8 +3,6 @@ spans to read), its output, and its run-summary entry (`data`); params: a `DataC
 
 from __future__ import annotations
 
-from typing import Optional
-
 from components.example_gen.spans import raw_data_properties
 from pipeline.core.artifacts import CONTENT_DIGEST
 from pipeline.core.metadata import to_step_artifact
@@ -16,13 +14,14 @@ INPUTS = ("raw_data",)
 OUTPUTS = {"examples": examples_format.ARTIFACT_TYPE}
 
 
-def raw_data_input(data_root: str, span: Optional[int], window_spans: int) -> InputSpec:
+def raw_data_input(data_root: str, span: int | None, window_spans: int) -> InputSpec:
     """The `raw_data` input: a resolver registering the spans to read as a `RawData` artifact.
 
     uri = data_root; properties {"spans", "span_dirs", "fingerprint"} (the raw files' content
     digest, so new or changed files invalidate the cache). Resolving raises ConfigError /
     InputDataError (from span discovery) when the data root is unusable.
     """
+
     def resolve(store, _resolved) -> Artifact:
         properties = dict(raw_data_properties(data_root, span, window_spans))
         # The raw files' fingerprint is what the core compares for this input.

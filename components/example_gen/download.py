@@ -23,7 +23,7 @@ import os
 import sys
 import urllib.request
 import zlib
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from pipeline.core.atomic_files import write_bytes_atomic
 from pipeline.core.errors import InputDataError, PipelineError
@@ -137,15 +137,22 @@ def download_all(dest: str, mirrors: Sequence[str] = MIRRORS, force: bool = Fals
     return {name: download_file(name, dest, mirrors, force) for name in DATASET_FILES}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m components.example_gen.download",
-        description="Download the MNIST IDX files and verify their pinned checksums.")
+        description="Download the MNIST IDX files and verify their pinned checksums.",
+    )
     parser.add_argument("--dest", required=True, help="folder to put the four .gz files in")
-    parser.add_argument("--mirror", action="append", dest="mirrors", metavar="URL",
-                        help="base URL to try (repeatable, tried in order; default: built-in mirrors)")
-    parser.add_argument("--force", action="store_true",
-                        help="download even when a verified copy is already present")
+    parser.add_argument(
+        "--mirror",
+        action="append",
+        dest="mirrors",
+        metavar="URL",
+        help="base URL to try (repeatable, tried in order; default: built-in mirrors)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="download even when a verified copy is already present"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:

@@ -27,8 +27,8 @@ import hashlib
 import logging
 import os
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -36,8 +36,14 @@ import pyarrow as pa
 
 from pipeline.core.errors import InputDataError
 from pipeline.formats import idx
-from pipeline.formats.examples import (IMAGE_KEY, IMAGE_PIXELS, INK_DENSITY_BUCKET_KEY, INK_DENSITY_KEY,
-                                       LABEL_KEY, shard_path)
+from pipeline.formats.examples import (
+    IMAGE_KEY,
+    IMAGE_PIXELS,
+    INK_DENSITY_BUCKET_KEY,
+    INK_DENSITY_KEY,
+    LABEL_KEY,
+    shard_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,7 @@ def split_counter_name(split: str) -> str:
 
 
 # ---------------------------------------------------------------------------- numpy features
+
 
 def ink_density(images: np.ndarray) -> np.ndarray:
     """float32 [N]: fraction of the 784 pixels of each N x 28 x 28 uint8 image above 127."""
@@ -133,6 +140,7 @@ def encode_examples(images: np.ndarray, labels: np.ndarray, edges: Sequence[floa
 
 # ---------------------------------------------------------------------------- Beam
 
+
 @dataclass(frozen=True)
 class RowRange:
     """Rows [start, end) of one validated file pair of one span.
@@ -180,13 +188,19 @@ def plan_shards(datasets: Sequence, num_shards: int) -> list:
             for span, dataset in datasets:
                 pair = dataset.train if source == "train" else dataset.test
                 start, end = pair.count * shard // num_shards, pair.count * (shard + 1) // num_shards
-                ranges.append(RowRange(span=span, images_path=pair.images.path,
-                                       labels_path=pair.labels.path,
-                                       images_sha256=pair.images.sha256,
-                                       labels_sha256=pair.labels.sha256,
-                                       start=start, end=end, total=pair.count))
-            tasks.append(ShardTask(source=source, shard=shard, num_shards=num_shards,
-                                   ranges=tuple(ranges)))
+                ranges.append(
+                    RowRange(
+                        span=span,
+                        images_path=pair.images.path,
+                        labels_path=pair.labels.path,
+                        images_sha256=pair.images.sha256,
+                        labels_sha256=pair.labels.sha256,
+                        start=start,
+                        end=end,
+                        total=pair.count,
+                    )
+                )
+            tasks.append(ShardTask(source=source, shard=shard, num_shards=num_shards, ranges=tuple(ranges)))
     return tasks
 
 
@@ -200,8 +214,13 @@ class _WriteShardFn(beam.DoFn):
     partial shard under a final name. Emits (split, examples written) per shard.
     """
 
-    def __init__(self, output_dir: str, eval_hash_buckets: int, ink_density_edges: Sequence[float],
-                 chunk_rows: int = DEFAULT_CHUNK_ROWS):
+    def __init__(
+        self,
+        output_dir: str,
+        eval_hash_buckets: int,
+        ink_density_edges: Sequence[float],
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    ):
         self._output_dir = output_dir
         self._eval_hash_buckets = int(eval_hash_buckets)
         self._edges = tuple(float(e) for e in ink_density_edges)
@@ -214,8 +233,9 @@ class _WriteShardFn(beam.DoFn):
         self._tf = tf
         self._encoder = RecordBatchToExamplesEncoder()
         self._cache = collections.OrderedDict()  # (path, sha256) -> array, least recent first
-        self._counters = {s: beam.metrics.Metrics.counter(METRICS_NAMESPACE, split_counter_name(s))
-                          for s in SPLITS}
+        self._counters = {
+            s: beam.metrics.Metrics.counter(METRICS_NAMESPACE, split_counter_name(s)) for s in SPLITS
+        }
         self._shards = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "shards_written")
 
     def _load(self, path: str, sha256: str, kind: str) -> np.ndarray:
@@ -226,8 +246,9 @@ class _WriteShardFn(beam.DoFn):
         raw = idx.read_file_bytes(path)
         actual = hashlib.sha256(raw).hexdigest()
         if actual != sha256:
-            raise InputDataError(f"{path}: file changed after validation (sha256 {actual}, "
-                                 f"validated {sha256})")
+            raise InputDataError(
+                f"{path}: file changed after validation (sha256 {actual}, validated {sha256})"
+            )
         array = idx.parse_idx(raw, path, kind)
         self._cache[key] = array
         while sum(a.nbytes for a in self._cache.values()) > _CACHE_BYTES and len(self._cache) > 1:
@@ -248,15 +269,19 @@ class _WriteShardFn(beam.DoFn):
         tf = self._tf
         splits = ("train", "eval") if task.source == "train" else ("test",)
         final = {s: shard_path(self._output_dir, s, task.shard, task.num_shards) for s in splits}
-        temporary = {s: os.path.join(os.path.dirname(p), f".{os.path.basename(p)}.{uuid.uuid4().hex}.tmp")
-                     for s, p in final.items()}
+        temporary = {
+            s: os.path.join(os.path.dirname(p), f".{os.path.basename(p)}.{uuid.uuid4().hex}.tmp")
+            for s, p in final.items()
+        }
         counts = dict.fromkeys(splits, 0)
         writers = {}
         try:
             for s in splits:
                 os.makedirs(os.path.dirname(final[s]), exist_ok=True)
-                writers[s] = tf.io.TFRecordWriter(temporary[s], tf.io.TFRecordOptions(
-                    compression_type="GZIP", compression_level=_GZIP_LEVEL))
+                writers[s] = tf.io.TFRecordWriter(
+                    temporary[s],
+                    tf.io.TFRecordOptions(compression_type="GZIP", compression_level=_GZIP_LEVEL),
+                )
             for images, labels in self._chunks(task):
                 assigned = split_of(task.source, images, labels, self._eval_hash_buckets)
                 records = encode_examples(images, labels, self._edges, self._encoder)
@@ -276,16 +301,28 @@ class _WriteShardFn(beam.DoFn):
             self._counters[split].inc(n)
             yield split, n
         self._shards.inc(len(splits))
-        log.info("%s shard %d/%d written: %s", task.source, task.shard + 1, task.num_shards,
-                 ", ".join(f"{n} {s}" for s, n in counts.items()))
+        log.info(
+            "%s shard %d/%d written: %s",
+            task.source,
+            task.shard + 1,
+            task.num_shards,
+            ", ".join(f"{n} {s}" for s, n in counts.items()),
+        )
 
 
-def build_pipeline(pipeline: beam.Pipeline, tasks: Iterable[ShardTask], output_dir: str,
-                   eval_hash_buckets: int, ink_density_edges: Sequence[float]):
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    tasks: Iterable[ShardTask],
+    output_dir: str,
+    eval_hash_buckets: int,
+    ink_density_edges: Sequence[float],
+):
     """Adds the writing of every shard of every split to `pipeline`; returns the PCollection
     of (split, examples written) per shard."""
-    return (pipeline
-            | "CreateShardTasks" >> beam.Create(list(tasks))
-            # Spreads the tasks over the workers of runners that run bundles in parallel.
-            | "SpreadTasks" >> beam.Reshuffle()
-            | "WriteShards" >> beam.ParDo(_WriteShardFn(output_dir, eval_hash_buckets, ink_density_edges)))
+    return (
+        pipeline
+        | "CreateShardTasks" >> beam.Create(list(tasks))
+        # Spreads the tasks over the workers of runners that run bundles in parallel.
+        | "SpreadTasks" >> beam.Reshuffle()
+        | "WriteShards" >> beam.ParDo(_WriteShardFn(output_dir, eval_hash_buckets, ink_density_edges))
+    )

@@ -22,11 +22,13 @@ import time
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 
-from components.example_gen import encode, spans as spans_lib
+from components.example_gen import encode
+from components.example_gen import spans as spans_lib
 from pipeline.core import errors
 from pipeline.core.errors import ConfigError, InputDataError, PipelineError
 from pipeline.core.step import StepContext, StepOutcome
-from pipeline.formats import examples as examples_format, idx
+from pipeline.formats import examples as examples_format
+from pipeline.formats import idx
 
 
 def _spans_of(ctx: StepContext, params) -> list:
@@ -39,8 +41,10 @@ def _spans_of(ctx: StepContext, params) -> list:
         return spans_lib.resolve_spans(raw.uri, params.span, params.window_spans)
     dirs, numbers = list(props[idx.SPAN_DIRS]), list(props.get(idx.SPANS, []))
     if len(dirs) != len(numbers) or not dirs:
-        raise ConfigError(f"raw_data artifact {raw.uri}: properties '{idx.SPANS}' {numbers} and "
-                          f"'{idx.SPAN_DIRS}' {dirs} must be non-empty and of equal length")
+        raise ConfigError(
+            f"raw_data artifact {raw.uri}: properties '{idx.SPANS}' {numbers} and "
+            f"'{idx.SPAN_DIRS}' {dirs} must be non-empty and of equal length"
+        )
     return [(int(n), str(d)) for n, d in zip(numbers, dirs)]
 
 
@@ -58,25 +62,35 @@ def _validate(ctx: StepContext, span_list: list, eval_hash_buckets: int):
             found = encode.split_counts(source, pair.images.array, pair.labels.array, eval_hash_buckets)
             for split, n in found.items():
                 counts[split] += n
-        ctx.log.info("span %d (%s): %d training and %d test digits valid (%.1f s)", number, folder,
-                     dataset.train.count, dataset.test.count, time.monotonic() - started)
+        ctx.log.info(
+            "span %d (%s): %d training and %d test digits valid (%.1f s)",
+            number,
+            folder,
+            dataset.train.count,
+            dataset.test.count,
+            time.monotonic() - started,
+        )
         datasets.append((number, dataset))
     expected_fp = (ctx.inputs["raw_data"].properties or {}).get(idx.FINGERPRINT)
     if expected_fp:
         actual_fp = spans_lib.fingerprint_digests((n, d.file_digests()) for n, d in datasets)
         if actual_fp != expected_fp:
-            raise InputDataError(f"{ctx.inputs['raw_data'].uri}: raw files changed since the run "
-                                 f"fingerprinted them (fingerprint {actual_fp}, expected {expected_fp})")
+            raise InputDataError(
+                f"{ctx.inputs['raw_data'].uri}: raw files changed since the run "
+                f"fingerprinted them (fingerprint {actual_fp}, expected {expected_fp})"
+            )
     empty = [s for s in encode.SPLITS if counts[s] == 0]
     if empty:
-        raise InputDataError(f"{span_list[-1][1]}: split {empty[0]} would hold no examples "
-                             f"(split counts {counts})")
+        raise InputDataError(
+            f"{span_list[-1][1]}: split {empty[0]} would hold no examples (split counts {counts})"
+        )
     return datasets, counts
 
 
 # How a worker's PipelineError reads inside the text of the runner's own exception.
-_REMOTE_ERROR = re.compile(re.escape(errors.__name__) + r"\.(\w+): (.+?)(?: \[while running .*)?$",
-                           re.MULTILINE)
+_REMOTE_ERROR = re.compile(
+    re.escape(errors.__name__) + r"\.(\w+): (.+?)(?: \[while running .*)?$", re.MULTILINE
+)
 
 
 def _as_pipeline_error(e: Exception) -> PipelineError:
@@ -90,12 +104,16 @@ def _as_pipeline_error(e: Exception) -> PipelineError:
         found = _REMOTE_ERROR.match(f"{errors.__name__}.{type(e).__name__}: {str(e).splitlines()[0]}")
         return type(e)(found.group(2)) if found else e
     found = _REMOTE_ERROR.search(str(e))
-    if found and isinstance(getattr(errors, found.group(1), None), type) \
-            and issubclass(getattr(errors, found.group(1)), PipelineError):
+    if (
+        found
+        and isinstance(getattr(errors, found.group(1), None), type)
+        and issubclass(getattr(errors, found.group(1)), PipelineError)
+    ):
         return getattr(errors, found.group(1))(found.group(2))
     lines = [line for line in str(e).splitlines() if line.strip()]
-    return PipelineError(f"step example_gen: Beam pipeline failed: {type(e).__name__}: "
-                         f"{lines[-1].strip() if lines else ''}")
+    return PipelineError(
+        f"step example_gen: Beam pipeline failed: {type(e).__name__}: {lines[-1].strip() if lines else ''}"
+    )
 
 
 def _empty(folder: str) -> None:
@@ -111,9 +129,11 @@ def _empty(folder: str) -> None:
 def _counted(result, split: str):
     """The committed value of the split's Beam counter, or None when the runner reports none."""
     try:
-        found = result.metrics().query(MetricsFilter()
-                                       .with_namespace(encode.METRICS_NAMESPACE)
-                                       .with_name(encode.split_counter_name(split)))["counters"]
+        found = result.metrics().query(
+            MetricsFilter()
+            .with_namespace(encode.METRICS_NAMESPACE)
+            .with_name(encode.split_counter_name(split))
+        )["counters"]
     except (NotImplementedError, AttributeError, KeyError):
         return None
     values = [c.committed for c in found if c.committed is not None]
@@ -150,8 +170,13 @@ def run(ctx: StepContext) -> StepOutcome:
     del datasets  # the workers read the files themselves; free the driver's copies
     validation_seconds = time.monotonic() - validation_started
     total = sum(expected.values())
-    ctx.log.info("encoding %d examples (expected split counts %s) into %d shard tasks in %s",
-                 total, expected, len(tasks), out_dir)
+    ctx.log.info(
+        "encoding %d examples (expected split counts %s) into %d shard tasks in %s",
+        total,
+        expected,
+        len(tasks),
+        out_dir,
+    )
 
     # The shard writers use TensorFlow's TFRecordWriter. Importing TensorFlow (seconds) is
     # start-up: done here, before the clock starts, it is shared by in-process workers.
@@ -160,8 +185,7 @@ def run(ctx: StepContext) -> StepOutcome:
     started = time.monotonic()
     try:
         pipeline = beam.Pipeline(options=ctx.beam_pipeline_options())
-        encode.build_pipeline(pipeline, tasks, out_dir, params.eval_hash_buckets,
-                              params.ink_density_edges)
+        encode.build_pipeline(pipeline, tasks, out_dir, params.eval_hash_buckets, params.ink_density_edges)
         result = pipeline.run()
         state = result.wait_until_finish()
         if state is not None and str(state).split(".")[-1] != "DONE":
@@ -173,8 +197,14 @@ def run(ctx: StepContext) -> StepOutcome:
         raise _as_pipeline_error(e) from e
 
     rate = total / max(seconds + validation_seconds, 1e-6)
-    ctx.log.info("wrote %d examples %s: validated in %.1f s, encoded and written in %.1f s "
-                 "(%.0f examples/s)", total, expected, validation_seconds, seconds, rate)
+    ctx.log.info(
+        "wrote %d examples %s: validated in %.1f s, encoded and written in %.1f s (%.0f examples/s)",
+        total,
+        expected,
+        validation_seconds,
+        seconds,
+        rate,
+    )
     span_numbers = [n for n, _ in span_list]
     return StepOutcome(
         execution_properties={
@@ -185,6 +215,7 @@ def run(ctx: StepContext) -> StepOutcome:
             "write_seconds": round(seconds, 3),
             "beam_runner": ctx.beam_runner(),
         },
-        output_properties={"examples": {examples_format.SPANS: span_numbers,
-                                        examples_format.SPLIT_COUNTS: dict(expected)}},
+        output_properties={
+            "examples": {examples_format.SPANS: span_numbers, examples_format.SPLIT_COUNTS: dict(expected)}
+        },
     )

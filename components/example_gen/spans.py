@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from typing import Iterable, Mapping, Optional, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from pipeline.core.digest import file_digest
 from pipeline.core.errors import ConfigError, InputDataError
@@ -38,22 +38,28 @@ def list_spans(data_root: str) -> list:
         if match and os.path.isdir(full):
             number = int(match.group(1))
             if number in found:
-                raise ConfigError(f"config key data.data_root: {data_root} holds two folders for span "
-                                  f"{number}: {os.path.basename(found[number])} and {name}")
+                raise ConfigError(
+                    f"config key data.data_root: {data_root} holds two folders for span "
+                    f"{number}: {os.path.basename(found[number])} and {name}"
+                )
             found[number] = full
     flat_files = [n for n in DATASET_FILES if os.path.exists(os.path.join(data_root, n))]
     if found and flat_files:
-        raise ConfigError(f"config key data.data_root: {data_root} holds both span-N/ folders and "
-                          f"MNIST files ({flat_files[0]}); keep one layout")
+        raise ConfigError(
+            f"config key data.data_root: {data_root} holds both span-N/ folders and "
+            f"MNIST files ({flat_files[0]}); keep one layout"
+        )
     if found:
         return sorted(found.items())
     if flat_files:
         return [(0, data_root)]
-    raise ConfigError(f"config key data.data_root: {data_root} holds neither the MNIST files "
-                      f"({', '.join(DATASET_FILES)}) nor span-N/ folders")
+    raise ConfigError(
+        f"config key data.data_root: {data_root} holds neither the MNIST files "
+        f"({', '.join(DATASET_FILES)}) nor span-N/ folders"
+    )
 
 
-def resolve_spans(data_root: str, span: Optional[int], window: int) -> list:
+def resolve_spans(data_root: str, span: int | None, window: int) -> list:
     """Returns the spans a run reads: [(span, folder), ...], oldest first, `window` long.
 
     span: the newest span to read (None: the newest there is).
@@ -71,13 +77,16 @@ def resolve_spans(data_root: str, span: Optional[int], window: int) -> list:
     elif span in numbers:
         end = numbers.index(span) + 1
     else:
-        raise ConfigError(f"config key data.span: no span {span} in {data_root} "
-                          f"(available: {', '.join(map(str, numbers))})")
+        raise ConfigError(
+            f"config key data.span: no span {span} in {data_root} (available: {', '.join(map(str, numbers))})"
+        )
     if window > end:
-        raise ConfigError(f"config key data.window_spans: {window} spans requested ending at span "
-                          f"{numbers[end - 1]}, but {data_root} has only {end} "
-                          f"({', '.join(map(str, numbers[:end]))})")
-    return spans[end - window:end]
+        raise ConfigError(
+            f"config key data.window_spans: {window} spans requested ending at span "
+            f"{numbers[end - 1]}, but {data_root} has only {end} "
+            f"({', '.join(map(str, numbers[:end]))})"
+        )
+    return spans[end - window : end]
 
 
 def fingerprint_digests(span_digests: Iterable) -> str:
@@ -117,7 +126,7 @@ def fingerprint_spans(spans: Sequence) -> str:
     return fingerprint_digests((number, span_file_digests(folder)) for number, folder in spans)
 
 
-def raw_data_properties(data_root: str, span: Optional[int], window: int) -> Mapping:
+def raw_data_properties(data_root: str, span: int | None, window: int) -> Mapping:
     """The `raw_data` artifact's properties: {"spans", "span_dirs", "fingerprint"}.
 
     Raises ConfigError (see `resolve_spans`) or InputDataError (see `fingerprint_spans`).

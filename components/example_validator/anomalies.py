@@ -6,8 +6,6 @@ closed) and lets only WARNING pass. Reading them back in words is `pipeline.form
 
 from __future__ import annotations
 
-from typing import Optional
-
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from components.example_validator.drift import JENSEN_SHANNON, L_INFINITY, DriftMeasurement
@@ -24,9 +22,14 @@ _DRIFT_REASONS = {
 }
 
 
-def add_anomaly(anomalies: anomalies_pb2.Anomalies, feature: str, reason_type: int,
-                short_description: str, description: str,
-                severity: int = _Severity.ERROR) -> None:
+def add_anomaly(
+    anomalies: anomalies_pb2.Anomalies,
+    feature: str,
+    reason_type: int,
+    short_description: str,
+    description: str,
+    severity: int = _Severity.ERROR,
+) -> None:
     """Adds a reason to `feature`'s AnomalyInfo (creating it), the way TFDV merges reasons.
 
     The info's severity becomes the worse of the two, and its descriptions are joined.
@@ -55,8 +58,11 @@ def flag_missing_data(anomalies: anomalies_pb2.Anomalies) -> None:
         return
     info = anomalies.dataset_anomaly_info
     info.severity = _Severity.ERROR
-    info.reason.add(type=_Type.DATASET_LOW_NUM_EXAMPLES, short_description="No examples",
-                    description="The split has no examples (TFDV reports data_missing).")
+    info.reason.add(
+        type=_Type.DATASET_LOW_NUM_EXAMPLES,
+        short_description="No examples",
+        description="The split has no examples (TFDV reports data_missing).",
+    )
     info.short_description = _join(info.short_description, "No examples")
     info.description = _join(info.description, "The split has no examples (TFDV reports data_missing).")
 
@@ -75,16 +81,21 @@ def add_drift(anomalies: anomalies_pb2.Anomalies, measurement: DriftMeasurement,
     if entry is None:
         entry = anomalies.drift_skew_info.add()
         entry.path.step.append(measurement.feature)
-    entry.drift_measurements.add(type=_MEASUREMENT_TYPES[measurement.metric],
-                                 value=measurement.value, threshold=measurement.threshold)
+    entry.drift_measurements.add(
+        type=_MEASUREMENT_TYPES[measurement.metric], value=measurement.value, threshold=measurement.threshold
+    )
     if measurement.exceeded:
         reason, short = _DRIFT_REASONS[measurement.metric]
-        add_anomaly(anomalies, measurement.feature, reason,
-                    f"{short} to {baseline}: {measurement.value:.4g} > {measurement.threshold:g}",
-                    f"The {measurement.metric.replace('_', ' ')} between this span's distribution of "
-                    f"{measurement.feature} and that of {baseline} is {measurement.value:.6g}, above "
-                    f"the threshold {measurement.threshold:.6g}.")
+        add_anomaly(
+            anomalies,
+            measurement.feature,
+            reason,
+            f"{short} to {baseline}: {measurement.value:.4g} > {measurement.threshold:g}",
+            f"The {measurement.metric.replace('_', ' ')} between this span's distribution of "
+            f"{measurement.feature} and that of {baseline} is {measurement.value:.6g}, above "
+            f"the threshold {measurement.threshold:.6g}.",
+        )
 
 
-def _join(first: Optional[str], second: str) -> str:
+def _join(first: str | None, second: str) -> str:
     return f"{first} {second}" if first else second

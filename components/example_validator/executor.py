@@ -22,11 +22,12 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from pipeline.core.errors import InputDataError, PipelineError
 from pipeline.core.step import StepContext, StepOutcome
-from pipeline.formats import anomalies as anomalies_format, schema as schema_format
+from pipeline.formats import anomalies as anomalies_format
+from pipeline.formats import schema as schema_format
 from pipeline.formats import statistics as stats_format
 from pipeline.formats.examples import SPLIT_PREFIX
 
@@ -43,7 +44,7 @@ class DriftPlan:
     """What drift is measured against, with which limits; `note` names the file compared with."""
 
     kind: str  # PREVIOUS_SPAN or REFERENCE
-    baseline: "Baseline"
+    baseline: Baseline
     label_threshold: float
     pixel_threshold: float
     note: str
@@ -77,15 +78,35 @@ def run(ctx: StepContext) -> StepOutcome:
 
     split_findings = {split: anomalies_format.findings(anomalies) for split, anomalies in results.items()}
     split_counts = {split: int(stats.datasets[0].num_examples) for split, stats in split_stats.items()}
-    _write_outputs(out_uri, results, drift, drift_note, plan, format_report(
-        statistics_uri=statistics_uri, schema_path=schema_path, environment=environment,
-        split_counts=split_counts, split_findings=split_findings, drift=drift,
-        drift_split=DRIFT_SPLIT, drift_note=drift_note))
+    _write_outputs(
+        out_uri,
+        results,
+        drift,
+        drift_note,
+        plan,
+        format_report(
+            statistics_uri=statistics_uri,
+            schema_path=schema_path,
+            environment=environment,
+            split_counts=split_counts,
+            split_findings=split_findings,
+            drift=drift,
+            drift_split=DRIFT_SPLIT,
+            drift_note=drift_note,
+        ),
+    )
 
     for split, items in split_findings.items():
         for f in items:
-            ctx.log.log(logging.ERROR if f.is_error else logging.WARNING, "split %s feature %s: %s %s: %s",
-                        split, f.feature, f.severity, "+".join(f.reasons), f.description)
+            ctx.log.log(
+                logging.ERROR if f.is_error else logging.WARNING,
+                "split %s feature %s: %s %s: %s",
+                split,
+                f.feature,
+                f.severity,
+                "+".join(f.reasons),
+                f.description,
+            )
     summary = failure_summary(split_findings)
     properties = {
         "passed": summary is None,
@@ -100,16 +121,25 @@ def run(ctx: StepContext) -> StepOutcome:
         "drift": {f"{m.feature}_{m.metric}": round(m.value, 6) for m in drift.measurements} if drift else {},
         "drift_thresholds": _thresholds(plan, params),
     }
-    outcome = StepOutcome(execution_properties=properties,
-                          output_properties={"anomalies": {anomalies_format.SPLIT_NAMES: sorted(results),
-                                                           anomalies_format.PASSED: int(summary is None)}})
+    outcome = StepOutcome(
+        execution_properties=properties,
+        output_properties={
+            "anomalies": {
+                anomalies_format.SPLIT_NAMES: sorted(results),
+                anomalies_format.PASSED: int(summary is None),
+            }
+        },
+    )
     if summary is not None:
         outcome.stop_run = f"data validation failed: {summary}"
         outcome.stop_exit_code = 3
         ctx.log.error("%s", outcome.stop_run)
     else:
-        ctx.log.info("data validation passed for splits %s (drift %s)", ", ".join(sorted(results)),
-                     f"against {drift.baseline}" if drift else "not checked")
+        ctx.log.info(
+            "data validation passed for splits %s (drift %s)",
+            ", ".join(sorted(results)),
+            f"against {drift.baseline}" if drift else "not checked",
+        )
     return outcome
 
 
@@ -129,7 +159,7 @@ def validate_splits(split_stats: dict, schema, environment) -> dict:
     return results
 
 
-def drift_plan(inputs, params) -> Optional[DriftPlan]:
+def drift_plan(inputs, params) -> DriftPlan | None:
     """The baseline drift is measured against: the previous span when there is one, else the
     reference; None only when there is neither and `params.reference_check` is off.
 
@@ -143,8 +173,10 @@ def drift_plan(inputs, params) -> Optional[DriftPlan]:
     if reference is not None:
         return _reference_plan(reference, params)
     if params.reference_check:
-        raise PipelineError("example_validator: validation.reference_check is on, but the step got neither "
-                            "previous_statistics nor reference_statistics to measure drift against")
+        raise PipelineError(
+            "example_validator: validation.reference_check is on, but the step got neither "
+            "previous_statistics nor reference_statistics to measure drift against"
+        )
     return None
 
 
@@ -154,15 +186,23 @@ def _previous_plan(previous, params) -> DriftPlan:
     previous_path = stats_format.split_stats_path(previous.uri, DRIFT_SPLIT)
     # A previous artifact without a train split leaves nothing to compare: check_drift reports
     # that as missing control data (an ERROR), it is not skipped.
-    histograms = (statistics_histograms(stats_format.load_stats_file(previous_path).datasets[0])
-                  if os.path.isfile(previous_path) else {})
+    histograms = (
+        statistics_histograms(stats_format.load_stats_file(previous_path).datasets[0])
+        if os.path.isfile(previous_path)
+        else {}
+    )
     spans = list(previous.properties.get(stats_format.SPANS) or [])
     if not spans:
         name = "the previous span"
     else:
         name = f"previous span{'s' if len(spans) > 1 else ''} {', '.join(str(s) for s in spans)}"
-    return DriftPlan(PREVIOUS_SPAN, Baseline(name, histograms), params.label_drift_linf, params.pixel_drift_jsd,
-                     f"statistics {previous_path}")
+    return DriftPlan(
+        PREVIOUS_SPAN,
+        Baseline(name, histograms),
+        params.label_drift_linf,
+        params.pixel_drift_jsd,
+        f"statistics {previous_path}",
+    )
 
 
 def _reference_plan(reference, params) -> DriftPlan:
@@ -174,16 +214,23 @@ def _reference_plan(reference, params) -> DriftPlan:
 
     parsed = parse_reference(read_verified(reference), reference.uri)
     digest = str(reference.properties.get(CONTENT_DIGEST, ""))
-    return DriftPlan(REFERENCE, Baseline(parsed.name, parsed.histograms, is_reference=True),
-                     params.reference_label_drift_linf, params.reference_pixel_drift_jsd,
-                     f"reference statistics {reference.uri} (sha256 {digest[:16]}, "
-                     f"{parsed.num_examples} examples), as the first span has no previous span")
+    return DriftPlan(
+        REFERENCE,
+        Baseline(parsed.name, parsed.histograms, is_reference=True),
+        params.reference_label_drift_linf,
+        params.reference_pixel_drift_jsd,
+        f"reference statistics {reference.uri} (sha256 {digest[:16]}, "
+        f"{parsed.num_examples} examples), as the first span has no previous span",
+    )
 
 
-def _thresholds(plan: Optional[DriftPlan], params) -> dict:
+def _thresholds(plan: DriftPlan | None, params) -> dict:
     """The limits that applied (those against the previous span when drift was not checked)."""
-    label, pixel = ((plan.label_threshold, plan.pixel_threshold) if plan
-                    else (params.label_drift_linf, params.pixel_drift_jsd))
+    label, pixel = (
+        (plan.label_threshold, plan.pixel_threshold)
+        if plan
+        else (params.label_drift_linf, params.pixel_drift_jsd)
+    )
     return {"label_l_infinity": label, "image_jensen_shannon_divergence": pixel}
 
 
@@ -193,30 +240,46 @@ def _check_drift_into(results: dict, split_stats: dict, statistics_uri: str, pla
     from components.example_validator.drift_check import check_drift
 
     if DRIFT_SPLIT not in split_stats:
-        raise InputDataError(f"statistics artifact {statistics_uri}: no {SPLIT_PREFIX}{DRIFT_SPLIT} "
-                             f"to compare with {plan.baseline.name}")
-    drift = check_drift(split_stats[DRIFT_SPLIT].datasets[0], plan.baseline,
-                        plan.label_threshold, plan.pixel_threshold)
+        raise InputDataError(
+            f"statistics artifact {statistics_uri}: no {SPLIT_PREFIX}{DRIFT_SPLIT} "
+            f"to compare with {plan.baseline.name}"
+        )
+    drift = check_drift(
+        split_stats[DRIFT_SPLIT].datasets[0], plan.baseline, plan.label_threshold, plan.pixel_threshold
+    )
     for problem in drift.problems:
-        add_anomaly(results[DRIFT_SPLIT], problem.feature, problem.reason_type,
-                    problem.short_description, problem.description)
+        add_anomaly(
+            results[DRIFT_SPLIT],
+            problem.feature,
+            problem.reason_type,
+            problem.short_description,
+            problem.description,
+        )
     for measurement in drift.measurements:
         add_drift(results[DRIFT_SPLIT], measurement, drift.baseline)
     return drift
 
 
-def _write_outputs(out_uri: str, results: dict, drift, drift_note: str, plan: Optional[DriftPlan],
-                   report: str) -> None:
+def _write_outputs(
+    out_uri: str, results: dict, drift, drift_note: str, plan: DriftPlan | None, report: str
+) -> None:
     """Writes Split-*/SchemaDiff.pb, drift.json and report.txt."""
     anomalies_format.write_split_anomalies(out_uri, results)
-    drift_json = {"checked": drift is not None, "split": DRIFT_SPLIT, "note": drift_note,
-                  "baseline": drift.baseline if drift else None,
-                  "baseline_kind": plan.kind if plan else None,
-                  "measurements": [m.to_json() for m in drift.measurements] if drift else [],
-                  "problems": [{"feature": p.feature, "description": p.description}
-                               for p in drift.problems] if drift else []}
-    _write_text(os.path.join(out_uri, anomalies_format.DRIFT_FILE),
-                json.dumps(drift_json, indent=1, sort_keys=True) + "\n")
+    drift_json = {
+        "checked": drift is not None,
+        "split": DRIFT_SPLIT,
+        "note": drift_note,
+        "baseline": drift.baseline if drift else None,
+        "baseline_kind": plan.kind if plan else None,
+        "measurements": [m.to_json() for m in drift.measurements] if drift else [],
+        "problems": [{"feature": p.feature, "description": p.description} for p in drift.problems]
+        if drift
+        else [],
+    }
+    _write_text(
+        os.path.join(out_uri, anomalies_format.DRIFT_FILE),
+        json.dumps(drift_json, indent=1, sort_keys=True) + "\n",
+    )
     _write_text(os.path.join(out_uri, anomalies_format.REPORT_FILE), report)
 
 

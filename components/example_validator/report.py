@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
-
 from components.example_validator.drift_check import DriftResult
 from pipeline.formats.anomalies import DATASET, Finding
 
 
-def format_report(*, statistics_uri: str, schema_path: str, environment: Optional[str],
-                  split_counts: Dict[str, int], split_findings: Dict[str, List[Finding]],
-                  drift: Optional[DriftResult], drift_split: str, drift_note: str) -> str:
+def format_report(
+    *,
+    statistics_uri: str,
+    schema_path: str,
+    environment: str | None,
+    split_counts: dict[str, int],
+    split_findings: dict[str, list[Finding]],
+    drift: DriftResult | None,
+    drift_split: str,
+    drift_note: str,
+) -> str:
     """Returns report.txt: one line per anomaly naming split, feature, severity and reasons.
 
     split_counts / split_findings: per split, examples counted and the anomalies found (drift
@@ -28,12 +34,16 @@ def format_report(*, statistics_uri: str, schema_path: str, environment: Optiona
     ]
     for split in sorted(split_findings, key=_split_order):
         items = split_findings[split]
-        lines.append(f"split {split}: {split_counts.get(split, 0)} examples, "
-                     f"{len(items)} anomal{'y' if len(items) == 1 else 'ies'}")
+        lines.append(
+            f"split {split}: {split_counts.get(split, 0)} examples, "
+            f"{len(items)} anomal{'y' if len(items) == 1 else 'ies'}"
+        )
         for f in items:
             feature = "(dataset)" if f.feature == DATASET else f.feature
-            lines.append(f"  {f.severity:<7} split={split} feature={feature} "
-                         f"anomaly={'+'.join(f.reasons) or 'UNKNOWN'}: {f.short_description}")
+            lines.append(
+                f"  {f.severity:<7} split={split} feature={feature} "
+                f"anomaly={'+'.join(f.reasons) or 'UNKNOWN'}: {f.short_description}"
+            )
             lines.append(f"          {f.description}")
     # Name what the span was compared with: the previous span, or the reference on a first span.
     against = f" against {drift.baseline}" if drift is not None and drift.baseline else ""
@@ -41,20 +51,28 @@ def format_report(*, statistics_uri: str, schema_path: str, environment: Optiona
     if drift is not None:
         for m in drift.measurements:
             verdict = "EXCEEDED" if m.exceeded else "ok"
-            lines.append(f"  {m.feature:<6} {m.metric} = {m.value:.6f} (threshold {m.threshold:g}): {verdict}")
+            lines.append(
+                f"  {m.feature:<6} {m.metric} = {m.value:.6f} (threshold {m.threshold:g}): {verdict}"
+            )
         for p in drift.problems:
             lines.append(f"  {p.feature:<6} not compared: {p.description}")
         if drift.is_reference and drift.exceeded:
-            lines.append("  (a first span is compared with the reference; for data that is not meant to look like "
-                         "it, set validation.reference_check = false or point validation.reference_path at a "
-                         "reference of that data: scripts/make_reference.py)")
+            lines.append(
+                "  (a first span is compared with the reference; for data that is not meant to look like "
+                "it, set validation.reference_check = false or point validation.reference_path at a "
+                "reference of that data: scripts/make_reference.py)"
+            )
     return "\n".join(lines) + "\n"
 
 
-def failure_summary(split_findings: Dict[str, List[Finding]]) -> Optional[str]:
+def failure_summary(split_findings: dict[str, list[Finding]]) -> str | None:
     """One line naming the first ERROR anomaly (split/feature: what), or None when none."""
-    errors = [(split, f) for split in sorted(split_findings, key=_split_order)
-              for f in split_findings[split] if f.is_error]
+    errors = [
+        (split, f)
+        for split in sorted(split_findings, key=_split_order)
+        for f in split_findings[split]
+        if f.is_error
+    ]
     if not errors:
         return None
     split, first = errors[0]

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Optional
 
 from components.pusher.publish import interrupted_push, publish
 from components.pusher.serving_check import make_verify_fn, read_examples
 from pipeline.core.errors import ConfigError, PushError
 from pipeline.core.step import StepContext, StepOutcome
-from pipeline.formats import blessing as blessing_format, model as model_format
+from pipeline.formats import blessing as blessing_format
+from pipeline.formats import model as model_format
 from pipeline.formats import pushed_model as pushed_format
 
 
@@ -40,7 +40,7 @@ def _gate_reasons(record: blessing_format.BlessingRecord, blessing_uri: str) -> 
     return reasons[0] + (f" (+{len(reasons) - 1} more in {marker})" if len(reasons) > 1 else "")
 
 
-def _blessing_refusal(ctx: StepContext) -> Optional[str]:
+def _blessing_refusal(ctx: StepContext) -> str | None:
     """Returns why the model must not be pushed, or None when the blessing allows it."""
     blessing = ctx.inputs["blessing"]
     model = ctx.inputs["model"]
@@ -56,24 +56,41 @@ def _blessing_refusal(ctx: StepContext) -> Optional[str]:
     current = ctx.inputs.get("baseline_model")
     current_id = current.id if current is not None else 0
     if evaluated_against != current_id:
-        return (f"baseline changed since evaluation: blessed against model id {evaluated_against}, "
-                f"latest pushed model is now id {current_id}; not pushing")
+        return (
+            f"baseline changed since evaluation: blessed against model id {evaluated_against}, "
+            f"latest pushed model is now id {current_id}; not pushing"
+        )
     return None
 
 
-def _outcome(ctx: StepContext, pushed: int, version: int, reason: str,
-             stop_run: Optional[str] = None) -> StepOutcome:
+def _outcome(
+    ctx: StepContext, pushed: int, version: int, reason: str, stop_run: str | None = None
+) -> StepOutcome:
     model = ctx.inputs["model"]
     serving_dir = ctx.params.serving_dir
-    pushed_format.write_push_record(ctx.outputs["pushed_model"], {
-        "pushed": pushed, "version": version, "model_id": model.id, "model_uri": model.uri,
-        "model_digest": model.properties.get(model_format.DIGEST), "serving_dir": serving_dir,
-        "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    pushed_format.write_push_record(
+        ctx.outputs["pushed_model"],
+        {
+            "pushed": pushed,
+            "version": version,
+            "model_id": model.id,
+            "model_uri": model.uri,
+            "model_digest": model.properties.get(model_format.DIGEST),
+            "serving_dir": serving_dir,
+            "reason": reason,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
     return StepOutcome(
         execution_properties={"pushed": pushed, "version": version, "reason": reason},
-        output_properties={"pushed_model": {pushed_format.PUSHED: pushed, pushed_format.VERSION: version,
-                                            pushed_format.MODEL_ID: model.id,
-                                            pushed_format.SERVING_DIR: serving_dir}},
+        output_properties={
+            "pushed_model": {
+                pushed_format.PUSHED: pushed,
+                pushed_format.VERSION: version,
+                pushed_format.MODEL_ID: model.id,
+                pushed_format.SERVING_DIR: serving_dir,
+            }
+        },
         stop_run=stop_run,
         stop_exit_code=1,
     )

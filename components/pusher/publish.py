@@ -10,18 +10,30 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 from pipeline.core.errors import PushError
-from pipeline.formats.pushed_model import (LOCK_TIMEOUT_S, VerifyFn, list_versions, locked_versions,
-                                           read_version_record, stage_and_commit, version_holds)
+from pipeline.formats.pushed_model import (
+    LOCK_TIMEOUT_S,
+    VerifyFn,
+    list_versions,
+    locked_versions,
+    read_version_record,
+    stage_and_commit,
+    version_holds,
+)
 
 logger = logging.getLogger(__name__)
 
 
-def publish(model_dir: str, serving_dir: str, expected_digest: str,
-            verify_fn: Optional[VerifyFn], lock_timeout_s: float = LOCK_TIMEOUT_S,
-            record: Optional[Mapping] = None) -> int:
+def publish(
+    model_dir: str,
+    serving_dir: str,
+    expected_digest: str,
+    verify_fn: VerifyFn | None,
+    lock_timeout_s: float = LOCK_TIMEOUT_S,
+    record: Mapping | None = None,
+) -> int:
     """Publishes the SavedModel at `model_dir` as the next version in `serving_dir`.
 
     expected_digest: pipeline.core.digest.directory_digest of the model as exported; the staged copy
@@ -40,8 +52,9 @@ def publish(model_dir: str, serving_dir: str, expected_digest: str,
         return stage_and_commit(model_dir, serving_dir, version, expected_digest, verify_fn, record)
 
 
-def interrupted_push(serving_dir: str, pipeline_root: str, model_id: int, model_uri: str,
-                     model_digest: str) -> Optional[int]:
+def interrupted_push(
+    serving_dir: str, pipeline_root: str, model_id: int, model_uri: str, model_digest: str
+) -> int | None:
     """The newest version of `serving_dir` when a push of Model `model_id` (at `model_uri`) from
     `pipeline_root` published it: its version record says so and its files have `model_digest`
     (the digest the metadata store records for that model). None otherwise, or when there is no
@@ -61,7 +74,12 @@ def interrupted_push(serving_dir: str, pipeline_root: str, model_id: int, model_
     if record is None or record.get("model_id") != model_id:
         return None
     if not version_holds(serving_dir, newest, record, model_id, model_uri, model_digest):
-        logger.warning("serving version %d in %s is recorded as model %d, but does not hold it (its record or its "
-                       "files differ: partial or altered); not adopted", newest, serving_dir, model_id)
+        logger.warning(
+            "serving version %d in %s is recorded as model %d, but does not hold it (its record or its "
+            "files differ: partial or altered); not adopted",
+            newest,
+            serving_dir,
+            model_id,
+        )
         return None
     return newest

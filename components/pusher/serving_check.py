@@ -6,7 +6,7 @@ the pusher feeds it the first records of the examples' test split.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from pipeline.core.errors import InputDataError
 from pipeline.formats.examples import split_files
@@ -23,8 +23,9 @@ def read_examples(examples_uri: str, count: int, split: str = "test") -> list:
     files = split_files(examples_uri, split)
     records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)]
     if not records:
-        raise InputDataError(f"examples {examples_uri} split {split}: shards hold no records to verify "
-                             "the model with")
+        raise InputDataError(
+            f"examples {examples_uri} split {split}: shards hold no records to verify the model with"
+        )
     return records
 
 

@@ -16,7 +16,8 @@ import os
 from pipeline.core.errors import ConfigError
 from pipeline.core.external import CONTENT_DIGEST, read_verified
 from pipeline.core.step import Artifact, StepContext, StepOutcome
-from pipeline.formats import schema as schema_format, statistics as stats_format
+from pipeline.formats import schema as schema_format
+from pipeline.formats import statistics as stats_format
 from pipeline.formats.examples import split_dirs
 
 REPORT_SPLIT = "train"
@@ -61,8 +62,10 @@ def check_schema(schema) -> str:
             return f"feature {feature.name!r} has no type"
         for env in list(feature.in_environment) + list(feature.not_in_environment):
             if env not in environments:
-                return (f"feature {feature.name!r} names environment {env!r}, which is not a "
-                        f"default_environment ({', '.join(sorted(environments)) or 'none declared'})")
+                return (
+                    f"feature {feature.name!r} names environment {env!r}, which is not a "
+                    f"default_environment ({', '.join(sorted(environments)) or 'none declared'})"
+                )
     return ""
 
 
@@ -92,8 +95,10 @@ def run(ctx: StepContext) -> StepOutcome:
         differences, split = _write_inference_report(ctx, schema, out_uri)
         properties["inferred_from_split"] = split
         properties["inferred_differences"] = len(differences)
-    return StepOutcome(execution_properties=properties,
-                       output_properties={"schema": {schema_format.FEATURE_COUNT: len(schema.feature)}})
+    return StepOutcome(
+        execution_properties=properties,
+        output_properties={"schema": {schema_format.FEATURE_COUNT: len(schema.feature)}},
+    )
 
 
 def _write_inference_report(ctx: StepContext, curated, out_uri: str) -> tuple:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Dict, List
-
 from google.protobuf.json_format import MessageToDict
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 UNSET = "(unset)"
 
 
-def _flatten(value, prefix: str, out: Dict[str, str]) -> None:
+def _flatten(value, prefix: str, out: dict[str, str]) -> None:
     if isinstance(value, dict):
         for key, inner in value.items():
             _flatten(inner, f"{prefix}.{key}" if prefix else key, out)
@@ -21,13 +19,13 @@ def _flatten(value, prefix: str, out: Dict[str, str]) -> None:
         out[prefix] = str(value)
 
 
-def _fields(msg) -> Dict[str, str]:
-    out: Dict[str, str] = {}
+def _fields(msg) -> dict[str, str]:
+    out: dict[str, str] = {}
     _flatten(MessageToDict(msg, preserving_proto_field_name=True), "", out)
     return out
 
 
-def schema_differences(curated: schema_pb2.Schema, inferred: schema_pb2.Schema) -> List[str]:
+def schema_differences(curated: schema_pb2.Schema, inferred: schema_pb2.Schema) -> list[str]:
     """One line per difference between `curated` and `inferred`, sorted; empty when equal.
 
     Features are matched by name; within a feature (and for schema-level fields other than
@@ -42,10 +40,15 @@ def schema_differences(curated: schema_pb2.Schema, inferred: schema_pb2.Schema) 
             lines.append(f"feature {name}: in the curated schema only (not seen in the statistics)")
             continue
         if name not in cur_feats:
-            lines.append(f"feature {name}: in the inferred schema only (in the data, not in the curated schema)")
+            lines.append(
+                f"feature {name}: in the inferred schema only (in the data, not in the curated schema)"
+            )
             continue
-        lines += [f"feature {name}: {line}" for line in _diff(_fields(cur_feats[name]), _fields(inf_feats[name]))
-                  if not line.startswith("name:")]
+        lines += [
+            f"feature {name}: {line}"
+            for line in _diff(_fields(cur_feats[name]), _fields(inf_feats[name]))
+            if not line.startswith("name:")
+        ]
     cur_top, inf_top = schema_pb2.Schema(), schema_pb2.Schema()
     cur_top.CopyFrom(curated)
     inf_top.CopyFrom(inferred)
@@ -55,6 +58,9 @@ def schema_differences(curated: schema_pb2.Schema, inferred: schema_pb2.Schema) 
     return lines
 
 
-def _diff(curated: Dict[str, str], inferred: Dict[str, str]) -> List[str]:
-    return [f"{key}: curated {curated.get(key, UNSET)}, inferred {inferred.get(key, UNSET)}"
-            for key in sorted(set(curated) | set(inferred)) if curated.get(key) != inferred.get(key)]
+def _diff(curated: dict[str, str], inferred: dict[str, str]) -> list[str]:
+    return [
+        f"{key}: curated {curated.get(key, UNSET)}, inferred {inferred.get(key, UNSET)}"
+        for key in sorted(set(curated) | set(inferred))
+        if curated.get(key) != inferred.get(key)
+    ]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import apache_beam as beam
 import tensorflow_data_validation as tfdv
 from apache_beam.io.filesystem import CompressionTypes
@@ -49,18 +47,21 @@ class ExamplesToStatistics(beam.PTransform):
     `examples_read_counter_name(split)`. A record that is not a tf.Example fails the pipeline.
     """
 
-    def __init__(self, file_pattern: str, split: str, options: Optional[tfdv.StatsOptions] = None):
+    def __init__(self, file_pattern: str, split: str, options: tfdv.StatsOptions | None = None):
         super().__init__()
         self._file_pattern = file_pattern
         self._split = split
         self._options = options or make_stats_options()
 
     def expand(self, pbegin):
-        decoder = tfxio.TFExampleBeamRecord(physical_format="tfrecords_gzip",
-                                            telemetry_descriptors=["statistics_gen"])
-        return (pbegin
-                | "ReadTFRecords" >> beam.io.ReadFromTFRecord(
-                    self._file_pattern, compression_type=CompressionTypes.GZIP)
-                | "CountExamples" >> beam.ParDo(_CountRecords(examples_read_counter_name(self._split)))
-                | "DecodeToArrow" >> decoder.BeamSource()
-                | "GenerateStatistics" >> tfdv.GenerateStatistics(self._options))
+        decoder = tfxio.TFExampleBeamRecord(
+            physical_format="tfrecords_gzip", telemetry_descriptors=["statistics_gen"]
+        )
+        return (
+            pbegin
+            | "ReadTFRecords"
+            >> beam.io.ReadFromTFRecord(self._file_pattern, compression_type=CompressionTypes.GZIP)
+            | "CountExamples" >> beam.ParDo(_CountRecords(examples_read_counter_name(self._split)))
+            | "DecodeToArrow" >> decoder.BeamSource()
+            | "GenerateStatistics" >> tfdv.GenerateStatistics(self._options)
+        )

@@ -14,7 +14,8 @@ import time
 
 from pipeline.core.errors import InputDataError, PipelineError
 from pipeline.core.step import StepContext, StepOutcome
-from pipeline.formats import examples as examples_format, statistics as stats_format
+from pipeline.formats import examples as examples_format
+from pipeline.formats import statistics as stats_format
 
 
 def run(ctx: StepContext) -> StepOutcome:
@@ -41,10 +42,12 @@ def run(ctx: StepContext) -> StepOutcome:
     pipeline = beam.Pipeline(options=ctx.beam_pipeline_options())
     for split, pattern in splits.items():
         os.makedirs(examples_format.split_dir(out_uri, split))
-        _ = (pipeline
-             | f"Stats[{split}]" >> ExamplesToStatistics(pattern, split)
-             | f"Write[{split}]" >> tfdv.WriteStatisticsToBinaryFile(
-                 stats_format.split_stats_path(out_uri, split)))
+        _ = (
+            pipeline
+            | f"Stats[{split}]" >> ExamplesToStatistics(pattern, split)
+            | f"Write[{split}]"
+            >> tfdv.WriteStatisticsToBinaryFile(stats_format.split_stats_path(out_uri, split))
+        )
     try:
         result = pipeline.run()
         result.wait_until_finish()
@@ -65,32 +68,50 @@ def run(ctx: StepContext) -> StepOutcome:
         if histogram is not None:
             counts, out_of_range = histogram
             pixel_out_of_range[split] = out_of_range
-            _write_json(os.path.join(examples_format.split_dir(out_uri, split),
-                                     stats_format.PIXEL_HISTOGRAM_FILE), {
-                "feature": stats_format.PIXEL_FEATURE, "bins": stats_format.PIXEL_BINS,
-                "counts": counts.tolist(), "out_of_range_values": out_of_range,
-                "total_values": int(counts.sum()) + out_of_range,
-                "note": f"readable copy; the source of truth is the custom_stats of {stats_format.STATS_FILE}",
-            })
-        ctx.log.info("split %s: %d examples (%s records read)", split, split_counts[split],
-                     records_read.get(split, "?"))
+            _write_json(
+                os.path.join(examples_format.split_dir(out_uri, split), stats_format.PIXEL_HISTOGRAM_FILE),
+                {
+                    "feature": stats_format.PIXEL_FEATURE,
+                    "bins": stats_format.PIXEL_BINS,
+                    "counts": counts.tolist(),
+                    "out_of_range_values": out_of_range,
+                    "total_values": int(counts.sum()) + out_of_range,
+                    "note": f"readable copy; the source of truth is the custom_stats of {stats_format.STATS_FILE}",
+                },
+            )
+        ctx.log.info(
+            "split %s: %d examples (%s records read)",
+            split,
+            split_counts[split],
+            records_read.get(split, "?"),
+        )
 
     examples_format.check_recorded_counts(examples, split_counts)
     output_properties = {stats_format.SPLIT_NAMES: list(splits), stats_format.SPLIT_COUNTS: split_counts}
     if examples_format.SPANS in examples.properties:
         output_properties[stats_format.SPANS] = examples_format.spans_of(examples.properties)
     return StepOutcome(
-        execution_properties={"split_counts": split_counts, "pixel_out_of_range": pixel_out_of_range,
-                              "beam_runner": ctx.beam_runner()},
+        execution_properties={
+            "split_counts": split_counts,
+            "pixel_out_of_range": pixel_out_of_range,
+            "beam_runner": ctx.beam_runner(),
+        },
         output_properties={"statistics": output_properties},
     )
 
 
 # Substrings of the errors that unreadable shards raise, whichever runner relays them: a
 # truncated or corrupt TFRecord, a shard that is not gzip, bytes that are not a tf.Example.
-_BAD_RECORD_MARKERS = ("Not a valid TFRecord", "DATA_LOSS", "Feature had wrong type", "corrupted record",
-                       "while decompressing data", "Not a gzipped file", "Unable to parse example",
-                       "Compressed file ended")
+_BAD_RECORD_MARKERS = (
+    "Not a valid TFRecord",
+    "DATA_LOSS",
+    "Feature had wrong type",
+    "corrupted record",
+    "while decompressing data",
+    "Not a gzipped file",
+    "Unable to parse example",
+    "Compressed file ended",
+)
 
 
 def _records_read(result, splits) -> dict:
@@ -104,8 +125,11 @@ def _records_read(result, splits) -> dict:
     except (NotImplementedError, AttributeError, KeyError):
         return {}
     by_name = {c.key.metric.name: c.committed for c in counters}
-    return {split: by_name[examples_read_counter_name(split)] for split in splits
-            if examples_read_counter_name(split) in by_name}
+    return {
+        split: by_name[examples_read_counter_name(split)]
+        for split in splits
+        if examples_read_counter_name(split) in by_name
+    }
 
 
 def _first_line(error: BaseException, limit: int = 200) -> str:
@@ -119,8 +143,10 @@ def _check_recorded_splits(examples, splits) -> None:
     recorded = examples.properties.get(examples_format.SPLIT_COUNTS) or {}
     missing = sorted(set(recorded) - set(splits))
     if missing:
-        raise InputDataError(f"examples artifact {examples.uri}: no {examples_format.SPLIT_PREFIX}{missing[0]} "
-                             f"directory, but example_gen recorded {recorded[missing[0]]} examples for it")
+        raise InputDataError(
+            f"examples artifact {examples.uri}: no {examples_format.SPLIT_PREFIX}{missing[0]} "
+            f"directory, but example_gen recorded {recorded[missing[0]]} examples for it"
+        )
 
 
 def _write_json(path: str, data: dict) -> None:

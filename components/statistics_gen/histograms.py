@@ -13,15 +13,21 @@ and `read_value_histogram` that decodes them again, are `pipeline.formats.statis
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
 from tensorflow_data_validation.statistics.generators import stats_generator
 from tensorflow_metadata.proto.v0 import path_pb2, statistics_pb2
 
-from pipeline.formats.statistics import (HISTOGRAM_STAT, LABEL_BINS, LABEL_FEATURE, OUT_OF_RANGE_STAT,
-                                         PIXEL_BINS, PIXEL_FEATURE)
+from pipeline.formats.statistics import (
+    HISTOGRAM_STAT,
+    LABEL_BINS,
+    LABEL_FEATURE,
+    OUT_OF_RANGE_STAT,
+    PIXEL_BINS,
+    PIXEL_FEATURE,
+)
 
 
 class _Accumulator:
@@ -96,5 +102,7 @@ class ValueHistogramGenerator(stats_generator.CombinerStatsGenerator):
 
 def default_generators() -> list:
     """The exact histograms StatisticsGen adds: pixel values (256 bins) and labels (10 bins)."""
-    return [ValueHistogramGenerator(PIXEL_FEATURE, PIXEL_BINS),
-            ValueHistogramGenerator(LABEL_FEATURE, LABEL_BINS)]
+    return [
+        ValueHistogramGenerator(PIXEL_FEATURE, PIXEL_BINS),
+        ValueHistogramGenerator(LABEL_FEATURE, LABEL_BINS),
+    ]

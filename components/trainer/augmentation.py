@@ -14,7 +14,8 @@ Both resample bilinearly; pixels that come from outside the image are 0 (backgro
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import tensorflow as tf
 
@@ -22,11 +23,11 @@ from pipeline.formats.examples import IMAGE_SIDE
 
 # Keys read here and their defaults (the model's too); a 0 switches its distortion off.
 AUGMENTATION_OFF = {
-    "augment_max_shift": 0.0,       # pixels; each training digit is shifted by up to this much
-    "augment_max_rotation": 0.0,    # degrees; ... and rotated by up to this much
-    "augment_max_scale": 0.0,       # ... and zoomed by a factor in 1 +- this
-    "augment_elastic_alpha": 0.0,   # pixels; ... and elastically distorted this strongly
-    "augment_elastic_sigma": 4.0,   # pixels; the smoothness of that distortion
+    "augment_max_shift": 0.0,  # pixels; each training digit is shifted by up to this much
+    "augment_max_rotation": 0.0,  # degrees; ... and rotated by up to this much
+    "augment_max_scale": 0.0,  # ... and zoomed by a factor in 1 +- this
+    "augment_elastic_alpha": 0.0,  # pixels; ... and elastically distorted this strongly
+    "augment_elastic_sigma": 4.0,  # pixels; the smoothness of that distortion
 }
 
 
@@ -39,8 +40,7 @@ def is_on(hp: Mapping[str, Any]) -> bool:
     return any(hp.get(key, 0.0) for key in _STRENGTHS)
 
 
-def affine_transforms(angles: tf.Tensor, shift_x: tf.Tensor, shift_y: tf.Tensor,
-                      scales=None) -> tf.Tensor:
+def affine_transforms(angles: tf.Tensor, shift_x: tf.Tensor, shift_y: tf.Tensor, scales=None) -> tf.Tensor:
     """[N, 8] projective transforms (ImageProjectiveTransformV3's convention: output pixel (x, y)
     reads input pixel (t0 x + t1 y + t2, t3 x + t4 y + t5)) that zoom each image by `scales`
     [N] (None: 1) and rotate it by `angles` [N] (radians, counter-clockwise as displayed) about
@@ -55,14 +55,19 @@ def affine_transforms(angles: tf.Tensor, shift_x: tf.Tensor, shift_y: tf.Tensor,
     return tf.stack([cos, -sin, offset_x, sin, cos, offset_y, zeros, zeros], axis=1)
 
 
-def transform_images(images: tf.Tensor, angles: tf.Tensor, shift_x: tf.Tensor,
-                     shift_y: tf.Tensor, scales=None) -> tf.Tensor:
+def transform_images(
+    images: tf.Tensor, angles: tf.Tensor, shift_x: tf.Tensor, shift_y: tf.Tensor, scales=None
+) -> tf.Tensor:
     """`images` [N, 28, 28, 1] under `affine_transforms(angles, shift_x, shift_y, scales)`;
     bilinear, zeros fill the uncovered border. One batched op."""
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=affine_transforms(angles, shift_x, shift_y, scales),
-        output_shape=[IMAGE_SIDE, IMAGE_SIDE], fill_value=0.0, interpolation="BILINEAR",
-        fill_mode="CONSTANT")
+        images=images,
+        transforms=affine_transforms(angles, shift_x, shift_y, scales),
+        output_shape=[IMAGE_SIDE, IMAGE_SIDE],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
 
 
 def gaussian_matrix(size: int, sigma: float) -> tf.Tensor:
@@ -70,8 +75,13 @@ def gaussian_matrix(size: int, sigma: float) -> tf.Tensor:
     normalised over the full kernel: outside the signal counts as 0)."""
     radius = int(math.ceil(3.0 * sigma))
     total = sum(math.exp(-0.5 * (d / sigma) ** 2) for d in range(-radius, radius + 1))
-    rows = [[math.exp(-0.5 * ((i - j) / sigma) ** 2) / total if abs(i - j) <= radius else 0.0
-             for j in range(size)] for i in range(size)]
+    rows = [
+        [
+            math.exp(-0.5 * ((i - j) / sigma) ** 2) / total if abs(i - j) <= radius else 0.0
+            for j in range(size)
+        ]
+        for i in range(size)
+    ]
     return tf.constant(rows, tf.float32)
 
 
@@ -90,8 +100,9 @@ _BORDER = 2
 
 def _pixel_grid(height: int, width: int):
     """(x, y) coordinates of every pixel, each [1, H, W] float32."""
-    grid_y, grid_x = tf.meshgrid(tf.range(height, dtype=tf.float32),
-                                 tf.range(width, dtype=tf.float32), indexing="ij")
+    grid_y, grid_x = tf.meshgrid(
+        tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij"
+    )
     return grid_x[None], grid_y[None]
 
 
@@ -104,11 +115,16 @@ def sample_bilinear(images: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     wx = tf.clip_by_value(x - x0, 0.0, 1.0)
     wy = tf.clip_by_value(y - y0, 0.0, 1.0)
     stride = width + 2 * _BORDER
-    padded = tf.reshape(tf.pad(images[..., 0], [[0, 0], [_BORDER, _BORDER], [_BORDER, _BORDER]]),
-                        [n, (height + 2 * _BORDER) * stride])
+    padded = tf.reshape(
+        tf.pad(images[..., 0], [[0, 0], [_BORDER, _BORDER], [_BORDER, _BORDER]]),
+        [n, (height + 2 * _BORDER) * stride],
+    )
     top_left = tf.cast(y0 + _BORDER, tf.int32) * stride + tf.cast(x0 + _BORDER, tf.int32)
-    corners = tf.gather(padded, tf.stack([top_left, top_left + 1, top_left + stride,
-                                          top_left + stride + 1], axis=-1), batch_dims=1)
+    corners = tf.gather(
+        padded,
+        tf.stack([top_left, top_left + 1, top_left + stride, top_left + stride + 1], axis=-1),
+        batch_dims=1,
+    )
     top = corners[..., 0] + wx * (corners[..., 1] - corners[..., 0])
     bottom = corners[..., 2] + wx * (corners[..., 3] - corners[..., 2])
     return (top + wy * (bottom - top))[..., None]

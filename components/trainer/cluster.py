@@ -33,15 +33,16 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
 
 from components.trainer.result import TrainingResult
 from pipeline.core import errors
 from pipeline.core.atomic_files import write_text_atomic
 from pipeline.core.errors import PipelineError, TrainingError
+
 # A free port can be taken by another process before the task binds it: the task then fails
 # to start and the step fails naming it, nothing exported, so a retry is safe.
-from pipeline.core.ports import LOOPBACK, free_loopback_port as free_port
+from pipeline.core.ports import LOOPBACK
+from pipeline.core.ports import free_loopback_port as free_port
 
 TASK_MODULE = "components.trainer.cluster_task"
 REGISTRY_FILE = ".cluster-tasks.json"
@@ -65,19 +66,20 @@ LAUNCHER_PID_ENV = "MNIST_CLUSTER_LAUNCHER_PID"
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def layout(workers: int, parameter_servers: int) -> Dict[str, int]:
+def layout(workers: int, parameter_servers: int) -> dict[str, int]:
     """The cluster's shape as recorded in the step's properties: {"chief": 1, "worker": N, "ps": M}."""
     return {"chief": 1, "worker": workers, "ps": parameter_servers}
 
 
-def cluster_spec(shape: Dict[str, int]) -> Dict[str, List[str]]:
+def cluster_spec(shape: dict[str, int]) -> dict[str, list[str]]:
     """The TF_CONFIG "cluster" for `shape` (see `layout`), every task on a free loopback port;
     job types with no task are left out."""
-    return {job: [f"{LOOPBACK}:{free_port()}" for _ in range(count)]
-            for job, count in shape.items() if count > 0}
+    return {
+        job: [f"{LOOPBACK}:{free_port()}" for _ in range(count)] for job, count in shape.items() if count > 0
+    }
 
 
-def tf_config(spec: Dict[str, List[str]], task_type: str, index: int) -> str:
+def tf_config(spec: dict[str, list[str]], task_type: str, index: int) -> str:
     """The TF_CONFIG value of task `task_type`:`index` in cluster `spec`."""
     return json.dumps({"cluster": spec, "task": {"type": task_type, "index": index}})
 
@@ -87,7 +89,7 @@ def registry_path(pipeline_root: str, step_name: str) -> str:
     return os.path.join(pipeline_root, step_name, REGISTRY_FILE)
 
 
-def process_start_time(pid: int) -> Optional[int]:
+def process_start_time(pid: int) -> int | None:
     """The start time of process `pid` (clock ticks since boot, /proc/<pid>/stat field 22), or
     None when no such process exists."""
     try:
@@ -103,7 +105,7 @@ def _alive(pid: int, start_time: int) -> bool:
     return process_start_time(pid) == start_time
 
 
-def clean_leftovers(path: str, log: logging.Logger) -> List[str]:
+def clean_leftovers(path: str, log: logging.Logger) -> list[str]:
     """Ends the tasks a killed run recorded in the registry at `path` that are still alive (same
     PID and start time), then removes the file. Returns their names ("worker:0", ...)."""
     try:
@@ -122,8 +124,7 @@ def clean_leftovers(path: str, log: logging.Logger) -> List[str]:
             _kill_group(pid)
             ended.append(task["name"])
     if ended:
-        log.warning("ended %d cluster task(s) left by an earlier run: %s", len(ended),
-                    ", ".join(ended))
+        log.warning("ended %d cluster task(s) left by an earlier run: %s", len(ended), ", ".join(ended))
     os.remove(path)
     return ended
 
@@ -182,8 +183,12 @@ def log_path(cluster_dir: str, name: str) -> str:
 
 def _launch(name: str, spec_path: str, tf_config_value: str, cluster_dir: str) -> Task:
     """Starts task `name` in its own process group, output into its log file."""
-    env = dict(os.environ, TF_CONFIG=tf_config_value, **{LAUNCHER_PID_ENV: str(os.getpid())},
-               PYTHONPATH=os.pathsep.join(p for p in (_PROJECT_ROOT, os.environ.get("PYTHONPATH")) if p))
+    env = dict(
+        os.environ,
+        TF_CONFIG=tf_config_value,
+        **{LAUNCHER_PID_ENV: str(os.getpid())},
+        PYTHONPATH=os.pathsep.join(p for p in (_PROJECT_ROOT, os.environ.get("PYTHONPATH")) if p),
+    )
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     # Tasks train; they never open the metadata store, so they get no secret of the pipeline's.
     for secret in [key for key in env if any(word in key.upper() for word in SECRET_ENV_WORDS)]:
@@ -192,17 +197,29 @@ def _launch(name: str, spec_path: str, tf_config_value: str, cluster_dir: str) -
     with open(path, "ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", TASK_MODULE, "--spec", spec_path],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-            cwd=_PROJECT_ROOT, start_new_session=True)
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=_PROJECT_ROOT,
+            start_new_session=True,
+        )
     start_time = process_start_time(process.pid)
     return Task(name, process, path, start_time if start_time is not None else -1)
 
 
-def _write_registry(path: str, tasks: List[Task]) -> None:
-    write_text_atomic(path, json.dumps({
-        "launcher_pid": os.getpid(),
-        "tasks": [{"name": t.name, "pid": t.process.pid, "start_time": t.start_time} for t in tasks],
-    }, indent=2) + "\n")
+def _write_registry(path: str, tasks: list[Task]) -> None:
+    write_text_atomic(
+        path,
+        json.dumps(
+            {
+                "launcher_pid": os.getpid(),
+                "tasks": [{"name": t.name, "pid": t.process.pid, "start_time": t.start_time} for t in tasks],
+            },
+            indent=2,
+        )
+        + "\n",
+    )
 
 
 def last_line(path: str) -> str:
@@ -211,13 +228,13 @@ def last_line(path: str) -> str:
     try:
         with open(path, "rb") as f:
             f.seek(max(0, os.path.getsize(path) - 8192))
-            lines = [l.strip() for l in f.read().decode("utf-8", "replace").splitlines() if l.strip()]
+            lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
     except OSError:
         lines = []
     if not lines:
         return "(no output)"
     line = lines[-1]
-    return line[len(LOG_PREFIX):] if line.startswith(LOG_PREFIX) else line
+    return line[len(LOG_PREFIX) :] if line.startswith(LOG_PREFIX) else line
 
 
 def _exit_description(code: int) -> str:
@@ -265,13 +282,18 @@ class _LogForwarder:
             line = raw.decode("utf-8", "replace").rstrip()
             # The chief's own "train step" lines count its own steps only (the task's log has
             # them); its "cluster step" lines give the global step.
-            if line.startswith(LOG_PREFIX) and " train step " not in line[:len(LOG_PREFIX) + 16]:
-                level, _, message = line[len(LOG_PREFIX):].partition(" ")
-                self._log.log(logging.getLevelName(level) if level in ("DEBUG", "INFO", "WARNING", "ERROR")
-                              else logging.INFO, "chief: %s", message)
+            if line.startswith(LOG_PREFIX) and " train step " not in line[: len(LOG_PREFIX) + 16]:
+                level, _, message = line[len(LOG_PREFIX) :].partition(" ")
+                self._log.log(
+                    logging.getLevelName(level)
+                    if level in ("DEBUG", "INFO", "WARNING", "ERROR")
+                    else logging.INFO,
+                    "chief: %s",
+                    message,
+                )
 
 
-def _end(tasks: List[Task]) -> None:
+def _end(tasks: list[Task]) -> None:
     """SIGKILLs every task still running (as a group) and reaps it."""
     for task in tasks:
         if task.process.poll() is None:
@@ -280,7 +302,7 @@ def _end(tasks: List[Task]) -> None:
         task.process.wait()
 
 
-def _supervise(tasks: List[Task], forwarder: _LogForwarder) -> None:
+def _supervise(tasks: list[Task], forwarder: _LogForwarder) -> None:
     """Waits until the chief has finished and the workers have stopped (or been ended after
     WORKER_GRACE_S). Raises the task's error when one fails first (see `_task_error`)."""
     chief = next(t for t in tasks if t.task_type == "chief")
@@ -294,8 +316,9 @@ def _supervise(tasks: List[Task], forwarder: _LogForwarder) -> None:
             if code != 0:
                 raise _task_error(task)
             if task.task_type == "ps" and chief_done_at is None:
-                raise TrainingError(f"cluster task {task.name} exited before the chief "
-                                    f"finished: {last_line(task.log_path)}")
+                raise TrainingError(
+                    f"cluster task {task.name} exited before the chief finished: {last_line(task.log_path)}"
+                )
         if chief_done_at is None and chief.process.returncode == 0:
             chief_done_at = time.monotonic()
         if chief_done_at is not None:
@@ -316,9 +339,15 @@ def _read_result(path: str, name: str) -> dict:
         raise TrainingError(f"cluster task {name} finished without a readable result {path} ({e})") from e
 
 
-def train_on_cluster(cfg, examples_uri: str, run_dir: str, warm_start_checkpoint: Optional[str],
-                     registry: str, log: logging.Logger,
-                     module_digest: Optional[str] = None) -> TrainingResult:
+def train_on_cluster(
+    cfg,
+    examples_uri: str,
+    run_dir: str,
+    warm_start_checkpoint: str | None,
+    registry: str,
+    log: logging.Logger,
+    module_digest: str | None = None,
+) -> TrainingResult:
     """Trains `cfg` (a TrainerConfig; its `workers` and `parameter_servers` give the cluster) on
     the Examples artifact at `examples_uri` with `run_dir` as the shared model_dir, and returns
     the chief's `TrainingResult` (its throughput is the whole cluster's, measured on the chief
@@ -335,16 +364,31 @@ def train_on_cluster(cfg, examples_uri: str, run_dir: str, warm_start_checkpoint
     cluster_dir = os.path.join(run_dir, CLUSTER_DIR)
     os.makedirs(cluster_dir, exist_ok=True)
     spec_path = os.path.join(cluster_dir, SPEC_FILE)
-    write_text_atomic(spec_path, json.dumps({
-        "params": dataclasses.asdict(cfg), "examples_uri": examples_uri, "model_dir": run_dir,
-        "warm_start_checkpoint": warm_start_checkpoint, "module_digest": module_digest,
-        "cluster_dir": cluster_dir}, indent=2) + "\n")
+    write_text_atomic(
+        spec_path,
+        json.dumps(
+            {
+                "params": dataclasses.asdict(cfg),
+                "examples_uri": examples_uri,
+                "model_dir": run_dir,
+                "warm_start_checkpoint": warm_start_checkpoint,
+                "module_digest": module_digest,
+                "cluster_dir": cluster_dir,
+            },
+            indent=2,
+        )
+        + "\n",
+    )
     shape = layout(cfg.workers, cfg.parameter_servers)
     spec = cluster_spec(shape)
-    log.info("cluster: chief, %d worker(s), %d parameter server(s) on %s; task logs in %s",
-             cfg.workers, cfg.parameter_servers,
-             ", ".join(f"{job}={','.join(addrs)}" for job, addrs in spec.items()), cluster_dir)
-    tasks: List[Task] = []
+    log.info(
+        "cluster: chief, %d worker(s), %d parameter server(s) on %s; task logs in %s",
+        cfg.workers,
+        cfg.parameter_servers,
+        ", ".join(f"{job}={','.join(addrs)}" for job, addrs in spec.items()),
+        cluster_dir,
+    )
+    tasks: list[Task] = []
     forwarder = None
     try:
         # Parameter servers first, so the chief finds them listening.

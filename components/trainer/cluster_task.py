@@ -44,8 +44,7 @@ def trainer_config(params: dict) -> Any:
     """Rebuilds the TrainerConfig from its `dataclasses.asdict` form: a frozen dataclass of the
     same name and fields (the step layer does not import the application's config class), so
     attribute access, `dataclasses.asdict` and `dataclasses.replace` work as on the original."""
-    config_class = dataclasses.make_dataclass(
-        "TrainerConfig", [(name, Any) for name in params], frozen=True)
+    config_class = dataclasses.make_dataclass("TrainerConfig", [(name, Any) for name in params], frozen=True)
     return config_class(**params)
 
 
@@ -65,8 +64,10 @@ def _task() -> tuple:
         task = json.loads(os.environ["TF_CONFIG"])["task"]
         return str(task["type"]), int(task["index"])
     except (KeyError, ValueError, TypeError) as e:
-        raise SystemExit(f"error: TF_CONFIG must name this task as "
-                         f'{{"task": {{"type": ..., "index": ...}}}} ({type(e).__name__}: {e})')
+        raise SystemExit(
+            f"error: TF_CONFIG must name this task as "
+            f'{{"task": {{"type": ..., "index": ...}}}} ({type(e).__name__}: {e})'
+        ) from None
 
 
 def _chief_classes():
@@ -110,8 +111,12 @@ def _chief_classes():
             if step >= self._next_log:
                 self._next_log = step - step % self._every_steps + self._every_steps
                 rate = self.examples_per_sec
-                self._log.info("cluster step %d/%d%s", step, self._max_steps,
-                               f" ({rate:.0f} examples/s, all tasks)" if rate else "")
+                self._log.info(
+                    "cluster step %d/%d%s",
+                    step,
+                    self._max_steps,
+                    f" ({rate:.0f} examples/s, all tasks)" if rate else "",
+                )
 
         def pause(self, seconds: float, steps: int) -> None:
             """Leaves an evaluation's `seconds` and the `steps` made during it out of the rate."""
@@ -157,14 +162,21 @@ def _chief_classes():
             started = time.perf_counter()
             estimator, spec = self.training.estimator, self.training.eval_spec
             checkpoint = tf.train.latest_checkpoint(estimator.model_dir)
-            result = estimator.evaluate(spec.input_fn, steps=spec.steps, name=spec.name,
-                                        checkpoint_path=checkpoint, hooks=spec.hooks)
+            result = estimator.evaluate(
+                spec.input_fn, steps=spec.steps, name=spec.name, checkpoint_path=checkpoint, hooks=spec.hooks
+            )
             final = result[tf.compat.v1.GraphKeys.GLOBAL_STEP] >= self.training.train_spec.max_steps
             for exporter in spec.exporters:
-                exporter.export(estimator, os.path.join(estimator.model_dir, "export", exporter.name),
-                                checkpoint, result, final)
-            self._progress.pause(time.perf_counter() - started,
-                                 int(session.run(self._global_step)) - int(global_step_value))
+                exporter.export(
+                    estimator,
+                    os.path.join(estimator.model_dir, "export", exporter.name),
+                    checkpoint,
+                    result,
+                    final,
+                )
+            self._progress.pause(
+                time.perf_counter() - started, int(session.run(self._global_step)) - int(global_step_value)
+            )
 
     return ClusterProgressHook, EvaluateAfterSave
 
@@ -180,24 +192,34 @@ def run_task(spec: dict, task_type: str, log: logging.Logger) -> dict:
     cfg = trainer_config(spec["params"])
     # The code the run fingerprinted, or InputDataError; the Estimator then gets this very load.
     user_module.load_module(cfg.module_file, spec.get("module_digest"))
-    warm_start = (tf.estimator.WarmStartSettings(ckpt_to_initialize_from=spec["warm_start_checkpoint"])
-                  if spec.get("warm_start_checkpoint") else None)
+    warm_start = (
+        tf.estimator.WarmStartSettings(ckpt_to_initialize_from=spec["warm_start_checkpoint"])
+        if spec.get("warm_start_checkpoint")
+        else None
+    )
     if task_type != "chief":
         training = executor.build_training(cfg, spec["examples_uri"], spec["model_dir"], warm_start, log)
         training.train_and_evaluate(spec["examples_uri"])
-        return {"examples_per_sec": training.progress.examples_per_sec,
-                "timed_steps": training.progress.timed_steps}
+        return {
+            "examples_per_sec": training.progress.examples_per_sec,
+            "timed_steps": training.progress.timed_steps,
+        }
     progress_class, listener_class = _chief_classes()
-    progress = progress_class(cfg.batch_size, cfg.train_steps,
-                              max(1, cfg.eval_every_steps // executor.LOGS_PER_EVAL), log)
+    progress = progress_class(
+        cfg.batch_size, cfg.train_steps, max(1, cfg.eval_every_steps // executor.LOGS_PER_EVAL), log
+    )
     listener = listener_class(progress)
-    training = executor.build_training(cfg, spec["examples_uri"], spec["model_dir"], warm_start,
-                                       log, saving_listeners=(listener,))
+    training = executor.build_training(
+        cfg, spec["examples_uri"], spec["model_dir"], warm_start, log, saving_listeners=(listener,)
+    )
     listener.training = training
     train_spec = training.train_spec
     training.train_spec = tf.estimator.TrainSpec(
-        train_spec.input_fn, train_spec.max_steps, tuple(train_spec.hooks) + (progress,),
-        train_spec.saving_listeners)
+        train_spec.input_fn,
+        train_spec.max_steps,
+        tuple(train_spec.hooks) + (progress,),
+        train_spec.saving_listeners,
+    )
     result = training.result(training.train_and_evaluate(spec["examples_uri"]))
     result.examples_per_sec = progress.examples_per_sec
     return {"result": result.to_json()}

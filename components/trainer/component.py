@@ -16,5 +16,10 @@ def summary(report, params) -> dict:
     module = report.inputs.get("module_file")
     if module is None:
         return {}
-    return {"model_module": {"path": module.uri, "sha256": module.properties.get(CONTENT_DIGEST),
-                             "entry_point": (report.properties or {}).get("model_entry_point")}}
+    return {
+        "model_module": {
+            "path": module.uri,
+            "sha256": module.properties.get(CONTENT_DIGEST),
+            "entry_point": (report.properties or {}).get("model_entry_point"),
+        }
+    }

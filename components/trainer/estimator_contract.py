@@ -19,7 +19,8 @@ any training step, and nothing is exported.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import tensorflow as tf
 
@@ -42,9 +43,12 @@ def _describe(tensor) -> str:
 
 def _check_tensor(where: str, what: str, tensor, dtype, shape: list) -> None:
     """Raises ConfigError unless `tensor` has `dtype` and a static shape compatible with `shape`."""
-    ok = (isinstance(tensor, tf.Tensor) and tensor.dtype == dtype and tensor.shape.rank == len(shape)
-          and all(want is None or have in (None, want)
-                  for have, want in zip(tensor.shape.as_list(), shape)))
+    ok = (
+        isinstance(tensor, tf.Tensor)
+        and tensor.dtype == dtype
+        and tensor.shape.rank == len(shape)
+        and all(want is None or have in (None, want) for have, want in zip(tensor.shape.as_list(), shape))
+    )
     if not ok:
         wanted = "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
         raise ConfigError(f"{where}: {what} must be {dtype.name} {wanted}, got {_describe(tensor)}")
@@ -52,15 +56,20 @@ def _check_tensor(where: str, what: str, tensor, dtype, shape: list) -> None:
 
 def serving_outputs(class_ids: tf.Tensor, probabilities: tf.Tensor) -> dict:
     """The export outputs of the Model contract: `serving_default` -> class_ids, probabilities."""
-    return {tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: tf.estimator.export.PredictOutput(
-        {CLASS_IDS: class_ids, PROBABILITIES: probabilities})}
+    return {
+        tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: tf.estimator.export.PredictOutput(
+            {CLASS_IDS: class_ids, PROBABILITIES: probabilities}
+        )
+    }
 
 
 def _predict_spec(spec, where: str) -> tf.estimator.EstimatorSpec:
     predictions = spec.predictions
     if not isinstance(predictions, dict) or PROBABILITIES not in predictions:
-        raise ConfigError(f"{where}: model_fn in PREDICT mode must return predictions with "
-                          f"'{PROBABILITIES}' float32 [N, {NUM_CLASSES}]")
+        raise ConfigError(
+            f"{where}: model_fn in PREDICT mode must return predictions with "
+            f"'{PROBABILITIES}' float32 [N, {NUM_CLASSES}]"
+        )
     probabilities = predictions[PROBABILITIES]
     _check_tensor(where, f"PREDICT '{PROBABILITIES}'", probabilities, tf.float32, [None, NUM_CLASSES])
     predictions = dict(predictions)
@@ -69,9 +78,12 @@ def _predict_spec(spec, where: str) -> tf.estimator.EstimatorSpec:
     else:
         predictions[CLASS_IDS] = tf.argmax(probabilities, axis=1, output_type=tf.int64, name=CLASS_IDS)
     return tf.estimator.EstimatorSpec(
-        mode=spec.mode, predictions=predictions,
+        mode=spec.mode,
+        predictions=predictions,
         export_outputs=serving_outputs(predictions[CLASS_IDS], probabilities),
-        scaffold=spec.scaffold, prediction_hooks=spec.prediction_hooks)
+        scaffold=spec.scaffold,
+        prediction_hooks=spec.prediction_hooks,
+    )
 
 
 def _class_ids_of(spec):
@@ -88,13 +100,20 @@ def _eval_spec(spec, labels, where: str) -> tf.estimator.EstimatorSpec:
     if ACCURACY not in metrics:
         class_ids = _class_ids_of(spec)
         if class_ids is None:
-            raise ConfigError(f"{where}: model_fn in EVAL mode returns no '{ACCURACY}' metric and no "
-                              f"'{CLASS_IDS}' or '{PROBABILITIES}' prediction to compute it from")
+            raise ConfigError(
+                f"{where}: model_fn in EVAL mode returns no '{ACCURACY}' metric and no "
+                f"'{CLASS_IDS}' or '{PROBABILITIES}' prediction to compute it from"
+            )
         labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
         metrics[ACCURACY] = tf.compat.v1.metrics.accuracy(labels, class_ids)
     return tf.estimator.EstimatorSpec(
-        mode=spec.mode, predictions=spec.predictions, loss=spec.loss, eval_metric_ops=metrics,
-        scaffold=spec.scaffold, evaluation_hooks=spec.evaluation_hooks)
+        mode=spec.mode,
+        predictions=spec.predictions,
+        loss=spec.loss,
+        eval_metric_ops=metrics,
+        scaffold=spec.scaffold,
+        evaluation_hooks=spec.evaluation_hooks,
+    )
 
 
 def honour_contract(user_model_fn: Callable, where: str) -> Callable:
@@ -104,8 +123,9 @@ def honour_contract(user_model_fn: Callable, where: str) -> Callable:
     def model_fn(features, labels, mode, params):
         spec = user_model_fn(features, labels, mode, params)
         if not isinstance(spec, tf.estimator.EstimatorSpec):
-            raise ConfigError(f"{where}: model_fn returned {type(spec).__name__}, expected a "
-                              "tf.estimator.EstimatorSpec")
+            raise ConfigError(
+                f"{where}: model_fn returned {type(spec).__name__}, expected a tf.estimator.EstimatorSpec"
+            )
         if mode == tf.estimator.ModeKeys.PREDICT:
             return _predict_spec(spec, where)
         _check_tensor(where, f"{mode} loss", spec.loss, tf.float32, [])
@@ -129,8 +149,11 @@ def check_contract(model_fn: Callable, params: Any, where: str) -> None:
     for mode in MODES:
         with tf.Graph().as_default():
             features = {IMAGE_KEY: tf.compat.v1.placeholder(tf.float32, [None, IMAGE_PIXELS], name=IMAGE_KEY)}
-            labels = (None if mode == tf.estimator.ModeKeys.PREDICT
-                      else tf.compat.v1.placeholder(tf.int64, [None], name="labels"))
+            labels = (
+                None
+                if mode == tf.estimator.ModeKeys.PREDICT
+                else tf.compat.v1.placeholder(tf.int64, [None], name="labels")
+            )
             tf.compat.v1.train.get_or_create_global_step()
             try:
                 model_fn(features, labels, mode, params)
@@ -138,5 +161,6 @@ def check_contract(model_fn: Callable, params: Any, where: str) -> None:
                 raise
             except Exception as e:  # noqa: BLE001 - the module's own code: say where it failed
                 first = (str(e).strip().splitlines() or [""])[0]
-                raise ConfigError(f"{where}: building the model in {mode} mode failed: "
-                                  f"{type(e).__name__}: {first}") from e
+                raise ConfigError(
+                    f"{where}: building the model in {mode} mode failed: {type(e).__name__}: {first}"
+                ) from e

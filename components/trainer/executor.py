@@ -49,12 +49,13 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 from components.trainer import cluster, export, inputs, precision
 from components.trainer.exporters import BestAccuracyExporter, EvalHistory, choose
 from components.trainer.hooks import NonFiniteLossHook, ProgressHook
-from components.trainer.user_module import load_checked, model_fn_for
 from components.trainer.result import TrainingResult
+from components.trainer.user_module import load_checked, model_fn_for
 from components.trainer.warm_start import warm_start_settings
 from pipeline.core.errors import InputDataError, TrainingError
 from pipeline.core.step import StepContext, StepOutcome
-from pipeline.formats import examples as examples_format, model as model_format
+from pipeline.formats import examples as examples_format
+from pipeline.formats import model as model_format
 
 # Records of the eval split fed to both serving signatures to check the exported model.
 VERIFY_RECORDS = 16
@@ -69,8 +70,12 @@ def _first_line(error: Exception) -> str:
     message = getattr(error, "message", None) or str(error)
     for raw in message.splitlines():
         line = raw.strip()
-        if (not line or raw[:1] in (" ", "\t") or line == "Graph execution error:"
-                or line.startswith(("[[", "Detected at node", "Node: "))):
+        if (
+            not line
+            or raw[:1] in (" ", "\t")
+            or line == "Graph execution error:"
+            or line.startswith(("[[", "Detected at node", "Node: "))
+        ):
             continue
         return line
     return type(error).__name__
@@ -85,8 +90,10 @@ def _train_and_evaluate(estimator, train_spec, eval_spec, examples_uri: str) -> 
     except tf.errors.InvalidArgumentError as e:
         message = _first_line(e)
         if "Key: " in message or "Feature" in message or "label value" in message:
-            raise InputDataError(f"examples {examples_uri}: records do not fit the trainer's "
-                                 f"features (image int64 x 784, label int64 0..9): {message}") from e
+            raise InputDataError(
+                f"examples {examples_uri}: records do not fit the trainer's "
+                f"features (image int64 x 784, label int64 0..9): {message}"
+            ) from e
         raise TrainingError(f"training failed: {message}") from e
 
 
@@ -97,8 +104,9 @@ def _publish_best_export(best_export_dir: str, model_uri: str, run_dir: str, sam
     Checking before the move keeps `model` empty when the export is broken (TrainingError).
     The exporter's then empty folder (`<run_dir>/export`) is removed.
     """
-    export.rename_signatures(best_export_dir,
-                             {export.ESTIMATOR_IMAGES_SIGNATURE: model_format.IMAGES_SIGNATURE})
+    export.rename_signatures(
+        best_export_dir, {export.ESTIMATOR_IMAGES_SIGNATURE: model_format.IMAGES_SIGNATURE}
+    )
     export.verify_serving_model(best_export_dir, *sample)
     serving_dir = os.path.join(model_uri, model_format.SERVING_SUBDIR)
     shutil.move(best_export_dir, serving_dir)
@@ -120,9 +128,12 @@ def _make_estimator(cfg, run_dir: str, warm_start) -> tf.estimator.Estimator:
 def _run_config(cfg, run_dir: str) -> tf.estimator.RunConfig:
     """The RunConfig: checkpoints every evaluation interval, seeded; on a cluster in bfloat16,
     the task's session without Grappler's remapper (see below)."""
-    config = tf.estimator.RunConfig(model_dir=run_dir, save_checkpoints_steps=cfg.eval_every_steps,
-                                    keep_checkpoint_max=cfg.keep_checkpoints,
-                                    tf_random_seed=cfg.random_seed)
+    config = tf.estimator.RunConfig(
+        model_dir=run_dir,
+        save_checkpoints_steps=cfg.eval_every_steps,
+        keep_checkpoint_max=cfg.keep_checkpoints,
+        tf_random_seed=cfg.random_seed,
+    )
     if config.session_config is not None and cfg.precision == precision.MIXED_BFLOAT16:
         # A cluster task's grpc session does not rewrite the remapper's fused Conv2D into
         # oneDNN's, and the plain _FusedConv2D has no bfloat16 kernel ("Value for attr 'T' of
@@ -137,17 +148,26 @@ def _run_config(cfg, run_dir: str) -> tf.estimator.RunConfig:
 
 def _training_hooks(cfg, estimator, log) -> tuple:
     """(hooks for the TrainSpec, the ProgressHook among them): NaN guard, progress, early stop."""
-    progress = ProgressHook(cfg.batch_size, cfg.train_steps,
-                            every_steps=max(1, cfg.eval_every_steps // LOGS_PER_EVAL), log=log,
-                            checkpoint_every_steps=cfg.eval_every_steps)
+    progress = ProgressHook(
+        cfg.batch_size,
+        cfg.train_steps,
+        every_steps=max(1, cfg.eval_every_steps // LOGS_PER_EVAL),
+        log=log,
+        checkpoint_every_steps=cfg.eval_every_steps,
+    )
     hooks = [NonFiniteLossHook(), progress]
     if cfg.early_stopping_evals > 0:
         # Checked on the steps that checkpoint and evaluate (the check reads the eval event
         # files), right after that step's evaluation.
-        hooks.append(tf.estimator.experimental.stop_if_no_increase_hook(
-            estimator, "accuracy",
-            max_steps_without_increase=cfg.early_stopping_evals * cfg.eval_every_steps,
-            run_every_secs=None, run_every_steps=cfg.eval_every_steps))
+        hooks.append(
+            tf.estimator.experimental.stop_if_no_increase_hook(
+                estimator,
+                "accuracy",
+                max_steps_without_increase=cfg.early_stopping_evals * cfg.eval_every_steps,
+                run_every_secs=None,
+                run_every_steps=cfg.eval_every_steps,
+            )
+        )
     return hooks, progress
 
 
@@ -174,18 +194,21 @@ class Training:
         """What this process's training produced, after `train_and_evaluate` returned."""
         best_eval = self.best_exporter.best_eval_result
         checkpoint = tf.train.latest_checkpoint(self.estimator.model_dir)
-        steps = (int(tf.train.load_variable(checkpoint, tf.compat.v1.GraphKeys.GLOBAL_STEP))
-                 if checkpoint else 0)
+        steps = (
+            int(tf.train.load_variable(checkpoint, tf.compat.v1.GraphKeys.GLOBAL_STEP)) if checkpoint else 0
+        )
         return TrainingResult(
-            evaluations=list(self.history.evaluations), best=self.history.best(),
+            evaluations=list(self.history.evaluations),
+            best=self.history.best(),
             best_export_dir=self.best_exporter.best_export_dir,
             best_export_step=int(best_eval["global_step"]) if best_eval else None,
-            steps_trained=steps, examples_per_sec=self.progress.examples_per_sec,
-            train_seconds=train_seconds)
+            steps_trained=steps,
+            examples_per_sec=self.progress.examples_per_sec,
+            train_seconds=train_seconds,
+        )
 
 
-def build_training(cfg, examples_uri: str, run_dir: str, warm_start, log,
-                   saving_listeners=()) -> Training:
+def build_training(cfg, examples_uri: str, run_dir: str, warm_start, log, saving_listeners=()) -> Training:
     """The Estimator (`_make_estimator`), train spec (NaN guard, progress, early stopping,
     `saving_listeners`) and eval spec (history and best-export exporters) for `cfg` on the
     Examples artifact at `examples_uri`, with checkpoints in `run_dir`. Every cluster task
@@ -195,13 +218,22 @@ def build_training(cfg, examples_uri: str, run_dir: str, warm_start, log,
     history = EvalHistory(log, tolerance=cfg.best_checkpoint_tolerance)
     best_exporter = BestAccuracyExporter(export.serving_input_receiver_fn, history)
     train_spec = tf.estimator.TrainSpec(
-        input_fn=inputs.make_input_fn(examples_uri, "train", cfg.batch_size, training=True,
-                                      seed=cfg.random_seed),
-        max_steps=cfg.train_steps, hooks=hooks, saving_listeners=saving_listeners)
+        input_fn=inputs.make_input_fn(
+            examples_uri, "train", cfg.batch_size, training=True, seed=cfg.random_seed
+        ),
+        max_steps=cfg.train_steps,
+        hooks=hooks,
+        saving_listeners=saving_listeners,
+    )
     eval_spec = tf.estimator.EvalSpec(
-        input_fn=inputs.make_input_fn(examples_uri, "eval", cfg.batch_size, training=False,
-                                      max_examples=cfg.eval_examples),
-        steps=None, exporters=[history, best_exporter], start_delay_secs=0, throttle_secs=0)
+        input_fn=inputs.make_input_fn(
+            examples_uri, "eval", cfg.batch_size, training=False, max_examples=cfg.eval_examples
+        ),
+        steps=None,
+        exporters=[history, best_exporter],
+        start_delay_secs=0,
+        throttle_secs=0,
+    )
     return Training(estimator, train_spec, eval_spec, progress, history, best_exporter)
 
 
@@ -209,8 +241,10 @@ def _train_in_process(cfg, examples_uri: str, run_dir: str, warm_start, log) -> 
     """Trains and evaluates in this process (`trainer.workers` = 0)."""
     if os.environ.pop("TF_CONFIG", None) is not None:
         # RunConfig would otherwise make this process a task of whatever cluster it names.
-        log.warning("ignoring TF_CONFIG from the environment: trainer.workers = 0 trains in this "
-                    "process (set trainer.workers to train on a cluster)")
+        log.warning(
+            "ignoring TF_CONFIG from the environment: trainer.workers = 0 trains in this "
+            "process (set trainer.workers to train on a cluster)"
+        )
     training = build_training(cfg, examples_uri, run_dir, warm_start, log)
     return training.result(training.train_and_evaluate(examples_uri))
 
@@ -241,15 +275,27 @@ def run(ctx: StepContext) -> StepOutcome:
     elif cfg.warm_start:
         log.info("trainer.warm_start is set but there is no base model yet; training from scratch")
 
-    log.info("training up to %d steps (batch %d, %s lr %g), evaluating every %d steps; "
-             "split counts %s", cfg.train_steps, cfg.batch_size, cfg.optimizer, cfg.learning_rate,
-             cfg.eval_every_steps, examples.properties.get(examples_format.SPLIT_COUNTS, "unknown"))
+    log.info(
+        "training up to %d steps (batch %d, %s lr %g), evaluating every %d steps; split counts %s",
+        cfg.train_steps,
+        cfg.batch_size,
+        cfg.optimizer,
+        cfg.learning_rate,
+        cfg.eval_every_steps,
+        examples.properties.get(examples_format.SPLIT_COUNTS, "unknown"),
+    )
     # Leftovers of a killed cluster run are ended whatever this run trains on.
     cluster.clean_leftovers(cluster.registry_path(ctx.pipeline_root, ctx.step_name), log)
     if cfg.workers > 0:
         result = cluster.train_on_cluster(
-            cfg, examples.uri, run_dir, warm_start.ckpt_to_initialize_from if warm_start else None,
-            cluster.registry_path(ctx.pipeline_root, ctx.step_name), log, module.digest)
+            cfg,
+            examples.uri,
+            run_dir,
+            warm_start.ckpt_to_initialize_from if warm_start else None,
+            cluster.registry_path(ctx.pipeline_root, ctx.step_name),
+            log,
+            module.digest,
+        )
     else:
         result = _train_in_process(cfg, examples.uri, run_dir, warm_start, log)
 
@@ -257,8 +303,10 @@ def run(ctx: StepContext) -> StepOutcome:
     if best is None or result.best_export_dir is None:
         raise TrainingError(f"training in {run_dir} ended without an evaluation or export")
     if result.best_export_step != best["step"]:
-        raise TrainingError(f"the exported checkpoint (step {result.best_export_step}) is not "
-                            f"the chosen evaluation's (step {best['step']})")
+        raise TrainingError(
+            f"the exported checkpoint (step {result.best_export_step}) is not "
+            f"the chosen evaluation's (step {best['step']})"
+        )
     top = choose(result.evaluations, 0.0)
     steps_trained = result.steps_trained
     stopped_early = steps_trained < cfg.train_steps
@@ -291,12 +339,26 @@ def run(ctx: StepContext) -> StepOutcome:
     with open(os.path.join(run_dir, model_format.HISTORY_FILE), "w") as f:
         json.dump({"evaluations": result.evaluations, **summary}, f, indent=2)
         f.write("\n")
-    log.info("trained %d steps%s; exported step %d (eval accuracy %.4f; the highest, %.4f, at "
-             "step %d); %s examples/s; exported %s (digest %s)", steps_trained,
-             " (stopped early)" if stopped_early else "", best["step"], best["accuracy"],
-             top["accuracy"], top["step"], summary["train_examples_per_sec"], serving_dir,
-             digest[:12])
-    return StepOutcome(execution_properties=summary,
-                       output_properties={"model": {model_format.DIGEST: digest,
-                                                    model_format.MODULE_FILE: module.path,
-                                                    model_format.MODULE_DIGEST: module.digest}})
+    log.info(
+        "trained %d steps%s; exported step %d (eval accuracy %.4f; the highest, %.4f, at "
+        "step %d); %s examples/s; exported %s (digest %s)",
+        steps_trained,
+        " (stopped early)" if stopped_early else "",
+        best["step"],
+        best["accuracy"],
+        top["accuracy"],
+        top["step"],
+        summary["train_examples_per_sec"],
+        serving_dir,
+        digest[:12],
+    )
+    return StepOutcome(
+        execution_properties=summary,
+        output_properties={
+            "model": {
+                model_format.DIGEST: digest,
+                model_format.MODULE_FILE: module.path,
+                model_format.MODULE_DIGEST: module.digest,
+            }
+        },
+    )

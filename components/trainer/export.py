@@ -13,7 +13,7 @@ contract name in the SavedModel proto, which leaves the graph and variables unto
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -21,8 +21,14 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from pipeline.core.errors import TrainingError
 from pipeline.formats.examples import IMAGE_KEY, IMAGE_PIXELS, NUM_CLASSES
-from pipeline.formats.model import (CLASS_IDS, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, IMAGES_INPUT,
-                                    IMAGES_SIGNATURE, PROBABILITIES)
+from pipeline.formats.model import (
+    CLASS_IDS,
+    EXAMPLES_INPUT,
+    EXAMPLES_SIGNATURE,
+    IMAGES_INPUT,
+    IMAGES_SIGNATURE,
+    PROBABILITIES,
+)
 
 # What the Estimator calls the signature built from the `images` receiver alternative.
 ESTIMATOR_IMAGES_SIGNATURE = f"{IMAGES_INPUT}:{EXAMPLES_SIGNATURE}"
@@ -45,14 +51,15 @@ def serving_input_receiver_fn() -> tf.estimator.export.ServingInputReceiver:
     computes it from the parsed records, the `images` alternative feeds it directly.
     """
     examples = tf.compat.v1.placeholder(tf.string, [None], name=EXAMPLES_INPUT)
-    parsed = tf.io.parse_example(
-        examples, {IMAGE_KEY: tf.io.FixedLenFeature([IMAGE_PIXELS], tf.int64)})
+    parsed = tf.io.parse_example(examples, {IMAGE_KEY: tf.io.FixedLenFeature([IMAGE_PIXELS], tf.int64)})
     images = tf.compat.v1.placeholder_with_default(
-        tf.cast(parsed[IMAGE_KEY], tf.float32), [None, IMAGE_PIXELS], name=IMAGES_INPUT)
+        tf.cast(parsed[IMAGE_KEY], tf.float32), [None, IMAGE_PIXELS], name=IMAGES_INPUT
+    )
     return tf.estimator.export.ServingInputReceiver(
         features={IMAGE_KEY: images},
         receiver_tensors={EXAMPLES_INPUT: examples},
-        receiver_tensors_alternatives={IMAGES_INPUT: {IMAGES_INPUT: images}})
+        receiver_tensors_alternatives={IMAGES_INPUT: {IMAGES_INPUT: images}},
+    )
 
 
 def rename_signatures(export_dir: str, renames: Mapping[str, str]) -> None:
@@ -68,8 +75,9 @@ def rename_signatures(export_dir: str, renames: Mapping[str, str]) -> None:
         signatures = meta_graph.signature_def
         for old, new in renames.items():
             if old not in signatures:
-                raise TrainingError(f"exported model {export_dir}: no signature {old!r} to rename "
-                                    f"(has {sorted(signatures)})")
+                raise TrainingError(
+                    f"exported model {export_dir}: no signature {old!r} to rename (has {sorted(signatures)})"
+                )
             if new in signatures:
                 raise TrainingError(f"exported model {export_dir}: signature {new!r} already exists")
             signatures[new].CopyFrom(signatures[old])
@@ -82,8 +90,9 @@ def rename_signatures(export_dir: str, renames: Mapping[str, str]) -> None:
 
 def _check_spec(where: str, spec, dtype, shape) -> None:
     if spec.dtype != dtype or spec.shape.as_list() != shape:
-        raise TrainingError(f"{where}: expected {dtype.name} {shape}, got "
-                            f"{spec.dtype.name} {spec.shape.as_list()}")
+        raise TrainingError(
+            f"{where}: expected {dtype.name} {shape}, got {spec.dtype.name} {spec.shape.as_list()}"
+        )
 
 
 def verify_serving_model(export_dir: str, serialized_examples, images: np.ndarray) -> None:
@@ -96,8 +105,10 @@ def verify_serving_model(export_dir: str, serialized_examples, images: np.ndarra
     """
     loaded = tf.saved_model.load(export_dir)
     signatures = loaded.signatures
-    inputs = {EXAMPLES_SIGNATURE: tf.constant(serialized_examples, tf.string),
-              IMAGES_SIGNATURE: tf.constant(images, tf.float32)}
+    inputs = {
+        EXAMPLES_SIGNATURE: tf.constant(serialized_examples, tf.string),
+        IMAGES_SIGNATURE: tf.constant(images, tf.float32),
+    }
     answers = {}
     for name, (input_name, dtype, shape) in SIGNATURE_INPUTS.items():
         where = f"exported model {export_dir}: signature {name!r}"
@@ -116,11 +127,16 @@ def verify_serving_model(export_dir: str, serialized_examples, images: np.ndarra
         result = function(**{input_name: inputs[name]})
         answers[name] = {key: value.numpy() for key, value in result.items()}
         probabilities = answers[name][PROBABILITIES]
-        if not np.all(np.isfinite(probabilities)) or not np.allclose(probabilities.sum(axis=1), 1.0,
-                                                                       atol=1e-4):
+        if not np.all(np.isfinite(probabilities)) or not np.allclose(
+            probabilities.sum(axis=1), 1.0, atol=1e-4
+        ):
             raise TrainingError(f"{where}: probabilities are not finite or do not sum to 1")
     by_examples, by_images = answers[EXAMPLES_SIGNATURE], answers[IMAGES_SIGNATURE]
-    if not (np.array_equal(by_examples[CLASS_IDS], by_images[CLASS_IDS])
-            and np.allclose(by_examples[PROBABILITIES], by_images[PROBABILITIES], atol=1e-5)):
-        raise TrainingError(f"exported model {export_dir}: signatures {EXAMPLES_SIGNATURE!r} and "
-                            f"{IMAGES_SIGNATURE!r} disagree on the same records")
+    if not (
+        np.array_equal(by_examples[CLASS_IDS], by_images[CLASS_IDS])
+        and np.allclose(by_examples[PROBABILITIES], by_images[PROBABILITIES], atol=1e-5)
+    ):
+        raise TrainingError(
+            f"exported model {export_dir}: signatures {EXAMPLES_SIGNATURE!r} and "
+            f"{IMAGES_SIGNATURE!r} disagree on the same records"
+        )

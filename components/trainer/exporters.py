@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -51,7 +51,7 @@ def is_better(best_eval_result: dict, current_eval_result: dict) -> bool:
     return current_eval_result[LOSS] < best_eval_result[LOSS]
 
 
-def choose(evaluations: Sequence[dict], tolerance: float) -> Optional[dict]:
+def choose(evaluations: Sequence[dict], tolerance: float) -> dict | None:
     """The evaluation whose checkpoint is exported, among `evaluations` in the order they ran
     (each with "accuracy" and "loss"; None when there is none).
 
@@ -73,8 +73,7 @@ def choose(evaluations: Sequence[dict], tolerance: float) -> Optional[dict]:
     # margin for rounding: a lead of exactly the tolerance (a whole number of eval digits) is
     # within it.
     top = max(float(record[ACCURACY]) for record in evaluations)
-    return [record for record in evaluations
-            if top - float(record[ACCURACY]) <= tolerance + ROUNDING][-1]
+    return [record for record in evaluations if top - float(record[ACCURACY]) <= tolerance + ROUNDING][-1]
 
 
 class EvalHistory(tf.estimator.Exporter):
@@ -84,7 +83,7 @@ class EvalHistory(tf.estimator.Exporter):
         self._name = name
         self._log = log
         self._tolerance = tolerance
-        self.evaluations: List[dict] = []
+        self.evaluations: list[dict] = []
 
     @property
     def name(self) -> str:
@@ -101,11 +100,12 @@ class EvalHistory(tf.estimator.Exporter):
             record[MEAN_PER_CLASS_ACCURACY] = float(eval_result[MEAN_PER_CLASS_ACCURACY])
         # The final evaluation may repeat the last periodic one's step; keep one record per step.
         self.evaluations = [r for r in self.evaluations if r["step"] != record["step"]] + [record]
-        self._log.info("eval at step %d: accuracy %.4f, loss %.4f",
-                       record["step"], record[ACCURACY], record[LOSS])
+        self._log.info(
+            "eval at step %d: accuracy %.4f, loss %.4f", record["step"], record[ACCURACY], record[LOSS]
+        )
         return None
 
-    def best(self) -> Optional[dict]:
+    def best(self) -> dict | None:
         """The record `choose` picks with this history's tolerance, or None before any eval."""
         return choose(self.evaluations, self._tolerance)
 
@@ -124,12 +124,16 @@ class BestAccuracyExporter(tf.estimator.BestExporter):
     def __init__(self, serving_input_receiver_fn, history: EvalHistory, name: str = "best"):
         # event_file_pattern=None: every run starts from an empty model_run folder, so there
         # are no earlier evaluations to compare with.
-        super().__init__(name=name, serving_input_receiver_fn=serving_input_receiver_fn,
-                         event_file_pattern=None, compare_fn=self._picks_current,
-                         exports_to_keep=1)
+        super().__init__(
+            name=name,
+            serving_input_receiver_fn=serving_input_receiver_fn,
+            event_file_pattern=None,
+            compare_fn=self._picks_current,
+            exports_to_keep=1,
+        )
         self._history = history
-        self.best_export_dir: Optional[str] = None
-        self.best_eval_result: Optional[dict] = None
+        self.best_export_dir: str | None = None
+        self.best_eval_result: dict | None = None
 
     def _picks_current(self, best_eval_result: dict, current_eval_result: dict) -> bool:
         """BestExporter's compare_fn: whether the history now picks the current evaluation."""
@@ -141,10 +145,11 @@ class BestAccuracyExporter(tf.estimator.BestExporter):
     def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
         step = int(eval_result[GLOBAL_STEP])
         if not self._history.evaluations or self._history.evaluations[-1]["step"] != step:
-            raise RuntimeError(f"evaluation of step {step} reached {self.name!r} before the "
-                               "EvalHistory: list the history first among the exporters")
-        result = super().export(estimator, export_path, checkpoint_path, eval_result,
-                                is_the_final_export)
+            raise RuntimeError(
+                f"evaluation of step {step} reached {self.name!r} before the "
+                "EvalHistory: list the history first among the exporters"
+            )
+        result = super().export(estimator, export_path, checkpoint_path, eval_result, is_the_final_export)
         if result is not None:
             self.best_export_dir = result.decode() if isinstance(result, bytes) else str(result)
             self.best_eval_result = dict(eval_result)

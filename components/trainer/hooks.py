@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Optional
 
 import tensorflow as tf
 
@@ -20,7 +19,7 @@ from components.trainer.estimator_contract import MODEL_LOSS_COLLECTION
 from pipeline.core.errors import TrainingError
 
 
-def model_loss() -> Optional[tf.Tensor]:
+def model_loss() -> tf.Tensor | None:
     """The default graph's training loss, or None: the loss the trainer's contract recorded
     (`MODEL_LOSS_COLLECTION`, the spec's loss, whatever a module registered elsewhere), else the
     single tensor in the LOSSES collection, where `tf.compat.v1.losses` registers it (the
@@ -32,7 +31,7 @@ def model_loss() -> Optional[tf.Tensor]:
     return None
 
 
-def summary_tensor(tag: str) -> Optional[tf.Tensor]:
+def summary_tensor(tag: str) -> tf.Tensor | None:
     """The value tensor of the default graph's scalar summary named `tag` (as the model_fn's
     `tf.compat.v1.summary.scalar(tag, value)` registers it), or None when there is none."""
     for summary in tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.SUMMARIES):
@@ -68,7 +67,7 @@ class NonFiniteLossHook(tf.compat.v1.train.SessionRunHook):
     Raises TrainingError at `begin` when no loss tensor can be found.
     """
 
-    def __init__(self, loss: Optional[tf.Tensor] = None):
+    def __init__(self, loss: tf.Tensor | None = None):
         self._given_loss = loss
         self._loss = None
         self._step = 0
@@ -76,8 +75,9 @@ class NonFiniteLossHook(tf.compat.v1.train.SessionRunHook):
     def begin(self):
         self._loss = self._given_loss if self._given_loss is not None else model_loss()
         if self._loss is None:
-            raise TrainingError("non-finite loss guard: the model registered no single loss "
-                                "in the LOSSES collection")
+            raise TrainingError(
+                "non-finite loss guard: the model registered no single loss in the LOSSES collection"
+            )
 
     def after_create_session(self, session, coord):
         del coord
@@ -95,7 +95,8 @@ class NonFiniteLossHook(tf.compat.v1.train.SessionRunHook):
             kind = "NaN" if math.isnan(loss) else "Inf"
             raise TrainingError(
                 f"{kind} loss at step {self._step} of training: the model diverged; "
-                "lower trainer.learning_rate or check the training data")
+                "lower trainer.learning_rate or check the training data"
+            )
 
 
 class ProgressHook(tf.compat.v1.train.SessionRunHook):
@@ -116,8 +117,15 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
 
     ACCURACY_SUMMARY = "train_batch_accuracy"
 
-    def __init__(self, batch_size: int, max_steps: int, every_steps: int, log: logging.Logger,
-                 checkpoint_every_steps: int = 0, warmup_steps: int = 1):
+    def __init__(
+        self,
+        batch_size: int,
+        max_steps: int,
+        every_steps: int,
+        log: logging.Logger,
+        checkpoint_every_steps: int = 0,
+        warmup_steps: int = 1,
+    ):
         self._batch_size = batch_size
         self._max_steps = max_steps
         self._every_steps = max(1, every_steps)
@@ -128,7 +136,7 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
         self._step = 0
         self._started = 0.0
         self._seen_steps = 0
-        self._clock_start: Optional[tuple] = None  # (time, step) after the first step
+        self._clock_start: tuple | None = None  # (time, step) after the first step
         self.timed_steps = 0
         self.timed_seconds = 0.0
 
@@ -139,7 +147,7 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
             return None
         return self.timed_steps * self._batch_size / self.timed_seconds
 
-    def seconds_left(self) -> Optional[float]:
+    def seconds_left(self) -> float | None:
         """Estimated wall seconds until `max_steps`, or None before two steps were seen."""
         if self._clock_start is None:
             return None
@@ -169,8 +177,7 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
         # op may see the value before or after its increment.
         self._step += 1
         self._seen_steps += 1
-        checkpointed = (self._checkpoint_every_steps > 0
-                        and self._step % self._checkpoint_every_steps == 0)
+        checkpointed = self._checkpoint_every_steps > 0 and self._step % self._checkpoint_every_steps == 0
         if self._seen_steps > self._warmup_steps and not checkpointed:
             self.timed_steps += 1
             self.timed_seconds += elapsed
@@ -179,11 +186,21 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
             self._clock_start = (time.perf_counter(), self._step)
         if self._step % self._every_steps == 0 or self._step >= self._max_steps:
             results = run_values.results or {}
-            values = [f"{name} {float(results[name]):.4f}" for name in ("loss", "accuracy")
-                      if results.get(name) is not None]
+            values = [
+                f"{name} {float(results[name]):.4f}"
+                for name in ("loss", "accuracy")
+                if results.get(name) is not None
+            ]
             rate, left = self.examples_per_sec, self.seconds_left()
-            details = ([f"{rate:.0f} examples/s"] if rate else []) + \
-                ([f"~{format_duration(left)} left"] if left is not None and self._step < self._max_steps else [])
-            self._log.info("train step %d/%d%s%s", self._step, self._max_steps,
-                           ": " + ", ".join(values) if values else "",
-                           f" ({', '.join(details)})" if details else "")
+            details = ([f"{rate:.0f} examples/s"] if rate else []) + (
+                [f"~{format_duration(left)} left"]
+                if left is not None and self._step < self._max_steps
+                else []
+            )
+            self._log.info(
+                "train step %d/%d%s%s",
+                self._step,
+                self._max_steps,
+                ": " + ", ".join(values) if values else "",
+                f" ({', '.join(details)})" if details else "",
+            )

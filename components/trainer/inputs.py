@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Callable, List, Optional
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -35,16 +35,20 @@ def _parse_batch(serialized: tf.Tensor):
     return {IMAGE_KEY: tf.cast(parsed[IMAGE_KEY], tf.float32)}, parsed[LABEL_KEY]
 
 
-def make_dataset(files: List[str], batch_size: int, training: bool, seed: Optional[int] = None,
-                 max_examples: Optional[int] = None) -> tf.data.Dataset:
+def make_dataset(
+    files: list[str],
+    batch_size: int,
+    training: bool,
+    seed: int | None = None,
+    max_examples: int | None = None,
+) -> tf.data.Dataset:
     """Builds the batched dataset over `files`.
 
     training: shuffle (seeded with `seed`), repeat forever and drop the last partial batch;
         otherwise one pass in file order, keeping the partial last batch.
     max_examples: read only the first this many records (None: all).
     """
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP",
-                                      num_parallel_reads=min(len(files), 4))
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=min(len(files), 4))
     if max_examples is not None:
         dataset = dataset.take(max_examples)
     if training:
@@ -55,8 +59,14 @@ def make_dataset(files: List[str], batch_size: int, training: bool, seed: Option
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def make_input_fn(examples_uri: str, split: str, batch_size: int, training: bool,
-                  seed: Optional[int] = None, max_examples: Optional[int] = None) -> Callable:
+def make_input_fn(
+    examples_uri: str,
+    split: str,
+    batch_size: int,
+    training: bool,
+    seed: int | None = None,
+    max_examples: int | None = None,
+) -> Callable:
     """Returns an Estimator `input_fn` over `split` of the Examples artifact at `examples_uri`.
 
     The shard list is resolved now, so a missing split fails before training starts
@@ -70,7 +80,7 @@ def make_input_fn(examples_uri: str, split: str, batch_size: int, training: bool
     return input_fn
 
 
-def read_sample(files: List[str], count: int):
+def read_sample(files: list[str], count: int):
     """Returns (serialized records, their images as float32 [n, 784]) for the first `count`
     records of `files` (fewer when the files hold fewer).
 
@@ -79,16 +89,17 @@ def read_sample(files: List[str], count: int):
     """
     where = f"examples {os.path.dirname(files[0])}"
     try:
-        records = [r.numpy() for r in
-                   tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)]
+        records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)]
         if not records:
             raise InputDataError(f"{where}: no records")
         parsed = tf.io.parse_example(tf.constant(records), FEATURE_SPEC)
     except tf.errors.DataLossError as e:
         raise InputDataError(f"{where}: corrupt TFRecord data ({e.message.splitlines()[0]})") from e
     except tf.errors.InvalidArgumentError as e:
-        raise InputDataError(f"{where}: records do not fit the trainer's features (image int64 "
-                             f"x 784, label int64): {e.message.splitlines()[0]}") from e
+        raise InputDataError(
+            f"{where}: records do not fit the trainer's features (image int64 "
+            f"x 784, label int64): {e.message.splitlines()[0]}"
+        ) from e
     return records, tf.cast(parsed[IMAGE_KEY], tf.float32).numpy()
 
 
@@ -109,16 +120,21 @@ def check_schema(schema_uri: str) -> None:
         if feature is None:
             raise InputDataError(f"schema {path}: no feature {name!r}; the trainer needs it")
         if feature.type != schema_pb2.INT:
-            raise InputDataError(f"schema {path}: feature {name!r} is "
-                                 f"{schema_pb2.FeatureType.Name(feature.type)}, the trainer needs INT")
+            raise InputDataError(
+                f"schema {path}: feature {name!r} is "
+                f"{schema_pb2.FeatureType.Name(feature.type)}, the trainer needs INT"
+            )
         if feature.HasField("shape"):
             dims = [dim.size for dim in feature.shape.dim]
             if math.prod(dims) != count:
-                raise InputDataError(f"schema {path}: feature {name!r} has shape {dims}, "
-                                     f"the trainer needs {count} values")
+                raise InputDataError(
+                    f"schema {path}: feature {name!r} has shape {dims}, the trainer needs {count} values"
+                )
         elif feature.HasField("value_count"):
             low, high = feature.value_count.min, feature.value_count.max
             # max 0 means unbounded; only a range that excludes `count` contradicts the trainer.
             if low > count or (high and high < count):
-                raise InputDataError(f"schema {path}: feature {name!r} has value_count "
-                                     f"[{low}, {high}], the trainer needs {count} values")
+                raise InputDataError(
+                    f"schema {path}: feature {name!r} has value_count "
+                    f"[{low}, {high}], the trainer needs {count} values"
+                )

@@ -26,7 +26,7 @@ Keras module gets the same checkpoints, hooks, best export and signatures as the
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -57,15 +57,25 @@ def _logits(keras_model: Callable, params, images: tf.Tensor, hp: dict, training
     with _global_policy(hp["precision"]):
         network = keras_model(params)
     if not isinstance(network, tf.keras.Model):
-        raise ConfigError(f"{where}: keras_model(params) returned {type(network).__name__}, "
-                          "expected a tf.keras.Model")
+        raise ConfigError(
+            f"{where}: keras_model(params) returned {type(network).__name__}, expected a tf.keras.Model"
+        )
     logits = network(x, training=training)
-    if (not isinstance(logits, tf.Tensor) or not logits.dtype.is_floating or logits.shape.rank != 2
-            or logits.shape[-1] != NUM_CLASSES):
-        got = (f"{logits.dtype.name} {logits.shape.as_list() if logits.shape.rank is not None else '?'}"
-               if isinstance(logits, tf.Tensor) else type(logits).__name__)
-        raise ConfigError(f"{where}: the keras_model must map [N, 28, 28, 1] images to float logits "
-                          f"[N, {NUM_CLASSES}], got {got}")
+    if (
+        not isinstance(logits, tf.Tensor)
+        or not logits.dtype.is_floating
+        or logits.shape.rank != 2
+        or logits.shape[-1] != NUM_CLASSES
+    ):
+        got = (
+            f"{logits.dtype.name} {logits.shape.as_list() if logits.shape.rank is not None else '?'}"
+            if isinstance(logits, tf.Tensor)
+            else type(logits).__name__
+        )
+        raise ConfigError(
+            f"{where}: the keras_model must map [N, 28, 28, 1] images to float logits "
+            f"[N, {NUM_CLASSES}], got {got}"
+        )
     return tf.cast(logits, tf.float32), network
 
 
@@ -87,31 +97,43 @@ def keras_model_fn(keras_model: Callable, where: str) -> Callable:
         scaffold = weight_averaging.restoring_scaffold(mode, decay, network.trainable_variables)
         if mode == tf.estimator.ModeKeys.PREDICT:
             return tf.estimator.EstimatorSpec(
-                mode=mode, predictions={CLASS_IDS: class_ids, PROBABILITIES: probabilities},
-                export_outputs=serving_outputs(class_ids, probabilities), scaffold=scaffold)
+                mode=mode,
+                predictions={CLASS_IDS: class_ids, PROBABILITIES: probabilities},
+                export_outputs=serving_outputs(class_ids, probabilities),
+                scaffold=scaffold,
+            )
 
         labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
         loss = trainer_model.loss(labels, logits, hp, mode)
         if network.losses:
-            loss = tf.add(loss, tf.add_n([tf.cast(x, tf.float32) for x in network.losses]),
-                          name="total_loss")
+            loss = tf.add(loss, tf.add_n([tf.cast(x, tf.float32) for x in network.losses]), name="total_loss")
         tf.compat.v1.add_to_collection(MODEL_LOSS_COLLECTION, loss)
         if mode == tf.estimator.ModeKeys.EVAL:
-            return tf.estimator.EstimatorSpec(mode=mode, loss=loss, scaffold=scaffold, eval_metric_ops={
-                "accuracy": tf.compat.v1.metrics.accuracy(labels, class_ids),
-                "mean_per_class_accuracy": tf.compat.v1.metrics.mean_per_class_accuracy(
-                    labels, class_ids, NUM_CLASSES)})
+            return tf.estimator.EstimatorSpec(
+                mode=mode,
+                loss=loss,
+                scaffold=scaffold,
+                eval_metric_ops={
+                    "accuracy": tf.compat.v1.metrics.accuracy(labels, class_ids),
+                    "mean_per_class_accuracy": tf.compat.v1.metrics.mean_per_class_accuracy(
+                        labels, class_ids, NUM_CLASSES
+                    ),
+                },
+            )
 
         global_step = tf.compat.v1.train.get_or_create_global_step()
         rate = trainer_model.learning_rate(hp, global_step)
         tf.compat.v1.summary.scalar("learning_rate", rate)
         with tf.control_dependencies(network.updates):
             train_op = trainer_model.optimizer(hp, rate).minimize(
-                loss, global_step=global_step, var_list=network.trainable_variables)
-        train_op = weight_averaging.averaging_train_op(train_op, decay, global_step,
-                                                       network.trainable_variables)
-        tf.compat.v1.summary.scalar("train_batch_accuracy", tf.reduce_mean(
-            tf.cast(tf.equal(class_ids, labels), tf.float32)))
+                loss, global_step=global_step, var_list=network.trainable_variables
+            )
+        train_op = weight_averaging.averaging_train_op(
+            train_op, decay, global_step, network.trainable_variables
+        )
+        tf.compat.v1.summary.scalar(
+            "train_batch_accuracy", tf.reduce_mean(tf.cast(tf.equal(class_ids, labels), tf.float32))
+        )
         return tf.estimator.EstimatorSpec(mode=mode, loss=loss, train_op=train_op)
 
     return model_fn

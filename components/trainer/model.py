@@ -30,7 +30,8 @@ training plain: no augmentation, a constant learning rate, float32, no weight av
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import tensorflow as tf
 
@@ -39,16 +40,23 @@ from pipeline.core.errors import ConfigError
 from pipeline.formats.examples import IMAGE_KEY, IMAGE_SIDE, MAX_PIXEL, NUM_CLASSES
 from pipeline.formats.model import CLASS_IDS, PROBABILITIES
 
-HYPERPARAMETERS = ("conv1_filters", "conv2_filters", "kernel_size", "dense_units",
-                   "dropout_rate", "learning_rate", "optimizer")
+HYPERPARAMETERS = (
+    "conv1_filters",
+    "conv2_filters",
+    "kernel_size",
+    "dense_units",
+    "dropout_rate",
+    "learning_rate",
+    "optimizer",
+)
 OPTIMIZERS = ("adam", "sgd")
 # Optional keys and the values that switch them off.
 OPTIONAL_HYPERPARAMETERS = {
     **augmentation.AUGMENTATION_OFF,  # the augment_* keys (components/trainer/augmentation.py)
     "learning_rate_decay": "none",  # "cosine": decay to 1% of learning_rate over train_steps
-    "precision": "float32",         # "mixed_bfloat16": bfloat16 compute, float32 weights; "auto"
+    "precision": "float32",  # "mixed_bfloat16": bfloat16 compute, float32 weights; "auto"
     "weight_averaging_decay": 0.0,  # evaluate and serve a moving average of the weights
-    "label_smoothing": 0.0,         # train towards (1 - e) on the label + e / 10 on every class
+    "label_smoothing": 0.0,  # train towards (1 - e) on the label + e / 10 on every class
     "test_time_augmentation": "none",  # serve the mean over moved copies of each digit
 }
 DECAYS = ("none", "cosine")
@@ -79,39 +87,66 @@ def hyperparameters(params: Any) -> dict:
     if not hp["learning_rate"] > 0:
         raise ConfigError(f"config key trainer.learning_rate: must be > 0, got {hp['learning_rate']!r}")
     if hp["optimizer"] not in OPTIMIZERS:
-        raise ConfigError(f"config key trainer.optimizer: must be one of {OPTIMIZERS}, "
-                          f"got {hp['optimizer']!r}")
-    for key, top in (("augment_max_shift", 45), ("augment_max_rotation", 45), ("augment_max_scale", 0.5),
-                     ("augment_elastic_alpha", 100)):
+        raise ConfigError(
+            f"config key trainer.optimizer: must be one of {OPTIMIZERS}, got {hp['optimizer']!r}"
+        )
+    for key, top in (
+        ("augment_max_shift", 45),
+        ("augment_max_rotation", 45),
+        ("augment_max_scale", 0.5),
+        ("augment_elastic_alpha", 100),
+    ):
         if not isinstance(hp[key], (int, float)) or not 0 <= hp[key] <= top:
             raise ConfigError(f"config key trainer.{key}: must be a number in [0, {top}], got {hp[key]!r}")
-    if not isinstance(hp["augment_elastic_sigma"], (int, float)) or not 0.5 <= hp["augment_elastic_sigma"] <= 10:
-        raise ConfigError("config key trainer.augment_elastic_sigma: must be a number in [0.5, 10], "
-                          f"got {hp['augment_elastic_sigma']!r}")
+    if (
+        not isinstance(hp["augment_elastic_sigma"], (int, float))
+        or not 0.5 <= hp["augment_elastic_sigma"] <= 10
+    ):
+        raise ConfigError(
+            "config key trainer.augment_elastic_sigma: must be a number in [0.5, 10], "
+            f"got {hp['augment_elastic_sigma']!r}"
+        )
     if hp["learning_rate_decay"] not in DECAYS:
-        raise ConfigError(f"config key trainer.learning_rate_decay: must be one of {DECAYS}, "
-                          f"got {hp['learning_rate_decay']!r}")
+        raise ConfigError(
+            f"config key trainer.learning_rate_decay: must be one of {DECAYS}, "
+            f"got {hp['learning_rate_decay']!r}"
+        )
     if hp["learning_rate_decay"] != "none":
         steps = params.get("train_steps")
         if not isinstance(steps, int) or steps < 1:
-            raise ConfigError("config key trainer.train_steps: a learning_rate_decay needs an "
-                              f"integer >= 1, got {steps!r}")
+            raise ConfigError(
+                f"config key trainer.train_steps: a learning_rate_decay needs an integer >= 1, got {steps!r}"
+            )
         hp["train_steps"] = steps
     decay = hp["weight_averaging_decay"]
-    if (not isinstance(decay, (int, float)) or isinstance(decay, bool)
-            or not (decay == 0 or weight_averaging.MIN_DECAY <= decay <= weight_averaging.MAX_DECAY)):
-        raise ConfigError("config key trainer.weight_averaging_decay: must be 0 (off) or a number in "
-                          f"[{weight_averaging.MIN_DECAY}, {weight_averaging.MAX_DECAY}], got {decay!r}")
+    if (
+        not isinstance(decay, (int, float))
+        or isinstance(decay, bool)
+        or not (decay == 0 or weight_averaging.MIN_DECAY <= decay <= weight_averaging.MAX_DECAY)
+    ):
+        raise ConfigError(
+            "config key trainer.weight_averaging_decay: must be 0 (off) or a number in "
+            f"[{weight_averaging.MIN_DECAY}, {weight_averaging.MAX_DECAY}], got {decay!r}"
+        )
     smoothing = hp["label_smoothing"]
-    if not isinstance(smoothing, (int, float)) or isinstance(smoothing, bool) or not 0 <= smoothing <= MAX_LABEL_SMOOTHING:
-        raise ConfigError(f"config key trainer.label_smoothing: must be a number in [0, {MAX_LABEL_SMOOTHING}], "
-                          f"got {smoothing!r}")
+    if (
+        not isinstance(smoothing, (int, float))
+        or isinstance(smoothing, bool)
+        or not 0 <= smoothing <= MAX_LABEL_SMOOTHING
+    ):
+        raise ConfigError(
+            f"config key trainer.label_smoothing: must be a number in [0, {MAX_LABEL_SMOOTHING}], "
+            f"got {smoothing!r}"
+        )
     if hp["test_time_augmentation"] not in test_time_augmentation.VIEW_SETS:
-        raise ConfigError(f"config key trainer.test_time_augmentation: must be one of "
-                          f"{tuple(test_time_augmentation.VIEW_SETS)}, got {hp['test_time_augmentation']!r}")
+        raise ConfigError(
+            f"config key trainer.test_time_augmentation: must be one of "
+            f"{tuple(test_time_augmentation.VIEW_SETS)}, got {hp['test_time_augmentation']!r}"
+        )
     if hp["precision"] not in precision.CHOICES:
-        raise ConfigError(f"config key trainer.precision: must be one of {precision.CHOICES}, "
-                          f"got {hp['precision']!r}")
+        raise ConfigError(
+            f"config key trainer.precision: must be one of {precision.CHOICES}, got {hp['precision']!r}"
+        )
     hp["precision"] = precision.resolve(hp["precision"])[0]
     return hp
 
@@ -135,11 +170,13 @@ def build_logits(images: tf.Tensor, hp: Mapping[str, Any], training: bool) -> tf
     x = scale_images(images)
     if training:
         x = augmentation.augment(x, hp)
-    x = tf.keras.layers.Conv2D(hp["conv1_filters"], kernel, padding="same",
-                               activation="relu", name="conv1", dtype=policy)(x)
+    x = tf.keras.layers.Conv2D(
+        hp["conv1_filters"], kernel, padding="same", activation="relu", name="conv1", dtype=policy
+    )(x)
     x = tf.keras.layers.MaxPool2D(2, 2, name="pool1", dtype=policy)(x)
-    x = tf.keras.layers.Conv2D(hp["conv2_filters"], kernel, padding="same",
-                               activation="relu", name="conv2", dtype=policy)(x)
+    x = tf.keras.layers.Conv2D(
+        hp["conv2_filters"], kernel, padding="same", activation="relu", name="conv2", dtype=policy
+    )(x)
     x = tf.keras.layers.MaxPool2D(2, 2, name="pool2", dtype=policy)(x)
     x = tf.keras.layers.Flatten(name="flatten", dtype=policy)(x)
     x = tf.keras.layers.Dense(hp["dense_units"], activation="relu", name="dense", dtype=policy)(x)
@@ -152,8 +189,9 @@ def learning_rate(hp: Mapping[str, Any], global_step: tf.Tensor) -> tf.Tensor:
     """The learning rate at `global_step`: constant, or cosine-decayed over train_steps."""
     rate = tf.constant(hp["learning_rate"], tf.float32)
     if hp.get("learning_rate_decay", "none") == "cosine":
-        rate = tf.compat.v1.train.cosine_decay(rate, global_step, hp["train_steps"],
-                                               alpha=COSINE_FINAL_FRACTION)
+        rate = tf.compat.v1.train.cosine_decay(
+            rate, global_step, hp["train_steps"], alpha=COSINE_FINAL_FRACTION
+        )
     return rate
 
 
@@ -172,8 +210,9 @@ def loss(labels: tf.Tensor, logits: tf.Tensor, hp: Mapping[str, Any], mode: str)
     losses compare across settings."""
     smoothing = hp.get("label_smoothing", 0.0)
     if mode == tf.estimator.ModeKeys.TRAIN and smoothing:
-        return tf.compat.v1.losses.softmax_cross_entropy(tf.one_hot(labels, NUM_CLASSES), logits,
-                                                         label_smoothing=smoothing)
+        return tf.compat.v1.losses.softmax_cross_entropy(
+            tf.one_hot(labels, NUM_CLASSES), logits, label_smoothing=smoothing
+        )
     return tf.compat.v1.losses.sparse_softmax_cross_entropy(labels=labels, logits=logits)
 
 
@@ -184,8 +223,9 @@ def optimizer(hp: Mapping[str, Any], rate: tf.Tensor):
     return tf.compat.v1.train.GradientDescentOptimizer(learning_rate=rate)
 
 
-def model_fn(features: Mapping[str, tf.Tensor], labels: tf.Tensor, mode: str,
-             params: Any) -> tf.estimator.EstimatorSpec:
+def model_fn(
+    features: Mapping[str, tf.Tensor], labels: tf.Tensor, mode: str, params: Any
+) -> tf.estimator.EstimatorSpec:
     """The tf.estimator model function (see the module docstring for the network).
 
     features: {"image": [N, 784] pixel values 0..255}; other keys are ignored.
@@ -210,9 +250,11 @@ def model_fn(features: Mapping[str, tf.Tensor], labels: tf.Tensor, mode: str,
             predictions=predictions,
             scaffold=scaffold,
             export_outputs={
-                tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
-                    tf.estimator.export.PredictOutput(predictions),
-            })
+                tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: tf.estimator.export.PredictOutput(
+                    predictions
+                ),
+            },
+        )
 
     labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
     mean_loss = loss(labels, logits, hp, mode)
@@ -225,15 +267,18 @@ def model_fn(features: Mapping[str, tf.Tensor], labels: tf.Tensor, mode: str,
             eval_metric_ops={
                 "accuracy": tf.compat.v1.metrics.accuracy(labels, class_ids),
                 "mean_per_class_accuracy": tf.compat.v1.metrics.mean_per_class_accuracy(
-                    labels, class_ids, NUM_CLASSES),
-            })
+                    labels, class_ids, NUM_CLASSES
+                ),
+            },
+        )
 
     global_step = tf.compat.v1.train.get_or_create_global_step()
     rate = learning_rate(hp, global_step)
     tf.compat.v1.summary.scalar("learning_rate", rate)
     train_op = optimizer(hp, rate).minimize(mean_loss, global_step=global_step)
-    train_op = weight_averaging.averaging_train_op(train_op, decay, global_step,
-                                                   tf.compat.v1.trainable_variables())
+    train_op = weight_averaging.averaging_train_op(
+        train_op, decay, global_step, tf.compat.v1.trainable_variables()
+    )
     batch_accuracy = tf.reduce_mean(tf.cast(tf.equal(class_ids, labels), tf.float32))
     tf.compat.v1.summary.scalar("train_batch_accuracy", batch_accuracy)
     return tf.estimator.EstimatorSpec(

@@ -54,11 +54,14 @@ def entry_point_of_source(source: bytes, path: str) -> str:
         raise ConfigError(f"config key {SETTING}: {path}: not Python source ({e})") from e
     found = [name for name in ENTRY_POINTS if name in _bound_names(tree)]
     if not found:
-        raise ConfigError(f"config key {SETTING}: {path} defines neither {MODEL_FN}(features, labels, "
-                          f"mode, params) nor {KERAS_MODEL}(params) at its top level")
+        raise ConfigError(
+            f"config key {SETTING}: {path} defines neither {MODEL_FN}(features, labels, "
+            f"mode, params) nor {KERAS_MODEL}(params) at its top level"
+        )
     if len(found) > 1:
-        raise ConfigError(f"config key {SETTING}: {path} defines both {MODEL_FN} and {KERAS_MODEL}; "
-                          "define exactly one")
+        raise ConfigError(
+            f"config key {SETTING}: {path} defines both {MODEL_FN} and {KERAS_MODEL}; define exactly one"
+        )
     return found[0]
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import statistics
 import time
-from typing import Optional, Tuple
 
 AUTO = "auto"
 FLOAT32 = "float32"
@@ -36,7 +35,7 @@ PROBE_ROUNDS = 9
 PROBE_PRODUCTS = 4
 
 
-def cpu_bfloat16_flags(cpuinfo_path: str = "/proc/cpuinfo") -> Tuple[str, ...]:
+def cpu_bfloat16_flags(cpuinfo_path: str = "/proc/cpuinfo") -> tuple[str, ...]:
     """The `BFLOAT16_FLAGS` this CPU reports (empty when it reports none or the file is absent)."""
     try:
         with open(cpuinfo_path) as f:
@@ -80,25 +79,27 @@ def probe_speedup() -> float:
     return statistics.median(ratios)
 
 
-def choose(flags: Tuple[str, ...], speedup: Optional[float]) -> Tuple[str, str]:
+def choose(flags: tuple[str, ...], speedup: float | None) -> tuple[str, str]:
     """(precision, reason) for "auto" given the CPU's bfloat16 flags and the probe's speedup
     (bfloat16 over float32; None, not probed, when there are no flags)."""
     if not flags:
         return FLOAT32, "auto: float32 (this CPU reports no AVX512-BF16 or AMX-BF16)"
     have = " and ".join(flag.upper().replace("_", "-") for flag in flags)
     if speedup < MIN_SPEEDUP:
-        return FLOAT32, (f"auto: float32 (this CPU has {have}, but bfloat16 ran {speedup:.3f}x "
-                         f"float32 here, under the {MIN_SPEEDUP}x that pays)")
+        return FLOAT32, (
+            f"auto: float32 (this CPU has {have}, but bfloat16 ran {speedup:.3f}x "
+            f"float32 here, under the {MIN_SPEEDUP}x that pays)"
+        )
     return MIXED_BFLOAT16, f"auto: mixed_bfloat16 (this CPU has {have}; bfloat16 ran {speedup:.2f}x float32)"
 
 
-@functools.lru_cache(maxsize=None)
-def _auto() -> Tuple[str, str]:
+@functools.cache
+def _auto() -> tuple[str, str]:
     flags = cpu_bfloat16_flags()
     return choose(flags, probe_speedup() if flags else None)
 
 
-def resolve(configured: str) -> Tuple[str, str]:
+def resolve(configured: str) -> tuple[str, str]:
     """(precision, reason) for the configured `trainer.precision`: "float32" and
     "mixed_bfloat16" as they are, "auto" decided once per process (module docstring)."""
     if configured in CONCRETE:

@@ -7,7 +7,6 @@ only a `TrainingResult`, so both ways of training end the same way.
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional
 
 
 @dataclasses.dataclass
@@ -25,12 +24,12 @@ class TrainingResult:
     train_seconds: wall time of `train_and_evaluate` (on a cluster: the chief's).
     """
 
-    evaluations: List[dict]
-    best: Optional[dict]
-    best_export_dir: Optional[str]
-    best_export_step: Optional[int]
+    evaluations: list[dict]
+    best: dict | None
+    best_export_dir: str | None
+    best_export_step: int | None
     steps_trained: int
-    examples_per_sec: Optional[float]
+    examples_per_sec: float | None
     train_seconds: float
 
     def to_json(self) -> dict:
@@ -38,6 +37,6 @@ class TrainingResult:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "TrainingResult":
+    def from_json(cls, data: dict) -> TrainingResult:
         """Rebuilds a result from `to_json`'s dict; KeyError/TypeError when fields are missing."""
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})

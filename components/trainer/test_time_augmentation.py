@@ -15,7 +15,8 @@ the views to change eval accuracy by under 0.1 point, so they rank checkpoints a
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import tensorflow as tf
 
@@ -46,8 +47,12 @@ def expand(images: tf.Tensor, hp: Mapping[str, Any]) -> tf.Tensor:
     count = tf.shape(square)[:1]
     copies = [pixels]
     for shift_x, shift_y, degrees in moves:
-        moved = augmentation.transform_images(square, tf.fill(count, degrees * math.pi / 180.0),
-                                              tf.fill(count, shift_x), tf.fill(count, shift_y))
+        moved = augmentation.transform_images(
+            square,
+            tf.fill(count, degrees * math.pi / 180.0),
+            tf.fill(count, shift_x),
+            tf.fill(count, shift_y),
+        )
         copies.append(tf.reshape(moved, [-1, IMAGE_SIDE * IMAGE_SIDE]))
     return tf.concat(copies, axis=0)
 

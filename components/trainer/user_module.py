@@ -19,8 +19,8 @@ import importlib.util
 import os
 import sys
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from components.trainer import module_contract
 from components.trainer.estimator_contract import check_contract, honour_contract
@@ -82,7 +82,9 @@ def _execute(source: bytes, path: str, digest: str) -> types.ModuleType:
     except Exception as e:  # noqa: BLE001 - any failure of the module's own top-level code
         del sys.modules[name]
         first = (str(e).strip().splitlines() or [""])[0]
-        raise ConfigError(f"{module_contract.SETTING} {path}: import failed: {type(e).__name__}: {first}") from e
+        raise ConfigError(
+            f"{module_contract.SETTING} {path}: import failed: {type(e).__name__}: {first}"
+        ) from e
     return module
 
 
@@ -95,7 +97,7 @@ def _entry_model_fn(module: types.ModuleType, entry_point: str, where: str) -> C
     return keras_model_fn(entry, where)
 
 
-def load_module(path: str, expected_digest: Optional[str] = None) -> LoadedModule:
+def load_module(path: str, expected_digest: str | None = None) -> LoadedModule:
     """The module file at `path` as a LoadedModule (see the module docstring).
 
     expected_digest: the sha256 the run recorded for the file; None to take the file as it is.
@@ -115,13 +117,15 @@ def load_module(path: str, expected_digest: Optional[str] = None) -> LoadedModul
         entry_point = module_contract.entry_point_of_source(source, absolute)
         module = _execute(source, absolute, digest)
         where = f"{module_contract.SETTING} {absolute}"
-        _LOADED[key] = LoadedModule(absolute, digest, entry_point, _entry_model_fn(module, entry_point, where))
+        _LOADED[key] = LoadedModule(
+            absolute, digest, entry_point, _entry_model_fn(module, entry_point, where)
+        )
     if expected_digest is not None:
         _VERIFIED[absolute] = _LOADED[key]
     return _LOADED[key]
 
 
-def load_checked(cfg, module_artifact: Optional[Artifact] = None) -> LoadedModule:
+def load_checked(cfg, module_artifact: Artifact | None = None) -> LoadedModule:
     """The module `cfg.module_file` names (a TrainerConfig), its contract checked in a scratch
     graph in every mode (`estimator_contract.check_contract`) with params as the Estimator
     gets them.

@@ -14,7 +14,7 @@ checked by variable shapes alone. A base model trained with weight averaging
 from __future__ import annotations
 
 import os
-from typing import Any, Dict
+from typing import Any
 
 import tensorflow as tf
 
@@ -34,7 +34,7 @@ def base_checkpoint(base_model: Artifact) -> str:
     return os.path.join(verify_model(base_model, "base model"), "variables", "variables")
 
 
-def trainable_variable_shapes(params: Any, model_fn) -> Dict[str, list]:
+def trainable_variable_shapes(params: Any, model_fn) -> dict[str, list]:
     """Returns {variable name: shape} of the trainable variables `model_fn` builds for `params`."""
     with tf.Graph().as_default():
         features = {IMAGE_KEY: tf.compat.v1.placeholder(tf.float32, [None, IMAGE_PIXELS])}
@@ -50,13 +50,15 @@ def check_same_module(base_model: Artifact, module) -> None:
     if recorded is None or recorded == module.digest:
         return
     trained_with = (base_model.properties or {}).get(MODULE_FILE, "an unnamed module")
-    raise ConfigError(f"config key trainer.warm_start: base model {base_model.uri} was trained with "
-                      f"{trained_with} (sha256 {str(recorded)[:12]}), this run's trainer.module_file "
-                      f"{module.path} has sha256 {module.digest[:12]}: the weights of another module "
-                      "would not fit its network; set trainer.warm_start = false to train from scratch")
+    raise ConfigError(
+        f"config key trainer.warm_start: base model {base_model.uri} was trained with "
+        f"{trained_with} (sha256 {str(recorded)[:12]}), this run's trainer.module_file "
+        f"{module.path} has sha256 {module.digest[:12]}: the weights of another module "
+        "would not fit its network; set trainer.warm_start = false to train from scratch"
+    )
 
 
-def check_compatible(checkpoint: str, params: Any, model_fn) -> Dict[str, str]:
+def check_compatible(checkpoint: str, params: Any, model_fn) -> dict[str, str]:
     """Returns {variable name: its name in the base checkpoint} for every trainable variable of
     the network (the shadow name where the base model served averaged weights).
 
@@ -73,12 +75,16 @@ def check_compatible(checkpoint: str, params: Any, model_fn) -> Dict[str, str]:
         elif name in available:
             names[name] = name
         else:
-            raise ConfigError(f"config key trainer.warm_start: base model {checkpoint} has no "
-                              f"variable {name!r}; set trainer.warm_start = false to train from scratch")
+            raise ConfigError(
+                f"config key trainer.warm_start: base model {checkpoint} has no "
+                f"variable {name!r}; set trainer.warm_start = false to train from scratch"
+            )
         if list(available[names[name]]) != shape:
-            raise ConfigError(f"config key trainer.warm_start: base model {checkpoint} has {name} of "
-                              f"shape {list(available[names[name]])}, this config needs {shape}; set "
-                              "trainer.warm_start = false or restore the base architecture")
+            raise ConfigError(
+                f"config key trainer.warm_start: base model {checkpoint} has {name} of "
+                f"shape {list(available[names[name]])}, this config needs {shape}; set "
+                "trainer.warm_start = false or restore the base architecture"
+            )
     return names
 
 
@@ -93,5 +99,6 @@ def warm_start_settings(base_model: Artifact, params: Any, module) -> tf.estimat
     check_same_module(base_model, module)
     names = check_compatible(checkpoint, params, module.model_fn)
     renamed = {name: base_name for name, base_name in names.items() if base_name != name}
-    return tf.estimator.WarmStartSettings(ckpt_to_initialize_from=checkpoint,
-                                          var_name_to_prev_var_name=renamed or None)
+    return tf.estimator.WarmStartSettings(
+        ckpt_to_initialize_from=checkpoint, var_name_to_prev_var_name=renamed or None
+    )

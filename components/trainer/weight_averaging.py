@@ -18,8 +18,6 @@ weight per step.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import tensorflow as tf
 
 # The suffix tf.train.ExponentialMovingAverage gives each shadow variable.
@@ -33,8 +31,9 @@ def is_on(decay: float) -> bool:
     return decay > 0
 
 
-def averaging_train_op(train_op: tf.Operation, decay: float, global_step: tf.Tensor,
-                       variables) -> tf.Operation:
+def averaging_train_op(
+    train_op: tf.Operation, decay: float, global_step: tf.Tensor, variables
+) -> tf.Operation:
     """Returns an op that runs `train_op`, then updates the shadows of `variables` with `decay`.
 
     With averaging off, returns `train_op` itself.
@@ -46,8 +45,7 @@ def averaging_train_op(train_op: tf.Operation, decay: float, global_step: tf.Ten
         return average.apply(list(variables))
 
 
-def restoring_scaffold(mode: str, decay: float,
-                       trainable_variables) -> Optional[tf.compat.v1.train.Scaffold]:
+def restoring_scaffold(mode: str, decay: float, trainable_variables) -> tf.compat.v1.train.Scaffold | None:
     """For EVAL and PREDICT (`mode`, a tf.estimator.ModeKeys value) with averaging on: a Scaffold
     restoring `trainable_variables` from their shadows and every other global variable (the
     global step, ...) under its own name. None (the default Scaffold) in TRAIN or with averaging off."""
@@ -56,6 +54,11 @@ def restoring_scaffold(mode: str, decay: float,
     trainable = list(trainable_variables)
     var_list = {variable.op.name + SHADOW_SUFFIX: variable for variable in trainable}
     names = {variable.op.name for variable in trainable}
-    var_list.update({variable.op.name: variable for variable in tf.compat.v1.global_variables()
-                     if variable.op.name not in names})
+    var_list.update(
+        {
+            variable.op.name: variable
+            for variable in tf.compat.v1.global_variables()
+            if variable.op.name not in names
+        }
+    )
     return tf.compat.v1.train.Scaffold(saver=tf.compat.v1.train.Saver(var_list, sharded=True))

@@ -17,8 +17,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.ports import LOOPBACK, free_loopback_port
@@ -53,18 +53,17 @@ def job_servers() -> dict:
     """Runner name -> JobServer, for the runners that need a job server jar."""
     flink = os.environ.get(FLINK_VERSION_ENV, DEFAULT_FLINK_VERSION)
     return {
-        "FlinkRunner": JobServer("flink", f"beam-runners-flink-{flink}-job-server",
-                                 "--flink_job_server_jar"),
+        "FlinkRunner": JobServer("flink", f"beam-runners-flink-{flink}-job-server", "--flink_job_server_jar"),
         "SparkRunner": JobServer("spark", "beam-runners-spark-3-job-server", "--spark_job_server_jar"),
     }
 
 
-def _option_value(beam_args: Sequence[str], name: str) -> Optional[str]:
+def _option_value(beam_args: Sequence[str], name: str) -> str | None:
     """The value of option `--name` in `beam_args` (either `--name=v` or `--name v`), or None."""
     args = list(beam_args)
     for i, arg in enumerate(args):
         if arg.startswith(name + "="):
-            return arg[len(name) + 1:]
+            return arg[len(name) + 1 :]
         if arg == name and i + 1 < len(args):
             return args[i + 1]
     return None
@@ -116,8 +115,11 @@ def with_job_server_jar(beam_args: Sequence[str]) -> list:
     if _option_value(args, "--runner") is None:
         return args  # the in-process default; and no Beam import on a run that may be all cached
     server = job_servers().get(runner_name(args))
-    if server is None or _option_value(args, server.jar_option) is not None \
-            or _option_value(args, "--job_endpoint") is not None:
+    if (
+        server is None
+        or _option_value(args, server.jar_option) is not None
+        or _option_value(args, "--job_endpoint") is not None
+    ):
         return args
     version = beam_sdk_version()
     jar = os.path.join(jar_cache_dir(), server.jar_name(version))
@@ -125,7 +127,8 @@ def with_job_server_jar(beam_args: Sequence[str]) -> list:
         raise ConfigError(
             f"beam_args: {runner_name(args)} needs the Beam {version} job server jar {jar}: "
             f"fetch it with `scripts/ensure_job_server.sh {server.engine}`, or pass "
-            f"--beam-arg={server.jar_option}=PATH_OR_URL (Beam downloads a URL itself)")
+            f"--beam-arg={server.jar_option}=PATH_OR_URL (Beam downloads a URL itself)"
+        )
     return args + [f"{server.jar_option}={jar}"]
 
 
@@ -138,8 +141,10 @@ def start_local_job_service(timeout_s: float = 60.0) -> tuple:
     """
     port = free_loopback_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
-         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -149,6 +154,7 @@ def start_local_job_service(timeout_s: float = 60.0) -> tuple:
             if time.monotonic() > deadline or process.poll() is not None:
                 process.kill()
                 process.wait()
-                raise RuntimeError(f"Beam's local job service did not listen on port {port} "
-                                   f"within {timeout_s:g}s") from None
+                raise RuntimeError(
+                    f"Beam's local job service did not listen on port {port} within {timeout_s:g}s"
+                ) from None
             time.sleep(0.5)

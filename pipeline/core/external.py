@@ -8,7 +8,7 @@ therefore invalidates the cache of the step that reads it and of everything down
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 from pipeline.core.artifacts import CONTENT_DIGEST
 from pipeline.core.digest import file_digest
@@ -26,12 +26,14 @@ def external_file(type_name: str, path: str, setting: str) -> Resolver:
     The artifact's uri is the file's absolute path; its property `content_digest` is the sha256
     of the bytes read at resolution time.
     """
-    def resolve(store, _resolved: Mapping[str, Artifact]) -> Optional[Artifact]:
+
+    def resolve(store, _resolved: Mapping[str, Artifact]) -> Artifact | None:
         absolute = os.path.abspath(path)
         if not os.path.isfile(absolute):
             raise ConfigError(f"config key {setting}: no file at {absolute}")
-        artifact_id = store.put_external_artifact(type_name, absolute,
-                                                  {CONTENT_DIGEST: file_digest(absolute)})
+        artifact_id = store.put_external_artifact(
+            type_name, absolute, {CONTENT_DIGEST: file_digest(absolute)}
+        )
         return to_step_artifact(store.artifact(artifact_id))
 
     return resolve
@@ -52,7 +54,7 @@ def read_verified(artifact: Artifact) -> bytes:
     return data
 
 
-def check_content(data: bytes, expected_digest: Optional[str], path: str) -> str:
+def check_content(data: bytes, expected_digest: str | None, path: str) -> str:
     """The sha256 of `data` (the bytes read from `path`); raises InputDataError naming `path`
     when `expected_digest` is given and differs (the file changed after the run resolved it)."""
     import hashlib

@@ -9,15 +9,23 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-from functools import lru_cache
-from typing import Any, Mapping
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
 
 # Libraries whose version changes what a step produces.
-_STACK = ("tensorflow", "tensorflow-data-validation", "tensorflow-model-analysis", "tfx-bsl",
-          "apache-beam", "pyarrow", "numpy")
+_STACK = (
+    "tensorflow",
+    "tensorflow-data-validation",
+    "tensorflow-model-analysis",
+    "tfx-bsl",
+    "apache-beam",
+    "pyarrow",
+    "numpy",
+)
 
 
-@lru_cache(maxsize=None)
+@cache
 def stack_versions() -> tuple:
     """(name, version) of the libraries that shape outputs; 'missing' when not installed."""
     versions = []
@@ -97,9 +105,12 @@ def project_files(module_names) -> list:
         # the project is the steps' own packages and the package this core belongs to.
         project = {name.split(".")[0] for name in module_names} | {__name__.split(".")[0]}
     else:
-        project = {name[: -len(".py")] if name.endswith(".py") else name for name in os.listdir(root)
-                   if not name.startswith(".") and (name.endswith(".py") or
-                                                    os.path.isfile(os.path.join(root, name, "__init__.py")))}
+        project = {
+            name[: -len(".py")] if name.endswith(".py") else name
+            for name in os.listdir(root)
+            if not name.startswith(".")
+            and (name.endswith(".py") or os.path.isfile(os.path.join(root, name, "__init__.py")))
+        }
     seen, pending = set(), []
     for name in module_names:
         files = _module_files(name)
@@ -124,7 +135,7 @@ def project_files(module_names) -> list:
     return sorted(seen)
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_fingerprint(module_names: tuple) -> str:
     """sha256 over the source of `module_names` and every project module they import.
 

@@ -13,7 +13,6 @@ import fcntl
 import logging
 import os
 import time
-from typing import Optional
 
 from pipeline.core.errors import LockTimeoutError
 from pipeline.core.store_settings import MySqlSettings, pipeline_identity
@@ -52,10 +51,12 @@ def exclusive_lock(path: str, timeout_s: float, poll_s: float = 0.5, what: str =
                 if time.monotonic() >= deadline:
                     raise LockTimeoutError(
                         f"another run (pid {holder}) holds the lock on {what} {path}; "
-                        f"gave up after waiting {timeout_s:g}s") from None
+                        f"gave up after waiting {timeout_s:g}s"
+                    ) from None
                 if not announced:
-                    log.info("waiting up to %gs for the run with pid %s to release %s",
-                             timeout_s, holder, path)
+                    log.info(
+                        "waiting up to %gs for the run with pid %s to release %s", timeout_s, holder, path
+                    )
                     announced = True
                 time.sleep(poll_s)
         os.ftruncate(fd, 0)
@@ -79,7 +80,7 @@ class RunLock:
 
 
 @contextlib.contextmanager
-def run_lock(pipeline_root: str, timeout_s: float, settings: Optional[MySqlSettings] = None):
+def run_lock(pipeline_root: str, timeout_s: float, settings: MySqlSettings | None = None):
     """Holds the pipeline root's lock and, with a MySQL store (`settings`), the pipeline's
     lock in that store (`store_lock.StoreLock`), for the `with` block; yields a `RunLock`.
 

@@ -25,7 +25,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any
 
 from ml_metadata import errors as mlmd_errors
 from ml_metadata import metadata_store
@@ -117,8 +117,9 @@ class RecordedArtifact:
 
 def to_step_artifact(recorded: RecordedArtifact) -> Artifact:
     """Converts an artifact read from the store into the `Artifact` an executor receives."""
-    return Artifact(uri=recorded.uri, type_name=recorded.type_name,
-                    properties=dict(recorded.properties), id=recorded.id)
+    return Artifact(
+        uri=recorded.uri, type_name=recorded.type_name, properties=dict(recorded.properties), id=recorded.id
+    )
 
 
 def _safe(name: str) -> str:
@@ -141,7 +142,7 @@ def _mysql_config(settings: MySqlSettings) -> mlmd.ConnectionConfig:
 class MetadataStore:
     """A thin, typed wrapper over `ml_metadata.MetadataStore` for one pipeline's needs."""
 
-    def __init__(self, location: Union[str, MySqlSettings], pipeline_name: str = PIPELINE_NAME):
+    def __init__(self, location: str | MySqlSettings, pipeline_name: str = PIPELINE_NAME):
         """Opens the store and this pipeline's context in it (creating either when missing).
 
         location: the path of a SQLite file, or the settings of a MySQL / MariaDB database.
@@ -155,7 +156,7 @@ class MetadataStore:
             from pipeline.core.mysql_session import check_reachable
 
             check_reachable(location)
-            self.path: Optional[str] = None
+            self.path: str | None = None
             self.where = location.describe()
             try:
                 store = metadata_store.MetadataStore(_mysql_config(location))
@@ -163,7 +164,8 @@ class MetadataStore:
                 raise StoreSettingsError(
                     f"metadata store {self.where}: ML Metadata cannot open it "
                     f"({location.scrub(' '.join(str(e).split()))[:200]}); the account must use "
-                    "mysql_native_password, the only login ML Metadata's client knows") from None
+                    "mysql_native_password, the only login ML Metadata's client knows"
+                ) from None
         else:
             check_store(location)
             config = mlmd.ConnectionConfig()
@@ -193,7 +195,7 @@ class MetadataStore:
     def _execution_type_id(self, name: str) -> int:
         return self._type_id("execution", name, self.store.put_execution_type, mlmd.ExecutionType)
 
-    def _context(self, type_name: str, name: str, properties: Optional[dict] = None) -> mlmd.Context:
+    def _context(self, type_name: str, name: str, properties: dict | None = None) -> mlmd.Context:
         existing = self.store.get_context_by_type_and_name(type_name, name)
         if existing is not None:
             return existing
@@ -213,11 +215,11 @@ class MetadataStore:
 
     def _in_pipeline(self, condition: str) -> metadata_store.ListOptions:
         return metadata_store.ListOptions(
-            filter_query=f"contexts_a.id = {int(self.pipeline_context.id)} AND {condition}")
+            filter_query=f"contexts_a.id = {int(self.pipeline_context.id)} AND {condition}"
+        )
 
     # ---- executions ---------------------------------------------------------------------
-    def start_execution(self, step: str, run_id: str, cache_key: str, contexts: list,
-                        inputs: dict) -> int:
+    def start_execution(self, step: str, run_id: str, cache_key: str, contexts: list, inputs: dict) -> int:
         """Records a RUNNING execution of `step` with INPUT events; returns its id.
 
         inputs: input key -> artifact id (ids of artifacts already in the store).
@@ -240,8 +242,9 @@ class MetadataStore:
         artifacts_and_events = []
         keys = []
         for key, (type_name, uri, properties) in outputs.items():
-            artifact = mlmd.Artifact(type_id=self._artifact_type_id(type_name), uri=uri,
-                                     state=mlmd.Artifact.LIVE)
+            artifact = mlmd.Artifact(
+                type_id=self._artifact_type_id(type_name), uri=uri, state=mlmd.Artifact.LIVE
+            )
             for k, v in properties.items():
                 _set_value(artifact.custom_properties[k], v)
             event = mlmd.Event(type=mlmd.Event.OUTPUT)
@@ -251,8 +254,16 @@ class MetadataStore:
         _, artifact_ids, _ = self.store.put_execution(execution, artifacts_and_events, contexts)
         return dict(zip(keys, artifact_ids))
 
-    def record_cached(self, step: str, run_id: str, cache_key: str, contexts: list,
-                      inputs: dict, outputs: dict, outcome: dict) -> int:
+    def record_cached(
+        self,
+        step: str,
+        run_id: str,
+        cache_key: str,
+        contexts: list,
+        inputs: dict,
+        outputs: dict,
+        outcome: dict,
+    ) -> int:
         """Records a CACHED execution linking existing output artifacts; returns its id.
 
         inputs / outputs: key -> artifact id.
@@ -261,8 +272,9 @@ class MetadataStore:
         _set_value(execution.custom_properties["run_id"], run_id)
         _set_value(execution.custom_properties["cache_key"], cache_key)
         _set_value(execution.custom_properties["outcome"], outcome)
-        pairs = (_events(self.store, mlmd.Event.INPUT, inputs)
-                 + _events(self.store, mlmd.Event.OUTPUT, outputs))
+        pairs = _events(self.store, mlmd.Event.INPUT, inputs) + _events(
+            self.store, mlmd.Event.OUTPUT, outputs
+        )
         execution_id, _, _ = self.store.put_execution(execution, pairs, contexts)
         return execution_id
 
@@ -281,7 +293,9 @@ class MetadataStore:
         pipelines' executions in a shared store are not touched.
         """
         abandoned = []
-        for execution in self.store.get_executions(list_options=self._in_pipeline("last_known_state = RUNNING")):
+        for execution in self.store.get_executions(
+            list_options=self._in_pipeline("last_known_state = RUNNING")
+        ):
             execution.last_known_state = FAILED
             _set_value(execution.custom_properties["error"], "abandoned: its process ended mid-step")
             abandoned.append(execution)
@@ -304,11 +318,13 @@ class MetadataStore:
         identical record of this pipeline."""
         wanted = json.loads(json.dumps(properties))
         for artifact in self.store.get_artifacts_by_uri(uri):
-            if (artifact.type_id == self._artifact_type_id(type_name) and properties_of(artifact) == wanted
-                    and self._in_this_pipeline(artifact.id)):
+            if (
+                artifact.type_id == self._artifact_type_id(type_name)
+                and properties_of(artifact) == wanted
+                and self._in_this_pipeline(artifact.id)
+            ):
                 return artifact.id
-        artifact = mlmd.Artifact(type_id=self._artifact_type_id(type_name), uri=uri,
-                                 state=mlmd.Artifact.LIVE)
+        artifact = mlmd.Artifact(type_id=self._artifact_type_id(type_name), uri=uri, state=mlmd.Artifact.LIVE)
         for k, v in properties.items():
             _set_value(artifact.custom_properties[k], v)
         # One transaction: the artifact never exists outside its pipeline.
@@ -326,15 +342,19 @@ class MetadataStore:
         """Reads one artifact by id."""
         [artifact] = self.store.get_artifacts_by_id([artifact_id])
         [artifact_type] = self.store.get_artifact_types_by_id([artifact.type_id])
-        return RecordedArtifact(artifact.id, artifact_type.name, artifact.uri, artifact.state,
-                                properties_of(artifact))
+        return RecordedArtifact(
+            artifact.id, artifact_type.name, artifact.uri, artifact.state, properties_of(artifact)
+        )
 
     def artifacts_of_type(self, type_name: str) -> list:
         """LIVE artifacts of `type_name` in this pipeline, newest first."""
         artifacts = self.store.get_artifacts(
-            list_options=self._in_pipeline(f"type = '{_safe(type_name)}' AND state = LIVE"))
-        return [RecordedArtifact(a.id, type_name, a.uri, a.state, properties_of(a))
-                for a in sorted(artifacts, key=lambda a: a.id, reverse=True)]
+            list_options=self._in_pipeline(f"type = '{_safe(type_name)}' AND state = LIVE")
+        )
+        return [
+            RecordedArtifact(a.id, type_name, a.uri, a.state, properties_of(a))
+            for a in sorted(artifacts, key=lambda a: a.id, reverse=True)
+        ]
 
     def events(self, execution_id: int, event_type: int) -> dict:
         """key -> artifact id of the execution's INPUT or OUTPUT events."""
@@ -353,7 +373,7 @@ class MetadataStore:
         """Input key -> artifact id of an execution."""
         return self.events(execution_id, mlmd.Event.INPUT)
 
-    def producer_of(self, artifact_id: int) -> Optional[int]:
+    def producer_of(self, artifact_id: int) -> int | None:
         """Id of the execution that produced the artifact (first OUTPUT event), or None."""
         for event in self.store.get_events_by_artifact_ids([artifact_id]):
             if event.type == mlmd.Event.OUTPUT:
@@ -369,7 +389,7 @@ def store_path(pipeline_root: str) -> str:
     return os.path.join(pipeline_root, STORE_FILE)
 
 
-def open_store(pipeline_root: str, settings: Optional[MySqlSettings] = None) -> MetadataStore:
+def open_store(pipeline_root: str, settings: MySqlSettings | None = None) -> MetadataStore:
     """Opens the store of a pipeline root, creating the root when missing: its SQLite file
     (settings None), or its pipeline in the MySQL / MariaDB database of `settings` (no file is
     created then). Raises as `MetadataStore`."""

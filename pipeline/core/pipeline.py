@@ -6,8 +6,8 @@ wired consistently and never learns what a step does.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Sequence
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.step import StepSpec
@@ -36,8 +36,8 @@ class Pipeline:
     beam_args: tuple = ()
     run_config: Mapping = field(default_factory=dict)
     summary_fields: Mapping = field(default_factory=dict)
-    after_run: Optional[Callable[[dict, str], Optional[str]]] = None
-    store: Optional[MySqlSettings] = None
+    after_run: Callable[[dict, str], str | None] | None = None
+    store: MySqlSettings | None = None
 
     def __post_init__(self):
         check_wiring(self.steps)
@@ -62,9 +62,11 @@ def check_wiring(steps: Sequence[StepSpec]) -> None:
         names.add(spec.name)
         for key, inp in spec.inputs.items():
             if (inp.producer is None) == (inp.resolver is None):
-                raise ConfigError(f"step {spec.name}: input {key!r} needs exactly one of "
-                                  "producer and resolver")
+                raise ConfigError(
+                    f"step {spec.name}: input {key!r} needs exactly one of producer and resolver"
+                )
             if inp.producer is not None and inp.producer not in available:
-                raise ConfigError(f"step {spec.name}: input {key!r} reads {inp.producer!r}, "
-                                  "which no earlier step produces")
+                raise ConfigError(
+                    f"step {spec.name}: input {key!r} reads {inp.producer!r}, which no earlier step produces"
+                )
         available.update(f"{spec.name}.{out}" for out in spec.outputs)

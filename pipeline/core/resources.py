@@ -8,8 +8,6 @@ multi_processing mode, a portable job service) are not counted: their memory is 
 
 from __future__ import annotations
 
-from typing import Optional
-
 
 def reset_peak_rss() -> bool:
     """Resets this process's peak resident memory to its current size; False where the
@@ -22,7 +20,7 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_mb(pid: str = "self") -> Optional[float]:
+def peak_rss_mb(pid: str = "self") -> float | None:
     """Peak resident memory of process `pid` since its last reset, in MiB, or None where /proc
     has no figure."""
     try:

@@ -19,8 +19,7 @@ import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Optional
+from datetime import UTC, datetime
 
 from pipeline.core import artifacts as layout
 from pipeline.core import resources
@@ -44,20 +43,24 @@ class StepReport:
     """What happened to one step in one run (one entry of the summary's `steps`)."""
 
     state: str
-    execution_id: Optional[int] = None
+    execution_id: int | None = None
     outputs: dict = field(default_factory=dict)
     properties: dict = field(default_factory=dict)
     seconds: float = 0.0
-    error: Optional[str] = None
-    reason: Optional[str] = None
+    error: str | None = None
+    reason: str | None = None
     # Peak resident memory of the pipeline process while the step ran (None: not measured).
-    peak_memory_mib: Optional[float] = None
+    peak_memory_mib: float | None = None
     # The step's resolved inputs (input key -> Artifact), for its summary contribution.
     inputs: dict = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict:
-        data = {"state": self.state, "execution_id": self.execution_id, "outputs": self.outputs,
-                "seconds": round(self.seconds, 3)}
+        data = {
+            "state": self.state,
+            "execution_id": self.execution_id,
+            "outputs": self.outputs,
+            "seconds": round(self.seconds, 3),
+        }
         if self.peak_memory_mib is not None:
             data["peak_memory_mib"] = self.peak_memory_mib
         if self.properties:
@@ -80,7 +83,7 @@ class RunResult:
 
 def new_run_id() -> str:
     """A sortable, unique run id: UTC time plus a random suffix."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 def _load_executor(spec: StepSpec):
@@ -90,7 +93,7 @@ def _load_executor(spec: StepSpec):
     return getattr(importlib.import_module(module_name), function)
 
 
-def _step_range(pipeline: Pipeline, from_step: Optional[str], to_step: Optional[str]) -> tuple:
+def _step_range(pipeline: Pipeline, from_step: str | None, to_step: str | None) -> tuple:
     names = [s.name for s in pipeline.steps]
     first = names.index(pipeline.step(from_step).name) if from_step else 0
     last = names.index(pipeline.step(to_step).name) if to_step else len(names) - 1
@@ -102,8 +105,15 @@ def _step_range(pipeline: Pipeline, from_step: Optional[str], to_step: Optional[
 class _Run:
     """State of one run; `execute` walks the steps."""
 
-    def __init__(self, pipeline: Pipeline, store: MetadataStore, run_id: str,
-                 first: int, last: int, lock: Optional[RunLock] = None):
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        store: MetadataStore,
+        run_id: str,
+        first: int,
+        last: int,
+        lock: RunLock | None = None,
+    ):
         self.pipeline = pipeline
         self.lock = lock or RunLock()
         self.root = pipeline.root
@@ -113,7 +123,7 @@ class _Run:
         self.produced: dict = {}  # "step.output" -> Artifact
         self.reports: dict = {}
         self.exit_code = EXIT_OK
-        self.stop_message: Optional[str] = None
+        self.stop_message: str | None = None
         self.contexts = store.run_contexts(run_id, {"pipeline_root": self.root})
 
     # ---- inputs ---------------------------------------------------------------------------
@@ -141,7 +151,7 @@ class _Run:
         return str(props.get(layout.CONTENT_DIGEST) or f"id:{artifact.id}")
 
     # ---- cache ----------------------------------------------------------------------------
-    def _verified_outputs(self, spec: StepSpec, execution) -> Optional[dict]:
+    def _verified_outputs(self, spec: StepSpec, execution) -> dict | None:
         """Output key -> Artifact of a past execution, if every output exists and verifies."""
         outputs = self.store.outputs_of(execution.id)
         if set(outputs) != set(spec.outputs):
@@ -155,13 +165,17 @@ class _Run:
             except (OSError, ValueError):
                 ok = False
             if not ok:
-                log.warning("%s: cached output %s at %s is missing or altered; running again",
-                            spec.name, key, recorded.uri)
+                log.warning(
+                    "%s: cached output %s at %s is missing or altered; running again",
+                    spec.name,
+                    key,
+                    recorded.uri,
+                )
                 return None
             result[key] = to_step_artifact(recorded)
         return result
 
-    def _find_cached(self, spec: StepSpec, key: Optional[str]) -> Optional[tuple]:
+    def _find_cached(self, spec: StepSpec, key: str | None) -> tuple | None:
         """(execution, outputs) of the newest reusable execution; any key when `key` is None."""
         for execution in self.store.executions_of(spec.name):
             if execution.last_known_state not in (COMPLETE, CACHED):
@@ -187,20 +201,27 @@ class _Run:
 
     def _execute_step(self, spec: StepSpec, index: int, inputs: dict) -> StepReport:
         position = f"[{index + 1}/{len(self.pipeline.steps)}] {spec.name}"
-        key = cache_key(spec.name, spec.params, spec.code_modules,
-                        {k: self._fingerprint(a) for k, a in inputs.items()})
+        key = cache_key(
+            spec.name, spec.params, spec.code_modules, {k: self._fingerprint(a) for k, a in inputs.items()}
+        )
         input_ids = {k: a.id for k, a in inputs.items() if a.id}
 
         if index < self.first:
             found = self._find_cached(spec, None)
             if found is None:
-                raise ConfigError(f"--from {self.pipeline.steps[self.first].name}: step {spec.name} "
-                                  "has no completed outputs to start from; run it first")
+                raise ConfigError(
+                    f"--from {self.pipeline.steps[self.first].name}: step {spec.name} "
+                    "has no completed outputs to start from; run it first"
+                )
             execution, outputs = found
             self._publish(spec, outputs)
             log.info("%s: skipped (--from), reusing execution %d", position, execution.id)
-            return StepReport(SKIPPED, execution.id, {k: a.uri for k, a in outputs.items()},
-                              reason="before --from; reused its latest outputs")
+            return StepReport(
+                SKIPPED,
+                execution.id,
+                {k: a.uri for k, a in outputs.items()},
+                reason="before --from; reused its latest outputs",
+            )
 
         if spec.cacheable:
             found = self._find_cached(spec, key)
@@ -208,12 +229,22 @@ class _Run:
                 execution, outputs = found
                 outcome = self.store.execution_outcome(execution)
                 execution_id = self.store.record_cached(
-                    spec.name, self.run_id, key, self.contexts, input_ids,
-                    {k: a.id for k, a in outputs.items()}, outcome)
+                    spec.name,
+                    self.run_id,
+                    key,
+                    self.contexts,
+                    input_ids,
+                    {k: a.id for k, a in outputs.items()},
+                    outcome,
+                )
                 self._publish(spec, outputs)
                 log.info("%s: cached (reusing execution %d)", position, execution.id)
-                report = StepReport(CACHED_STATE, execution_id, {k: a.uri for k, a in outputs.items()},
-                                    properties=outcome.get("properties", {}))
+                report = StepReport(
+                    CACHED_STATE,
+                    execution_id,
+                    {k: a.uri for k, a in outputs.items()},
+                    properties=outcome.get("properties", {}),
+                )
                 self._apply_stop(outcome.get("stop_run"), outcome.get("stop_exit_code", EXIT_FAILURE))
                 return report
 
@@ -222,10 +253,16 @@ class _Run:
         started = time.monotonic()
         execution_id = self.store.start_execution(spec.name, self.run_id, key, self.contexts, input_ids)
         staging = {out: layout.staging_dir(self.root, spec.name, out, execution_id) for out in spec.outputs}
-        ctx = StepContext(step_name=spec.name, run_id=self.run_id, pipeline_root=self.root,
-                          inputs=inputs, outputs=dict(staging), params=spec.params,
-                          beam_args=tuple(self.pipeline.beam_args),
-                          log=logging.getLogger(f"pipeline.{spec.name}"))
+        ctx = StepContext(
+            step_name=spec.name,
+            run_id=self.run_id,
+            pipeline_root=self.root,
+            inputs=inputs,
+            outputs=dict(staging),
+            params=spec.params,
+            beam_args=tuple(self.pipeline.beam_args),
+            log=logging.getLogger(f"pipeline.{spec.name}"),
+        )
         try:
             outcome = _load_executor(spec)(ctx)
             if not isinstance(outcome, StepOutcome):
@@ -248,21 +285,36 @@ class _Run:
             log.error("%s: failed after %.1fs: %s", position, time.monotonic() - started, message)
             if not isinstance(e, PipelineError):
                 log.debug("traceback:\n%s", traceback.format_exc())
-            return StepReport(FAILED_STATE, execution_id, seconds=time.monotonic() - started,
-                              error=message, reason=getattr(e, "__traceback_hint__", None),
-                              peak_memory_mib=resources.peak_rss_mb())
+            return StepReport(
+                FAILED_STATE,
+                execution_id,
+                seconds=time.monotonic() - started,
+                error=message,
+                reason=getattr(e, "__traceback_hint__", None),
+                peak_memory_mib=resources.peak_rss_mb(),
+            )
         self._publish(spec, committed)
         seconds = time.monotonic() - started
         peak = resources.peak_rss_mb()
-        log.info("%s: ran in %.1fs%s", position, seconds,
-                 f" (peak memory {peak:.0f} MiB)" if peak is not None else "")
+        log.info(
+            "%s: ran in %.1fs%s",
+            position,
+            seconds,
+            f" (peak memory {peak:.0f} MiB)" if peak is not None else "",
+        )
         self._apply_stop(outcome.stop_run, outcome.stop_exit_code)
-        return StepReport(RAN, execution_id, {k: a.uri for k, a in committed.items()},
-                          properties=outcome.execution_properties, seconds=seconds,
-                          peak_memory_mib=peak)
+        return StepReport(
+            RAN,
+            execution_id,
+            {k: a.uri for k, a in committed.items()},
+            properties=outcome.execution_properties,
+            seconds=seconds,
+            peak_memory_mib=peak,
+        )
 
-    def _commit(self, spec: StepSpec, execution_id: int, staging: dict, outcome: StepOutcome,
-                key: str) -> dict:
+    def _commit(
+        self, spec: StepSpec, execution_id: int, staging: dict, outcome: StepOutcome, key: str
+    ) -> dict:
         """Renames staging dirs to their final names and records them LIVE in one transaction."""
         records = {}
         for out, path in staging.items():
@@ -271,13 +323,21 @@ class _Run:
             properties[layout.CONTENT_DIGEST] = directory_digest(path)
             layout.commit(path, final)
             records[out] = (spec.outputs[out], final, properties)
-        stored_outcome = {"cache_key": key, "properties": outcome.execution_properties,
-                          "stop_run": outcome.stop_run, "stop_exit_code": outcome.stop_exit_code}
+        stored_outcome = {
+            "cache_key": key,
+            "properties": outcome.execution_properties,
+            "stop_run": outcome.stop_run,
+            "stop_exit_code": outcome.stop_exit_code,
+        }
         ids = self.store.complete_execution(execution_id, records, stored_outcome, self.contexts)
-        return {out: Artifact(uri=records[out][1], type_name=records[out][0],
-                              properties=records[out][2], id=ids[out]) for out in records}
+        return {
+            out: Artifact(
+                uri=records[out][1], type_name=records[out][0], properties=records[out][2], id=ids[out]
+            )
+            for out in records
+        }
 
-    def _apply_stop(self, message: Optional[str], exit_code: int) -> None:
+    def _apply_stop(self, message: str | None, exit_code: int) -> None:
         if message:
             self.stop_message = message
             self.exit_code = exit_code
@@ -287,7 +347,9 @@ class _Run:
     def execute(self) -> None:
         for index, spec in enumerate(self.pipeline.steps):
             if self.stop_message is not None:
-                self.reports[spec.name] = StepReport(SKIPPED, reason="an earlier step failed or stopped the run")
+                self.reports[spec.name] = StepReport(
+                    SKIPPED, reason="an earlier step failed or stopped the run"
+                )
             elif index > self.last:
                 self.reports[spec.name] = StepReport(SKIPPED, reason="after --to")
             else:
@@ -304,8 +366,13 @@ def _one_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
-def run_pipeline(pipeline: Pipeline, from_step: Optional[str] = None, to_step: Optional[str] = None,
-                 summary_json: Optional[str] = None, run_id: Optional[str] = None) -> RunResult:
+def run_pipeline(
+    pipeline: Pipeline,
+    from_step: str | None = None,
+    to_step: str | None = None,
+    summary_json: str | None = None,
+    run_id: str | None = None,
+) -> RunResult:
     """Runs `pipeline` under the pipeline root's lock and writes the run summary.
 
     Returns a RunResult whose `exit_code` follows pipeline.core.errors (0 ok, 1 failure, 2 usage,
@@ -320,19 +387,28 @@ def run_pipeline(pipeline: Pipeline, from_step: Optional[str] = None, to_step: O
     root = pipeline.root
     os.makedirs(root, exist_ok=True)
     run_id = run_id or new_run_id()
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     with run_lock(root, pipeline.lock_timeout_s, pipeline.store) as lock:
         # First of all: a damaged or unreachable store stops the run before anything changes.
         store = open_store(root, pipeline.store)
         abandoned = store.abandon_running_executions()
         removed = layout.remove_stale_staging(root) + layout.remove_uncommitted(
-            root, {spec.name: tuple(spec.outputs) for spec in pipeline.steps}, abandoned)
+            root, {spec.name: tuple(spec.outputs) for spec in pipeline.steps}, abandoned
+        )
         if abandoned or removed:
-            log.warning("cleaned up after an interrupted run: %d execution(s) marked failed, "
-                        "%d uncommitted folder(s) removed", len(abandoned), len(removed))
+            log.warning(
+                "cleaned up after an interrupted run: %d execution(s) marked failed, "
+                "%d uncommitted folder(s) removed",
+                len(abandoned),
+                len(removed),
+            )
         run_dir = layout.run_dir(root, run_id)
-        run_config = {"pipeline_root": root, "lock_timeout_s": pipeline.lock_timeout_s,
-                      "beam_args": list(pipeline.beam_args), **pipeline.run_config}
+        run_config = {
+            "pipeline_root": root,
+            "lock_timeout_s": pipeline.lock_timeout_s,
+            "beam_args": list(pipeline.beam_args),
+            **pipeline.run_config,
+        }
         write_json_atomic(os.path.join(run_dir, layout.CONFIG_FILE), run_config)
         log.info("run %s: pipeline root %s", run_id, root)
         state = _Run(pipeline, store, run_id, first, last, lock)
@@ -340,7 +416,7 @@ def run_pipeline(pipeline: Pipeline, from_step: Optional[str] = None, to_step: O
         summary = {
             "run_id": run_id,
             "started": started.isoformat(timespec="seconds"),
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "exit_code": state.exit_code,
             "status": "completed" if state.exit_code == EXIT_OK else "failed",
             "message": state.stop_message,
@@ -364,7 +440,7 @@ def run_pipeline(pipeline: Pipeline, from_step: Optional[str] = None, to_step: O
     return RunResult(state.exit_code, summary, summary_path)
 
 
-def _after_run(pipeline: Pipeline, summary: dict, run_dir: str) -> Optional[str]:
+def _after_run(pipeline: Pipeline, summary: dict, run_dir: str) -> str | None:
     """Calls the pipeline's `after_run` hook; returns the path it wrote, or None.
 
     The hook only describes the run (the report): its failure is one warning and never changes

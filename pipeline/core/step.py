@@ -14,8 +14,9 @@ the executor has returned; a step that raises or is killed leaves nothing a late
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 from pipeline.core.beam_engines import runner_name, with_default_runner
 
@@ -84,14 +85,14 @@ class StepOutcome:
 
     execution_properties: dict = field(default_factory=dict)
     output_properties: dict = field(default_factory=dict)
-    stop_run: Optional[str] = None
+    stop_run: str | None = None
     stop_exit_code: int = 3
 
 
 # resolver(store, resolved) -> Artifact or None. `store` is the run's metadata store
 # (pipeline.core.metadata.MetadataStore); `resolved` maps this step's producer inputs, already
 # resolved, by input key.
-Resolver = Callable[[Any, Mapping[str, Artifact]], Optional[Artifact]]
+Resolver = Callable[[Any, Mapping[str, Artifact]], Artifact | None]
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,8 @@ class InputSpec:
     optional: the step runs without this input when nothing resolves (e.g. no baseline yet).
     """
 
-    producer: Optional[str] = None
-    resolver: Optional[Resolver] = None
+    producer: str | None = None
+    resolver: Resolver | None = None
     optional: bool = False
 
 
@@ -135,7 +136,7 @@ class StepSpec:
     params: Any = None
     code_modules: Sequence[str] = ()
     cacheable: bool = True
-    summary: Optional[Callable[[Any], dict]] = None
+    summary: Callable[[Any], dict] | None = None
 
 
 def declare(component, inputs: Mapping[str, InputSpec], params) -> StepSpec:
@@ -152,8 +153,10 @@ def declare(component, inputs: Mapping[str, InputSpec], params) -> StepSpec:
     package = component.__name__.rpartition(".")[0]
     name = package.rpartition(".")[2]
     if set(inputs) != set(component.INPUTS):
-        raise ConfigError(f"step {name}: inputs {sorted(inputs)} do not match its declared "
-                          f"inputs {sorted(component.INPUTS)}")
+        raise ConfigError(
+            f"step {name}: inputs {sorted(inputs)} do not match its declared "
+            f"inputs {sorted(component.INPUTS)}"
+        )
     summarize = getattr(component, "summary", None)
     return StepSpec(
         name=name,

@@ -21,8 +21,7 @@ import sqlite3
 import tempfile
 import time
 import urllib.parse
-from datetime import datetime, timezone
-from typing import Optional
+from datetime import UTC, datetime
 
 from pipeline.core.atomic_files import fsync_path
 from pipeline.core.errors import PipelineError, StoreDamagedError, StoreRestoreError
@@ -56,7 +55,7 @@ def _has_content(path: str) -> bool:
     return os.path.isfile(path) and os.path.getsize(path) > 0
 
 
-def _quick_check(path: str, mode: str) -> Optional[str]:
+def _quick_check(path: str, mode: str) -> str | None:
     uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode={mode}"
     with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
         rows = conn.execute("PRAGMA quick_check").fetchall()
@@ -64,7 +63,7 @@ def _quick_check(path: str, mode: str) -> Optional[str]:
     return None if messages == ["ok"] else "; ".join(messages[:3])
 
 
-def integrity_problem(path: str) -> Optional[str]:
+def integrity_problem(path: str) -> str | None:
     """Runs SQLite's `PRAGMA quick_check` on the database file `path`, opened read-only.
 
     Returns None when it passes, else what SQLite found, in one line ("file is not a
@@ -90,7 +89,7 @@ def integrity_problem(path: str) -> Optional[str]:
         raise PipelineError(f"SQLite file {path} cannot be checked: {e}") from e
 
 
-def _recovered_copy_problem(path: str) -> Optional[str]:
+def _recovered_copy_problem(path: str) -> str | None:
     """quick_check of a copy of the database `path` and its journal, once SQLite rolled the
     journal back in the copy; the files at `path` are only read."""
     with tempfile.TemporaryDirectory(prefix="store-check-") as folder:
@@ -115,12 +114,15 @@ def check_store(store: str) -> None:
             state = "empty" if os.path.exists(store) else "missing"
             raise StoreDamagedError(
                 f"metadata store {store} is {state} but its backup {backup} exists; restore it "
-                f"with: {restore_hint(store)} (or delete the backup to start a new, empty store)")
+                f"with: {restore_hint(store)} (or delete the backup to start a new, empty store)"
+            )
         return
     problem = integrity_problem(store)
     if problem is not None:
-        raise StoreDamagedError(f"metadata store {store} is damaged ({problem}); restore its last "
-                                f"good backup with: {restore_hint(store)}")
+        raise StoreDamagedError(
+            f"metadata store {store} is damaged ({problem}); restore its last "
+            f"good backup with: {restore_hint(store)}"
+        )
 
 
 def _remove(path: str) -> None:
@@ -129,7 +131,7 @@ def _remove(path: str) -> None:
             os.unlink(name)
 
 
-def _checked_copy(source: str, part: str) -> Optional[str]:
+def _checked_copy(source: str, part: str) -> str | None:
     """Copies the database `source` to `part` with SQLite's online backup API (a consistent
     snapshot even while others read it; a plain file copy can catch it between writes),
     fsyncs it and runs quick_check on the copy.
@@ -139,8 +141,10 @@ def _checked_copy(source: str, part: str) -> Optional[str]:
     _remove(part)
     try:
         uri = f"file:{urllib.parse.quote(os.path.abspath(source))}?mode=ro"
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as src, \
-                contextlib.closing(sqlite3.connect(part)) as dst:
+        with (
+            contextlib.closing(sqlite3.connect(uri, uri=True)) as src,
+            contextlib.closing(sqlite3.connect(part)) as dst,
+        ):
             src.backup(dst)
         fsync_path(part)
         problem = integrity_problem(part)
@@ -165,14 +169,16 @@ def backup_store(store: str) -> str:
     part = target + PART_SUFFIX
     problem = _checked_copy(store, part)
     if problem is not None:
-        raise StoreDamagedError(f"metadata store {store} fails its integrity check ({problem}); "
-                                f"its previous backup {target} was kept")
+        raise StoreDamagedError(
+            f"metadata store {store} fails its integrity check ({problem}); "
+            f"its previous backup {target} was kept"
+        )
     os.replace(part, target)
     fsync_path(os.path.dirname(os.path.abspath(target)))
     return target
 
 
-def keep_backup(store: str) -> Optional[str]:
+def keep_backup(store: str) -> str | None:
     """`backup_store`, for after a run or an operation that wrote to the store (under the
     pipeline lock); returns the backup's path, or None when it could not be made.
 
@@ -198,7 +204,7 @@ def _aside_name(store: str, now: datetime) -> str:
     return name
 
 
-def restore_store(store: str, force: bool = False, now: Optional[datetime] = None) -> Optional[str]:
+def restore_store(store: str, force: bool = False, now: datetime | None = None) -> str | None:
     """Puts the backup `<store>.backup` in place of the store file `store`.
 
     Call it under the pipeline lock. The backup is checked, copied (backup API) to a temporary
@@ -212,24 +218,31 @@ def restore_store(store: str, force: bool = False, now: Optional[datetime] = Non
     """
     backup = backup_path(store)
     if not os.path.isfile(backup):
-        raise StoreRestoreError(f"no backup of metadata store {store} at {backup}: nothing to restore "
-                                "(a backup is written after every completed run)")
+        raise StoreRestoreError(
+            f"no backup of metadata store {store} at {backup}: nothing to restore "
+            "(a backup is written after every completed run)"
+        )
     problem = integrity_problem(backup)
     if problem is not None:
-        raise StoreRestoreError(f"backup {backup} is damaged too ({problem}); nothing restored, "
-                                f"{store} left as it was")
+        raise StoreRestoreError(
+            f"backup {backup} is damaged too ({problem}); nothing restored, {store} left as it was"
+        )
     if not force and _has_content(store) and integrity_problem(store) is None:
-        raise StoreRestoreError(f"metadata store {store} passes its integrity check; not replacing "
-                                f"it with its backup {backup}, which may be older (add --force to "
-                                "do it anyway)")
+        raise StoreRestoreError(
+            f"metadata store {store} passes its integrity check; not replacing "
+            f"it with its backup {backup}, which may be older (add --force to "
+            "do it anyway)"
+        )
     part = store + ".restore" + PART_SUFFIX
     problem = _checked_copy(backup, part)
     if problem is not None:
-        raise StoreRestoreError(f"copy of backup {backup} fails its integrity check ({problem}); "
-                                f"nothing restored, {store} left as it was")
+        raise StoreRestoreError(
+            f"copy of backup {backup} fails its integrity check ({problem}); "
+            f"nothing restored, {store} left as it was"
+        )
     kept = None
     try:
-        aside = _aside_name(store, now or datetime.now(timezone.utc))
+        aside = _aside_name(store, now or datetime.now(UTC))
         for suffix in COMPANION_SUFFIXES:
             if os.path.exists(store + suffix):
                 os.rename(store + suffix, aside + suffix)

@@ -34,7 +34,8 @@ class StoreLock:
     def _lost(self, why: str) -> StoreUnavailableError:
         return StoreUnavailableError(
             f"lost the run lock of pipeline {self.identity!r} in the metadata store {self.settings.where()} "
-            f"({why}); this run stops, the next run recovers what it left")
+            f"({why}); this run stops, the next run recovers what it left"
+        )
 
     def _query(self, sql: str, *args):
         with self._connection.cursor() as cursor:
@@ -56,15 +57,21 @@ class StoreLock:
             (got,) = self._query("SELECT GET_LOCK(%s, 0)", self.name)
             if got != 1:
                 (holder,) = self._query("SELECT IS_USED_LOCK(%s)", self.name)
-                log.info("waiting up to %gs for the run on connection %s of %s to release pipeline %r",
-                         timeout_s, holder, self.settings.where(), self.identity)
+                log.info(
+                    "waiting up to %gs for the run on connection %s of %s to release pipeline %r",
+                    timeout_s,
+                    holder,
+                    self.settings.where(),
+                    self.identity,
+                )
                 started = time.monotonic()
                 (got,) = self._query("SELECT GET_LOCK(%s, %s)", self.name, float(timeout_s))
                 if got != 1:
                     raise LockTimeoutError(
                         f"another run (connection {holder} of the metadata store {self.settings.where()}) "
                         f"holds the lock on pipeline {self.identity!r}; gave up after waiting "
-                        f"{time.monotonic() - started:.0f}s (lock_timeout_s = {timeout_s:g})")
+                        f"{time.monotonic() - started:.0f}s (lock_timeout_s = {timeout_s:g})"
+                    )
         except pymysql.MySQLError as e:
             self.release()
             raise self._lost(f"connection failed while taking it: {self.settings.scrub(str(e))}") from None

@@ -13,16 +13,20 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from pipeline.core.errors import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
 DEADLOCK_MARKERS = ("Deadlock found", "errno: 1213", "(1213,")
-CONNECTION_LOST_MARKERS = ("Lost connection to MySQL server", "MySQL server has gone away",
-                           "Can't connect to MySQL server", "Can't connect to local MySQL server",
-                           "mysql_real_connect failed")
+CONNECTION_LOST_MARKERS = (
+    "Lost connection to MySQL server",
+    "MySQL server has gone away",
+    "Can't connect to MySQL server",
+    "Can't connect to local MySQL server",
+    "mysql_real_connect failed",
+)
 ATTEMPTS = 5
 FIRST_PAUSE_S = 0.05
 
@@ -37,9 +41,15 @@ def is_connection_lost(error: BaseException) -> bool:
     return any(marker in str(error) for marker in CONNECTION_LOST_MARKERS)
 
 
-def call_with_retry(call: Callable, *args, where: str = "the metadata store", attempts: int = ATTEMPTS,
-                    first_pause_s: float = FIRST_PAUSE_S, sleep: Callable[[float], None] = time.sleep,
-                    **kwargs):
+def call_with_retry(
+    call: Callable,
+    *args,
+    where: str = "the metadata store",
+    attempts: int = ATTEMPTS,
+    first_pause_s: float = FIRST_PAUSE_S,
+    sleep: Callable[[float], None] = time.sleep,
+    **kwargs,
+):
     """Returns call(*args, **kwargs), running it again (up to `attempts` times in all, pausing
     first_pause_s, then twice as long each time) while it fails with a deadlock.
 
@@ -54,7 +64,8 @@ def call_with_retry(call: Callable, *args, where: str = "the metadata store", at
             if is_connection_lost(e):
                 raise StoreUnavailableError(
                     f"metadata store {where}: connection lost ({' '.join(str(e).split())[:200]}); this run "
-                    "stops, the next run recovers what it left") from None
+                    "stops, the next run recovers what it left"
+                ) from None
             if not is_deadlock(e) or attempt == attempts:
                 raise
             log.warning("metadata store %s: deadlock, retrying (%d of %d)", where, attempt, attempts - 1)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Optional
 
 # The pipeline context of an embedded store: the file belongs to one pipeline root, and every
 # store written before shared stores existed names its pipeline so.
@@ -54,7 +53,7 @@ class MySqlSettings:
         return text.replace(self.password, "***") if self.password else text
 
 
-def pipeline_identity(settings: Optional[MySqlSettings], pipeline_root: str) -> str:
+def pipeline_identity(settings: MySqlSettings | None, pipeline_root: str) -> str:
     """The name of this pipeline's context in its store.
 
     Embedded store: always EMBEDDED_PIPELINE_NAME. Shared store: `settings.pipeline_name`, or

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import List
 
 from pipeline.core.errors import InputDataError
 from pipeline.formats.examples import split_dir, split_dirs
@@ -59,7 +58,7 @@ def _finding(feature: str, info) -> Finding:
     )
 
 
-def findings(anomalies) -> List[Finding]:
+def findings(anomalies) -> list[Finding]:
     """Every anomaly of an `Anomalies` proto, the dataset-level one first, then features by name."""
     result = []
     if anomalies.HasField("dataset_anomaly_info"):

@@ -17,8 +17,8 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import List, Mapping, Optional
 
 from pipeline.core.errors import PipelineError
 from pipeline.formats.evaluation import OVERALL_SLICE
@@ -56,17 +56,17 @@ class BlessingRecord:
     """
 
     blessed: bool
-    reasons: List[str]
-    checks: List[dict]
-    thresholds: Optional[dict] = None
-    candidate_model: Optional[dict] = None
-    baseline_model: Optional[dict] = None
-    examples: Optional[dict] = None
-    metrics: Optional[dict] = None
-    policy: Optional[str] = None
-    alpha: Optional[float] = None
-    margin: Optional[float] = None
-    comparisons: List[dict] = field(default_factory=list)
+    reasons: list[str]
+    checks: list[dict]
+    thresholds: dict | None = None
+    candidate_model: dict | None = None
+    baseline_model: dict | None = None
+    examples: dict | None = None
+    metrics: dict | None = None
+    policy: str | None = None
+    alpha: float | None = None
+    margin: float | None = None
+    comparisons: list[dict] = field(default_factory=list)
 
     @property
     def marker(self) -> str:
@@ -74,7 +74,7 @@ class BlessingRecord:
         return BLESSED_FILE if self.blessed else NOT_BLESSED_FILE
 
     @property
-    def candidate_digest(self) -> Optional[str]:
+    def candidate_digest(self) -> str | None:
         """The digest of the model the decision was made for (None when not recorded)."""
         return (self.candidate_model or {}).get("digest")
 
@@ -98,7 +98,7 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _problem(data: dict) -> Optional[str]:
+def _problem(data: dict) -> str | None:
     """What makes `data` not a decision record, or None."""
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
@@ -122,8 +122,11 @@ def _problem(data: dict) -> Optional[str]:
     if data.get("policy") is not None and not isinstance(data["policy"], str):
         return "'policy' is not a string"
     if data["blessed"] == bool(data["reasons"]):
-        return ("blessed, yet it lists reasons against it" if data["blessed"]
-                else "not blessed, yet it gives no reason")
+        return (
+            "blessed, yet it lists reasons against it"
+            if data["blessed"]
+            else "not blessed, yet it gives no reason"
+        )
     if data["blessed"] and data.get("baseline_model") is not None:
         # Blessed over a serving model: the evidence must be there, or nothing vouches for it.
         if data.get("policy") not in PROMOTION_POLICIES:
@@ -150,7 +153,7 @@ def write_blessing(blessing_dir: str, record: BlessingRecord) -> None:
         f.write("\n".join(record.reasons) + "\n" if record.reasons else f"{ALL_PASSED}\n")
 
 
-def read_blessing(blessing_uri: str, recorded: Optional[Mapping] = None) -> BlessingRecord:
+def read_blessing(blessing_uri: str, recorded: Mapping | None = None) -> BlessingRecord:
     """The decision of the ModelBlessing artifact at `blessing_uri`.
 
     recorded: the artifact's ML Metadata properties, when the caller has them: a `blessed` or
@@ -176,8 +179,10 @@ def read_blessing(blessing_uri: str, recorded: Optional[Mapping] = None) -> Bles
         raise BlessingError(f"{os.path.join(blessing_uri, other)} contradicts {path}, which says {verdict}")
     for key, value in ((BLESSED, int(record.blessed)), (BASELINE_MODEL_ID, record.baseline_model_id)):
         if recorded and key in recorded and recorded[key] != value:
-            raise BlessingError(f"blessing {blessing_uri}: metadata records {key}={recorded[key]!r}, "
-                                f"but {path} says {value!r}")
+            raise BlessingError(
+                f"blessing {blessing_uri}: metadata records {key}={recorded[key]!r}, "
+                f"but {path} says {value!r}"
+            )
     return record
 
 

@@ -51,8 +51,12 @@ INK_DENSITY_BUCKET = examples_format.INK_DENSITY_BUCKET_KEY
 CANDIDATE_CORRECT = "candidate_correct"
 BASELINE_CORRECT = "baseline_correct"
 # name -> numpy dtype kind(s) accepted ("i"/"u" integers, "b" bool) and the dtype returned.
-OUTCOME_COLUMNS = {LABEL: ("iu", np.int64), INK_DENSITY_BUCKET: ("iu", np.int64),
-                   CANDIDATE_CORRECT: ("b", np.bool_), BASELINE_CORRECT: ("b", np.bool_)}
+OUTCOME_COLUMNS = {
+    LABEL: ("iu", np.int64),
+    INK_DENSITY_BUCKET: ("iu", np.int64),
+    CANDIDATE_CORRECT: ("b", np.bool_),
+    BASELINE_CORRECT: ("b", np.bool_),
+}
 REQUIRED_OUTCOMES = (LABEL, INK_DENSITY_BUCKET, CANDIDATE_CORRECT)
 
 
@@ -73,15 +77,18 @@ def _check_outcomes(outcomes: dict, path: str) -> dict:
             continue
         array = np.asarray(outcomes[name])
         if array.dtype.kind not in kinds:
-            raise InputDataError(f"{path}: {name} has dtype {array.dtype}, expected "
-                                 f"{'bool' if kinds == 'b' else 'an integer dtype'}")
+            raise InputDataError(
+                f"{path}: {name} has dtype {array.dtype}, expected "
+                f"{'bool' if kinds == 'b' else 'an integer dtype'}"
+            )
         if array.ndim != 1:
             raise InputDataError(f"{path}: {name} has shape {array.shape}, expected one value per example")
         result[name] = array.astype(dtype, copy=False)
         lengths[name] = len(array)
     if len(set(lengths.values())) > 1:
-        raise InputDataError(f"{path}: arrays of unequal length "
-                             f"({', '.join(f'{k} {v}' for k, v in lengths.items())})")
+        raise InputDataError(
+            f"{path}: arrays of unequal length ({', '.join(f'{k} {v}' for k, v in lengths.items())})"
+        )
     return result
 
 
@@ -138,8 +145,12 @@ def _is_int(value) -> bool:
 
 
 def _is_probability(value) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            and 0.0 <= value <= 1.0)
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0.0 <= value <= 1.0
+    )
 
 
 # ---- mistakes.json ------------------------------------------------------------------------------
@@ -148,25 +159,33 @@ def _check_mistakes(mistakes, path: str) -> dict:
         raise InputDataError(f"{path}: not a JSON object")
     scanned, wrong, items = mistakes.get("scanned"), mistakes.get("misclassified"), mistakes.get("items")
     if not (_is_int(scanned) and _is_int(wrong) and 0 <= wrong <= scanned):
-        raise InputDataError(f"{path}: 'scanned' and 'misclassified' must be counts, "
-                             f"misclassified <= scanned (got {scanned!r}, {wrong!r})")
+        raise InputDataError(
+            f"{path}: 'scanned' and 'misclassified' must be counts, "
+            f"misclassified <= scanned (got {scanned!r}, {wrong!r})"
+        )
     if not isinstance(items, list) or len(items) > min(wrong, MAX_MISTAKES):
-        raise InputDataError(f"{path}: 'items' must be a list of at most min(misclassified, "
-                             f"{MAX_MISTAKES}) mistakes")
+        raise InputDataError(
+            f"{path}: 'items' must be a list of at most min(misclassified, {MAX_MISTAKES}) mistakes"
+        )
     previous = math.inf
     for index, item in enumerate(items):
         where = f"{path}: items[{index}]"
         if not isinstance(item, dict):
             raise InputDataError(f"{where}: not a JSON object")
         pixels = item.get("pixels")
-        if (not isinstance(pixels, list) or len(pixels) != PIXELS
-                or not all(_is_int(p) and 0 <= p <= examples_format.MAX_PIXEL for p in pixels)):
+        if (
+            not isinstance(pixels, list)
+            or len(pixels) != PIXELS
+            or not all(_is_int(p) and 0 <= p <= examples_format.MAX_PIXEL for p in pixels)
+        ):
             raise InputDataError(f"{where}: 'pixels' must be {PIXELS} ints 0..{examples_format.MAX_PIXEL}")
         label, predicted = item.get("label"), item.get("predicted")
-        if not (_is_int(label) and _is_int(predicted) and label != predicted
-                and 0 <= predicted < NUM_CLASSES):
-            raise InputDataError(f"{where}: 'label' and 'predicted' must be different class ids "
-                                 f"(got {label!r}, {predicted!r})")
+        if not (
+            _is_int(label) and _is_int(predicted) and label != predicted and 0 <= predicted < NUM_CLASSES
+        ):
+            raise InputDataError(
+                f"{where}: 'label' and 'predicted' must be different class ids (got {label!r}, {predicted!r})"
+            )
         confidence, label_probability = item.get("confidence"), item.get("label_probability")
         if not (_is_probability(confidence) and _is_probability(label_probability)):
             raise InputDataError(f"{where}: 'confidence' and 'label_probability' must be probabilities")
@@ -179,10 +198,20 @@ def _check_mistakes(mistakes, path: str) -> dict:
 def write_mistakes(evaluation_uri: str, scanned: int, misclassified: int, items: list) -> str:
     """Writes `mistakes.json` (see the module docstring) atomically; returns its path."""
     path = os.path.join(evaluation_uri, MISTAKES_FILE)
-    document = {"scanned": int(scanned), "misclassified": int(misclassified), "items": [
-        {"pixels": [int(p) for p in item["pixels"]], "label": int(item["label"]),
-         "predicted": int(item["predicted"]), "confidence": float(item["confidence"]),
-         "label_probability": float(item["label_probability"])} for item in items]}
+    document = {
+        "scanned": int(scanned),
+        "misclassified": int(misclassified),
+        "items": [
+            {
+                "pixels": [int(p) for p in item["pixels"]],
+                "label": int(item["label"]),
+                "predicted": int(item["predicted"]),
+                "confidence": float(item["confidence"]),
+                "label_probability": float(item["label_probability"]),
+            }
+            for item in items
+        ],
+    }
     return _write_json(path, _check_mistakes(document, path))
 
 
@@ -200,12 +229,21 @@ def _check_confusion(matrices, path: str) -> dict:
         raise InputDataError(f"{path}: not a JSON object with one entry per model")
     for model, entry in matrices.items():
         matrix = entry.get("matrix") if isinstance(entry, dict) else None
-        if (not isinstance(matrix, list) or len(matrix) != NUM_CLASSES
-                or not all(isinstance(row, list) and len(row) == NUM_CLASSES
-                           and all(_is_int(c) and c >= 0 for c in row) for row in matrix)):
+        if (
+            not isinstance(matrix, list)
+            or len(matrix) != NUM_CLASSES
+            or not all(
+                isinstance(row, list) and len(row) == NUM_CLASSES and all(_is_int(c) and c >= 0 for c in row)
+                for row in matrix
+            )
+        ):
             raise InputDataError(f"{path}: {model}: 'matrix' must be {NUM_CLASSES}x{NUM_CLASSES} counts")
         threshold = entry.get("threshold")
-        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not math.isfinite(threshold):
+        if (
+            not isinstance(threshold, (int, float))
+            or isinstance(threshold, bool)
+            or not math.isfinite(threshold)
+        ):
             raise InputDataError(f"{path}: {model}: 'threshold' must be a number")
     return matrices
 
@@ -213,8 +251,13 @@ def _check_confusion(matrices, path: str) -> dict:
 def write_confusion_matrices(evaluation_uri: str, matrices: dict) -> str:
     """Writes `confusion_matrix.json` ({model: {"matrix", "threshold"}}) atomically; returns its path."""
     path = os.path.join(evaluation_uri, CONFUSION_FILE)
-    document = {model: {"matrix": [[int(round(float(c))) for c in row] for row in entry["matrix"]],
-                        "threshold": float(entry["threshold"])} for model, entry in matrices.items()}
+    document = {
+        model: {
+            "matrix": [[int(round(float(c))) for c in row] for row in entry["matrix"]],
+            "threshold": float(entry["threshold"]),
+        }
+        for model, entry in matrices.items()
+    }
     return _write_json(path, _check_confusion(document, path))
 
 

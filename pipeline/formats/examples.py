@@ -18,7 +18,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from typing import List, Mapping
+from collections.abc import Mapping
 
 from pipeline.core.errors import InputDataError
 
@@ -74,7 +74,7 @@ def split_dirs(uri: str, what: str, required: bool = True) -> dict:
     return found
 
 
-def split_files(uri: str, split: str) -> List[str]:
+def split_files(uri: str, split: str) -> list[str]:
     """The sorted shard files of `split` in the Examples artifact at `uri`.
 
     Raises InputDataError naming the split folder when it is missing or holds no shard.
@@ -112,5 +112,7 @@ def check_recorded_counts(examples, counts: Mapping[str, int]) -> None:
     recorded = (examples.properties or {}).get(SPLIT_COUNTS) or {}
     for split, count in counts.items():
         if split in recorded and int(recorded[split]) != count:
-            raise InputDataError(f"examples artifact {examples.uri}: split {split} holds {count} examples, "
-                                 f"but example_gen recorded {recorded[split]} (a shard is truncated or was rewritten)")
+            raise InputDataError(
+                f"examples artifact {examples.uri}: split {split} holds {count} examples, "
+                f"but example_gen recorded {recorded[split]} (a shard is truncated or was rewritten)"
+            )

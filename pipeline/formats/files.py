@@ -7,17 +7,17 @@ same everywhere: `InputDataError("[<label> ]<path>: <what is wrong>")`.
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 from pipeline.core.errors import InputDataError
 
 
-def _fail(path: str, label: Optional[str], what: str) -> InputDataError:
+def _fail(path: str, label: str | None, what: str) -> InputDataError:
     return InputDataError(f"{label + ' ' if label else ''}{path}: {' '.join(str(what).split())}")
 
 
-def read_bytes(path: str, label: Optional[str] = None, expected: str = "a file",
-               max_bytes: Optional[int] = None) -> bytes:
+def read_bytes(
+    path: str, label: str | None = None, expected: str = "a file", max_bytes: int | None = None
+) -> bytes:
     """The bytes of `path`.
 
     label: what the message calls the file ("schema file"); expected: what a directory at
@@ -38,7 +38,7 @@ def read_bytes(path: str, label: Optional[str] = None, expected: str = "a file",
     return data
 
 
-def read_json(path: str, label: Optional[str] = None):
+def read_json(path: str, label: str | None = None):
     """The parsed JSON file at `path`; InputDataError naming it when missing or malformed."""
     try:
         return json.loads(read_bytes(path, label))
@@ -46,7 +46,7 @@ def read_json(path: str, label: Optional[str] = None):
         raise _fail(path, label, f"not valid JSON ({e})") from e
 
 
-def read_json_object(path: str, label: Optional[str] = None) -> dict:
+def read_json_object(path: str, label: str | None = None) -> dict:
     """`read_json`, and InputDataError when the file holds anything but a JSON object."""
     data = read_json(path, label)
     if not isinstance(data, dict):

@@ -91,13 +91,18 @@ def parse_idx(raw: bytes, path: str, kind: str) -> np.ndarray:
                 raise _fail(path, f"decompressed data is {len(head)} bytes, too short for an IDX header")
             (magic,) = struct.unpack(">I", head)
             if magic != expected_magic:
-                raise _fail(path, f"magic number 0x{magic:08x}, expected 0x{expected_magic:08x} "
-                                  f"(IDX unsigned-byte {kind})")
+                raise _fail(
+                    path,
+                    f"magic number 0x{magic:08x}, expected 0x{expected_magic:08x} (IDX unsigned-byte {kind})",
+                )
             ndim = magic & 0xFF
             dims_raw = _read(stream, 4 * ndim)
             if len(dims_raw) < 4 * ndim:
-                raise _fail(path, f"IDX header truncated: {ndim} dimensions declared, "
-                                  f"{len(dims_raw)} of {4 * ndim} dimension bytes present")
+                raise _fail(
+                    path,
+                    f"IDX header truncated: {ndim} dimensions declared, "
+                    f"{len(dims_raw)} of {4 * ndim} dimension bytes present",
+                )
             dims = struct.unpack(f">{ndim}I", dims_raw)
             shape_text = " x ".join(str(d) for d in dims)
             if kind == "images" and dims[1:] != (IMAGE_ROWS, IMAGE_COLS):
@@ -107,8 +112,9 @@ def parse_idx(raw: bytes, path: str, kind: str) -> np.ndarray:
             size = int(np.prod(dims, dtype=np.int64))
             body = _read(stream, size)
             if len(body) != size:
-                raise _fail(path, f"data holds {len(body)} bytes but the header ({shape_text}) "
-                                  f"declares {size}")
+                raise _fail(
+                    path, f"data holds {len(body)} bytes but the header ({shape_text}) declares {size}"
+                )
             # Reading to the end also makes gzip check the CRC and length of the whole stream.
             if stream.read(1):
                 raise _fail(path, f"more data than the header ({shape_text}) declares")
@@ -124,8 +130,11 @@ def parse_idx(raw: bytes, path: str, kind: str) -> np.ndarray:
     if kind == "labels":
         bad = np.flatnonzero(array >= NUM_CLASSES)
         if bad.size:
-            raise _fail(path, f"label {int(array[bad[0]])} at record {int(bad[0])} is outside "
-                              f"0..{NUM_CLASSES - 1} ({bad.size} such labels)")
+            raise _fail(
+                path,
+                f"label {int(array[bad[0]])} at record {int(bad[0])} is outside "
+                f"0..{NUM_CLASSES - 1} ({bad.size} such labels)",
+            )
     return array
 
 
@@ -183,8 +192,10 @@ class MnistDataset:
 
     def file_digests(self) -> dict:
         """File name -> sha256 of the compressed bytes that were validated."""
-        return {os.path.basename(f.path): f.sha256
-                for f in (self.train.images, self.train.labels, self.test.images, self.test.labels)}
+        return {
+            os.path.basename(f.path): f.sha256
+            for f in (self.train.images, self.train.labels, self.test.images, self.test.labels)
+        }
 
 
 def load_dataset(folder: str) -> MnistDataset:
@@ -196,8 +207,7 @@ def load_dataset(folder: str) -> MnistDataset:
     for name in DATASET_FILES:
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
-            raise _fail(path, "file not found" if not os.path.exists(path)
-                        else "is not a regular file")
+            raise _fail(path, "file not found" if not os.path.exists(path) else "is not a regular file")
     join = lambda name: os.path.join(folder, name)  # noqa: E731
     return MnistDataset(
         train=load_pair(join(TRAIN_IMAGES), join(TRAIN_LABELS)),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -70,8 +70,10 @@ def verify_model(artifact: Artifact, role: str) -> str:
     except (OSError, ValueError) as e:
         raise ModelIntegrityError(f"{where}: cannot compute digest: {e}") from e
     if actual != expected:
-        raise ModelIntegrityError(f"{where}: digest {actual[:12]}... does not match the recorded "
-                                  f"{expected[:12]}...; the files changed after export")
+        raise ModelIntegrityError(
+            f"{where}: digest {actual[:12]}... does not match the recorded "
+            f"{expected[:12]}...; the files changed after export"
+        )
     return path
 
 
@@ -86,12 +88,14 @@ def write_model_digest(model_uri: str) -> str:
 
 # ---------------------------------------------------------------------------- serving check
 
+
 def images_of(records: Sequence[bytes]) -> np.ndarray:
     """Returns the `image` features of serialized tf.Examples as float32 [N, IMAGE_PIXELS]."""
     import tensorflow as tf
 
-    parsed = tf.io.parse_example(tf.constant(list(records)),
-                                 {IMAGE_KEY: tf.io.FixedLenFeature([IMAGE_PIXELS], tf.int64)})
+    parsed = tf.io.parse_example(
+        tf.constant(list(records)), {IMAGE_KEY: tf.io.FixedLenFeature([IMAGE_PIXELS], tf.int64)}
+    )
     return parsed[IMAGE_KEY].numpy().astype(np.float32)
 
 
@@ -105,8 +109,10 @@ def _check_outputs(where: str, outputs, n: int) -> np.ndarray:
     if class_ids.dtype != np.int64 or class_ids.shape != (n,):
         raise PushError(f"{where}: {CLASS_IDS} is {class_ids.dtype} {class_ids.shape}, expected int64 ({n},)")
     if probabilities.dtype != np.float32 or probabilities.shape != (n, NUM_CLASSES):
-        raise PushError(f"{where}: {PROBABILITIES} is {probabilities.dtype} {probabilities.shape}, "
-                        f"expected float32 ({n}, {NUM_CLASSES})")
+        raise PushError(
+            f"{where}: {PROBABILITIES} is {probabilities.dtype} {probabilities.shape}, "
+            f"expected float32 ({n}, {NUM_CLASSES})"
+        )
     if not np.all(np.isfinite(probabilities)):
         raise PushError(f"{where}: {PROBABILITIES} hold NaN or Inf")
     if np.any(np.abs(probabilities.sum(axis=1) - 1.0) > _SUM_TOLERANCE):
@@ -130,22 +136,36 @@ def check_serving(model_dir: str, records: Sequence[bytes]) -> None:
     try:
         model = tf.saved_model.load(model_dir)
     except Exception as e:  # a model that does not load must never be published
-        raise PushError(f"staged model {model_dir} does not load: {type(e).__name__}: {e}".splitlines()[0]) from e
+        raise PushError(
+            f"staged model {model_dir} does not load: {type(e).__name__}: {e}".splitlines()[0]
+        ) from e
     for name in (EXAMPLES_SIGNATURE, IMAGES_SIGNATURE):
         if name not in model.signatures:
-            raise PushError(f"staged model {model_dir}: signature {name} missing "
-                            f"(has {', '.join(sorted(model.signatures)) or 'none'})")
+            raise PushError(
+                f"staged model {model_dir}: signature {name} missing "
+                f"(has {', '.join(sorted(model.signatures)) or 'none'})"
+            )
     try:
         images = images_of(records) if records else np.zeros((2, IMAGE_PIXELS), np.float32)
-        by_images = _check_outputs(f"{model_dir} {IMAGES_SIGNATURE}", model.signatures[IMAGES_SIGNATURE](
-            **{IMAGES_INPUT: tf.constant(images)}), len(images))
+        by_images = _check_outputs(
+            f"{model_dir} {IMAGES_SIGNATURE}",
+            model.signatures[IMAGES_SIGNATURE](**{IMAGES_INPUT: tf.constant(images)}),
+            len(images),
+        )
         if records:
-            by_examples = _check_outputs(f"{model_dir} {EXAMPLES_SIGNATURE}", model.signatures[EXAMPLES_SIGNATURE](
-                **{EXAMPLES_INPUT: tf.constant(list(records))}), len(records))
+            by_examples = _check_outputs(
+                f"{model_dir} {EXAMPLES_SIGNATURE}",
+                model.signatures[EXAMPLES_SIGNATURE](**{EXAMPLES_INPUT: tf.constant(list(records))}),
+                len(records),
+            )
             if np.any(by_examples != by_images):
-                raise PushError(f"{model_dir}: {EXAMPLES_SIGNATURE} and {IMAGES_SIGNATURE} disagree on "
-                                f"{int(np.sum(by_examples != by_images))} of {len(records)} examples")
+                raise PushError(
+                    f"{model_dir}: {EXAMPLES_SIGNATURE} and {IMAGES_SIGNATURE} disagree on "
+                    f"{int(np.sum(by_examples != by_images))} of {len(records)} examples"
+                )
     except PushError:
         raise
     except Exception as e:  # a signature that cannot be called does not serve
-        raise PushError(f"staged model {model_dir} failed to answer: {type(e).__name__}: {e}".splitlines()[0]) from e
+        raise PushError(
+            f"staged model {model_dir} failed to answer: {type(e).__name__}: {e}".splitlines()[0]
+        ) from e

@@ -33,7 +33,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Callable, Iterator, Mapping, Optional
+from collections.abc import Callable, Iterator, Mapping
 
 from pipeline.core.atomic_files import fsync_path
 from pipeline.core.digest import directory_digest
@@ -63,6 +63,7 @@ VerifyFn = Callable[[str], None]
 
 # ---------------------------------------------------------------------------- the record
 
+
 def pushed_model_id(properties: Mapping) -> int:
     """The Model artifact id a PushedModel record published; 0 when it published nothing."""
     if properties.get(PUSHED) != 1:
@@ -88,9 +89,14 @@ def _same_folder(recorded, serving_dir: str) -> bool:
 def latest_push(store, serving_dir: str):
     """The newest PushedModel artifact of `store` that published a model into `serving_dir`
     (compared after resolving links), or None: what serves there now, as far as the store knows."""
-    return next((a for a in store.artifacts_of_type(ARTIFACT_TYPE)
-                 if pushed_model_id(a.properties) and _same_folder(a.properties.get(SERVING_DIR), serving_dir)),
-                None)
+    return next(
+        (
+            a
+            for a in store.artifacts_of_type(ARTIFACT_TYPE)
+            if pushed_model_id(a.properties) and _same_folder(a.properties.get(SERVING_DIR), serving_dir)
+        ),
+        None,
+    )
 
 
 def find_push(store, serving_dir: str, version: int):
@@ -101,23 +107,39 @@ def find_push(store, serving_dir: str, version: int):
     """
     for pushed in store.artifacts_of_type(ARTIFACT_TYPE):
         props = pushed.properties
-        if pushed_model_id(props) and props.get(VERSION) == version and _same_folder(props.get(SERVING_DIR), serving_dir):
+        if (
+            pushed_model_id(props)
+            and props.get(VERSION) == version
+            and _same_folder(props.get(SERVING_DIR), serving_dir)
+        ):
             return pushed
     return None
 
 
 # ---------------------------------------------------------------------------- the version record
 
-def version_record(pipeline_root: str, run_id: str, model_id: int, model_uri: str, model_digest: str,
-                   rolled_back_from: Optional[int] = None) -> dict:
+
+def version_record(
+    pipeline_root: str,
+    run_id: str,
+    model_id: int,
+    model_uri: str,
+    model_digest: str,
+    rolled_back_from: int | None = None,
+) -> dict:
     """What a version about to be published holds, for `stage_and_commit` to write beside it.
 
     pipeline_root: the root whose metadata store will record the push (stored resolved).
     rolled_back_from: the version a rollback re-publishes; None for a push.
     """
-    record = {"pipeline_root": os.path.realpath(pipeline_root), "run_id": run_id, "model_id": model_id,
-              "model_uri": model_uri, "model_digest": model_digest,
-              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    record = {
+        "pipeline_root": os.path.realpath(pipeline_root),
+        "run_id": run_id,
+        "model_id": model_id,
+        "model_uri": model_uri,
+        "model_digest": model_digest,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     if rolled_back_from is not None:
         record[ROLLED_BACK_FROM] = rolled_back_from
     return record
@@ -140,7 +162,7 @@ def write_version_record(serving_dir: str, version: int, record: Mapping) -> str
     return path
 
 
-def read_version_record(serving_dir: str, version: int, pipeline_root: str) -> Optional[dict]:
+def read_version_record(serving_dir: str, version: int, pipeline_root: str) -> dict | None:
     """The record beside `<serving_dir>/<version>` when a push or rollback of `pipeline_root`
     wrote it; None when there is none (an older push, another pipeline root) or it is unreadable,
     malformed or names another version. Proves nothing by itself: see `version_holds`."""
@@ -149,14 +171,18 @@ def read_version_record(serving_dir: str, version: int, pipeline_root: str) -> O
             record = json.load(f)
     except (OSError, ValueError):
         return None
-    if (not isinstance(record, dict) or record.get(VERSION) != version
-            or not _same_folder(record.get("pipeline_root"), pipeline_root)):
+    if (
+        not isinstance(record, dict)
+        or record.get(VERSION) != version
+        or not _same_folder(record.get("pipeline_root"), pipeline_root)
+    ):
         return None
     return record
 
 
-def version_holds(serving_dir: str, version: int, record: Mapping, model_id: int, model_uri: str,
-                  model_digest: str) -> bool:
+def version_holds(
+    serving_dir: str, version: int, record: Mapping, model_id: int, model_uri: str, model_digest: str
+) -> bool:
     """True when version record `record` names Model `model_id` at `model_uri` with
     `model_digest`, and the files of `<serving_dir>/<version>` have exactly that digest.
 
@@ -164,8 +190,12 @@ def version_holds(serving_dir: str, version: int, record: Mapping, model_id: int
     anyone able to write the serving folder can write a record, but only the model's own bytes
     have its digest. False for a partial or altered version, or one that cannot be read.
     """
-    if (not model_id or record.get(MODEL_ID) != model_id or record.get("model_uri") != model_uri
-            or record.get("model_digest") != model_digest):
+    if (
+        not model_id
+        or record.get(MODEL_ID) != model_id
+        or record.get("model_uri") != model_uri
+        or record.get("model_digest") != model_digest
+    ):
         return False
     try:
         return directory_digest(os.path.join(serving_dir, str(version))) == model_digest
@@ -174,6 +204,7 @@ def version_holds(serving_dir: str, version: int, record: Mapping, model_id: int
 
 
 # ---------------------------------------------------------------------------- the serving folder
+
 
 def list_versions(serving_dir: str) -> list:
     """Returns the published versions (integer folder names) in ascending order.
@@ -190,7 +221,7 @@ def list_versions(serving_dir: str) -> list:
     return sorted(versions)
 
 
-def rollback_version(versions: list, to_version: Optional[int], serving_dir: str) -> int:
+def rollback_version(versions: list, to_version: int | None, serving_dir: str) -> int:
     """The version a rollback re-publishes: `to_version`, or the one before the newest.
 
     Raises ConfigError when there are fewer than two versions (and none is named), or
@@ -199,11 +230,15 @@ def rollback_version(versions: list, to_version: Optional[int], serving_dir: str
     listing = ", ".join(map(str, versions)) or "none"
     if to_version is None:
         if len(versions) < 2:
-            raise ConfigError(f"rollback: serving dir {serving_dir} has versions [{listing}]; "
-                              "need at least two to roll back")
+            raise ConfigError(
+                f"rollback: serving dir {serving_dir} has versions [{listing}]; "
+                "need at least two to roll back"
+            )
         return versions[-2]
     if isinstance(to_version, bool) or not isinstance(to_version, int) or to_version not in versions:
-        raise ConfigError(f"rollback: version {to_version!r} not found in {serving_dir} (versions: {listing})")
+        raise ConfigError(
+            f"rollback: version {to_version!r} not found in {serving_dir} (versions: {listing})"
+        )
     return to_version
 
 
@@ -216,11 +251,16 @@ def serving_lock(serving_dir: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterato
     """
     with contextlib.ExitStack() as held:
         try:
-            held.enter_context(exclusive_lock(os.path.join(serving_dir, LOCK_FILE), timeout_s,
-                                              poll_s=_LOCK_POLL_S, what="serving dir"))
+            held.enter_context(
+                exclusive_lock(
+                    os.path.join(serving_dir, LOCK_FILE), timeout_s, poll_s=_LOCK_POLL_S, what="serving dir"
+                )
+            )
         except LockTimeoutError as e:
-            raise PushError(f"serving dir {serving_dir}: lock {LOCK_FILE} not acquired within "
-                            f"{timeout_s:.0f}s (another push is running?)") from e
+            raise PushError(
+                f"serving dir {serving_dir}: lock {LOCK_FILE} not acquired within "
+                f"{timeout_s:.0f}s (another push is running?)"
+            ) from e
         except OSError as e:
             raise PushError(f"serving dir {serving_dir}: cannot lock {LOCK_FILE}: {e.strerror or e}") from e
         yield
@@ -238,8 +278,11 @@ def clean_stale_staging(serving_dir: str) -> list:
     for entry in os.scandir(serving_dir):
         if entry.name.startswith(STAGING_PREFIX) and entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path)
-        elif (entry.name.startswith(VERSION_RECORD_PREFIX) and entry.name not in records_kept
-              and entry.is_file(follow_symlinks=False)):
+        elif (
+            entry.name.startswith(VERSION_RECORD_PREFIX)
+            and entry.name not in records_kept
+            and entry.is_file(follow_symlinks=False)
+        ):
             os.remove(entry.path)
         else:
             continue
@@ -291,8 +334,14 @@ def copy_tree_durably(src: str, dst: str) -> int:
     return copied
 
 
-def stage_and_commit(model_dir: str, serving_dir: str, version: int, expected_digest: str,
-                     verify_fn: Optional[VerifyFn], record: Optional[Mapping] = None) -> int:
+def stage_and_commit(
+    model_dir: str,
+    serving_dir: str,
+    version: int,
+    expected_digest: str,
+    verify_fn: VerifyFn | None,
+    record: Mapping | None = None,
+) -> int:
     """Copies `model_dir` to a staging folder, verifies it, renames it to `<serving_dir>/<version>`.
 
     The caller holds `serving_lock` and has chosen `version` (not yet present). verify_fn gets
@@ -315,8 +364,10 @@ def stage_and_commit(model_dir: str, serving_dir: str, version: int, expected_di
         step = "verify digest of the staged copy"
         actual = directory_digest(staging)
         if actual != expected_digest:
-            raise PushError(f"staged copy of {model_dir} has digest {actual[:12]}..., "
-                            f"expected {expected_digest[:12]}...; not published")
+            raise PushError(
+                f"staged copy of {model_dir} has digest {actual[:12]}..., "
+                f"expected {expected_digest[:12]}...; not published"
+            )
         step = "verify the staged model serves"
         if verify_fn is not None:
             verify_fn(staging)
@@ -346,4 +397,3 @@ def stage_and_commit(model_dir: str, serving_dir: str, version: int, expected_di
         logger.warning("fsync of %s after publishing version %d failed: %s", serving_dir, version, e)
     logger.info("published %s as version %d (%d files) in %s", model_dir, version, files, serving_dir)
     return version
-

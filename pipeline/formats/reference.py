@@ -30,8 +30,8 @@ TensorFlow.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Dict, Mapping
 
 import numpy as np
 
@@ -51,7 +51,7 @@ class Reference:
 
     name: str
     num_examples: int
-    histograms: Dict[str, np.ndarray]
+    histograms: dict[str, np.ndarray]
     description: str = ""
     sources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
@@ -80,22 +80,38 @@ def parse_reference(data: bytes, path: str) -> Reference:
         entry = (doc.get("histograms") or {}).get(feature)
         counts = entry.get("counts") if isinstance(entry, dict) else None
         if not isinstance(counts, list) or len(counts) != bins or not all(_is_count(c) for c in counts):
-            raise InputDataError(f"reference statistics {path}: histograms.{feature}.counts must be "
-                                 f"{bins} non-negative integers")
+            raise InputDataError(
+                f"reference statistics {path}: histograms.{feature}.counts must be "
+                f"{bins} non-negative integers"
+            )
         if sum(counts) == 0:
             raise InputDataError(f"reference statistics {path}: histograms.{feature} is empty")
         histograms[feature] = np.array(counts, dtype=np.int64)
     if int(histograms[LABEL_FEATURE].sum()) != num_examples:
-        raise InputDataError(f"reference statistics {path}: {int(histograms[LABEL_FEATURE].sum())} "
-                             f"labels counted, but num_examples is {num_examples}")
+        raise InputDataError(
+            f"reference statistics {path}: {int(histograms[LABEL_FEATURE].sum())} "
+            f"labels counted, but num_examples is {num_examples}"
+        )
     sources = doc.get("sources") if isinstance(doc.get("sources"), dict) else {}
-    return Reference(name=name.strip(), num_examples=num_examples, histograms=histograms,
-                     description=str(doc.get("description") or ""), sources=sources)
+    return Reference(
+        name=name.strip(),
+        num_examples=num_examples,
+        histograms=histograms,
+        description=str(doc.get("description") or ""),
+        sources=sources,
+    )
 
 
-def reference_bytes(*, name: str, description: str, histograms: Mapping[str, np.ndarray],
-                    out_of_range: Mapping[str, int], splits: Mapping[str, int],
-                    sources: Mapping[str, Mapping[str, str]], generated_by: str) -> bytes:
+def reference_bytes(
+    *,
+    name: str,
+    description: str,
+    histograms: Mapping[str, np.ndarray],
+    out_of_range: Mapping[str, int],
+    splits: Mapping[str, int],
+    sources: Mapping[str, Mapping[str, str]],
+    generated_by: str,
+) -> bytes:
     """The file's bytes for these figures: sorted keys, one count per line, no timestamp.
 
     histograms / out_of_range: per feature of FEATURE_BINS, the counts and the values outside
@@ -108,16 +124,25 @@ def reference_bytes(*, name: str, description: str, histograms: Mapping[str, np.
         counts = np.asarray(histograms[feature], dtype=np.int64)
         if counts.shape != (bins,):
             raise ValueError(f"histogram of {feature} has shape {counts.shape}, expected ({bins},)")
-        entries[feature] = {"bins": bins, "counts": [int(c) for c in counts],
-                            "out_of_range_values": int(out_of_range.get(feature, 0))}
-    doc = {"format": FORMAT, "name": name, "description": description,
-           "num_examples": sum(entries[LABEL_FEATURE]["counts"]),
-           "histograms": entries, "splits": {k: int(v) for k, v in splits.items()},
-           "sources": {k: dict(v) for k, v in sources.items()}, "generated_by": generated_by}
+        entries[feature] = {
+            "bins": bins,
+            "counts": [int(c) for c in counts],
+            "out_of_range_values": int(out_of_range.get(feature, 0)),
+        }
+    doc = {
+        "format": FORMAT,
+        "name": name,
+        "description": description,
+        "num_examples": sum(entries[LABEL_FEATURE]["counts"]),
+        "histograms": entries,
+        "splits": {k: int(v) for k, v in splits.items()},
+        "sources": {k: dict(v) for k, v in sources.items()},
+        "generated_by": generated_by,
+    }
     return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("utf-8")
 
 
-def parse_sums(text: str) -> Dict[str, str]:
+def parse_sums(text: str) -> dict[str, str]:
     """{file name: sha256} of a `sha256sum`-format file ("<hex>  <name>" per line)."""
     sums = {}
     for line in text.splitlines():
@@ -134,4 +159,3 @@ def format_sums(sums: Mapping[str, str]) -> str:
 
 def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-

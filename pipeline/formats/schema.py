@@ -7,7 +7,6 @@ SchemaGen writes the curated schema there byte for byte, and with its report opt
 from __future__ import annotations
 
 import os
-from typing import Type
 
 from pipeline.core.errors import InputDataError, PipelineError
 
@@ -26,7 +25,7 @@ def schema_path(schema_uri: str) -> str:
     return os.path.join(schema_uri, SCHEMA_FILE)
 
 
-def parse_schema(data: bytes, where: str, error: Type[PipelineError] = InputDataError):
+def parse_schema(data: bytes, where: str, error: type[PipelineError] = InputDataError):
     """The tensorflow_metadata Schema in the text-format bytes `data`.
 
     where: how the message names the file. Raises `error` when `data` is not UTF-8 or not a

@@ -15,7 +15,6 @@ Reading needs only the tensorflow_metadata protos, not TFDV (fast enough for the
 from __future__ import annotations
 
 import os
-from typing import Optional, Tuple
 
 import numpy as np
 
@@ -70,8 +69,10 @@ def read_split_statistics(statistics_uri: str) -> dict:
     Raises InputDataError when there is no `Split-*` directory or a split's file is missing or
     unreadable (see `load_stats_file`).
     """
-    return {split: load_stats_file(os.path.join(folder, STATS_FILE))
-            for split, folder in split_dirs(statistics_uri, "statistics artifact").items()}
+    return {
+        split: load_stats_file(os.path.join(folder, STATS_FILE))
+        for split, folder in split_dirs(statistics_uri, "statistics artifact").items()
+    }
 
 
 def feature_stats(dataset, name: str):
@@ -82,7 +83,7 @@ def feature_stats(dataset, name: str):
     return None
 
 
-def read_value_histogram(dataset, feature: str) -> Optional[Tuple[np.ndarray, int]]:
+def read_value_histogram(dataset, feature: str) -> tuple[np.ndarray, int] | None:
     """Returns (`counts` int64 array, `out_of_range` count) recorded for `feature`, or None.
 
     None means the statistics hold no exact histogram for the feature (feature absent, not

@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import time
-from typing import Optional
 
 from pipeline.core import artifacts as run_layout
 from pipeline.core.artifacts import SUMMARY_FILE
@@ -55,14 +54,17 @@ def write_report(summary: dict, run_dir: str) -> str:
 
 
 def _newest_run(runs_dir: str) -> str:
-    names = sorted(n for n in os.listdir(runs_dir) if os.path.isfile(os.path.join(runs_dir, n, SUMMARY_FILE))) \
-        if os.path.isdir(runs_dir) else []
+    names = (
+        sorted(n for n in os.listdir(runs_dir) if os.path.isfile(os.path.join(runs_dir, n, SUMMARY_FILE)))
+        if os.path.isdir(runs_dir)
+        else []
+    )
     if not names:
         raise ConfigError(f"{runs_dir}: no run with a summary.json")
     return names[-1]
 
 
-def rebuild_report(pipeline_root: str, run_id: Optional[str] = None) -> str:
+def rebuild_report(pipeline_root: str, run_id: str | None = None) -> str:
     """(Re)writes the report of run `run_id` (default: the newest) from its artifacts.
 
     Adds the report's path to the run's summary.json when it is missing. Returns the path.

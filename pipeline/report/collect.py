@@ -13,7 +13,7 @@ TensorFlow or TFMA is loaded here.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from pipeline.formats import evaluation as evaluation_format
 from pipeline.report import sources
@@ -21,8 +21,10 @@ from pipeline.report.images import png_data_uri
 
 log = logging.getLogger(__name__)
 
-PREDATES = ("this evaluation predates per-example outputs (no {files} in {uri}); "
-            "rerun the evaluator to see the confusion matrix and the most confident mistakes")
+PREDATES = (
+    "this evaluation predates per-example outputs (no {files} in {uri}); "
+    "rerun the evaluator to see the confusion matrix and the most confident mistakes"
+)
 
 
 def _try(problems: list, what: str, read: Callable, *args):
@@ -49,8 +51,10 @@ def step_availability(summary: dict, step: str) -> tuple:
         return outputs, (f"{step} was cached: shown are the outputs of the earlier execution it reused")
     if state == "skipped":
         why = report.get("reason") or "skipped"
-        return outputs, (f"{step} was skipped ({why})"
-                         + ("; shown are the outputs it reused" if outputs else "; nothing to show"))
+        return outputs, (
+            f"{step} was skipped ({why})"
+            + ("; shown are the outputs it reused" if outputs else "; nothing to show")
+        )
     if state == "failed":
         return {}, f"{step} failed: {report.get('error') or 'no error recorded'}"
     return outputs, f"{step}: unknown state {state!r}"
@@ -59,14 +63,33 @@ def step_availability(summary: dict, step: str) -> tuple:
 def _run_header(summary: dict) -> dict:
     steps = []
     for name, step in (summary.get("steps") or {}).items():
-        steps.append({"name": name, "state": step.get("state"), "seconds": step.get("seconds"),
-                      "execution_id": step.get("execution_id"),
-                      "detail": step.get("error") or step.get("reason")})
-    return {key: summary.get(key) for key in ("run_id", "status", "exit_code", "message", "started",
-                                              "finished", "pipeline_root", "serving_dir", "report")} | {
+        steps.append(
+            {
+                "name": name,
+                "state": step.get("state"),
+                "seconds": step.get("seconds"),
+                "execution_id": step.get("execution_id"),
+                "detail": step.get("error") or step.get("reason"),
+            }
+        )
+    return {
+        key: summary.get(key)
+        for key in (
+            "run_id",
+            "status",
+            "exit_code",
+            "message",
+            "started",
+            "finished",
+            "pipeline_root",
+            "serving_dir",
+            "report",
+        )
+    } | {
         "spans": (summary.get("data") or {}).get("spans"),
         "data_root": (summary.get("data") or {}).get("data_root"),
-        "steps": steps}
+        "steps": steps,
+    }
 
 
 def _data_section(summary: dict) -> dict:
@@ -78,12 +101,19 @@ def _data_section(summary: dict) -> dict:
     if stats_outputs.get("statistics"):
         statistics = _try(stats_problems, "statistics", sources.read_statistics, stats_outputs["statistics"])
     if anomalies_outputs.get("anomalies"):
-        anomalies = _try(anomalies_problems, "anomalies", sources.read_anomalies, anomalies_outputs["anomalies"])
+        anomalies = _try(
+            anomalies_problems, "anomalies", sources.read_anomalies, anomalies_outputs["anomalies"]
+        )
     validator = ((summary.get("steps") or {}).get("example_validator") or {}).get("properties") or {}
-    return {"statistics_note": stats_note, "statistics_problems": stats_problems,
-            "anomalies_note": anomalies_note, "anomalies_problems": anomalies_problems,
-            "statistics": statistics, "anomalies": anomalies,
-            "validation_passed": validator.get("passed")}
+    return {
+        "statistics_note": stats_note,
+        "statistics_problems": stats_problems,
+        "anomalies_note": anomalies_note,
+        "anomalies_problems": anomalies_problems,
+        "statistics": statistics,
+        "anomalies": anomalies,
+        "validation_passed": validator.get("passed"),
+    }
 
 
 def _training_section(summary: dict) -> dict:
@@ -93,12 +123,18 @@ def _training_section(summary: dict) -> dict:
     if outputs.get("model_run"):
         history = _try(problems, "training history", sources.read_training_history, outputs["model_run"])
     properties = ((summary.get("steps") or {}).get("trainer") or {}).get("properties") or {}
-    return {"note": note, "problems": problems, "history": history, "properties": properties,
-            "module": summary.get("model_module")}
+    return {
+        "note": note,
+        "problems": problems,
+        "history": history,
+        "properties": properties,
+        "module": summary.get("model_module"),
+    }
 
 
-def _decision_section(summary: dict, step: str, output: str, what: str, reader, summary_key: str,
-                      field: str) -> dict:
+def _decision_section(
+    summary: dict, step: str, output: str, what: str, reader, summary_key: str, field: str
+) -> dict:
     """A section made of one artifact of `step` (read by `reader`) and its summary entry:
     {"note", "problems", "summary": summary[summary_key], field: what the reader returned}."""
     problems: list = []
@@ -108,20 +144,29 @@ def _decision_section(summary: dict, step: str, output: str, what: str, reader, 
 
 
 def _evaluation_section(summary: dict) -> dict:
-    return _decision_section(summary, "evaluator", "blessing", "blessing", sources.read_blessing,
-                             "evaluation", "decision")
+    return _decision_section(
+        summary, "evaluator", "blessing", "blessing", sources.read_blessing, "evaluation", "decision"
+    )
 
 
 def _push_section(summary: dict) -> dict:
-    return _decision_section(summary, "pusher", "pushed_model", "push record", sources.read_push,
-                             "push", "record")
+    return _decision_section(
+        summary, "pusher", "pushed_model", "push record", sources.read_push, "push", "record"
+    )
 
 
 def _gallery(mistakes: dict) -> dict:
     """mistakes.json with each digit's pixels as a PNG data URI ("png") instead."""
-    items = [{"png": png_data_uri(item["pixels"]), "label": item["label"], "predicted": item["predicted"],
-              "confidence": item["confidence"], "label_probability": item["label_probability"]}
-             for item in mistakes["items"]]
+    items = [
+        {
+            "png": png_data_uri(item["pixels"]),
+            "label": item["label"],
+            "predicted": item["predicted"],
+            "confidence": item["confidence"],
+            "label_probability": item["label_probability"],
+        }
+        for item in mistakes["items"]
+    ]
     return {"scanned": mistakes["scanned"], "misclassified": mistakes["misclassified"], "items": items}
 
 
@@ -133,8 +178,11 @@ def _analysis_section(summary: dict) -> dict:
     uri = outputs.get("evaluation")
     if not uri:
         return section
-    missing = [name for name in evaluation_format.missing_per_example_files(uri)
-               if name != evaluation_format.OUTCOMES_FILE]
+    missing = [
+        name
+        for name in evaluation_format.missing_per_example_files(uri)
+        if name != evaluation_format.OUTCOMES_FILE
+    ]
     if len(missing) == 2:
         section["skipped"] = PREDATES.format(files=" or ".join(missing), uri=uri)
         return section

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any, Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 
 def esc(value: Any) -> str:
@@ -17,11 +18,10 @@ def esc(value: Any) -> str:
 
 def is_number(value: Any) -> bool:
     """True for finite ints and floats (bool excluded)."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def fmt(value: Any, digits: Optional[int] = None) -> str:
+def fmt(value: Any, digits: int | None = None) -> str:
     """A float with `digits` decimals (None: 4 below 10, 2 below 1000, else 1), ints as they
     are, "yes"/"no" for booleans, "-" for None, else str(value).
 
@@ -42,7 +42,7 @@ def fmt(value: Any, digits: Optional[int] = None) -> str:
     return str(value)
 
 
-def tag(name: str, body: str = "", cls: Optional[str] = None, **attrs: Any) -> str:
+def tag(name: str, body: str = "", cls: str | None = None, **attrs: Any) -> str:
     """<name class=... attr=...>body</name>; `body` must already be HTML, attributes are escaped.
 
     A keyword ending in "_" has it dropped (`for_` -> `for`); "_" inside becomes "-".
@@ -57,9 +57,13 @@ def tag(name: str, body: str = "", cls: Optional[str] = None, **attrs: Any) -> s
     return f"<{' '.join(parts)}>{body}</{name}>"
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "grid",
-          row_classes: Optional[Sequence[Optional[str]]] = None,
-          digits: Optional[Sequence[Optional[int]]] = None) -> str:
+def table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    cls: str = "grid",
+    row_classes: Sequence[str | None] | None = None,
+    digits: Sequence[int | None] | None = None,
+) -> str:
     """A table with escaped header and cell text.
 
     Cells are plain values (formatted with `fmt`) or `Raw` (HTML already built and escaped).
@@ -70,10 +74,15 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "gri
     body = []
     for index, row in enumerate(rows):
         cells = "".join(
-            tag("td", c.html if isinstance(c, Raw) else
-                esc(fmt(c, digits[column] if digits and column < len(digits) else None)),
-                cls="num" if is_number(c) else None)
-            for column, c in enumerate(row))
+            tag(
+                "td",
+                c.html
+                if isinstance(c, Raw)
+                else esc(fmt(c, digits[column] if digits and column < len(digits) else None)),
+                cls="num" if is_number(c) else None,
+            )
+            for column, c in enumerate(row)
+        )
         row_cls = row_classes[index] if row_classes and index < len(row_classes) else None
         body.append(tag("tr", cells, cls=row_cls))
     return tag("table", tag("thead", tag("tr", head)) + tag("tbody", "".join(body)), cls=cls)

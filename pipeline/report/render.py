@@ -7,7 +7,7 @@ opens offline and cannot leak a request even if a value slipped through.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pipeline.report import sections_data, sections_model
 from pipeline.report.markup import Raw, badge, esc, note, table, tag
@@ -86,11 +86,17 @@ def _header(run: dict) -> str:
     ok = run.get("status") == "completed"
     status = badge(f"{run.get('status')} (exit {run.get('exit_code')})", "ok" if ok else "bad")
     spans = run.get("spans")
-    meta = [f"started {run.get('started')}", f"finished {run.get('finished')}",
-            f"spans {', '.join(map(str, spans)) if spans else '-'}", f"data {run.get('data_root')}",
-            f"pipeline root {run.get('pipeline_root')}", f"serving dir {run.get('serving_dir')}"]
-    body = tag("h1", esc(f"MNIST pipeline run {run.get('run_id')} ") + status) + \
-        tag("div", " &middot; ".join(esc(m) for m in meta), cls="meta")
+    meta = [
+        f"started {run.get('started')}",
+        f"finished {run.get('finished')}",
+        f"spans {', '.join(map(str, spans)) if spans else '-'}",
+        f"data {run.get('data_root')}",
+        f"pipeline root {run.get('pipeline_root')}",
+        f"serving dir {run.get('serving_dir')}",
+    ]
+    body = tag("h1", esc(f"MNIST pipeline run {run.get('run_id')} ") + status) + tag(
+        "div", " &middot; ".join(esc(m) for m in meta), cls="meta"
+    )
     return tag("header", body, cls="top")
 
 
@@ -101,11 +107,23 @@ def _steps(run: dict) -> str:
     rows = []
     for step in run.get("steps") or []:
         state = step.get("state")
-        rows.append([step.get("name"), _raw_badge(state), step.get("seconds"),
-                     step.get("execution_id"), step.get("detail") or ""])
-    parts.append(table(["step", "state", "seconds", "execution", "reason / error"], rows,
-                       row_classes=["bad" if s.get("state") == "failed" else None for s in run.get("steps") or []],
-                       digits=[None, None, 2]))
+        rows.append(
+            [
+                step.get("name"),
+                _raw_badge(state),
+                step.get("seconds"),
+                step.get("execution_id"),
+                step.get("detail") or "",
+            ]
+        )
+    parts.append(
+        table(
+            ["step", "state", "seconds", "execution", "reason / error"],
+            rows,
+            row_classes=["bad" if s.get("state") == "failed" else None for s in run.get("steps") or []],
+            digits=[None, None, 2],
+        )
+    )
     return "".join(parts)
 
 
@@ -128,16 +146,24 @@ def render_report(data: dict, generated_at: str = "") -> str:
         "push": sections_model.push_html(data["push"]),
     }
     nav = tag("nav", "".join(tag("a", esc(title), href=f"#{key}") for key, title in SECTIONS))
-    main = "".join(tag("section", tag("h2", esc(title)) + (bodies[key] or note("nothing to show")), id=key)
-                   for key, title in SECTIONS)
-    generated_at = generated_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
-    footer = tag("footer", esc(f"generated {generated_at} from {run.get('pipeline_root')}/runs/"
-                               f"{run.get('run_id')}/summary.json and the artifacts it names; "
-                               "self-contained, opens offline"))
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{esc(CSP)}\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{esc('MNIST run ' + str(run.get('run_id')))}</title>"
-            f"<style>{STYLE}</style></head><body>"
-            f"{_header(run)}{nav}<main>{main}</main>{footer}</body></html>\n")
-
+    main = "".join(
+        tag("section", tag("h2", esc(title)) + (bodies[key] or note("nothing to show")), id=key)
+        for key, title in SECTIONS
+    )
+    generated_at = generated_at or datetime.now(UTC).isoformat(timespec="seconds")
+    footer = tag(
+        "footer",
+        esc(
+            f"generated {generated_at} from {run.get('pipeline_root')}/runs/"
+            f"{run.get('run_id')}/summary.json and the artifacts it names; "
+            "self-contained, opens offline"
+        ),
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{esc(CSP)}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc('MNIST run ' + str(run.get('run_id')))}</title>"
+        f"<style>{STYLE}</style></head><body>"
+        f"{_header(run)}{nav}<main>{main}</main>{footer}</body></html>\n"
+    )

@@ -24,10 +24,18 @@ def _label_chart(statistics: dict) -> str:
     for split in splits:
         counts = statistics[split]["label_counts"][:NUM_CLASSES]
         total = sum(statistics[split]["label_counts"])
-        series.append(Series(split, values=[100.0 * c / total for c in counts]
-                             + [None] * (NUM_CLASSES - len(counts))))
-    return bar_chart([str(d) for d in range(NUM_CLASSES)], series, "Label distribution per split",
-                     "digit", "% of the split's examples", width=560, digits=2)
+        series.append(
+            Series(split, values=[100.0 * c / total for c in counts] + [None] * (NUM_CLASSES - len(counts)))
+        )
+    return bar_chart(
+        [str(d) for d in range(NUM_CLASSES)],
+        series,
+        "Label distribution per split",
+        "digit",
+        "% of the split's examples",
+        width=560,
+        digits=2,
+    )
 
 
 def statistics_html(section: dict) -> str:
@@ -41,17 +49,47 @@ def statistics_html(section: dict) -> str:
     for split, entry in statistics.items():
         findings = anomalies.get(split)
         errors = sum(f["severity"] != "WARNING" for f in findings) if findings is not None else None
-        rows.append([split, entry["examples"], entry["pixel_mean"], entry["pixel_std"],
-                     entry["zero_pixel_share"], entry["ink_density_mean"], entry["label_out_of_range"],
-                     "-" if findings is None else f"{len(findings)} ({errors} blocking)"])
-    parts.append(table(["split", "examples", "pixel mean", "pixel std", "share of 0 pixels",
-                        "mean ink density", "labels outside 0..9", "anomalies"], rows))
+        rows.append(
+            [
+                split,
+                entry["examples"],
+                entry["pixel_mean"],
+                entry["pixel_std"],
+                entry["zero_pixel_share"],
+                entry["ink_density_mean"],
+                entry["label_out_of_range"],
+                "-" if findings is None else f"{len(findings)} ({errors} blocking)",
+            ]
+        )
+    parts.append(
+        table(
+            [
+                "split",
+                "examples",
+                "pixel mean",
+                "pixel std",
+                "share of 0 pixels",
+                "mean ink density",
+                "labels outside 0..9",
+                "anomalies",
+            ],
+            rows,
+        )
+    )
     parts.append(tag("div", _label_chart(statistics), cls="charts"))
-    count_rows = [[split] + list((entry.get("label_counts") or [])[:NUM_CLASSES])
-                  for split, entry in statistics.items() if entry.get("label_counts")]
+    count_rows = [
+        [split] + list((entry.get("label_counts") or [])[:NUM_CLASSES])
+        for split, entry in statistics.items()
+        if entry.get("label_counts")
+    ]
     if count_rows:
-        parts.append(tag("details", tag("summary", "label counts") +
-                         table(["split"] + [str(d) for d in range(NUM_CLASSES)], count_rows)))
+        parts.append(
+            tag(
+                "details",
+                tag("summary", "label counts")
+                + table(["split"] + [str(d) for d in range(NUM_CLASSES)], count_rows),
+            )
+        )
     return "".join(parts)
 
 
@@ -61,17 +99,41 @@ def _drift_html(drift) -> str:
     # drift.json names its baseline (previous span N, or the reference on a first span); one
     # written before baselines were named was always against the previous span.
     against = drift.get("baseline") or ("the previous span" if drift.get("checked") else "")
-    parts = [tag("p", esc(f"drift ({drift.get('split', 'train')} split{' against ' + against if against else ''}): "
-                          f"{drift.get('note') or ''}"))]
+    parts = [
+        tag(
+            "p",
+            esc(
+                f"drift ({drift.get('split', 'train')} split{' against ' + against if against else ''}): "
+                f"{drift.get('note') or ''}"
+            ),
+        )
+    ]
     measurements = drift.get("measurements") or []
     if measurements:
-        parts.append(table(["feature", "measure", "value", "threshold", "result"],
-                           [[m.get("feature"), m.get("metric"), m.get("value"), m.get("threshold"),
-                             Raw(badge("exceeded", "bad") if m.get("exceeded") else badge("ok", "ok"))]
-                            for m in measurements]))
+        parts.append(
+            table(
+                ["feature", "measure", "value", "threshold", "result"],
+                [
+                    [
+                        m.get("feature"),
+                        m.get("metric"),
+                        m.get("value"),
+                        m.get("threshold"),
+                        Raw(badge("exceeded", "bad") if m.get("exceeded") else badge("ok", "ok")),
+                    ]
+                    for m in measurements
+                ],
+            )
+        )
     for problem in drift.get("problems") or []:
-        parts.append(note(f"{problem.get('feature', '')}: {problem.get('description', problem)}"
-                          if isinstance(problem, dict) else str(problem), "warn"))
+        parts.append(
+            note(
+                f"{problem.get('feature', '')}: {problem.get('description', problem)}"
+                if isinstance(problem, dict)
+                else str(problem),
+                "warn",
+            )
+        )
     return "".join(parts)
 
 
@@ -87,16 +149,28 @@ def anomalies_html(section: dict) -> str:
     rows, classes = [], []
     for split, findings in anomalies["splits"].items():
         for f in findings:
-            rows.append([split, f["feature"], f["severity"], " + ".join(f["reasons"]) or "-",
-                         f["short_description"], f["description"]])
+            rows.append(
+                [
+                    split,
+                    f["feature"],
+                    f["severity"],
+                    " + ".join(f["reasons"]) or "-",
+                    f["short_description"],
+                    f["description"],
+                ]
+            )
             classes.append("bad" if f["severity"] != "WARNING" else "warn")
     if rows:
-        parts.append(table(["split", "feature", "severity", "anomaly", "summary", "description"], rows,
-                           row_classes=classes))
+        parts.append(
+            table(
+                ["split", "feature", "severity", "anomaly", "summary", "description"],
+                rows,
+                row_classes=classes,
+            )
+        )
     else:
         parts.append(tag("p", esc(f"no anomalies in splits {', '.join(anomalies['splits']) or '(none)'}")))
     parts.append(_drift_html(anomalies.get("drift")))
     if anomalies.get("report"):
         parts.append(tag("details", tag("summary", "report.txt") + tag("pre", esc(anomalies["report"]))))
     return "".join(parts)
-

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 
 from pipeline.core.errors import InputDataError
-from pipeline.formats import anomalies as anomalies_format, blessing as blessing_format
-from pipeline.formats import pushed_model as pushed_format, statistics as stats_format
+from pipeline.formats import anomalies as anomalies_format
+from pipeline.formats import blessing as blessing_format
+from pipeline.formats import pushed_model as pushed_format
+from pipeline.formats import statistics as stats_format
 from pipeline.formats.examples import IMAGE_KEY, INK_DENSITY_KEY, LABEL_KEY
 from pipeline.formats.files import read_json
 from pipeline.formats.model import HISTORY_FILE
@@ -41,9 +43,15 @@ def read_statistics(statistics_uri: str) -> dict:
     result = {}
     for split, stats_list in _by_split_order(stats_format.read_split_statistics(statistics_uri)).items():
         dataset = stats_list.datasets[0]
-        entry = {"examples": int(dataset.num_examples), "label_counts": None, "label_out_of_range": 0,
-                 "pixel_mean": None, "pixel_std": None, "zero_pixel_share": None,
-                 "ink_density_mean": None}
+        entry = {
+            "examples": int(dataset.num_examples),
+            "label_counts": None,
+            "label_out_of_range": 0,
+            "pixel_mean": None,
+            "pixel_std": None,
+            "zero_pixel_share": None,
+            "ink_density_mean": None,
+        }
         labels = stats_format.read_value_histogram(dataset, LABEL_KEY)
         if labels is not None:
             entry["label_counts"] = labels[0].tolist()
@@ -69,19 +77,30 @@ def read_anomalies(anomalies_uri: str) -> dict:
     A finding dict: feature, severity (ERROR, WARNING, UNKNOWN), reasons, short_description,
     description. Raises InputDataError naming a SchemaDiff.pb that does not parse.
     """
-    splits = {split: [{"feature": f.feature, "severity": f.severity, "reasons": list(f.reasons),
-                       "short_description": f.short_description, "description": f.description}
-                      for f in anomalies_format.findings(anomalies)]
-              for split, anomalies in anomalies_format.read_split_anomalies(anomalies_uri).items()}
+    splits = {
+        split: [
+            {
+                "feature": f.feature,
+                "severity": f.severity,
+                "reasons": list(f.reasons),
+                "short_description": f.short_description,
+                "description": f.description,
+            }
+            for f in anomalies_format.findings(anomalies)
+        ]
+        for split, anomalies in anomalies_format.read_split_anomalies(anomalies_uri).items()
+    }
     drift_path = os.path.join(anomalies_uri, anomalies_format.DRIFT_FILE)
     report_path = os.path.join(anomalies_uri, anomalies_format.REPORT_FILE)
     report = None
     if os.path.isfile(report_path):
         with open(report_path, encoding="utf-8", errors="replace") as f:
             report = f.read()
-    return {"splits": _by_split_order(splits),
-            "drift": read_json(drift_path) if os.path.isfile(drift_path) else None,
-            "report": report}
+    return {
+        "splits": _by_split_order(splits),
+        "drift": read_json(drift_path) if os.path.isfile(drift_path) else None,
+        "report": report,
+    }
 
 
 def read_training_history(model_run_uri: str) -> dict:

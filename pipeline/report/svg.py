@@ -8,8 +8,8 @@ exact value, since the charts are read offline without any script.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
 
 from pipeline.report.markup import esc, is_number
 
@@ -24,11 +24,11 @@ class Series:
     """One named data series. points: (x, y) for line charts; values: one per category for bars."""
 
     name: str
-    points: Sequence[Tuple[float, Optional[float]]] = ()
-    values: Sequence[Optional[float]] = ()
+    points: Sequence[tuple[float, float | None]] = ()
+    values: Sequence[float | None] = ()
 
 
-def nice_ticks(low: float, high: float, count: int = 5) -> List[float]:
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     """About `count` round tick values covering [low, high] (low < high)."""
     if not (is_number(low) and is_number(high)) or high <= low:
         raise ValueError(f"tick range must be finite with low < high, got {low!r}, {high!r}")
@@ -44,7 +44,7 @@ def nice_ticks(low: float, high: float, count: int = 5) -> List[float]:
     return ticks
 
 
-def _range(values: Sequence[float], y_range: Optional[Tuple[float, float]]) -> Tuple[float, float]:
+def _range(values: Sequence[float], y_range: tuple[float, float] | None) -> tuple[float, float]:
     if y_range is not None:
         return y_range
     low, high = min(values), max(values)
@@ -57,25 +57,27 @@ def _range(values: Sequence[float], y_range: Optional[Tuple[float, float]]) -> T
 
 def _tick_label(value: float, step: float) -> str:
     decimals = max(0, -math.floor(math.log10(step))) if step > 0 else 0
-    if step * 10 ** decimals % 1:
+    if step * 10**decimals % 1:
         decimals += 1
     return f"{value:.{decimals}f}"
 
 
 def _frame(width: int, height: int, title: str, x_label: str, y_label: str, body: str) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}">'
-            f'<title>{esc(title)}</title>'
-            f'<text x="{width / 2:.1f}" y="18" class="ct" text-anchor="middle">{esc(title)}</text>'
-            f'{body}'
-            f'<text x="{(_MARGIN_LEFT + width - _MARGIN_RIGHT) / 2:.1f}" y="{height - 6}" class="al" '
-            f'text-anchor="middle">{esc(x_label)}</text>'
-            f'<text x="14" y="{(_MARGIN_TOP + height - _MARGIN_BOTTOM) / 2:.1f}" class="al" '
-            f'text-anchor="middle" transform="rotate(-90 14 {(_MARGIN_TOP + height - _MARGIN_BOTTOM) / 2:.1f})">'
-            f'{esc(y_label)}</text></svg>')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}">'
+        f"<title>{esc(title)}</title>"
+        f'<text x="{width / 2:.1f}" y="18" class="ct" text-anchor="middle">{esc(title)}</text>'
+        f"{body}"
+        f'<text x="{(_MARGIN_LEFT + width - _MARGIN_RIGHT) / 2:.1f}" y="{height - 6}" class="al" '
+        f'text-anchor="middle">{esc(x_label)}</text>'
+        f'<text x="14" y="{(_MARGIN_TOP + height - _MARGIN_BOTTOM) / 2:.1f}" class="al" '
+        f'text-anchor="middle" transform="rotate(-90 14 {(_MARGIN_TOP + height - _MARGIN_BOTTOM) / 2:.1f})">'
+        f"{esc(y_label)}</text></svg>"
+    )
 
 
-def _y_axis(low: float, high: float, width: int, height: int) -> Tuple[str, callable]:
+def _y_axis(low: float, high: float, width: int, height: int) -> tuple[str, callable]:
     plot_top, plot_bottom = _MARGIN_TOP, height - _MARGIN_BOTTOM
     scale = (plot_bottom - plot_top) / (high - low)
 
@@ -88,12 +90,16 @@ def _y_axis(low: float, high: float, width: int, height: int) -> Tuple[str, call
     for t in ticks:
         if low - 1e-12 <= t <= high + 1e-12:
             y = y_of(t)
-            parts.append(f'<line x1="{_MARGIN_LEFT}" y1="{y:.1f}" x2="{width - _MARGIN_RIGHT}" y2="{y:.1f}" '
-                         f'class="gl"/><text x="{_MARGIN_LEFT - 6}" y="{y + 4:.1f}" class="tl" '
-                         f'text-anchor="end">{esc(_tick_label(t, step))}</text>')
-    parts.append(f'<line x1="{_MARGIN_LEFT}" y1="{plot_top}" x2="{_MARGIN_LEFT}" y2="{plot_bottom}" class="ax"/>'
-                 f'<line x1="{_MARGIN_LEFT}" y1="{plot_bottom}" x2="{width - _MARGIN_RIGHT}" '
-                 f'y2="{plot_bottom}" class="ax"/>')
+            parts.append(
+                f'<line x1="{_MARGIN_LEFT}" y1="{y:.1f}" x2="{width - _MARGIN_RIGHT}" y2="{y:.1f}" '
+                f'class="gl"/><text x="{_MARGIN_LEFT - 6}" y="{y + 4:.1f}" class="tl" '
+                f'text-anchor="end">{esc(_tick_label(t, step))}</text>'
+            )
+    parts.append(
+        f'<line x1="{_MARGIN_LEFT}" y1="{plot_top}" x2="{_MARGIN_LEFT}" y2="{plot_bottom}" class="ax"/>'
+        f'<line x1="{_MARGIN_LEFT}" y1="{plot_bottom}" x2="{width - _MARGIN_RIGHT}" '
+        f'y2="{plot_bottom}" class="ax"/>'
+    )
     return "".join(parts), y_of
 
 
@@ -104,15 +110,24 @@ def _legend(series: Sequence[Series], width: int) -> str:
     for index in reversed(range(len(series))):
         name = series[index].name
         x -= 18 + 7 * len(name)
-        parts.append(f'<rect x="{x:.1f}" y="{_MARGIN_TOP - 12}" width="10" height="10" '
-                     f'fill="{PALETTE[index % len(PALETTE)]}"/>'
-                     f'<text x="{x + 13:.1f}" y="{_MARGIN_TOP - 3}" class="tl">{esc(name)}</text>')
+        parts.append(
+            f'<rect x="{x:.1f}" y="{_MARGIN_TOP - 12}" width="10" height="10" '
+            f'fill="{PALETTE[index % len(PALETTE)]}"/>'
+            f'<text x="{x + 13:.1f}" y="{_MARGIN_TOP - 3}" class="tl">{esc(name)}</text>'
+        )
     return "".join(parts)
 
 
-def line_chart(series: Sequence[Series], title: str, x_label: str, y_label: str,
-               width: int = 460, height: int = 260,
-               y_range: Optional[Tuple[float, float]] = None, digits: int = 4) -> str:
+def line_chart(
+    series: Sequence[Series],
+    title: str,
+    x_label: str,
+    y_label: str,
+    width: int = 460,
+    height: int = 260,
+    y_range: tuple[float, float] | None = None,
+    digits: int = 4,
+) -> str:
     """An SVG line chart of each series' (x, y) points, with dots and value tooltips.
 
     Raises ValueError when no series has a finite point.
@@ -135,8 +150,10 @@ def line_chart(series: Sequence[Series], title: str, x_label: str, y_label: str,
     parts = [axis]
     for t in nice_ticks(x_low, x_high, 5):
         if x_low <= t <= x_high:
-            parts.append(f'<text x="{x_of(t):.1f}" y="{height - _MARGIN_BOTTOM + 16}" class="tl" '
-                         f'text-anchor="middle">{esc(f"{t:g}")}</text>')
+            parts.append(
+                f'<text x="{x_of(t):.1f}" y="{height - _MARGIN_BOTTOM + 16}" class="tl" '
+                f'text-anchor="middle">{esc(f"{t:g}")}</text>'
+            )
     for index, pts in enumerate(finite):
         colour = PALETTE[index % len(PALETTE)]
         pts = sorted(pts)
@@ -144,16 +161,26 @@ def line_chart(series: Sequence[Series], title: str, x_label: str, y_label: str,
             path = " ".join(f"{x_of(x):.1f},{y_of(y):.1f}" for x, y in pts)
             parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
         for x, y in pts:
-            parts.append(f'<circle cx="{x_of(x):.1f}" cy="{y_of(y):.1f}" r="3" fill="{colour}">'
-                         f'<title>{esc(series[index].name)}: {esc(f"{x:g}")} -> {esc(f"{y:.{digits}f}")}'
-                         f'</title></circle>')
+            parts.append(
+                f'<circle cx="{x_of(x):.1f}" cy="{y_of(y):.1f}" r="3" fill="{colour}">'
+                f"<title>{esc(series[index].name)}: {esc(f'{x:g}')} -> {esc(f'{y:.{digits}f}')}"
+                f"</title></circle>"
+            )
     parts.append(_legend(series, width))
     return _frame(width, height, title, x_label, y_label, "".join(parts))
 
 
-def bar_chart(categories: Sequence[str], series: Sequence[Series], title: str, x_label: str,
-              y_label: str, width: Optional[int] = None, height: int = 280,
-              y_range: Optional[Tuple[float, float]] = None, digits: int = 4) -> str:
+def bar_chart(
+    categories: Sequence[str],
+    series: Sequence[Series],
+    title: str,
+    x_label: str,
+    y_label: str,
+    width: int | None = None,
+    height: int = 280,
+    y_range: tuple[float, float] | None = None,
+    digits: int = 4,
+) -> str:
     """An SVG grouped bar chart: one group per category, one bar per series (`Series.values`).
 
     Bars start at the bottom of the y range (state it in the title when it is not zero).
@@ -161,8 +188,10 @@ def bar_chart(categories: Sequence[str], series: Sequence[Series], title: str, x
     """
     for s in series:
         if len(s.values) != len(categories):
-            raise ValueError(f"chart {title!r}: series {s.name!r} has {len(s.values)} values "
-                             f"for {len(categories)} categories")
+            raise ValueError(
+                f"chart {title!r}: series {s.name!r} has {len(s.values)} values "
+                f"for {len(categories)} categories"
+            )
     values = [v for s in series for v in s.values if is_number(v)]
     if not values:
         raise ValueError(f"chart {title!r}: no finite values")
@@ -177,24 +206,33 @@ def bar_chart(categories: Sequence[str], series: Sequence[Series], title: str, x
     parts = [axis]
     for ci, category in enumerate(categories):
         gx = plot_left + ci * group
-        parts.append(f'<text x="{gx + group / 2:.1f}" y="{height - _MARGIN_BOTTOM + 14}" class="tl" '
-                     f'text-anchor="middle">{esc(category)}</text>')
+        parts.append(
+            f'<text x="{gx + group / 2:.1f}" y="{height - _MARGIN_BOTTOM + 14}" class="tl" '
+            f'text-anchor="middle">{esc(category)}</text>'
+        )
         for si, s in enumerate(series):
             value = s.values[ci]
             if not is_number(value):
                 continue
             shown = min(max(value, low), high)
             top, bottom = y_of(shown), y_of(low)
-            parts.append(f'<rect x="{gx + 3 + si * bar:.1f}" y="{top:.1f}" width="{max(bar - 1, 1):.1f}" '
-                         f'height="{max(bottom - top, 0):.1f}" fill="{PALETTE[si % len(PALETTE)]}">'
-                         f'<title>{esc(s.name)} {esc(category)}: {esc(f"{value:.{digits}f}")}</title></rect>')
+            parts.append(
+                f'<rect x="{gx + 3 + si * bar:.1f}" y="{top:.1f}" width="{max(bar - 1, 1):.1f}" '
+                f'height="{max(bottom - top, 0):.1f}" fill="{PALETTE[si % len(PALETTE)]}">'
+                f"<title>{esc(s.name)} {esc(category)}: {esc(f'{value:.{digits}f}')}</title></rect>"
+            )
     parts.append(_legend(series, width))
     return _frame(width, height, title, x_label, y_label, "".join(parts))
 
 
-def interval_chart(rows: Sequence[Tuple[str, Optional[float], Optional[float], Optional[float]]],
-                   title: str, x_label: str, references: Sequence[Tuple[float, str]] = (),
-                   width: int = 560, digits: int = 4) -> str:
+def interval_chart(
+    rows: Sequence[tuple[str, float | None, float | None, float | None]],
+    title: str,
+    x_label: str,
+    references: Sequence[tuple[float, str]] = (),
+    width: int = 560,
+    digits: int = 4,
+) -> str:
     """An SVG chart of one estimate with its interval per row (a forest plot).
 
     rows: (label, estimate, low, high); a row with a non-finite value is listed without a bar.
@@ -219,15 +257,19 @@ def interval_chart(rows: Sequence[Tuple[str, Optional[float], Optional[float], O
     bottom = height - _MARGIN_BOTTOM
     for t in ticks:
         if low <= t <= high:
-            parts.append(f'<line x1="{x_of(t):.1f}" y1="{_MARGIN_TOP}" x2="{x_of(t):.1f}" y2="{bottom}" '
-                         f'class="gl"/><text x="{x_of(t):.1f}" y="{bottom + 16}" class="tl" '
-                         f'text-anchor="middle">{esc(_tick_label(t, step))}</text>')
+            parts.append(
+                f'<line x1="{x_of(t):.1f}" y1="{_MARGIN_TOP}" x2="{x_of(t):.1f}" y2="{bottom}" '
+                f'class="gl"/><text x="{x_of(t):.1f}" y="{bottom + 16}" class="tl" '
+                f'text-anchor="middle">{esc(_tick_label(t, step))}</text>'
+            )
     for index, (x, name) in enumerate(references):
         if is_number(x):
             colour = PALETTE[(index + 5) % len(PALETTE)]
-            parts.append(f'<line x1="{x_of(x):.1f}" y1="{_MARGIN_TOP - 4}" x2="{x_of(x):.1f}" y2="{bottom}" '
-                         f'stroke="{colour}" stroke-dasharray="4 3"><title>{esc(name)}: '
-                         f'{esc(f"{x:+.{digits}f}")}</title></line>')
+            parts.append(
+                f'<line x1="{x_of(x):.1f}" y1="{_MARGIN_TOP - 4}" x2="{x_of(x):.1f}" y2="{bottom}" '
+                f'stroke="{colour}" stroke-dasharray="4 3"><title>{esc(name)}: '
+                f"{esc(f'{x:+.{digits}f}')}</title></line>"
+            )
     for index, (label, estimate, lo, hi) in enumerate(rows):
         y = _MARGIN_TOP + row_height * index + row_height / 2
         parts.append(f'<text x="{left - 8}" y="{y + 4:.1f}" class="tl" text-anchor="end">{esc(label)}</text>')
@@ -235,13 +277,15 @@ def interval_chart(rows: Sequence[Tuple[str, Optional[float], Optional[float], O
             parts.append(f'<text x="{left + 4}" y="{y + 4:.1f}" class="tl">not computable</text>')
             continue
         tip = f"{label}: {estimate:+.{digits}f} ({lo:+.{digits}f} to {hi:+.{digits}f})"
-        parts.append(f'<g><title>{esc(tip)}</title>'
-                     f'<line x1="{x_of(lo):.1f}" y1="{y:.1f}" x2="{x_of(hi):.1f}" y2="{y:.1f}" '
-                     f'stroke="{PALETTE[0]}" stroke-width="2"/>'
-                     f'<line x1="{x_of(lo):.1f}" y1="{y - 5:.1f}" x2="{x_of(lo):.1f}" y2="{y + 5:.1f}" '
-                     f'stroke="{PALETTE[0]}" stroke-width="2"/>'
-                     f'<line x1="{x_of(hi):.1f}" y1="{y - 5:.1f}" x2="{x_of(hi):.1f}" y2="{y + 5:.1f}" '
-                     f'stroke="{PALETTE[0]}" stroke-width="2"/>'
-                     f'<circle cx="{x_of(estimate):.1f}" cy="{y:.1f}" r="4" fill="{PALETTE[1]}"/></g>')
+        parts.append(
+            f"<g><title>{esc(tip)}</title>"
+            f'<line x1="{x_of(lo):.1f}" y1="{y:.1f}" x2="{x_of(hi):.1f}" y2="{y:.1f}" '
+            f'stroke="{PALETTE[0]}" stroke-width="2"/>'
+            f'<line x1="{x_of(lo):.1f}" y1="{y - 5:.1f}" x2="{x_of(lo):.1f}" y2="{y + 5:.1f}" '
+            f'stroke="{PALETTE[0]}" stroke-width="2"/>'
+            f'<line x1="{x_of(hi):.1f}" y1="{y - 5:.1f}" x2="{x_of(hi):.1f}" y2="{y + 5:.1f}" '
+            f'stroke="{PALETTE[0]}" stroke-width="2"/>'
+            f'<circle cx="{x_of(estimate):.1f}" cy="{y:.1f}" r="4" fill="{PALETTE[1]}"/></g>'
+        )
     parts.append(f'<line x1="{left}" y1="{bottom}" x2="{plot_right}" y2="{bottom}" class="ax"/>')
     return _frame(width, height, title, x_label, "", "".join(parts))
