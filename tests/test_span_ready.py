@@ -58,7 +58,7 @@ def test_window_and_explicit_span_count_complete_spans_only(tmp_path):
     with pytest.raises(InputDataError, match=r"3 spans requested .* only 2 of them are complete \(1, 3;"):
         spans.resolve_spans(root, None, 3, MARKER)
     # More spans than there are at all stays the config error it is without a marker.
-    with pytest.raises(ConfigError, match=r"data\.window_spans: 4 spans requested"):
+    with pytest.raises(ConfigError, match=r"data\.window_spans: 4 spans requested .* has only 3 \(1, 2, 3\)"):
         spans.resolve_spans(root, None, 4, MARKER)
     with pytest.raises(ConfigError, match=r"data\.span: no span 7"):
         spans.resolve_spans(root, 7, 1, MARKER)
@@ -113,10 +113,11 @@ def test_a_plain_marker_and_off_are_accepted(tmp_path):
 # ------------------------------------------------------------------ through the CLI
 
 
-def _example_gen(tmp_path, data_root, *extra) -> tuple:
-    """Runs `run_local.py --to example_gen` in-process with the marker on; (exit, summary)."""
+def _example_gen(tmp_path, data_root, *extra, marker: str = MARKER) -> tuple:
+    """Runs `run_local.py --to example_gen` in-process (`marker`: the ready marker, "" = off);
+    returns (exit status, run summary)."""
     config = tmp_path / "ready.toml"
-    config.write_text(f'[data]\nspan_ready_marker = "{MARKER}"\nnum_shards = 1\n')
+    config.write_text(f'[data]\nspan_ready_marker = "{marker}"\nnum_shards = 1\n')
     summary_path = str(tmp_path / f"summary-{time.monotonic_ns()}.json")
     code = main(
         [
@@ -161,8 +162,8 @@ def test_a_marker_landing_later_makes_the_next_run_read_the_new_span(tmp_path, c
     assert after["steps"]["example_gen"]["properties"]["spans"] == [2]
     assert "not ready" not in capsys.readouterr().err
 
-    report = open(after["report"], encoding="utf-8").read()
-    assert "spans 2" in report
+    header = open(after["report"], encoding="utf-8").read().split("</header>")[0]
+    assert "spans 2" in header
 
 
 def test_no_complete_span_or_an_unready_explicit_span_exits_3_with_one_line(tmp_path, capsys):
@@ -179,6 +180,15 @@ def test_no_complete_span_or_an_unready_explicit_span_exits_3_with_one_line(tmp_
     assert code == EXIT_DATA_GATE
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "span 1 (data.span) is not ready" in errors[0]
+
+
+def test_marker_off_a_flat_root_is_read_and_reported_as_a_flat_folder(tmp_path):
+    root = write_mnist_slice(str(tmp_path / "flat"), 48, 12)
+    code, summary = _example_gen(tmp_path, root, marker="")
+    assert code == 0, summary and summary.get("message")
+    assert summary["data"] == {"data_root": root, "spans": [0], "layout": "flat"}
+    header = open(summary["report"], encoding="utf-8").read().split("</header>")[0]
+    assert "flat data folder (no spans)" in header and "spans 0" not in header
 
 
 # ------------------------------------------------------------------ the report header

@@ -96,8 +96,10 @@ def resolve_spans(data_root: str, span: int | None, window: int, ready_marker: s
         numbers = [n for n, _ in spans]
     end = len(spans) if span is None else numbers.index(span) + 1
     if window > end:
-        # Only spans still being copied stand between this run and its window: not ready, not bad.
-        if window <= everything.index(spans[end - 1]) + 1:
+        # All spans up to the chosen one, complete or not: if they would fill the window, only
+        # spans still being copied stand in its way (not ready), else the setting asks too much.
+        upto = everything[: everything.index(spans[end - 1]) + 1]
+        if window <= len(upto):
             raise InputDataError(
                 f"{data_root}: {window} spans requested (data.window_spans) ending at span "
                 f"{numbers[end - 1]}, but only {end} of them are complete "
@@ -105,8 +107,8 @@ def resolve_spans(data_root: str, span: int | None, window: int, ready_marker: s
             )
         raise ConfigError(
             f"config key data.window_spans: {window} spans requested ending at span "
-            f"{numbers[end - 1]}, but {data_root} has only {end} "
-            f"({', '.join(map(str, numbers[:end]))})"
+            f"{numbers[end - 1]}, but {data_root} has only {len(upto)} "
+            f"({', '.join(str(n) for n, _ in upto)})"
         )
     return spans[end - window : end]
 
