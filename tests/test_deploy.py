@@ -4,6 +4,7 @@ runs of run_local.py)."""
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 
@@ -111,6 +112,25 @@ def test_lock_held_is_success_and_the_data_gate_is_a_failure_on_call_hears_of():
     command = service[("Service", "ExecStart")][0].split()
     assert command[0] == f"{INSTALL_PREFIX}/scripts/run_pipeline.sh"
     build_run_parser().parse_args(command[1:])  # every option exists (argparse exits 2 otherwise)
+
+
+def test_the_on_failure_unit_reports_the_failed_runs_exit_status(tmp_path):
+    """Runs the alert unit's ExecStart= as systemd would (specifiers and $$ expanded), with a
+    stand-in `systemctl` that answers the failed unit's ExecMainStatus."""
+    [command] = _unit_settings("mnist-pipeline-failed@.service")[("Service", "ExecStart")]
+    command = command.replace("$$", "$").replace("%i", SERVICE).replace(INSTALL_PREFIX, PROJECT)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "systemctl").write_text(
+        '#!/bin/sh\n[ "$*" = "show --property=ExecMainStatus --value mnist-pipeline.service" ] && echo 3\n'
+    )
+    (fake / "systemctl").chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}")
+    done = subprocess.run(shlex.split(command), capture_output=True, text=True, env=env, check=True)
+    assert done.stdout == (
+        "mnist pipeline run was stopped by the data gate (bad data, drift, or no complete span yet); "
+        f"nothing was pushed: exit 3; see journalctl -u {SERVICE} and run_local.py runs\n"
+    )
 
 
 @pytest.mark.parametrize(
