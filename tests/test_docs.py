@@ -130,7 +130,7 @@ def _lists_option(help_text: str, name: str) -> bool:
 
 
 def _run_local_uses() -> list[tuple[str, list[str], list[str]]]:
-    """(doc, command argv before --help, options passed) for every run_local.py use in the docs."""
+    """(doc, command, arguments after it) for every run_local.py use in the docs."""
     uses = []
     for doc in DOCS:
         for tokens in _shell_commands(doc):
@@ -142,7 +142,7 @@ def _run_local_uses() -> list[tuple[str, list[str], list[str]]]:
                         command = [args.pop(0)]
                         if command == ["metadata"] and args and not args[0].startswith("-"):
                             command.append(args.pop(0))
-                    uses.append((_rel(doc), command, _options(args)))
+                    uses.append((_rel(doc), command, args))
     return uses
 
 
@@ -182,11 +182,19 @@ def test_every_run_local_command_and_option_shown_exists(monkeypatch):
         f"the docs no longer show the basic commands; found {sorted(commands)}"
     )
     helps = {command: _help(list(command), monkeypatch) for command in commands}
-    for doc, command, options in uses:
-        for name in options:
+    for doc, command, args in uses:
+        for name in _options(args):
             assert _lists_option(helps[tuple(command)], name), (
                 f"{doc}: run_local.py {' '.join(command)} has no option {name}"
             )
+        if not command:  # the run itself: its whole command line must parse (choices, numbers)
+            with contextlib.redirect_stderr(io.StringIO()) as error:
+                try:
+                    cli.build_run_parser().parse_args(args)
+                except SystemExit:
+                    pytest.fail(
+                        f"{doc}: run_local.py {' '.join(args)}: {error.getvalue().strip().splitlines()[-1]}"
+                    )
 
 
 def test_every_script_benchmark_and_module_run_exists_with_the_options_shown():
