@@ -29,7 +29,18 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "RESULTS.md"]
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console", "cron"}
 # Top-level folders of this repository: an inline-code path starting with one names a file here.
-REPO_DIRS = ("pipeline", "components", "models", "schema", "data", "scripts", "benchmarks", "tests", "docs")
+REPO_DIRS = (
+    "pipeline",
+    "components",
+    "models",
+    "schema",
+    "data",
+    "scripts",
+    "benchmarks",
+    "tests",
+    "docs",
+    "dags",
+)
 SHELL_OPERATORS = {"|", "||", "&", "&&", ";", ">", ">>", "<", "2>&1", "(", ")"}
 
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
