@@ -87,7 +87,9 @@ def runner_name(beam_args: Sequence[str]) -> str:
     "flinkrunner" are all FlinkRunner)."""
     from apache_beam.runners.runner import _RUNNER_MAP  # Beam's own name table (pinned Beam)
 
-    named = _option_value(with_default_runner(beam_args), "--runner")
+    named = _option_value(beam_args, "--runner")
+    if named is None:
+        named = DEFAULT_BEAM_RUNNER
     qualified = _RUNNER_MAP.get(named.lower(), _RUNNER_MAP.get(named.lower() + "runner", named))
     return qualified.rsplit(".", 1)[-1]
 
