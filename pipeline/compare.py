@@ -34,7 +34,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from components.evaluator import paired_stats
-from components.evaluator.paired_stats import wilson_interval
 from pipeline.config import PipelineConfig, load_config
 from pipeline.core.atomic_files import write_json_atomic, write_text_atomic
 from pipeline.core.errors import ConfigError, InputDataError, PipelineError
@@ -161,7 +160,7 @@ def _model_record(entry: Entry, summary: dict, outcomes: dict, alpha: float) -> 
         "n": int(correct.size),
         "correct": int(correct.sum()),
         "accuracy": float(correct.mean()) if correct.size else None,
-        "accuracy_ci": list(wilson_interval(int(correct.sum()), int(correct.size), alpha)),
+        "accuracy_ci": list(paired_stats.wilson_interval(int(correct.sum()), int(correct.size), alpha)),
         "accuracy_by_label": per_label,
         "training": {
             key: trainer.get(key)

@@ -149,7 +149,7 @@ def classify(
     Returns (class_ids int64 [N], probabilities float32 [N, 10]).
     Raises PipelineError naming `model_dir` when the signature is missing or answers out of contract.
     """
-    import tensorflow as tf  # noqa: PLC0415  TensorFlow (seconds) only once the served model checked out
+    import tensorflow as tf  # noqa: PLC0415  TensorFlow (seconds) only to classify, kept out of the CLI start-up
 
     images = np.asarray(images, dtype=np.float32).reshape(-1, IMAGE_PIXELS)
     if model is None:
