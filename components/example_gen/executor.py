@@ -178,10 +178,6 @@ def run(ctx: StepContext) -> StepOutcome:
         out_dir,
     )
 
-    # The shard writers use TensorFlow's TFRecordWriter. Importing TensorFlow (seconds) is
-    # start-up: done here, before the clock starts, it is shared by in-process workers.
-    import tensorflow  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
-
     started = time.monotonic()
     try:
         pipeline = beam.Pipeline(options=ctx.beam_pipeline_options())
