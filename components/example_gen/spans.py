@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
+from components.example_gen.params import check_window_spans
 from pipeline.core.digest import file_digest
 from pipeline.core.errors import ConfigError, InputDataError
 from pipeline.formats import idx
@@ -68,8 +69,7 @@ def resolve_spans(data_root: str, span: int | None, window: int) -> list:
     Raises ConfigError naming data.data_root / data.span / data.window_spans when the root has
     no usable layout, `span` does not exist, or fewer than `window` spans end at it.
     """
-    if window < 1:
-        raise ConfigError(f"config key data.window_spans: must be >= 1, got {window}")
+    check_window_spans(window)  # DataParams' rule, for callers passing plain arguments
     spans = list_spans(data_root)
     numbers = [n for n, _ in spans]
     if span is None:

@@ -5,7 +5,7 @@ one drift baseline: from the second span on `previous_statistics` (the previous 
 statistics); on a pipeline root's first span `reference_statistics` (the reference JSON of
 `pipeline.formats.reference`, an external file registered by content digest), unless
 `reference_check` is off.
-Params: `ValidationConfig` (label_drift_linf and pixel_drift_jsd against the previous span;
+Params: `ExampleValidatorParams` (label_drift_linf and pixel_drift_jsd against the previous span;
 reference_check, reference_label_drift_linf and reference_pixel_drift_jsd against the
 reference).
 Output `anomalies` (see `pipeline.formats.anomalies`):
@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from components.example_validator.params import ExampleValidatorParams
 from pipeline.core.errors import InputDataError, PipelineError
 from pipeline.core.step import StepContext, StepOutcome
 from pipeline.formats import anomalies as anomalies_format
@@ -50,7 +51,7 @@ class DriftPlan:
     note: str
 
 
-def run(ctx: StepContext) -> StepOutcome:
+def run(ctx: StepContext[ExampleValidatorParams]) -> StepOutcome:
     """Validates every split; returns StepOutcome with `stop_run` set on any ERROR anomaly.
 
     Raises InputDataError when the schema, a statistics file or the reference is missing,
@@ -159,7 +160,7 @@ def validate_splits(split_stats: dict, schema, environment) -> dict:
     return results
 
 
-def drift_plan(inputs, params) -> DriftPlan | None:
+def drift_plan(inputs, params: ExampleValidatorParams) -> DriftPlan | None:
     """The baseline drift is measured against: the previous span when there is one, else the
     reference; None only when there is neither and `params.reference_check` is off.
 
@@ -180,7 +181,7 @@ def drift_plan(inputs, params) -> DriftPlan | None:
     return None
 
 
-def _previous_plan(previous, params) -> DriftPlan:
+def _previous_plan(previous, params: ExampleValidatorParams) -> DriftPlan:
     from components.example_validator.drift_check import Baseline, statistics_histograms
 
     previous_path = stats_format.split_stats_path(previous.uri, DRIFT_SPLIT)
@@ -205,7 +206,7 @@ def _previous_plan(previous, params) -> DriftPlan:
     )
 
 
-def _reference_plan(reference, params) -> DriftPlan:
+def _reference_plan(reference, params: ExampleValidatorParams) -> DriftPlan:
     """The reference as a baseline; InputDataError when it is unreadable, malformed, or changed
     since the run registered its digest (the cache key would not describe what was read)."""
     from components.example_validator.drift_check import Baseline
@@ -224,7 +225,7 @@ def _reference_plan(reference, params) -> DriftPlan:
     )
 
 
-def _thresholds(plan: DriftPlan | None, params) -> dict:
+def _thresholds(plan: DriftPlan | None, params: ExampleValidatorParams) -> dict:
     """The limits that applied (those against the previous span when drift was not checked)."""
     label, pixel = (
         (plan.label_threshold, plan.pixel_threshold)

@@ -1,6 +1,6 @@
 """SchemaGen: publishes the curated schema; optionally reports how it differs from an inferred one.
 
-Params: `ValidationConfig` (`infer_schema_report`). Inputs: `curated_schema` (the file at
+Params: `SchemaGenParams` (`infer_schema_report`). Inputs: `curated_schema` (the file at
 `validation.schema_path`, fingerprinted by content) and `statistics` (used only for the report).
 Output `schema`:
   - `schema.pbtxt`: the curated schema file, byte for byte (comments kept), once it parsed and
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+from components.schema_gen.params import SchemaGenParams
 from pipeline.core.errors import ConfigError
 from pipeline.core.external import CONTENT_DIGEST, read_verified
 from pipeline.core.step import Artifact, StepContext, StepOutcome
@@ -69,7 +70,7 @@ def check_schema(schema) -> str:
     return ""
 
 
-def run(ctx: StepContext) -> StepOutcome:
+def run(ctx: StepContext[SchemaGenParams]) -> StepOutcome:
     """Writes the curated schema (and the inferred-schema report) into the `schema` output.
 
     Raises ConfigError for a missing, unparseable or inconsistent curated schema, and

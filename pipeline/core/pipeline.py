@@ -6,11 +6,11 @@ wired consistently and never learns what a step does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from pipeline.core.errors import ConfigError
-from pipeline.core.step import StepSpec
+from pipeline.core.step import StepSpec, check_wiring
 from pipeline.core.store_settings import MySqlSettings
 
 
@@ -48,25 +48,3 @@ class Pipeline:
             if spec.name == name:
                 return spec
         raise ConfigError(f"unknown step {name!r} (steps: {', '.join(s.name for s in self.steps)})")
-
-
-def check_wiring(steps: Sequence[StepSpec]) -> None:
-    """Step names are unique and every producer reference names an earlier step's output.
-
-    Raises ConfigError naming the step and input otherwise.
-    """
-    available, names = set(), set()
-    for spec in steps:
-        if spec.name in names:
-            raise ConfigError(f"step {spec.name!r} is declared twice")
-        names.add(spec.name)
-        for key, inp in spec.inputs.items():
-            if (inp.producer is None) == (inp.resolver is None):
-                raise ConfigError(
-                    f"step {spec.name}: input {key!r} needs exactly one of producer and resolver"
-                )
-            if inp.producer is not None and inp.producer not in available:
-                raise ConfigError(
-                    f"step {spec.name}: input {key!r} reads {inp.producer!r}, which no earlier step produces"
-                )
-        available.update(f"{spec.name}.{out}" for out in spec.outputs)
