@@ -199,7 +199,7 @@ def declare(component: ModuleType, wiring: Mapping[str, InputSpec], params: Any)
         raise ConfigError(f"step {name}: takes no parameters, got {type(params).__name__}")
     if params_class is not None and not isinstance(params, params_class):
         raise ConfigError(
-            f"step {name}: parameters must be a {params_class.__name__}, got {type(params).__name__}"
+            f"step {name}: parameters must be {params_class.__name__}, got {type(params).__name__}"
         )
     inputs = {key: _typed_input(name, key, wiring[key], declared[key]) for key in declared}
     summarize = getattr(component, "summary", None)
