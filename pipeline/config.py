@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from components.pusher.params import PusherParams
 from components.schema_gen.params import SchemaGenParams
 from components.trainer.params import TrainerParams
 from pipeline.core.errors import ConfigError
-from pipeline.core.params import ANY, Params, at_least, local_path, matches, one_of
+from pipeline.core.params import ANY, IN_VALIDATE, Params, at_least, local_path, one_of
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_ROOT = PROJECT_ROOT / "data" / "mnist"
@@ -62,6 +63,7 @@ class ValidationConfig(ExampleValidatorParams, SchemaGenParams):
     CHECKS = {**SchemaGenParams.CHECKS, **ExampleValidatorParams.CHECKS}
 
     def validate(self) -> None:
+        """Both steps' relations between their fields."""
         SchemaGenParams.validate(self)
         ExampleValidatorParams.validate(self)
 
@@ -120,25 +122,30 @@ class MetadataConfig(Params):
 
     CHECKS = {
         "backend": one_of(METADATA_BACKENDS),
-        # Required (non-blank) with backend = "mysql": see validate.
-        "host": ANY,
-        "port": lambda value: None if 1 <= value <= 65535 else f"must be in 1..65535, got {value}",
-        # MySQL's limits for an unquoted database name; ML Metadata puts it into SQL as it is.
-        "database": matches(r"[A-Za-z0-9_$]{1,64}", "1 to 64 letters, digits, '_' or '$'"),
-        # Required with backend = "mysql": see validate.
-        "user": ANY,
+        # The MySQL settings apply, and are checked, only with backend = "mysql".
+        "host": IN_VALIDATE,
+        "port": IN_VALIDATE,
+        "database": IN_VALIDATE,
+        "user": IN_VALIDATE,
         "skip_db_creation": ANY,  # true or false
-        "pipeline_name": lambda value: None if len(value) <= 255 else "must be at most 255 characters",
+        "pipeline_name": IN_VALIDATE,
     }
 
     def validate(self) -> None:
-        """A MySQL store needs a server and an account."""
+        """The MySQL settings, when the backend is "mysql" (ignored with "sqlite")."""
         if self.backend != "mysql":
             return
         if not self.host.strip():
             self.fail("host", "must name the MySQL / MariaDB server")
+        if not 1 <= self.port <= 65535:
+            self.fail("port", f"must be in 1..65535, got {self.port}")
+        # MySQL's limits for an unquoted database name; ML Metadata puts it into SQL as it is.
+        if not re.fullmatch(r"[A-Za-z0-9_$]{1,64}", self.database):
+            self.fail("database", f"must be 1 to 64 letters, digits, '_' or '$', got {self.database!r}")
         if not self.user:
             self.fail("user", 'must name the database account (backend = "mysql")')
+        if len(self.pipeline_name) > 255:
+            self.fail("pipeline_name", "must be at most 255 characters")
 
 
 def _beam_options(args: tuple) -> str | None:

@@ -14,7 +14,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.config import PipelineConfig, load_config
 from pipeline.core.errors import ConfigError
-from pipeline.core.params import ANY, Params
+from pipeline.core.params import ANY, IN_VALIDATE, Params
 
 # A wrong type: for settings where every value of their type is valid.
 TYPE_ONLY = "type only"
@@ -79,7 +79,7 @@ BAD = {
     "trainer.keep_checkpoints": Bad(0, "must be >= 1"),
     "trainer.warm_start": Bad("yes", "expected bool", kind=TYPE_ONLY),
     # Any int64 seeds TensorFlow; beyond it the graph cannot hold the seed.
-    "trainer.random_seed": Bad(2**63, "must be in"),
+    "trainer.random_seed": Bad(2**63, "must be a 64-bit integer"),
     "trainer.workers": Bad(-1, "must be >= 0"),
     "trainer.parameter_servers": Bad(1, "must be 0 when trainer.workers = 0"),
     "evaluator.accuracy_floor": Bad(1.5, "must be in [-1, 1] or unset"),
@@ -94,11 +94,11 @@ BAD = {
     "pusher.verify_examples": Bad(0, "must be >= 1"),
     "metadata.backend": Bad("postgres", "must be one of sqlite, mysql"),
     "metadata.host": Bad(" ", "must name the MySQL / MariaDB server", context=MYSQL),
-    "metadata.port": Bad(0, "must be in 1..65535"),
-    "metadata.database": Bad("mlmd; DROP TABLE x", "must be 1 to 64 letters"),
+    "metadata.port": Bad(0, "must be in 1..65535", context=MYSQL),
+    "metadata.database": Bad("mlmd; DROP TABLE x", "must be 1 to 64 letters", context=MYSQL),
     "metadata.user": Bad("", "must name the database account", context=MYSQL),
     "metadata.skip_db_creation": Bad("no", "expected bool", kind=TYPE_ONLY),
-    "metadata.pipeline_name": Bad("x" * 256, "must be at most 255 characters"),
+    "metadata.pipeline_name": Bad("x" * 256, "must be at most 255 characters", context=MYSQL),
 }
 
 
@@ -151,8 +151,9 @@ def test_load_config_refuses_each_bad_value_naming_the_key(key):
 
 def test_type_only_settings_are_exactly_those_without_a_value_check():
     """A setting marked TYPE_ONLY has the `ANY` check (every value of its type is valid);
-    every other setting has a check of its own, which its bad value trips."""
-    any_checked = set()
+    every other setting has a check of its own, or is checked with the fields its rule
+    depends on (`IN_VALIDATE`, then it needs a context), which its bad value trips."""
+    any_checked, in_validate = set(), set()
 
     def walk(section: Params) -> None:
         for f in dataclasses.fields(section):
@@ -161,12 +162,20 @@ def test_type_only_settings_are_exactly_those_without_a_value_check():
                 walk(value)
             elif type(section).CHECKS[f.name] is ANY:
                 any_checked.add(type(section).key(f.name))
+            elif type(section).CHECKS[f.name] is IN_VALIDATE:
+                in_validate.add(type(section).key(f.name))
 
     walk(PipelineConfig())
-    # host and user are required only with backend = "mysql" (a relation, in validate()).
-    assert any_checked - {"metadata.host", "metadata.user"} == {
-        key for key, bad in BAD.items() if bad.kind == TYPE_ONLY
+    assert any_checked == {key for key, bad in BAD.items() if bad.kind == TYPE_ONLY}
+    # The metadata.* MySQL settings apply only with backend = "mysql".
+    assert in_validate == {
+        "metadata.host",
+        "metadata.port",
+        "metadata.database",
+        "metadata.user",
+        "metadata.pipeline_name",
     }
+    assert all(BAD[key].context for key in in_validate)
 
 
 @pytest.mark.parametrize(

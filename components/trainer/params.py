@@ -38,8 +38,6 @@ AUGMENT_LIMITS = {
     "augment_elastic_alpha": 100.0,
 }
 AUGMENT_ELASTIC_SIGMA_RANGE = (0.5, 10.0)
-# TensorFlow seeds are int64.
-SEED_RANGE = (-(2**63), 2**63 - 1)
 
 
 def _real(value: Any) -> bool:
@@ -74,6 +72,11 @@ def _augment_elastic_sigma(value: Any) -> str | None:
     if _real(value) and low <= value <= high:
         return None
     return f"must be a number in [{low:g}, {high:g}], got {value!r}"
+
+
+def _seed(value: int) -> str | None:
+    # TensorFlow holds seeds as int64.
+    return None if -(2**63) <= value < 2**63 else "must be a 64-bit integer (-2**63 to 2**63 - 1)"
 
 
 def _network_size(value: Any) -> str | None:
@@ -181,7 +184,7 @@ class TrainerParams(Params):
         ),
         "keep_checkpoints": at_least(1),
         "warm_start": ANY,  # true or false
-        "random_seed": in_range(*SEED_RANGE),
+        "random_seed": _seed,
         "workers": lambda value: None if value >= 0 else "must be >= 0 (0 = one process, no cluster)",
         "parameter_servers": at_least(0),
     }

@@ -11,7 +11,8 @@ with one line naming the config key, e.g.
 
 so an instance that exists is a valid one, and an executor handed one relies on it. A class
 whose field has no entry in CHECKS cannot be instantiated (TypeError), so a new setting cannot
-slip through unchecked; `ANY` marks a field where every value of its type is valid.
+slip through unchecked; `ANY` marks a field where every value of its type is valid, and
+`IN_VALIDATE` one whose rule depends on other fields (checked in `validate()`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ def ANY(value: Any) -> str | None:
     return None
 
 
+def IN_VALIDATE(value: Any) -> str | None:
+    """The check of a field whose rule depends on other fields: the class's `validate()` checks
+    it (its type is still checked here)."""
+    del value
+    return None
+
+
 def at_least(low: float) -> Check:
     """value >= low."""
     return lambda value: None if value >= low else f"must be >= {low:g}, got {value!r}"
@@ -49,7 +57,8 @@ def in_range(low: float, high: float, *, low_open: bool = False, high_open: bool
     def check(value: Any) -> str | None:
         above = value > low if low_open else value >= low
         below = value < high if high_open else value <= high
-        return None if above and below and not math.isnan(value) else f"must be in {shown}, got {value!r}"
+        nan = isinstance(value, float) and math.isnan(value)
+        return None if above and below and not nan else f"must be in {shown}, got {value!r}"
 
     return check
 
