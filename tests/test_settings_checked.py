@@ -212,6 +212,15 @@ def test_a_parameter_class_cannot_have_a_field_without_a_check():
     with pytest.raises(TypeError, match=r"Partial.unchecked: no check declared"):
         Partial()
 
+    @dataclasses.dataclass(frozen=True)
+    class Stale(Params):
+        SECTION = "stale"
+        kept: int = 1
+        CHECKS = {"kept": ANY, "removed": ANY}
+
+    with pytest.raises(TypeError, match=r"Stale.CHECKS names no field: removed"):
+        Stale()
+
 
 def test_sections_rebuilt_from_their_json_form_are_checked_again():
     config = load_config()

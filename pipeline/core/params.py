@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -93,28 +92,10 @@ def local_path(*, required: bool) -> Check:
     return check
 
 
-def matches(pattern: str, what: str) -> Check:
-    """The whole value matches the regular expression `pattern`; `what` describes it."""
-    return lambda value: None if re.fullmatch(pattern, value) else f"must be {what}, got {value!r}"
-
-
 def describing_type(check: Check) -> Check:
     """`check`, also asked for the message when the value has the wrong type: it must then
     accept any value (for settings whose message already says what type they take)."""
     check.describes_type = True  # type: ignore[attr-defined]
-    return check
-
-
-def all_of(*checks: Check) -> Check:
-    """The first problem any of `checks` finds."""
-
-    def check(value: Any) -> str | None:
-        for one in checks:
-            problem = one(value)
-            if problem:
-                return problem
-        return None
-
     return check
 
 
@@ -129,6 +110,9 @@ class Params:
     CHECKS: ClassVar[Mapping[str, Check]] = {}
 
     def __post_init__(self) -> None:
+        stale = set(type(self).CHECKS) - set(_hints(type(self)))
+        if stale:
+            raise TypeError(f"{type(self).__name__}.CHECKS names no field: {', '.join(sorted(stale))}")
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             object.__setattr__(self, f.name, self.check_setting(f.name, getattr(self, f.name)))
         self.validate()
