@@ -5,7 +5,7 @@ one drift baseline: from the second span on `previous_statistics` (the previous 
 statistics); on a pipeline root's first span `reference_statistics` (the reference JSON of
 `pipeline.formats.reference`, an external file registered by content digest), unless
 `reference_check` is off.
-Params: `ValidationConfig` (label_drift_linf and pixel_drift_jsd against the previous span;
+Params: `ExampleValidatorParams` (label_drift_linf and pixel_drift_jsd against the previous span;
 reference_check, reference_label_drift_linf and reference_pixel_drift_jsd against the
 reference).
 Output `anomalies` (see `pipeline.formats.anomalies`):
@@ -27,6 +27,7 @@ import tensorflow_data_validation as tfdv
 
 from components.example_validator.anomalies import add_anomaly, add_drift, flag_missing_data
 from components.example_validator.drift_check import Baseline, check_drift, statistics_histograms
+from components.example_validator.params import ExampleValidatorParams
 from components.example_validator.report import failure_summary, format_report
 from pipeline.core.errors import InputDataError, PipelineError
 from pipeline.core.external import CONTENT_DIGEST, read_verified
@@ -53,7 +54,7 @@ class DriftPlan:
     note: str
 
 
-def run(ctx: StepContext) -> StepOutcome:
+def run(ctx: StepContext[ExampleValidatorParams]) -> StepOutcome:
     """Validates every split; returns StepOutcome with `stop_run` set on any ERROR anomaly.
 
     Raises InputDataError when the schema, a statistics file or the reference is missing,
@@ -156,7 +157,7 @@ def validate_splits(split_stats: dict, schema, environment) -> dict:
     return results
 
 
-def drift_plan(inputs, params) -> DriftPlan | None:
+def drift_plan(inputs, params: ExampleValidatorParams) -> DriftPlan | None:
     """The baseline drift is measured against: the previous span when there is one, else the
     reference; None only when there is neither and `params.reference_check` is off.
 
@@ -177,7 +178,7 @@ def drift_plan(inputs, params) -> DriftPlan | None:
     return None
 
 
-def _previous_plan(previous, params) -> DriftPlan:
+def _previous_plan(previous, params: ExampleValidatorParams) -> DriftPlan:
     previous_path = stats_format.split_stats_path(previous.uri, DRIFT_SPLIT)
     # A previous artifact without a train split leaves nothing to compare: check_drift reports
     # that as missing control data (an ERROR), it is not skipped.
@@ -200,7 +201,7 @@ def _previous_plan(previous, params) -> DriftPlan:
     )
 
 
-def _reference_plan(reference, params) -> DriftPlan:
+def _reference_plan(reference, params: ExampleValidatorParams) -> DriftPlan:
     """The reference as a baseline; InputDataError when it is unreadable, malformed, or changed
     since the run registered its digest (the cache key would not describe what was read)."""
     parsed = parse_reference(read_verified(reference), reference.uri)
@@ -215,7 +216,7 @@ def _reference_plan(reference, params) -> DriftPlan:
     )
 
 
-def _thresholds(plan: DriftPlan | None, params) -> dict:
+def _thresholds(plan: DriftPlan | None, params: ExampleValidatorParams) -> dict:
     """The limits that applied (those against the previous span when drift was not checked)."""
     label, pixel = (
         (plan.label_threshold, plan.pixel_threshold)

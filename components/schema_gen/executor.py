@@ -1,6 +1,6 @@
 """SchemaGen: publishes the curated schema; optionally reports how it differs from an inferred one.
 
-Params: `ValidationConfig` (`infer_schema_report`). Inputs: `curated_schema` (the file at
+Params: `SchemaGenParams` (`infer_schema_report`). Inputs: `curated_schema` (the file at
 `validation.schema_path`, fingerprinted by content) and `statistics` (used only for the report).
 Output `schema`:
   - `schema.pbtxt`: the curated schema file, byte for byte (comments kept), once it parsed and
@@ -15,6 +15,7 @@ import os
 
 from tensorflow_metadata.proto.v0 import schema_pb2
 
+from components.schema_gen.params import SchemaGenParams
 from components.schema_gen.schema_diff import schema_differences
 from pipeline.core.errors import ConfigError
 from pipeline.core.external import CONTENT_DIGEST, read_verified
@@ -70,7 +71,7 @@ def check_schema(schema) -> str:
     return ""
 
 
-def run(ctx: StepContext) -> StepOutcome:
+def run(ctx: StepContext[SchemaGenParams]) -> StepOutcome:
     """Writes the curated schema (and the inferred-schema report) into the `schema` output.
 
     Raises ConfigError for a missing, unparseable or inconsistent curated schema, and

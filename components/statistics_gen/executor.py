@@ -27,7 +27,7 @@ from pipeline.formats import examples as examples_format
 from pipeline.formats import statistics as stats_format
 
 
-def run(ctx: StepContext) -> StepOutcome:
+def run(ctx: StepContext[None]) -> StepOutcome:
     """Computes and writes the statistics of every split of `ctx.inputs["examples"]`.
 
     Returns execution properties `split_counts` ({split: examples}), `pixel_out_of_range`
