@@ -21,7 +21,7 @@ from components.schema_gen import component as schema_gen
 from components.statistics_gen import component as statistics_gen
 from components.trainer import component as trainer
 from components.trainer.module_contract import check_module_file
-from pipeline import resolvers
+from pipeline import report, resolvers
 from pipeline.config import PipelineConfig, config_to_dict
 from pipeline.core.beam_engines import with_job_server_jar
 from pipeline.core.errors import ConfigError
@@ -32,7 +32,6 @@ from pipeline.formats import module_file as module_file_format
 from pipeline.formats import reference as reference_format
 from pipeline.formats import schema as schema_format
 from pipeline.metadata_settings import back_up_after_run, store_settings
-from pipeline.report import write_report
 
 STEP_NAMES = (
     "example_gen",
@@ -167,4 +166,4 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
 
 def _write_report(summary: dict, run_dir: str):
     """The run's report.html."""
-    return write_report(summary, run_dir)
+    return report.write_report(summary, run_dir)
