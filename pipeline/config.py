@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.trainer import precision
 from pipeline.core.errors import ConfigError
 from pipeline.formats.blessing import PROMOTION_POLICIES
 
@@ -142,6 +143,14 @@ class TrainerConfig:
     workers: int = 0
     # Parameter servers holding the variables; at least 1 when workers > 0.
     parameter_servers: int = 0
+
+    def cache_key_params(self) -> dict:
+        """These settings as the trainer's cache key holds them: precision "auto" as this machine
+        decided it, so a run in another precision is no cache hit (components/trainer/precision.py)."""
+        settings = dataclasses.asdict(self)
+        if self.precision == precision.AUTO:
+            settings["precision"] = precision.resolve(precision.AUTO)[0]
+        return settings
 
 
 @dataclass(frozen=True)
