@@ -6,7 +6,8 @@
 `TF_CONFIG` says which task this is; the spec file (written by `cluster.train_on_cluster`, or
 copied to every machine of a multi-machine cluster) holds what every task trains:
 `params` (the TrainerConfig as a dict), `examples_uri`, `model_dir` (shared by all tasks),
-`warm_start_checkpoint` (or null), `module_digest` (the sha256 `params["module_file"]` must
+`warm_start_checkpoint` (or null) and `warm_start_variables` ({variable: its name in that
+checkpoint}, `warm_start.verified_starts`), `module_digest` (the sha256 `params["module_file"]` must
 have, or null) and `cluster_dir` (where result files go).
 
 Every task builds its Estimator and specs through `executor.build_training`, the function
@@ -188,12 +189,13 @@ def run_task(spec: dict, task_type: str, log: logging.Logger) -> dict:
     import tensorflow as tf
 
     from components.trainer import executor, user_module
+    from components.trainer.warm_start import settings as warm_start_from
 
     cfg = trainer_config(spec["params"])
     # The code the run fingerprinted, or InputDataError; the Estimator then gets this very load.
     user_module.load_module(cfg.module_file, spec.get("module_digest"))
     warm_start = (
-        tf.estimator.WarmStartSettings(ckpt_to_initialize_from=spec["warm_start_checkpoint"])
+        warm_start_from(spec["warm_start_checkpoint"], spec["warm_start_variables"])
         if spec.get("warm_start_checkpoint")
         else None
     )

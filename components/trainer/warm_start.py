@@ -124,15 +124,19 @@ def settings(checkpoint: str, starts: dict[str, str]) -> tf.estimator.WarmStartS
     )
 
 
-def warm_start_settings(base_model: Artifact, params: Any, module) -> tf.estimator.WarmStartSettings:
+def verified_starts(base_model: Artifact, params: Any, module) -> tuple[str, dict[str, str]]:
     """Verifies `base_model` (digest, module, then variable shapes of the network `module`, a
-    `user_module.LoadedModule`, builds) and returns settings that load all its trainable
-    weights, and the shadows of them a run with weight averaging keeps (`starting_values`);
-    optimizer slots and the global step start fresh.
+    `user_module.LoadedModule`, builds) and returns (its checkpoint prefix, `starting_values`):
+    all its trainable weights, and the shadows of them a run with weight averaging keeps.
 
     Raises ModelIntegrityError (digest) or ConfigError (another module, incompatible architecture).
     """
     checkpoint = base_checkpoint(base_model)
     check_same_module(base_model, module)
     shapes, variables = train_graph_variables(params, module.model_fn)
-    return settings(checkpoint, starting_values(check_compatible(checkpoint, shapes), variables))
+    return checkpoint, starting_values(check_compatible(checkpoint, shapes), variables)
+
+
+def warm_start_settings(base_model: Artifact, params: Any, module) -> tf.estimator.WarmStartSettings:
+    """`settings` for what `verified_starts` returns; raises as it does."""
+    return settings(*verified_starts(base_model, params, module))
