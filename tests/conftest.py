@@ -13,6 +13,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from mnist_slices import write_mnist_slice  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def precision_record(tmp_path_factory):
+    """The file where this session records what trainer.precision "auto" decides (not the
+    user's, under ~/.cache); processes the tests start (cluster tasks, CLI runs) inherit it."""
+    from components.trainer import precision
+
+    path = tmp_path_factory.mktemp("precision") / "precision.json"
+    previous = os.environ.get(precision.RECORD_ENV)
+    os.environ[precision.RECORD_ENV] = str(path)
+    yield str(path)
+    if previous is None:
+        del os.environ[precision.RECORD_ENV]
+    else:
+        os.environ[precision.RECORD_ENV] = previous
+
+
 @pytest.fixture(scope="session")
 def small_mnist(tmp_path_factory) -> str:
     """A data root with 2,000 training and 500 test digits (flat layout, no spans)."""

@@ -1,11 +1,19 @@
 """The training distortions (components/trainer/augmentation.py) and `trainer.precision = "auto"`
 (components/trainer/precision.py)."""
 
+import json
+import logging
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from components.trainer import augmentation, model, precision
+from pipeline.config import TrainerConfig
+from pipeline.core import fingerprint
 from pipeline.core.errors import ConfigError
 
 
@@ -164,17 +172,19 @@ def test_resolve_keeps_configured_precisions_and_refuses_others():
         precision.resolve("float16")
 
 
-def test_auto_resolves_to_what_this_machine_measures():
+def test_auto_resolves_to_this_machines_recorded_decision(precision_record):
     chosen, why = precision.resolve("auto")
-    flags = precision.cpu_bfloat16_flags()
-    if not flags:
+    if not precision.cpu_bfloat16_flags():
         assert chosen == "float32" and "no AVX512-BF16" in why
+        assert not os.path.exists(precision_record)
     else:
-        speedup = precision.probe_speedup()
-        assert speedup > 0
-        # Far from the threshold the probe is stable; near it either answer is right.
-        if abs(speedup - precision.MIN_SPEEDUP) > 0.3:
-            assert chosen == ("mixed_bfloat16" if speedup > precision.MIN_SPEEDUP else "float32")
+        with open(precision_record) as f:
+            machines = json.load(f)["machines"]
+        recorded = machines[precision.machine_key(precision.machine())]
+        assert chosen == recorded["precision"]
+        assert (
+            why == f"{recorded['reason']}; decided {recorded['decided_at']}, recorded in {precision_record}"
+        )
     assert (
         model.hyperparameters(
             {
@@ -190,6 +200,142 @@ def test_auto_resolves_to_what_this_machine_measures():
         )["precision"]
         == chosen
     )
+
+
+def _cpu(tmp_path, name="Test CPU A", flags="fpu sse avx512f avx512_bf16"):
+    """A /proc/cpuinfo with the model `name` and `flags`."""
+    path = tmp_path / f"cpuinfo-{name.replace(' ', '_')}-{len(flags)}"
+    path.write_text(f"processor\t: 0\nmodel name\t: {name}\nflags\t\t: {flags}\n\n")
+    return str(path)
+
+
+def _measuring(speedup, probes):
+    """A probe that records its call in `probes` and measures `speedup`."""
+
+    def probe():
+        probes.append(speedup)
+        return speedup
+
+    return probe
+
+
+def _no_probe():
+    raise AssertionError("probed although a decision was recorded")
+
+
+def test_a_recorded_decision_is_reused_without_probing(tmp_path):
+    cpu, record, probes = _cpu(tmp_path), tmp_path / "cache" / "precision.json", []
+    first = precision.decide_auto(cpu, str(record), _measuring(1.7, probes))
+    assert first[0] == "mixed_bfloat16" and "1.70x" in first[1] and str(record) in first[1]
+    assert precision.decide_auto(cpu, str(record), _no_probe) == first
+    assert probes == [1.7]
+    saved = json.loads(record.read_text())
+    assert saved["format"] == precision.RECORD_FORMAT and len(saved["machines"]) == 1
+    (decision,) = saved["machines"].values()
+    assert decision["precision"] == "mixed_bfloat16" and decision["speedup"] == 1.7
+    assert decision["cpu"] == "Test CPU A" and "avx512_bf16" in decision["flags"]
+
+
+def test_another_cpu_probes_again_and_both_decisions_stay(tmp_path):
+    record, probes = str(tmp_path / "precision.json"), []
+    cpu_a, cpu_b = _cpu(tmp_path), _cpu(tmp_path, "Test CPU B")
+    cpu_a_with_amx = _cpu(tmp_path, flags="fpu sse avx512f avx512_bf16 amx_bf16 amx_tile")
+    assert precision.decide_auto(cpu_a, record, _measuring(1.7, probes))[0] == "mixed_bfloat16"
+    assert precision.decide_auto(cpu_b, record, _measuring(0.6, probes))[0] == "float32"
+    assert precision.decide_auto(cpu_a_with_amx, record, _measuring(0.9, probes))[0] == "float32"
+    assert probes == [1.7, 0.6, 0.9]
+    assert precision.decide_auto(cpu_a, record, _no_probe)[0] == "mixed_bfloat16"
+    assert len(json.loads(open(record).read())["machines"]) == 3
+    # Another TensorFlow is another machine key too.
+    identity = precision.machine(cpu_a)
+    assert precision.machine_key(identity) != precision.machine_key({**identity, "tensorflow": "0.0"})
+
+
+@pytest.mark.parametrize(
+    "content, warning",
+    [
+        ("{not json", "unreadable"),
+        ("[]", "not a decisions record"),
+        (
+            '{"format": 1, "machines": {"KEY": {"precision": "float16", "reason": "r", "decided_at": "d"}}}',
+            "no usable",
+        ),
+        ('{"format": 1, "machines": {"KEY": {"precision": "float32"}}}', "no usable"),
+    ],
+)
+def test_a_corrupt_record_is_decided_again_with_a_warning(tmp_path, caplog, content, warning):
+    cpu, record, probes = _cpu(tmp_path), tmp_path / "precision.json", []
+    record.write_text(content.replace("KEY", precision.machine_key(precision.machine(cpu))))
+    with caplog.at_level(logging.WARNING, logger=precision.__name__):
+        chosen, _ = precision.decide_auto(cpu, str(record), _measuring(0.6, probes))
+    assert chosen == "float32" and probes == [0.6]
+    assert any(str(record) in r.getMessage() and warning in r.getMessage() for r in caplog.records)
+    # Rewritten whole: the next process reads the new decision.
+    assert precision.decide_auto(cpu, str(record), _no_probe)[0] == "float32"
+
+
+def test_a_record_that_cannot_be_written_leaves_the_decision_to_this_process(tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    record, probes = str(blocker / "precision.json"), []
+    with caplog.at_level(logging.WARNING, logger=precision.__name__):
+        chosen, why = precision.decide_auto(_cpu(tmp_path), record, _measuring(1.7, probes))
+    assert chosen == "mixed_bfloat16" and probes == [1.7] and "recorded in" not in why
+    assert any(record in r.getMessage() and precision.RECORD_ENV in r.getMessage() for r in caplog.records)
+
+
+def test_a_cpu_without_the_instructions_trains_float32_without_probe_or_record(tmp_path):
+    record = tmp_path / "precision.json"
+    chosen, why = precision.decide_auto(_cpu(tmp_path, flags="fpu sse avx2"), str(record), _no_probe)
+    assert chosen == "float32" and "no AVX512-BF16" in why and not record.exists()
+
+
+DECIDE_IN_A_PROCESS = """
+import sys, time
+from components.trainer import precision
+
+def probe():
+    print("probed", flush=True)
+    time.sleep(1.0)  # both processes are deciding at once
+    return float(sys.argv[3])
+
+print("decided", *precision.decide_auto(sys.argv[1], sys.argv[2], probe))
+"""
+
+
+def test_two_processes_starting_together_decide_alike(tmp_path):
+    """Each process would measure otherwise (1.7x, 0.6x); the lock makes one probe and the
+    other read its decision."""
+    cpu, record = _cpu(tmp_path), str(tmp_path / "precision.json")
+    project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", DECIDE_IN_A_PROCESS, cpu, record, speedup],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for speedup in ("1.7", "0.6")
+    ]
+    outputs = [process.communicate(timeout=120)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0]
+    assert sum(output.count("probed") for output in outputs) == 1
+    decided = [line for output in outputs for line in output.splitlines() if line.startswith("decided")]
+    assert len(decided) == 2 and decided[0] == decided[1]
+
+
+def test_the_trainer_cache_key_holds_the_decided_precision(tmp_path, monkeypatch):
+    def key(**settings):
+        return fingerprint.cache_key("trainer", TrainerConfig(**settings), (), {})
+
+    assert key(precision="float32") != key(precision="mixed_bfloat16")
+    assert key() == key(precision=precision.resolve("auto")[0])
+    # On machines that decided otherwise, "auto" is keyed as they decided.
+    for cpu_name, speedup, decided in (("Fast CPU", 1.7, "mixed_bfloat16"), ("Slow CPU", 0.6, "float32")):
+        monkeypatch.setattr(precision, "CPUINFO", _cpu(tmp_path, cpu_name))
+        monkeypatch.setenv(precision.RECORD_ENV, str(tmp_path / f"{cpu_name}.json"))
+        assert precision.decide_auto(probe=_measuring(speedup, []))[0] == decided
+        assert key() == key(precision=decided)
 
 
 def test_auto_resolves_inside_a_model_functions_graph_too():

@@ -254,6 +254,32 @@ def test_a_cluster_trains_in_bfloat16(tmp_path, data):
     assert props["best_eval_accuracy"] > 0.3  # chance is 0.1
 
 
+def test_a_cluster_warm_starts_from_an_averaged_base_as_one_process_does(tmp_path, data):
+    """Every task loads the weights the base served (its averages, under the shadow names) and
+    starts its own shadows there: with the weights frozen, the cluster scores what the base did."""
+    averaging = dict(weight_averaging_decay=0.9)
+    base_ctx = trainer_ctx(
+        tmp_path / "base",
+        data,
+        train_steps=60,
+        eval_every_steps=30,
+        workers=0,
+        parameter_servers=0,
+        **averaging,
+    )
+    base_props = (base_outcome := executor.run(base_ctx)).execution_properties
+    base = Artifact(base_ctx.outputs["model"], "Model", dict(base_outcome.output_properties["model"]), id=5)
+    frozen = dict(optimizer="sgd", learning_rate=1e-12)
+    ctx = trainer_ctx(
+        tmp_path / "warm", data, train_steps=5, eval_every_steps=5, warm_start=True, **averaging, **frozen
+    )
+    ctx.inputs["base_model"] = base
+    props = executor.run(ctx).execution_properties
+    assert props["cluster"] == {"chief": 1, "worker": 1, "ps": 1} and props["warm_started"] is True
+    assert props["precision"] == base_props["precision"]
+    assert props["best_eval_accuracy"] == pytest.approx(base_props["best_eval_accuracy"], abs=1e-6)
+
+
 def test_a_worker_that_dies_fails_the_step_naming_it_and_exports_nothing(tmp_path, data):
     # A budget it never reaches; progress lines every 100 steps show the worker training.
     ctx = trainer_ctx(tmp_path, data, train_steps=100000, eval_every_steps=500)

@@ -344,7 +344,7 @@ def train_on_cluster(
     cfg: TrainerParams,
     examples_uri: str,
     run_dir: str,
-    warm_start_checkpoint: str | None,
+    warm_start: tuple[str, dict[str, str]] | None,
     registry: str,
     log: logging.Logger,
     module_digest: str | None = None,
@@ -354,7 +354,8 @@ def train_on_cluster(
     the chief's `TrainingResult` (its throughput is the whole cluster's, measured on the chief
     from the global step; `train_seconds` is the chief's `train_and_evaluate`).
 
-    warm_start_checkpoint: a verified checkpoint prefix every task warm starts from, or None.
+    warm_start: (a verified checkpoint prefix, {variable: its name there}) that every task warm
+        starts from (`warm_start.verified_starts`), or None.
     registry: the file recording the live tasks (`registry_path`); leftovers found there are
         ended first.
     module_digest: the sha256 `cfg.module_file` must still have in every task (None: unchecked).
@@ -372,7 +373,8 @@ def train_on_cluster(
                 "params": cfg.to_dict(),
                 "examples_uri": examples_uri,
                 "model_dir": run_dir,
-                "warm_start_checkpoint": warm_start_checkpoint,
+                "warm_start_checkpoint": warm_start[0] if warm_start else None,
+                "warm_start_variables": warm_start[1] if warm_start else None,
                 "module_digest": module_digest,
                 "cluster_dir": cluster_dir,
             },

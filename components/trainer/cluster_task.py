@@ -5,8 +5,9 @@
 
 `TF_CONFIG` says which task this is; the spec file (written by `cluster.train_on_cluster`, or
 copied to every machine of a multi-machine cluster) holds what every task trains:
-`params` (the `TrainerParams` as `to_dict` writes it), `examples_uri`, `model_dir` (shared by all tasks),
-`warm_start_checkpoint` (or null), `module_digest` (the sha256 `params["module_file"]` must
+`params` (the `TrainerParams` as `to_dict` writes it), `examples_uri`, `model_dir` (shared by all
+tasks), `warm_start_checkpoint` (or null) and `warm_start_variables` ({variable: its name in that
+checkpoint}, `warm_start.verified_starts`), `module_digest` (the sha256 `params["module_file"]` must
 have, or null) and `cluster_dir` (where result files go).
 
 Every task builds its Estimator and specs through `executor.build_training`, the function
@@ -181,13 +182,14 @@ def run_task(spec: dict, task_type: str, log: logging.Logger) -> dict:
     import tensorflow as tf  # noqa: PLC0415
 
     from components.trainer import executor, user_module  # noqa: PLC0415 - imports TensorFlow
+    from components.trainer.warm_start import settings as warm_start_from  # noqa: PLC0415 - imports TensorFlow
 
     # Checked again as it is rebuilt: a spec edited by hand fails here with the key it breaks.
     cfg = TrainerParams.from_dict(spec["params"])
     # The code the run fingerprinted, or InputDataError; the Estimator then gets this very load.
     user_module.load_module(cfg.module_file, spec.get("module_digest"))
     warm_start = (
-        tf.estimator.WarmStartSettings(ckpt_to_initialize_from=spec["warm_start_checkpoint"])
+        warm_start_from(spec["warm_start_checkpoint"], spec["warm_start_variables"])
         if spec.get("warm_start_checkpoint")
         else None
     )

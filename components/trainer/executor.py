@@ -52,7 +52,8 @@ from components.trainer.hooks import NonFiniteLossHook, ProgressHook
 from components.trainer.params import TrainerParams
 from components.trainer.result import TrainingResult
 from components.trainer.user_module import load_checked, model_fn_for
-from components.trainer.warm_start import warm_start_settings
+from components.trainer.warm_start import settings as warm_start_from
+from components.trainer.warm_start import verified_starts
 from pipeline.core.errors import InputDataError, TrainingError
 from pipeline.core.step import StepContext, StepOutcome
 from pipeline.formats import examples as examples_format
@@ -273,7 +274,8 @@ def run(ctx: StepContext[TrainerParams]) -> StepOutcome:
     warm_start = None
     if cfg.warm_start and "base_model" in ctx.inputs:
         base = ctx.inputs["base_model"]
-        warm_start = warm_start_settings(base, dataclasses.asdict(cfg), module)
+        # (checkpoint, {variable: base name}): the same for one process and every cluster task.
+        warm_start = verified_starts(base, dataclasses.asdict(cfg), module)
         log.info("warm starting from model %s (id %s)", base.uri, base.id)
     elif cfg.warm_start:
         log.info("trainer.warm_start is set but there is no base model yet; training from scratch")
@@ -294,13 +296,15 @@ def run(ctx: StepContext[TrainerParams]) -> StepOutcome:
             cfg,
             examples.uri,
             run_dir,
-            warm_start.ckpt_to_initialize_from if warm_start else None,
+            warm_start,
             cluster.registry_path(ctx.pipeline_root, ctx.step_name),
             log,
             module.digest,
         )
     else:
-        result = _train_in_process(cfg, examples.uri, run_dir, warm_start, log)
+        result = _train_in_process(
+            cfg, examples.uri, run_dir, warm_start_from(*warm_start) if warm_start else None, log
+        )
 
     best = result.best
     if best is None or result.best_export_dir is None:

@@ -8,9 +8,11 @@ modules read their allowed values from here, so each rule has one home.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from components.trainer import precision
 from components.trainer.precision import CHOICES as PRECISIONS
 from pipeline.core.params import (
     ANY,
@@ -202,3 +204,11 @@ class TrainerParams(Params):
                 "parameter_servers",
                 "must be 0 when trainer.workers = 0 (one process has no parameter servers)",
             )
+
+    def cache_key_params(self) -> dict:
+        """These settings as the trainer's cache key holds them: precision "auto" as this machine
+        decided it, so a run in another precision is no cache hit (components/trainer/precision.py)."""
+        settings = dataclasses.asdict(self)
+        if self.precision == precision.AUTO:
+            settings["precision"] = precision.resolve(precision.AUTO)[0]
+        return settings

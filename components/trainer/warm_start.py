@@ -9,11 +9,13 @@ checkpoint with the same shape. A base model exported before models recorded the
 checked by variable shapes alone. A base model trained with weight averaging
 (`trainer.weight_averaging_decay`) stores each weight as its average, under the shadow name
 `<weight>/ExponentialMovingAverage`: that average, the weight it served with, is the one loaded.
+A run that averages starts each shadow from the same base value as its weight (`starting_values`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import tensorflow as tf
@@ -34,13 +36,17 @@ def base_checkpoint(base_model: Artifact) -> str:
     return os.path.join(verify_model(base_model, "base model"), "variables", "variables")
 
 
-def trainable_variable_shapes(params: Any, model_fn) -> dict[str, list]:
-    """Returns {variable name: shape} of the trainable variables `model_fn` builds for `params`."""
+def train_graph_variables(params: Any, model_fn) -> tuple[dict[str, list], frozenset[str]]:
+    """Returns ({trainable variable name: shape}, the names of all global variables) of the
+    TRAIN graph `model_fn` builds for `params`."""
     with tf.Graph().as_default():
         features = {IMAGE_KEY: tf.compat.v1.placeholder(tf.float32, [None, IMAGE_PIXELS])}
         labels = tf.compat.v1.placeholder(tf.int64, [None])
         model_fn(features, labels, tf.estimator.ModeKeys.TRAIN, params)
-        return {v.op.name: v.shape.as_list() for v in tf.compat.v1.trainable_variables()}
+        return (
+            {v.op.name: v.shape.as_list() for v in tf.compat.v1.trainable_variables()},
+            frozenset(v.op.name for v in tf.compat.v1.global_variables()),
+        )
 
 
 def check_same_module(base_model: Artifact, module) -> None:
@@ -58,9 +64,10 @@ def check_same_module(base_model: Artifact, module) -> None:
     )
 
 
-def check_compatible(checkpoint: str, params: Any, model_fn) -> dict[str, str]:
+def check_compatible(checkpoint: str, shapes: dict[str, list]) -> dict[str, str]:
     """Returns {variable name: its name in the base checkpoint} for every trainable variable of
-    the network (the shadow name where the base model served averaged weights).
+    the network, given as {name: shape} (the shadow name where the base model served averaged
+    weights).
 
     Raises ConfigError when the base checkpoint lacks a variable the network needs or has it
     with another shape (the architecture changed since the base model was trained)."""
@@ -69,7 +76,7 @@ def check_compatible(checkpoint: str, params: Any, model_fn) -> dict[str, str]:
     except (tf.errors.OpError, ValueError) as e:
         raise ModelIntegrityError(f"base model checkpoint {checkpoint}: unreadable ({e})") from e
     names = {}
-    for name, shape in sorted(trainable_variable_shapes(params, model_fn).items()):
+    for name, shape in sorted(shapes.items()):
         if name + SHADOW_SUFFIX in available:
             names[name] = name + SHADOW_SUFFIX
         elif name in available:
@@ -88,17 +95,48 @@ def check_compatible(checkpoint: str, params: Any, model_fn) -> dict[str, str]:
     return names
 
 
-def warm_start_settings(base_model: Artifact, params: Any, module) -> tf.estimator.WarmStartSettings:
+def starting_values(names: dict[str, str], variables: frozenset[str]) -> dict[str, str]:
+    """{variable name: base checkpoint name} for every variable a warm start sets: each weight of
+    `names` (`check_compatible`), and the shadow that a run with weight averaging keeps of it
+    (among `variables`, the graph's global variable names), from the same base value.
+
+    Why the shadows: a shadow's own initializer copies its weight when that is already
+    initialized and the weight's random initial value otherwise, and the initializers of one
+    graph run in no fixed order. Left to it, a warm-started shadow began at the random
+    initialization in about one start of four, and the averaged weights that evaluation and the
+    export use drifted from the base's."""
+    starts = dict(names)
+    for name, base_name in names.items():
+        if name + SHADOW_SUFFIX in variables:
+            starts[name + SHADOW_SUFFIX] = base_name
+    return starts
+
+
+def settings(checkpoint: str, starts: dict[str, str]) -> tf.estimator.WarmStartSettings:
+    """WarmStartSettings that set exactly the variables of `starts` ({variable name: base
+    checkpoint name}, `starting_values`) from `checkpoint`; optimizer slots and the global step
+    start fresh."""
+    return tf.estimator.WarmStartSettings(
+        ckpt_to_initialize_from=checkpoint,
+        # Each name as a pattern that matches that variable (or its partitions) and no other.
+        vars_to_warm_start=[re.escape(name) + r"(/part_\d+)?:0$" for name in sorted(starts)],
+        var_name_to_prev_var_name={name: base for name, base in starts.items() if base != name} or None,
+    )
+
+
+def verified_starts(base_model: Artifact, params: Any, module) -> tuple[str, dict[str, str]]:
     """Verifies `base_model` (digest, module, then variable shapes of the network `module`, a
-    `user_module.LoadedModule`, builds) and returns settings that load all its trainable
-    weights; optimizer slots and the global step start fresh.
+    `user_module.LoadedModule`, builds) and returns (its checkpoint prefix, `starting_values`):
+    all its trainable weights, and the shadows of them a run with weight averaging keeps.
 
     Raises ModelIntegrityError (digest) or ConfigError (another module, incompatible architecture).
     """
     checkpoint = base_checkpoint(base_model)
     check_same_module(base_model, module)
-    names = check_compatible(checkpoint, params, module.model_fn)
-    renamed = {name: base_name for name, base_name in names.items() if base_name != name}
-    return tf.estimator.WarmStartSettings(
-        ckpt_to_initialize_from=checkpoint, var_name_to_prev_var_name=renamed or None
-    )
+    shapes, variables = train_graph_variables(params, module.model_fn)
+    return checkpoint, starting_values(check_compatible(checkpoint, shapes), variables)
+
+
+def warm_start_settings(base_model: Artifact, params: Any, module) -> tf.estimator.WarmStartSettings:
+    """`settings` for what `verified_starts` returns; raises as it does."""
+    return settings(*verified_starts(base_model, params, module))

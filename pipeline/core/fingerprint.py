@@ -153,7 +153,12 @@ def code_fingerprint(module_names: tuple) -> str:
 
 
 def params_json(params: Any) -> Any:
-    """Parameters as JSON-ready data (dataclasses and mappings become dicts)."""
+    """Parameters as JSON-ready data (dataclasses and mappings become dicts). Parameters with a
+    `cache_key_params()` method are keyed by what it returns: a setting that each machine
+    decides (the trainer's precision "auto") enters the key as decided there."""
+    key_params = getattr(params, "cache_key_params", None)
+    if callable(key_params):
+        params = key_params()
     if dataclasses.is_dataclass(params) and not isinstance(params, type):
         params = dataclasses.asdict(params)
     return json.loads(json.dumps(params, sort_keys=True, default=str))
