@@ -11,15 +11,18 @@
     run_local.py compare --config A --config B ...  train several model modules, compare them paired
 
 Exit status: 0 completed, 1 failure, 2 bad usage or configuration, 3 stopped by the data
-validation gate, 4 another run holds the pipeline root.
+validation gate, 4 another run holds the pipeline root, 128 + N stopped by signal N (143
+SIGTERM, 130 SIGINT; `pipeline.core.interrupts`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -27,7 +30,15 @@ from collections.abc import Sequence
 from components.example_gen import download
 from pipeline.config import load_config, validate_config
 from pipeline.core.artifacts import check_local_path
-from pipeline.core.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, PipelineError
+from pipeline.core.errors import (
+    EXIT_FAILURE,
+    EXIT_SIGNAL_BASE,
+    EXIT_USAGE,
+    ConfigError,
+    Interrupted,
+    PipelineError,
+)
+from pipeline.core.interrupts import stop_on_signals
 from pipeline.core.runner import run_pipeline
 from pipeline.factory import STEP_NAMES, create_pipeline
 from pipeline.logs import configure_logging
@@ -71,7 +82,8 @@ def build_run_parser() -> argparse.ArgumentParser:
         "Trainer, Evaluator, Pusher) with Apache Beam's DirectRunner by default. "
         f"Other commands: {', '.join(COMMANDS[1:])} (run_local.py COMMAND --help).",
         epilog="Exit status: 0 completed, 1 failure, 2 bad usage or configuration, "
-        "3 stopped by the data validation gate, 4 another run holds the pipeline root.",
+        "3 stopped by the data validation gate, 4 another run holds the pipeline root, "
+        "143 stopped by SIGTERM, 130 by SIGINT (the step it interrupted committed nothing).",
     )
     _add_common(parser)
     parser.add_argument(
@@ -395,14 +407,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "metadata": cmd_metadata,
         "compare": cmd_compare,
     }[command]
+    # A run (or a comparison's runs) stops cleanly on SIGTERM / SIGINT; the other commands keep
+    # Python's defaults.
+    stoppable = contextlib.nullcontext() if command not in ("run", "compare") else stop_on_signals()
     try:
-        return handler(argv)
+        with stoppable:
+            return handler(argv)
+    except Interrupted as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_SIGNAL_BASE + signal.SIGINT
     except Exception as e:  # noqa: BLE001 - one clear line first, then the detail
         print(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
         traceback.print_exc()

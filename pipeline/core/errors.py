@@ -4,6 +4,10 @@ Every error carries a one-line message that names what went wrong and where (a f
 setting, a record). `run_local.py` prints that line before any traceback.
 """
 
+from __future__ import annotations
+
+import signal
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -64,3 +68,45 @@ class StoreSettingsError(ConfigError):
 class StoreUnavailableError(PipelineError):
     """A shared metadata store went away mid-run (its connection, or the run lock held on it,
     was lost): the run stops, and the next run recovers as after a crash."""
+
+
+# A run stopped by a signal ends with 128 + the signal's number, as a shell reports it.
+EXIT_SIGNAL_BASE = 128
+
+
+class Interrupted(BaseException):
+    """A stop request (SIGTERM, SIGINT) raised in the main thread by
+    `pipeline.core.interrupts.stop_on_signals`; the run ends with 128 + the signal's number.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` in a step swallows
+    it. The runner `locate`s it once, where it first passes: what was interrupted and what that
+    left committed.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.where = "before the run started"
+        self.consequence = "nothing changed"
+        self.located = False
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_SIGNAL_BASE + self.signum
+
+    @property
+    def signal_name(self) -> str:
+        try:
+            return signal.Signals(self.signum).name
+        except ValueError:
+            return f"signal {self.signum}"
+
+    def locate(self, where: str, consequence: str) -> Interrupted:
+        """Records what was interrupted ("during trainer (run ID)") and what that left
+        ("trainer committed nothing, ..."), unless an inner frame did already; returns self."""
+        if not self.located:
+            self.where, self.consequence, self.located = where, consequence, True
+        return self
+
+    def __str__(self) -> str:
+        return f"stopped by {self.signal_name} {self.where}; {self.consequence}"

@@ -8,7 +8,9 @@
    execution COMPLETE, in one metadata transaction (commit-on-completion); or, on a cache hit,
    `publish_cached` records a CACHED execution linking the reused outputs.
 
-A failure anywhere in 2-3 removes the staging directories and records the execution FAILED.
+A failure anywhere in 2-3 removes the staging directories and records the execution FAILED; so
+does a stop request (`pipeline.core.interrupts`), which then goes on up as `Interrupted`. Such a
+request waits while an execution is recorded, committed or failed (`interrupts.held`).
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core import artifacts as layout
-from pipeline.core import resources
+from pipeline.core import interrupts, resources
 from pipeline.core.digest import directory_digest
-from pipeline.core.errors import EXIT_FAILURE, PipelineError, StoreUnavailableError
+from pipeline.core.errors import EXIT_FAILURE, Interrupted, PipelineError, StoreUnavailableError
 from pipeline.core.fingerprint import cache_key
 from pipeline.core.lock import RunLock
 from pipeline.core.metadata import CACHED, COMPLETE, MetadataStore, to_step_artifact
@@ -190,8 +192,9 @@ class StepLauncher:
         """Prepares the step, then reuses its cache hit or runs and publishes it.
 
         A failure of the executor or of the commit is a FAILED result (exit 1, or the
-        PipelineError's status); PipelineError from `prepare` propagates. KeyboardInterrupt and
-        SystemExit are recorded, then re-raised.
+        PipelineError's status); PipelineError from `prepare` propagates. KeyboardInterrupt,
+        SystemExit and Interrupted are recorded, then re-raised (Interrupted located here: this
+        step committed nothing).
         """
         prepared = self.prepare(spec, position, produced)
         if prepared.cache_hit is not None:
@@ -199,11 +202,17 @@ class StepLauncher:
         log.info("%s: running", position)
         started = self.start(prepared)
         try:
+            interrupts.checkpoint()  # a stop request that came while the execution was recorded
             ran = self.run(prepared, started)
             # Another run may hold the pipeline by now: commit nothing without the lock.
             self.scope.lock.check()
             return self.publish(prepared, ran)
         except BaseException as error:
+            if isinstance(error, Interrupted):
+                error.locate(
+                    f"during {spec.name} (run {self.scope.run_id})",
+                    f"{spec.name} committed nothing, the next run resumes",
+                )
             return self.fail(prepared, started, error)
 
     # ---- run ------------------------------------------------------------------------------
@@ -212,13 +221,15 @@ class StepLauncher:
         spec = prepared.spec
         resources.reset_peak_rss()
         input_ids = {key: a.id for key, a in prepared.inputs.items() if a.id}
-        execution_id = self.store.start_execution(
-            spec.name, self.scope.run_id, prepared.cache_key, self.scope.contexts, input_ids
-        )
-        staging = {
-            out: layout.staging_dir(self.scope.root, spec.name, out, execution_id) for out in spec.outputs
-        }
-        return Started(execution_id, staging, time.monotonic())
+        # Not interrupted between the record and `Started`, which `fail` needs to clean up.
+        with interrupts.held():
+            execution_id = self.store.start_execution(
+                spec.name, self.scope.run_id, prepared.cache_key, self.scope.contexts, input_ids
+            )
+            staging = {
+                out: layout.staging_dir(self.scope.root, spec.name, out, execution_id) for out in spec.outputs
+            }
+            return Started(execution_id, staging, time.monotonic())
 
     def run(self, prepared: Prepared, started: Started) -> Ran:
         """Calls the executor; raises what it raises, TypeError when it returns no StepOutcome."""
@@ -245,18 +256,24 @@ class StepLauncher:
         execution_id = ran.started.execution_id
         records = {}
         for out, path in ran.started.staging.items():
-            final = layout.final_dir(self.scope.root, spec.name, out, execution_id)
             properties = dict(outcome.output_properties.get(out, {}))
             properties[layout.CONTENT_DIGEST] = directory_digest(path)
-            layout.commit(path, final)
-            records[out] = (spec.outputs[out], final, properties)
+            records[out] = (
+                spec.outputs[out],
+                layout.final_dir(self.scope.root, spec.name, out, execution_id),
+                properties,
+            )
         stored_outcome = {
             "cache_key": prepared.cache_key,
             "properties": outcome.execution_properties,
             "stop_run": outcome.stop_run,
             "stop_exit_code": outcome.stop_exit_code,
         }
-        ids = self.store.complete_execution(execution_id, records, stored_outcome, self.scope.contexts)
+        # The renames and their record go together: a stop request waits until both are done.
+        with interrupts.held():
+            for out, path in ran.started.staging.items():
+                layout.commit(path, records[out][1])
+            ids = self.store.complete_execution(execution_id, records, stored_outcome, self.scope.contexts)
         outputs = {
             out: Artifact(uri=final, type_name=type_name, properties=properties, id=ids[out])
             for out, (type_name, final, properties) in records.items()
@@ -305,14 +322,16 @@ class StepLauncher:
 
     def fail(self, prepared: Prepared, started: Started, error: BaseException) -> StepResult:
         """Removes the staging directories and records the execution FAILED; returns the
-        failed result, or re-raises KeyboardInterrupt / SystemExit once recorded."""
-        for path in started.staging.values():
-            shutil.rmtree(path, ignore_errors=True)
+        failed result, or re-raises KeyboardInterrupt / SystemExit / Interrupted once recorded.
+        A stop request waits until this is done."""
         message = one_line(error)
-        # Without the store (or its lock) the execution stays RUNNING, as after a crash: the
-        # next run marks it abandoned and removes what it committed but never recorded.
-        if not isinstance(error, StoreUnavailableError):
-            self.store.fail_execution(started.execution_id, message)
+        with interrupts.held():
+            for path in started.staging.values():
+                shutil.rmtree(path, ignore_errors=True)
+            # Without the store (or its lock) the execution stays RUNNING, as after a crash: the
+            # next run marks it abandoned and removes what it committed but never recorded.
+            if not isinstance(error, StoreUnavailableError):
+                self.store.fail_execution(started.execution_id, message)
         if not isinstance(error, Exception):
             raise error
         seconds = time.monotonic() - started.started

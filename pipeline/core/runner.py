@@ -7,22 +7,30 @@ call of a run recorded under `--run-id`, that run's own (`pipeline.core.run_reco
 first failure or gate stop ends the run: every later step is "skipped". Then the summary is
 written to runs/<run_id>/summary.json and the application's hooks are called (store_written,
 then after_run).
+
+A stop request (`pipeline.core.interrupts`: SIGTERM, SIGINT) raises `Interrupted` wherever the
+run is; the step it interrupts is failed by the launcher, and before the lock is released the
+run does what the next run would do after a crash (abandoned executions marked failed,
+staging and uncommitted folders removed), so nothing is left behind. No summary is written
+for an interrupted call: the next run, or the retried call of a recorded run, resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.core import artifacts as layout
+from pipeline.core import interrupts
 from pipeline.core.atomic_files import write_json_atomic
-from pipeline.core.errors import EXIT_OK, ConfigError, PipelineError
+from pipeline.core.errors import EXIT_OK, ConfigError, Interrupted, PipelineError
 from pipeline.core.launcher import RunScope, StepLauncher, one_line
 from pipeline.core.lock import RunLock, run_lock
 from pipeline.core.metadata import MetadataStore, open_store
@@ -129,7 +137,9 @@ def walk(
     upstream = {spec.name for spec in pipeline.upstream}
     downstream = {spec.name for spec in pipeline.downstream}
     total = len(pipeline.all_steps)
+    last: tuple[str, StepResult] | None = None  # the latest step reused or launched
     for index, spec in enumerate(pipeline.all_steps):
+        _checkpoint(launcher.scope.run_id, last)
         if stop is not None:
             reports[spec.name] = StepReport(StepState.SKIPPED, reason=AFTER_STOP)
             continue
@@ -143,13 +153,37 @@ def walk(
                 result = reuse(spec, position, produced)
             else:
                 result = launcher.launch(spec, position, produced)
+        except Interrupted as request:  # while its inputs were resolved or its cache looked up
+            request.locate(
+                f"during {spec.name} (run {launcher.scope.run_id})",
+                f"{spec.name} committed nothing, the next run resumes",
+            )
+            raise
         except PipelineError as e:  # input resolution, --from, a lost store lock
             result = _failed_before_launch(spec, e)
+        last = (spec.name, result)
         reports[spec.name] = result.report
         produced.update({f"{spec.name}.{key}": a for key, a in result.outputs.items()})
         if result.stop is not None:
             stop, stopped_at = result.stop, spec.name
+    _checkpoint(launcher.scope.run_id, last)
     return Walked(reports, stop, stopped_at)
+
+
+def _checkpoint(run_id: str, last: tuple[str, StepResult] | None) -> None:
+    """Raises, located, a stop request that waited while a step committed or failed."""
+    try:
+        interrupts.checkpoint()
+    except Interrupted as stop:
+        if last is None:
+            raise stop.locate(f"before the steps of run {run_id}", "nothing committed") from None
+        previous, result = last
+        committed = result.completed
+        raise stop.locate(
+            f"after {previous} (run {run_id})",
+            f"{previous} {'is committed' if committed else 'failed and committed nothing'}, "
+            "the next run resumes",
+        ) from None
 
 
 # ---- the summary ----------------------------------------------------------------------------
@@ -200,14 +234,22 @@ def _call_hook(failed: str, hook: Callable[..., Any] | None, *args: Any) -> Any:
 
 
 # ---- a run ----------------------------------------------------------------------------------
-def _open_and_clean(pipeline: Pipeline) -> MetadataStore:
-    """Opens the store (a damaged or unreachable one stops the run before anything changes)
-    and cleans up after an interrupted run: abandoned executions, staging, unrecorded folders."""
-    store = open_store(pipeline.root, pipeline.store)
+def _clean_up(pipeline: Pipeline, store: MetadataStore) -> tuple[list, list]:
+    """What an interrupted run left, under the lock: its RUNNING executions marked failed, its
+    staging folders and the final-named folders of those executions removed. Returns (the
+    executions, the folders)."""
     abandoned = store.abandon_running_executions()
     removed = layout.remove_stale_staging(pipeline.root) + layout.remove_uncommitted(
         pipeline.root, {spec.name: tuple(spec.outputs) for spec in pipeline.all_steps}, abandoned
     )
+    return abandoned, removed
+
+
+def _open_and_clean(pipeline: Pipeline) -> MetadataStore:
+    """Opens the store (a damaged or unreachable one stops the run before anything changes)
+    and cleans up after an interrupted run: abandoned executions, staging, unrecorded folders."""
+    store = open_store(pipeline.root, pipeline.store)
+    abandoned, removed = _clean_up(pipeline, store)
     if abandoned or removed:
         log.warning(
             "cleaned up after an interrupted run: %d execution(s) marked failed, "
@@ -216,6 +258,28 @@ def _open_and_clean(pipeline: Pipeline) -> MetadataStore:
             len(removed),
         )
     return store
+
+
+def _stopped(pipeline: Pipeline, store: MetadataStore | None, stop: Interrupted) -> None:
+    """After a stop request, still under the lock: ends every child process, then does the
+    crash cleanup the next run would do (idempotent; the launcher did most of it already), so
+    the next run finds nothing to clean. A cleanup that fails is one warning: the next run
+    does it then."""
+    log.error("run %s", stop)
+    interrupts.end_descendants()
+    if store is None:
+        return
+    try:
+        abandoned, removed = _clean_up(pipeline, store)
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        log.warning("cleanup after the stop request not finished (%s); the next run does it", one_line(e))
+        return
+    if abandoned or removed:
+        log.warning(
+            "after the stop request: %d execution(s) marked failed, %d folder(s) removed",
+            len(abandoned),
+            len(removed),
+        )
 
 
 def _run_config(pipeline: Pipeline) -> dict:
@@ -254,7 +318,9 @@ def run_pipeline(
     SQLite store fails its integrity check: then nothing in the root is touched but the lock. A
     MySQL store lost mid-run fails the step it was in (exit 1; the next run recovers as after a
     crash). After the summary is written the hooks `store_written` (the store's backup) and
-    `after_run` (the report) are called.
+    `after_run` (the report) are called. A stop request (`pipeline.core.interrupts`) raises
+    Interrupted, saying what it interrupted, once the run has cleaned up and before the lock is
+    released.
     """
     pipeline = partial(pipeline, from_step, to_step)
     recorded = run_id is not None
@@ -264,36 +330,73 @@ def run_pipeline(
     os.makedirs(pipeline.root, exist_ok=True)
     started = datetime.now(UTC)
     with run_lock(pipeline.root, pipeline.lock_timeout_s, pipeline.store) as lock:
-        # Another call of the same run may have gone on while this one waited for the lock.
-        record = _checked_record(pipeline, run_id) if recorded else None
-        store = _open_and_clean(pipeline)
-        run_dir = layout.run_dir(pipeline.root, run_id)
-        write_json_atomic(os.path.join(run_dir, layout.CONFIG_FILE), _run_config(pipeline))
-        log.info("run %s: pipeline root %s", run_id, pipeline.root)
-        scope = RunScope(
-            run_id,
-            pipeline.root,
-            store.run_contexts(run_id, {"pipeline_root": pipeline.root}),
-            tuple(pipeline.beam_args),
-            lock,
-        )
-        launcher = StepLauncher(store, scope)
-        if record is not None:
-            walked = walk(
-                pipeline, launcher, reuse_from_record(launcher, record), lock, "not run yet in this run"
-            )
-        else:
-            walked = walk(
-                pipeline, launcher, reuse_latest(launcher, pipeline.steps[0].name), lock, "after --to"
-            )
-        summary = build_summary(pipeline, run_id, started, walked, record)
-        summary_path = os.path.join(run_dir, layout.SUMMARY_FILE)
-        write_json_atomic(summary_path, summary)
-        _call_hook("store_written hook failed", pipeline.store_written, store)
-        extra = _call_hook("run report not written", pipeline.after_run, summary, run_dir)
-        if extra:
-            summary["report"] = extra
-            write_json_atomic(summary_path, summary)
-        if summary_json:
-            write_json_atomic(summary_json, summary)
+        store = None
+        try:
+            # Another call of the same run may have gone on while this one waited for the lock.
+            record = _checked_record(pipeline, run_id) if recorded else None
+            store = _open_and_clean(pipeline)
+            walked = _walk(pipeline, store, lock, run_id, record)
+            summary = build_summary(pipeline, run_id, started, walked, record)
+            summary_path = os.path.join(layout.run_dir(pipeline.root, run_id), layout.SUMMARY_FILE)
+            with _phase(
+                run_id, "while writing the run summary", "its steps are committed, the next run reuses them"
+            ):
+                write_json_atomic(summary_path, summary)
+            with _phase(
+                run_id,
+                "during the metadata store's backup",
+                "the run is committed and recorded; the backup was not updated",
+            ):
+                _call_hook("store_written hook failed", pipeline.store_written, store)
+            with _phase(
+                run_id,
+                "during the run report",
+                "the run is committed and recorded; its report was not written",
+            ):
+                extra = _call_hook(
+                    "run report not written",
+                    pipeline.after_run,
+                    summary,
+                    layout.run_dir(pipeline.root, run_id),
+                )
+                if extra:
+                    summary["report"] = extra
+                    write_json_atomic(summary_path, summary)
+                if summary_json:
+                    write_json_atomic(summary_json, summary)
+        except Interrupted as stop:
+            stop.locate(f"before the steps of run {run_id}", "nothing committed")
+            with interrupts.held():
+                _stopped(pipeline, store, stop)
+            raise
     return RunResult(walked.exit_code, summary, summary_path)
+
+
+def _walk(
+    pipeline: Pipeline, store: MetadataStore, lock: RunLock, run_id: str, record: RunRecord | None
+) -> Walked:
+    """Writes the run's config.json and walks its steps (see `walk`)."""
+    run_dir = layout.run_dir(pipeline.root, run_id)
+    write_json_atomic(os.path.join(run_dir, layout.CONFIG_FILE), _run_config(pipeline))
+    log.info("run %s: pipeline root %s", run_id, pipeline.root)
+    scope = RunScope(
+        run_id,
+        pipeline.root,
+        store.run_contexts(run_id, {"pipeline_root": pipeline.root}),
+        tuple(pipeline.beam_args),
+        lock,
+    )
+    launcher = StepLauncher(store, scope)
+    if record is not None:
+        return walk(pipeline, launcher, reuse_from_record(launcher, record), lock, "not run yet in this run")
+    return walk(pipeline, launcher, reuse_latest(launcher, pipeline.steps[0].name), lock, "after --to")
+
+
+@contextlib.contextmanager
+def _phase(run_id: str, where: str, consequence: str) -> Iterator[None]:
+    """Locates a stop request that comes in the `with` block (a phase after the steps)."""
+    try:
+        yield
+    except Interrupted as stop:
+        stop.locate(f"{where} (run {run_id})", consequence)
+        raise

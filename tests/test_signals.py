@@ -1,0 +1,242 @@
+"""Stop requests, black box: real `run_local.py` processes sent SIGTERM or SIGINT mid-step, as
+systemd, Airflow and Kubernetes stop work. The run exits with 128 + the signal within the
+bound, says in one line what it interrupted, and leaves nothing behind: no staging folder, no
+held lock, no child process, the interrupted execution FAILED in ML Metadata. The next run
+resumes and ends as an uninterrupted run does.
+"""
+
+import fcntl
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mnist_slices import write_mnist_slice
+from run_configs import small_lenient
+
+from pipeline.core.interrupts import HARD_STOP_S
+from pipeline.core.lock import pipeline_lock_path
+from pipeline.core.metadata import FAILED, RUNNING, open_store
+
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MULTI_PROCESSING = ["--beam-arg=--direct_running_mode=multi_processing", "--beam-arg=--direct_num_workers=2"]
+STEPS = (
+    "example_gen",
+    "statistics_gen",
+    "schema_gen",
+    "example_validator",
+    "trainer",
+    "evaluator",
+    "pusher",
+)
+
+
+@pytest.fixture(scope="module")
+def data_and_config(tmp_path_factory):
+    base = tmp_path_factory.mktemp("signals")
+    data = write_mnist_slice(str(base / "data"), 1000, 200)
+    config = base / "config.toml"
+    config.write_text(small_lenient(train_steps=120))
+    return data, str(config)
+
+
+def start(data, config, root, *extra) -> subprocess.Popen:
+    """`run_local.py` on `root`, in a session (and process group) of its own."""
+    env = dict(os.environ, PYTHONPATH=PROJECT, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(PROJECT, "run_local.py"),
+            "--config",
+            config,
+            "--data-root",
+            data,
+            "--pipeline-root",
+            str(root),
+            "--summary-json",
+            str(root) + ".summary.json",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _stat(pid) -> list | None:
+    """Fields 3.. of /proc/<pid>/stat (state, ppid, pgrp, ...), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def process_tree(pid: int) -> dict:
+    """PID -> start time of every living descendant of `pid`."""
+    parents = {}
+    for name in os.listdir("/proc"):
+        fields = _stat(name) if name.isdigit() else None
+        if fields and fields[0] != "Z":
+            parents[int(name)] = (int(fields[1]), fields[19])
+    tree, frontier = {}, {pid}
+    while frontier:
+        frontier = {child for child, (parent, _) in parents.items() if parent in frontier}
+        tree.update({child: parents[child][1] for child in frontier})
+    return tree
+
+
+def survivors(tree: dict, group: int) -> list:
+    """The processes of `tree` still alive (same PID and start time), and every living member
+    of process group `group`."""
+    alive = [pid for pid, started in tree.items() if (_stat(pid) or [None] * 20)[19] == started]
+    for name in os.listdir("/proc"):
+        fields = _stat(name) if name.isdigit() else None
+        if fields and fields[0] != "Z" and int(fields[2]) == group:
+            alive.append(int(name))
+    return alive
+
+
+def wait_until(process, condition, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None or time.monotonic() > deadline:
+            out = process.communicate()[0] if process.poll() is not None else ""
+            process.kill()
+            pytest.fail(f"the run never reached the point to stop it at:\n{out[-3000:]}")
+        time.sleep(0.02)
+
+
+def staging_exists(root, step: str):
+    return lambda: bool(glob.glob(os.path.join(str(root), step, "*", ".staging-*", "*")))
+
+
+def stop(process, signum: int) -> tuple:
+    """Sends `signum` to the run (its PID only: the children are the run's to end) and waits;
+    returns (its descendants just before, the exit status, seconds to exit, its output)."""
+    tree = process_tree(process.pid)
+    sent = time.monotonic()
+    process.send_signal(signum)
+    out, _ = process.communicate(timeout=120)
+    return tree, process.returncode, time.monotonic() - sent, out
+
+
+def assert_stopped_cleanly(root, process, tree, code, seconds, out, signum, step) -> None:
+    name = signal.Signals(signum).name
+    assert code == 128 + signum, out[-3000:]
+    assert seconds < HARD_STOP_S, f"took {seconds:.1f}s"
+    assert "did not finish" not in out, out[-3000:]  # the cleanup ended, not the watchdog
+    errors = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, out[-3000:]
+    match = re.fullmatch(
+        rf"error: stopped by {name} during {step} \(run (\S+)\); "
+        rf"{step} committed nothing, the next run resumes",
+        errors[0],
+    )
+    assert match, errors[0]
+    assert glob.glob(os.path.join(str(root), "**", ".staging-*"), recursive=True) == []
+    with open(pipeline_lock_path(str(root))) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises when still held
+    assert survivors(tree, process.pid) == []
+    store = open_store(str(root))
+    latest = store.executions_of(step)[0]
+    assert latest.last_known_state == FAILED
+    assert store.run_of(latest.id) == match.group(1)
+    assert f"stopped by {name} during {step}" in latest.custom_properties["error"].string_value
+    for other in STEPS:
+        assert all(e.last_known_state != RUNNING for e in store.executions_of(other))
+
+
+def resume(data, config, root, *extra) -> dict:
+    """Runs again to the end; returns {"states", "versions", "live"}: every step's state, the
+    serving versions and the number of live artifacts per type (each verified)."""
+    process = start(data, config, root, *extra)
+    out, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, out[-3000:]
+    summary = json.load(open(str(root) + ".summary.json"))
+    store = open_store(str(root))
+    live = {}
+    for type_name in ("Examples", "ExampleStatistics", "Model", "ModelBlessing"):
+        live[type_name] = len(store.artifacts_of_type(type_name))
+    serving = os.path.join(str(root), "serving")
+    return {
+        "states": {step: entry["state"] for step, entry in summary["steps"].items()},
+        "versions": sorted(os.listdir(serving)) if os.path.isdir(serving) else [],
+        "pushed": summary.get("push", {}).get("version"),
+        "live": live,
+    }
+
+
+def stop_twice(process, wait_for_line: str) -> tuple:
+    """Sends SIGTERM, and a second SIGTERM once the run logs `wait_for_line` (as its cleanup
+    begins), with the run frozen (SIGSTOP) meanwhile so that the second one surely arrives
+    before it ends; then waits. Returns what `stop` returns."""
+    tree = process_tree(process.pid)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if wait_for_line in line:
+            break
+    process.send_signal(signal.SIGSTOP)
+    while (_stat(process.pid) or ["gone"])[0] not in ("T", "t", "Z", "gone"):
+        time.sleep(0.005)
+    assert (_stat(process.pid) or ["gone"])[0] in ("T", "t"), "the run ended before the second signal"
+    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGCONT)
+    out = "".join(seen) + process.communicate(timeout=120)[0]
+    return tree, process.returncode, time.monotonic() - sent, out
+
+
+def test_sigterm_during_training_stops_cleanly_a_second_one_is_ignored_and_the_next_run_ends_as_usual(
+    tmp_path, data_and_config
+):
+    data, config = data_and_config
+    root = tmp_path / "root"
+    run = start(data, config, root)
+    wait_until(run, staging_exists(root, "trainer"))
+    tree, code, seconds, out = stop_twice(run, "run stopped by SIGTERM during trainer")
+    assert "SIGTERM ignored: already stopping" in out
+    assert_stopped_cleanly(root, run, tree, code, seconds, out, signal.SIGTERM, "trainer")
+    assert not os.path.exists(os.path.join(str(root), "serving"))
+
+    end = resume(data, config, root)
+    # As an uninterrupted run: one of each artifact, version 1 published; the steps the stop
+    # did not reach are reused.
+    assert end["states"] == {
+        "example_gen": "cached",
+        "statistics_gen": "cached",
+        "schema_gen": "cached",
+        "example_validator": "cached",
+        "trainer": "ran",
+        "evaluator": "ran",
+        "pusher": "ran",
+    }
+    assert end["pushed"] == 1
+    assert [v for v in end["versions"] if v.isdigit()] == ["1"]
+    assert end["live"] == {"Examples": 1, "ExampleStatistics": 1, "Model": 1, "ModelBlessing": 1}
+
+
+def test_sigint_during_a_multi_processing_data_step_ends_its_beam_workers(tmp_path, data_and_config):
+    data, config = data_and_config
+    root = tmp_path / "root"
+    run = start(data, config, root, "--to", "statistics_gen", *MULTI_PROCESSING)
+    # Beam's worker processes (a shell and its Python, per worker) are up.
+    wait_until(run, lambda: staging_exists(root, "statistics_gen")() and len(process_tree(run.pid)) >= 2)
+    tree, code, seconds, out = stop(run, signal.SIGINT)
+    assert len(tree) >= 2
+    assert_stopped_cleanly(root, run, tree, code, seconds, out, signal.SIGINT, "statistics_gen")
+    assert "Traceback" not in out  # Beam's threads finding their workers gone stay quiet
+
+    end = resume(data, config, root, "--to", "statistics_gen", *MULTI_PROCESSING)
+    assert end["states"]["example_gen"] == "cached"
+    assert end["states"]["statistics_gen"] == "ran"
+    assert end["live"]["Examples"] == 1 and end["live"]["ExampleStatistics"] == 1
