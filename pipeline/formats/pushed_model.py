@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 
+from pipeline.core import interrupts
 from pipeline.core.atomic_files import fsync_path
 from pipeline.core.digest import directory_digest
 from pipeline.core.errors import ConfigError, LockTimeoutError, PushError
@@ -377,8 +378,11 @@ def stage_and_commit(
             step = "write the version record"
             record_path = write_version_record(serving_dir, version, record)
         step = f"rename staging folder to {final}"
-        os.rename(staging, final)
-        staging = record_path = None
+        # A stop request between the rename and forgetting the paths would remove the record
+        # of a published version: it waits (`interrupts.held`).
+        with interrupts.held():
+            os.rename(staging, final)
+            staging = record_path = None
     except PushError:
         raise
     except Exception as e:  # any failure must leave nothing half-published
