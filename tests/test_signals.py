@@ -240,3 +240,76 @@ def test_sigint_during_a_multi_processing_data_step_ends_its_beam_workers(tmp_pa
     end = resume(data, config, root, "--to", "example_gen")
     assert end["states"]["example_gen"] == "ran"
     assert end["live"]["Examples"] == 1
+
+
+# ---- at exact points, on a fake pipeline that signals itself (tests/stop_at.py) --------------
+def stop_at(point: str, root) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=PROJECT)
+    return subprocess.run(
+        [sys.executable, os.path.join(PROJECT, "tests", "stop_at.py"), point, str(root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def error_line(done: subprocess.CompletedProcess) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, done.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "point, line, states_after",
+    [
+        # In a step: it commits nothing; no summary; the next run runs it.
+        (
+            "step",
+            r"stopped by SIGTERM during statistics_gen \(run \S+\); statistics_gen committed nothing, "
+            r"the next run resumes",
+            {"example_gen": "cached", "statistics_gen": "ran", "example_validator": "ran"},
+        ),
+        # While held (a commit): the step finishes and commits, the run stops before the next.
+        (
+            "held",
+            r"stopped by SIGTERM after statistics_gen \(run \S+\); statistics_gen is committed, "
+            r"the next run resumes",
+            {"example_gen": "cached", "statistics_gen": "cached", "example_validator": "ran"},
+        ),
+        # In the metadata backup, after the summary: the run itself is complete.
+        (
+            "backup",
+            r"stopped by SIGTERM during the metadata store's backup \(run \S+\); the run is committed "
+            r"and recorded; the backup was not updated",
+            {"example_gen": "cached", "statistics_gen": "cached", "example_validator": "cached"},
+        ),
+    ],
+)
+def test_a_stop_at_each_point_says_what_it_left_and_the_next_run_completes(
+    tmp_path, point, line, states_after
+):
+    root = tmp_path / "root"
+    done = stop_at(point, root)
+    assert done.returncode == 143, done.stderr[-3000:]
+    assert re.fullmatch("error: " + line, error_line(done))
+    stopped_run = re.search(r"\(run (\S+)\)", error_line(done)).group(1)
+    assert glob.glob(os.path.join(str(root), "**", ".staging-*"), recursive=True) == []
+    with open(pipeline_lock_path(str(root))) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    store = open_store(str(root))
+    for step in ("example_gen", "statistics_gen", "example_validator"):
+        assert all(e.last_known_state != RUNNING for e in store.executions_of(step))
+    summaries = glob.glob(os.path.join(str(root), "runs", "*", "summary.json"))
+    assert len(summaries) == (1 if point == "backup" else 0)  # a stopped call writes none
+    assert not os.path.exists(os.path.join(str(root), "metadata.sqlite.backup"))
+
+    again = stop_at("none", root)
+    assert again.returncode == 0, again.stderr[-3000:]
+    [summary] = [
+        json.load(open(path))
+        for path in glob.glob(os.path.join(str(root), "runs", "*", "summary.json"))
+        if os.path.basename(os.path.dirname(path)) != stopped_run
+    ]
+    assert {step: entry["state"] for step, entry in summary["steps"].items()} == states_after
+    assert os.path.exists(os.path.join(str(root), "metadata.sqlite.backup"))
