@@ -94,9 +94,14 @@ def process_tree(pid: int) -> dict:
 
 
 def survivors(tree: dict, group: int) -> list:
-    """The processes of `tree` still alive (same PID and start time), and every living member
-    of process group `group`."""
-    alive = [pid for pid, started in tree.items() if (_stat(pid) or [None] * 20)[19] == started]
+    """The processes of `tree` still alive (same PID and start time, not a zombie), and every
+    living member of process group `group`."""
+    alive = []
+    for pid, started in tree.items():
+        fields = _stat(pid)
+        # A zombie has ended (this container's PID 1 may never reap it).
+        if fields and fields[0] != "Z" and fields[19] == started:
+            alive.append(pid)
     for name in os.listdir("/proc"):
         fields = _stat(name) if name.isdigit() else None
         if fields and fields[0] != "Z" and int(fields[2]) == group:
@@ -144,7 +149,8 @@ def assert_stopped_cleanly(root, process, tree, code, seconds, out, signum, step
     assert glob.glob(os.path.join(str(root), "**", ".staging-*"), recursive=True) == []
     with open(pipeline_lock_path(str(root))) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises when still held
-    assert survivors(tree, process.pid) == []
+    left = survivors(tree, process.pid)
+    assert left == [], [(pid, open(f"/proc/{pid}/cmdline").read()[:150], _stat(pid)[:4]) for pid in left]
     store = open_store(str(root))
     latest = store.executions_of(step)[0]
     assert latest.last_known_state == FAILED
@@ -155,11 +161,13 @@ def assert_stopped_cleanly(root, process, tree, code, seconds, out, signum, step
 
 
 def resume(data, config, root, *extra) -> dict:
-    """Runs again to the end; returns {"states", "versions", "live"}: every step's state, the
-    serving versions and the number of live artifacts per type (each verified)."""
+    """Runs again to the end; returns {"states", "versions", "pushed", "live"}: every step's
+    state, the serving versions, the version pushed and the number of live artifacts per type."""
     process = start(data, config, root, *extra)
     out, _ = process.communicate(timeout=600)
     assert process.returncode == 0, out[-3000:]
+    # The stopped run cleaned up after itself: the next one finds nothing to clean.
+    assert "cleaned up after an interrupted run" not in out, out[-3000:]
     summary = json.load(open(str(root) + ".summary.json"))
     store = open_store(str(root))
     live = {}

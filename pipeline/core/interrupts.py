@@ -5,7 +5,8 @@ cleanly: the run's failure path runs, then the process exits with 128 + the sign
 first signal the handler
 1. ends every descendant process at once (SIGKILL; Beam's multi_processing workers, cluster
    training tasks): what they computed is discarded, and they must not write into staging
-   folders while those are removed;
+   folders while those are removed. The process first becomes its descendants' subreaper, so a
+   process whose parent is killed as it forks it is re-parented here and found, not lost;
 2. starts a watchdog: when the process has not exited `HARD_STOP_S` seconds later (cleanup
    stuck in native code), it ends the descendants again and exits with the same status, as
    after a crash, which the next run recovers from;
@@ -14,12 +15,14 @@ first signal the handler
 Later signals are noted on stderr and ignored: the cleanup they would interrupt is already
 under way, and interrupting it could only leave more behind. After a stop request, an exception
 that ends another thread (Beam's thread watching a worker it finds killed) is a consequence of
-the stop, logged at debug level instead of printed as a traceback.
+the stop, logged at debug level instead of printed as a traceback; Beam's own error logs about
+the workers it lost are not shown.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -35,6 +38,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 HARD_STOP_S = 10.0
 # How long ending the descendants waits for them to be gone.
 REAP_WAIT_S = 2.0
+PR_SET_CHILD_SUBREAPER = 36
 
 
 class _State:
@@ -106,6 +110,12 @@ def end_descendants(wait_s: float = REAP_WAIT_S) -> list[int]:
         time.sleep(0.05)
 
 
+def _become_subreaper() -> None:
+    """Orphaned descendants are re-parented to this process from now on (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
 def _watchdog(signum: int, hard_stop_s: float) -> None:
     time.sleep(hard_stop_s)
     _note(
@@ -125,6 +135,9 @@ def _handle(signum: int, frame) -> None:
         target=_watchdog, args=(signum, HARD_STOP_S), name="stop-watchdog", daemon=True
     )
     _state.watchdog.start()
+    _become_subreaper()
+    # Beam logs tracebacks for the workers ended next; the run's own line says what happened.
+    logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
     end_descendants()
     if _state.held == 0:
         _state.raised = True
