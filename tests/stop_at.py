@@ -1,10 +1,11 @@
 """A three-step fake pipeline that sends itself SIGTERM at a chosen point, for test_signals.py.
 
-    python stop_at.py POINT ROOT     POINT: none | step | held | backup
+    python stop_at.py POINT ROOT     POINT: none | step | held | backup | stuck
 
 step: inside the second step's executor, after it wrote part of its output; held: the same,
 inside an `interrupts.held()` section (the stop waits for the next checkpoint); backup: inside
-the store_written hook. Prints the error line and exits as run_local.py does.
+the store_written hook; stuck: inside a held section that never ends (the watchdog's case).
+Prints the error line and exits as run_local.py does.
 """
 
 import os
@@ -39,10 +40,10 @@ def second(ctx):
         f.flush()
         if POINT == "step":
             stop_here()
-        if POINT == "held":
+        if POINT in ("held", "stuck"):
             with held():
                 os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(0.5)
+                time.sleep(0.5 if POINT == "held" else 600)
     return StepOutcome()
 
 

@@ -321,3 +321,20 @@ def test_a_stop_at_each_point_says_what_it_left_and_the_next_run_completes(
     ]
     assert {step: entry["state"] for step, entry in summary["steps"].items()} == states_after
     assert os.path.exists(os.path.join(str(root), "metadata.sqlite.backup"))
+
+
+def test_a_cleanup_that_never_ends_is_cut_short_by_the_watchdog_and_the_next_run_recovers(tmp_path):
+    root = tmp_path / "root"
+    started = time.monotonic()
+    done = stop_at("stuck", root)  # the step holds the stop request and never lets go
+    seconds = time.monotonic() - started
+    assert done.returncode == 143, done.stderr[-3000:]
+    assert f"cleanup after SIGTERM did not finish in {HARD_STOP_S:g}s" in done.stderr
+    assert seconds < 60  # the step would have slept 600 s
+    with open(pipeline_lock_path(str(root))) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    again = stop_at("none", root)  # as after a crash
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "cleaned up after an interrupted run: 1 execution(s) marked failed" in again.stderr
+    assert glob.glob(os.path.join(str(root), "**", ".staging-*"), recursive=True) == []
