@@ -98,7 +98,7 @@ with DAG(
     description="MNIST training pipeline: validate a new span, train, evaluate, push if blessed",
     doc_md=__doc__,
     schedule=schedule(variable("schedule", "0 * * * *"), new_span),
-    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
     catchup=False,
     max_active_runs=1,
     default_args={
