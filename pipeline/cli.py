@@ -80,6 +80,14 @@ def build_run_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--to", dest="to_step", choices=STEP_NAMES, metavar="STEP", help="stop after STEP")
     parser.add_argument(
+        "--run-id",
+        metavar="ID",
+        help="add this call to the run ID (one run record runs/ID/, one summary and report) instead "
+        "of starting a run of its own; its steps read the outputs of that run's earlier steps. "
+        "Calls go in order and a step runs once per run; a failed step may be retried. "
+        "ID: letters, digits and _ . ~ : + - (Airflow's run ids fit)",
+    )
+    parser.add_argument(
         "--summary-json",
         metavar="FILE",
         help="also write the run summary here (it always goes to <pipeline-root>/runs/<run_id>/summary.json)",
@@ -146,7 +154,7 @@ def cmd_run(argv: Sequence[str]) -> int:
 
     config = load(args)
     pipeline = create_pipeline(config)
-    result = run_pipeline(pipeline, args.from_step, args.to_step, args.summary_json)
+    result = run_pipeline(pipeline, args.from_step, args.to_step, args.summary_json, args.run_id)
     states = ", ".join(f"{name}={step['state']}" for name, step in result.summary["steps"].items())
     log.info(
         "run %s %s (exit %d): %s",
@@ -202,10 +210,11 @@ def cmd_runs(argv: Sequence[str]) -> int:
     if args.json:
         print(json.dumps(runs, indent=2))
         return 0
-    print(f"{'run id':<26} {'status':<10} {'exit':>4}  {'spans':<8} {'ran':>3} {'cached':>6}  push")
+    width = max([26, *(len(run["run_id"]) for run in runs)])  # scheduler run ids are longer
+    print(f"{'run id':<{width}} {'status':<10} {'exit':>4}  {'spans':<8} {'ran':>3} {'cached':>6}  push")
     for run in runs:
         print(
-            f"{run['run_id']:<26} {run['status']:<10} {run['exit_code']:>4}  "
+            f"{run['run_id']:<{width}} {run['status']:<10} {run['exit_code']:>4}  "
             f"{','.join(map(str, run['spans'])):<8} {run['ran']:>3} {run['cached']:>6}  {run['push']}"
         )
     return 0

@@ -28,7 +28,7 @@ from pipeline.core.step import InputSpec, declare
 from pipeline.formats import module_file as module_file_format
 from pipeline.formats import reference as reference_format
 from pipeline.formats import schema as schema_format
-from pipeline.metadata_settings import store_settings
+from pipeline.metadata_settings import back_up_after_run, store_settings
 
 STEP_NAMES = (
     "example_gen",
@@ -156,6 +156,7 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
         run_config=config_to_dict(config),
         summary_fields={"serving_dir": config.serving_dir},
         after_run=_write_report,
+        store_written=back_up_after_run,
         store=store_settings(config),
     )
 

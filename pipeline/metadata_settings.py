@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from pipeline.config import MYSQL_PASSWORD_ENV, PipelineConfig
 from pipeline.core.errors import ConfigError
+from pipeline.core.store_backup import keep_backup
+
+if TYPE_CHECKING:  # the store module loads ML Metadata; building a pipeline does not need it
+    from pipeline.core.metadata import MetadataStore
 from pipeline.core.store_settings import MySqlSettings
 
 
@@ -38,3 +43,11 @@ def store_settings(config: PipelineConfig, environ: Mapping[str, str] | None = N
         skip_db_creation=m.skip_db_creation,
         pipeline_name=m.pipeline_name,
     )
+
+
+def back_up_after_run(store: MetadataStore) -> None:
+    """The pipeline's `store_written` hook: once a run's record is final, a SQLite store is
+    backed up beside itself (`keep_backup`: a failed backup is one logged line); a MySQL store
+    is backed up by its server's tools."""
+    if store.path is not None:
+        keep_backup(store.path)

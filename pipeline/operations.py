@@ -275,11 +275,14 @@ def _recorded_digest(store, source, version: int, serving_dir: str) -> str:
 
 
 def list_runs(config: PipelineConfig) -> list:
-    """One dict per past run (oldest first) from the runs' summary files."""
+    """One dict per past run (oldest first: by start time, then run id) from the runs' summary
+    files; a run made of several calls (`--run-id`) is one run."""
     runs = []
-    for path in sorted(glob.glob(os.path.join(runs_dir(config.pipeline_root), "*", SUMMARY_FILE))):
+    summaries = []
+    for path in glob.glob(os.path.join(runs_dir(config.pipeline_root), "*", SUMMARY_FILE)):
         with open(path) as f:
-            summary = json.load(f)
+            summaries.append(json.load(f))
+    for summary in sorted(summaries, key=lambda s: (s.get("started") or "", s["run_id"])):
         states = [s["state"] for s in summary.get("steps", {}).values()]
         push = summary.get("push") or {}
         runs.append(

@@ -15,6 +15,7 @@ from pipeline.core.lock import exclusive_lock
 from pipeline.core.pipeline import Pipeline
 from pipeline.core.runner import run_pipeline
 from pipeline.core.step import InputSpec, StepOutcome, StepSpec
+from pipeline.metadata_settings import back_up_after_run
 
 CALLS = []
 NUMBERS = {"text": "1 2 3\n"}
@@ -70,7 +71,10 @@ def fake_pipeline(tmp_path, *, gate_stop=False, second=sum_numbers, params=None)
             {"stop": gate_stop},
         ),
     )
-    return Pipeline(steps=steps, root=str(tmp_path / "root"), lock_timeout_s=1.0)
+    # The application's backup hook, as the factory passes it (test_metadata_store relies on it).
+    return Pipeline(
+        steps=steps, root=str(tmp_path / "root"), lock_timeout_s=1.0, store_written=back_up_after_run
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -400,3 +404,237 @@ def test_declare_reads_a_declaration_module_and_checks_its_inputs():
     assert spec.summary(None) == {"count": 2}
     with pytest.raises(ConfigError, match=r"step counter: inputs \['other'\] do not match"):
         declare(module, {"other": InputSpec(producer="a.numbers")}, {})
+
+
+# ---- one run made of several calls (--run-id) ----------------------------------------------
+AIRFLOW_ID = "manual__2026-12-07T22:00:00+00:00"
+STEPS = ("example_gen", "statistics_gen", "example_validator")
+FLAKY = {"failures_left": 0}
+
+
+def fail_then_sum(ctx):
+    if FLAKY["failures_left"]:
+        FLAKY["failures_left"] -= 1
+        CALLS.append(ctx.step_name)
+        raise RuntimeError("the disk went away")
+    return sum_numbers(ctx)
+
+
+def read_report(ctx):
+    CALLS.append(ctx.step_name)
+    shutil.copy(os.path.join(ctx.inputs["report"].uri, "report.txt"), ctx.outputs["model"])
+    return StepOutcome()
+
+
+def with_trainer(pipeline: Pipeline) -> Pipeline:
+    """`pipeline` plus a step after the gate, so that the gate is not the last step."""
+    trainer = StepSpec(
+        "trainer", {"report": InputSpec(producer="example_validator.report")}, {"model": "Model"}, read_report
+    )
+    return Pipeline(steps=(*pipeline.steps, trainer), root=pipeline.root, lock_timeout_s=1.0)
+
+
+def call(pipeline, step, run_id=AIRFLOW_ID, to=None):
+    """One scheduler task: the step `step` (to `to`) of run `run_id`."""
+    return run_pipeline(pipeline, from_step=step, to_step=to or step, run_id=run_id)
+
+
+def recorded(tmp_path, run_id=AIRFLOW_ID) -> dict:
+    return json.loads((tmp_path / "root" / "runs" / run_id / "summary.json").read_text())
+
+
+def test_calls_with_one_run_id_make_one_run_record_with_every_step(tmp_path):
+    pipeline = fake_pipeline(tmp_path)
+    results = [call(pipeline, step) for step in STEPS]
+    assert [r.exit_code for r in results] == [0, 0, 0]
+    assert CALLS == list(STEPS)
+    assert os.listdir(tmp_path / "root" / "runs") == [AIRFLOW_ID]  # the id, unchanged, names it
+    summary = recorded(tmp_path)
+    assert summary == results[-1].summary
+    assert summary["run_id"] == AIRFLOW_ID and summary["status"] == "completed"
+    assert states(results[-1]) == dict.fromkeys(STEPS, "ran")
+    assert [c["steps"] for c in summary["calls"]] == [[s] for s in STEPS]
+    assert summary["started"] == results[0].summary["started"]
+    # The first call's entry is kept as it ran: the same execution, not a reuse.
+    assert summary["steps"]["example_gen"] == results[0].summary["steps"]["example_gen"]
+    # Between calls, the steps not run yet are skipped, and say so.
+    assert results[0].summary["steps"]["example_validator"] == {
+        "state": "skipped",
+        "execution_id": None,
+        "outputs": {},
+        "seconds": 0.0,
+        "reason": "not run yet in this run",
+    }
+    store = _client(tmp_path)
+    [context] = store.get_contexts_by_type("pipeline_run")
+    assert context.name == AIRFLOW_ID
+    assert sorted(e.id for e in store.get_executions_by_context(context.id)) == [
+        summary["steps"][s]["execution_id"] for s in STEPS
+    ]
+
+
+def test_a_call_reads_the_outputs_of_its_own_run_not_the_newest(tmp_path, monkeypatch):
+    pipeline = fake_pipeline(tmp_path)
+    first = call(pipeline, "example_gen")
+    run_numbers = first.summary["steps"]["example_gen"]["outputs"]["numbers"]
+    monkeypatch.setitem(NUMBERS, "text", "4 5 6\n")
+    # Another run (other parameters, so not cached) writes a newer example_gen output meanwhile.
+    other = run_pipeline(fake_pipeline(tmp_path, params={"n": 4}), to_step="example_gen")
+    assert other.summary["steps"]["example_gen"]["state"] == "ran"
+    assert other.summary["steps"]["example_gen"]["outputs"]["numbers"] != run_numbers
+
+    second = call(pipeline, "statistics_gen")
+    assert second.exit_code == 0
+    total = second.summary["steps"]["statistics_gen"]["outputs"]["total"]
+    assert open(os.path.join(total, "total.txt")).read() == "6"  # 1 2 3, this run's numbers
+    store = _client(tmp_path)
+    [numbers_event] = [
+        e
+        for e in store.get_events_by_execution_ids(
+            [second.summary["steps"]["statistics_gen"]["execution_id"]]
+        )
+        if e.type == metadata_store_pb2.Event.INPUT
+    ]
+    assert store.get_artifacts_by_id([numbers_event.artifact_id])[0].uri == run_numbers
+
+
+def test_a_step_called_out_of_order_is_refused_before_the_lock(tmp_path):
+    from pipeline.core.run_record import CallRefused
+
+    pipeline = fake_pipeline(tmp_path)
+    os.makedirs(pipeline.root)
+    ready = multiprocessing.Event()
+    holder = multiprocessing.Process(
+        target=_hold_lock, args=(os.path.join(pipeline.root, ".pipeline.lock"), 5, ready)
+    )
+    holder.start()
+    try:
+        assert ready.wait(10)
+        # Refused, not LockTimeoutError: the record is read before the lock is waited for.
+        with pytest.raises(CallRefused) as refused:
+            call(pipeline, "statistics_gen")
+    finally:
+        holder.join()
+    assert refused.value.exit_code == 2
+    assert str(refused.value) == (
+        f"run {AIRFLOW_ID}: step statistics_gen refused: called out of order, step example_gen "
+        "before it has not completed in this run (not run yet)"
+    )
+    assert CALLS == [] and not os.path.exists(tmp_path / "root" / "runs" / AIRFLOW_ID)
+    call(pipeline, "example_gen")
+    with pytest.raises(
+        CallRefused, match="step example_validator refused: called out of order, step statistics_gen"
+    ):
+        call(pipeline, "example_validator")
+    assert CALLS == ["example_gen"] and len(recorded(tmp_path)["calls"]) == 1
+
+
+def test_a_step_that_completed_in_the_run_is_refused_not_run_twice(tmp_path):
+    from pipeline.core.run_record import CallRefused
+
+    pipeline = fake_pipeline(tmp_path)
+    call(pipeline, "example_gen")
+    call(pipeline, "statistics_gen")
+    for first, to in (("statistics_gen", "statistics_gen"), ("example_gen", "example_validator")):
+        with pytest.raises(CallRefused, match="already ran in this run, and a step runs once per run"):
+            call(pipeline, first, to=to)
+    assert CALLS == ["example_gen", "statistics_gen"]
+
+
+def test_a_finished_run_takes_no_more_calls(tmp_path):
+    from pipeline.core.run_record import CallRefused
+
+    pipeline = fake_pipeline(tmp_path)
+    call(pipeline, "example_gen", to="example_validator")
+    with pytest.raises(
+        CallRefused, match="the run has finished \\(its last step example_validator completed\\)"
+    ):
+        call(pipeline, "example_validator")
+
+    # A gate that stops the run finishes it too, even when it is not the last step.
+    gated = with_trainer(fake_pipeline(tmp_path / "gated", gate_stop=True))
+    for step in STEPS:
+        result = call(gated, step)
+    assert result.exit_code == 3 and states(result)["example_validator"] == "ran"
+    CALLS.clear()
+    with pytest.raises(
+        CallRefused, match="the run has finished \\(step example_validator stopped it \\(exit 3\\)\\)"
+    ):
+        call(gated, "trainer")
+    assert CALLS == []
+    assert recorded(tmp_path / "gated")["steps"]["trainer"]["state"] == "skipped"
+
+
+def test_a_failed_step_is_retried_in_the_same_run(tmp_path, monkeypatch):
+    from pipeline.core.run_record import CallRefused
+
+    monkeypatch.setitem(FLAKY, "failures_left", 1)
+    pipeline = fake_pipeline(tmp_path, second=fail_then_sum)
+    call(pipeline, "example_gen")
+    failed = call(pipeline, "statistics_gen")
+    assert failed.exit_code == 1 and failed.summary["message"] == "statistics_gen failed: the disk went away"
+    with pytest.raises(CallRefused, match="the run stopped when step statistics_gen failed; retry that step"):
+        call(pipeline, "example_validator")
+
+    retried = call(pipeline, "statistics_gen")
+    assert retried.exit_code == 0 and retried.summary["status"] == "completed"
+    assert states(retried) == {"example_gen": "ran", "statistics_gen": "ran", "example_validator": "skipped"}
+    assert call(pipeline, "example_validator").exit_code == 0
+    assert CALLS == ["example_gen", "statistics_gen", "statistics_gen", "example_validator"]
+    summary = recorded(tmp_path)
+    assert [(c["steps"], c["exit_code"], c["stopped_at"]) for c in summary["calls"]] == [
+        (["example_gen"], 0, None),
+        (["statistics_gen"], 1, "statistics_gen"),
+        (["statistics_gen"], 0, None),
+        (["example_validator"], 0, None),
+    ]
+    # The retry read the same upstream output as the failed try.
+    store = _client(tmp_path)
+    tries = sorted(store.get_executions_by_type("statistics_gen"), key=lambda e: e.id)
+    assert [e.last_known_state for e in tries] == [
+        metadata_store_pb2.Execution.FAILED,
+        metadata_store_pb2.Execution.COMPLETE,
+    ]
+    inputs = [
+        [
+            ev.artifact_id
+            for ev in store.get_events_by_execution_ids([e.id])
+            if ev.type == metadata_store_pb2.Event.INPUT
+        ]
+        for e in tries
+    ]
+    assert inputs[0] == inputs[1] and len(inputs[0]) == 1
+
+
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", "-x", ".hidden", "a b", "x" * 201, "run\n1"])
+def test_a_run_id_that_cannot_name_a_folder_is_a_usage_error(tmp_path, bad):
+    from pipeline.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="a run id is 1-200 letters, digits and") as error:
+        call(fake_pipeline(tmp_path), "example_gen", run_id=bad)
+    assert error.value.exit_code == 2 and CALLS == []
+    assert not os.path.exists(tmp_path / "root")
+
+
+def test_a_run_keeps_the_configuration_it_started_with(tmp_path):
+    import dataclasses
+
+    from pipeline.core.run_record import CallRefused
+
+    pipeline = dataclasses.replace(fake_pipeline(tmp_path), run_config={"trainer": {"train_steps": 10}})
+    call(pipeline, "example_gen", run_id="scheduled__2026-12-07T22:00:00+00:00")
+    changed = dataclasses.replace(pipeline, run_config={"trainer": {"train_steps": 20}})
+    with pytest.raises(
+        CallRefused, match="configuration differs from the one the run started with \\(key trainer"
+    ):
+        call(changed, "statistics_gen", run_id="scheduled__2026-12-07T22:00:00+00:00")
+    assert call(pipeline, "statistics_gen", run_id="scheduled__2026-12-07T22:00:00+00:00").exit_code == 0
+
+
+def test_a_run_of_its_own_keeps_its_summary_shape_and_takes_no_calls(tmp_path):
+    from pipeline.core.run_record import CallRefused
+
+    own = run_pipeline(fake_pipeline(tmp_path), to_step="example_gen")
+    assert "calls" not in own.summary
+    with pytest.raises(CallRefused, match="holds a run made by one call, which takes no more calls"):
+        call(fake_pipeline(tmp_path), "statistics_gen", run_id=own.summary["run_id"])

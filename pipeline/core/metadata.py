@@ -308,6 +308,19 @@ class MetadataStore:
         executions = self.store.get_executions(list_options=self._in_pipeline(f"type = '{_safe(step)}'"))
         return sorted(executions, key=lambda e: e.id, reverse=True)
 
+    def run_of(self, execution_id: int) -> str | None:
+        """The run id recorded on an execution of this pipeline; None when there is no such
+        execution in this pipeline."""
+        executions = self.store.get_executions_by_id([execution_id])
+        if not executions or not self._execution_in_this_pipeline(execution_id):
+            return None
+        run_id = properties_of(executions[0]).get("run_id")
+        return str(run_id) if run_id is not None else None
+
+    def _execution_in_this_pipeline(self, execution_id: int) -> bool:
+        contexts = self.store.get_contexts_by_execution(execution_id)
+        return any(c.id == self.pipeline_context.id for c in contexts)
+
     def execution_outcome(self, execution) -> dict:
         """The JSON outcome recorded on an execution ({} when none)."""
         return properties_of(execution).get("outcome") or {}

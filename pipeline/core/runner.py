@@ -1,78 +1,47 @@
-"""Runs a `Pipeline`: order, lock, cache, commit-on-completion, metadata and the run summary.
+"""Runs a `Pipeline`: order, lock, cleanup after a crash, the run summary and the run's hooks.
 
-For each step, in order:
-1. resolve its inputs (upstream outputs of this run, or resolvers over the metadata store);
-2. compute its cache key (code, parameters, input fingerprints, library versions);
-3. reuse a completed execution with the same key whose outputs still exist and verify
-   (state "cached"), or run the executor into staging directories and commit them only once it
-   has returned (state "ran");
-4. stop at the first failure or gate stop; every later step is "skipped".
+Under the pipeline root's lock, in order, every step of `pipeline.steps` is launched
+(`pipeline.core.launcher`: prepare, run, publish); the steps before them (`pipeline.upstream`,
+a partial run) are not run but resolved from earlier outputs: the newest that verify, or, for a
+call of a run recorded under `--run-id`, that run's own (`pipeline.core.run_record`). The
+first failure or gate stop ends the run: every later step is "skipped". Then the summary is
+written to runs/<run_id>/summary.json and the application's hooks are called (store_written,
+then after_run).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import secrets
-import shutil
-import time
 import traceback
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from pipeline.core import artifacts as layout
-from pipeline.core import resources
 from pipeline.core.atomic_files import write_json_atomic
-from pipeline.core.digest import directory_digest
-from pipeline.core.errors import EXIT_FAILURE, EXIT_OK, ConfigError, PipelineError, StoreUnavailableError
-from pipeline.core.fingerprint import cache_key
+from pipeline.core.errors import EXIT_OK, ConfigError, PipelineError
+from pipeline.core.launcher import RunScope, StepLauncher, one_line
 from pipeline.core.lock import RunLock, run_lock
-from pipeline.core.metadata import CACHED, COMPLETE, MetadataStore, open_store, to_step_artifact
+from pipeline.core.metadata import MetadataStore, open_store
 from pipeline.core.pipeline import Pipeline
-from pipeline.core.step import Artifact, StepContext, StepOutcome, StepSpec
-from pipeline.core.store_backup import keep_backup
+from pipeline.core.run_record import RunRecord, check_call, check_run_id, read_record, reuse_recorded
+from pipeline.core.step import StepSpec
+from pipeline.core.step_report import StepReport, StepResult, StepState, Stop
 
 log = logging.getLogger("pipeline")
 
-RAN, CACHED_STATE, FAILED_STATE, SKIPPED = "ran", "cached", "failed", "skipped"
+# The summary's state strings, kept importable under their former names.
+RAN, CACHED_STATE, FAILED_STATE, SKIPPED = (s.value for s in StepState)
+AFTER_STOP = "an earlier step failed or stopped the run"
+
+# reuse(spec, position, produced) -> StepResult of a step before the ones to run.
+Reuse = Callable[[StepSpec, str, Mapping], StepResult]
 
 
-@dataclass
-class StepReport:
-    """What happened to one step in one run (one entry of the summary's `steps`)."""
-
-    state: str
-    execution_id: int | None = None
-    outputs: dict = field(default_factory=dict)
-    properties: dict = field(default_factory=dict)
-    seconds: float = 0.0
-    error: str | None = None
-    reason: str | None = None
-    # Peak resident memory of the pipeline process while the step ran (None: not measured).
-    peak_memory_mib: float | None = None
-    # The step's resolved inputs (input key -> Artifact), for its summary contribution.
-    inputs: dict = field(default_factory=dict, repr=False)
-
-    def to_json(self) -> dict:
-        data = {
-            "state": self.state,
-            "execution_id": self.execution_id,
-            "outputs": self.outputs,
-            "seconds": round(self.seconds, 3),
-        }
-        if self.peak_memory_mib is not None:
-            data["peak_memory_mib"] = self.peak_memory_mib
-        if self.properties:
-            data["properties"] = self.properties
-        if self.error:
-            data["error"] = self.error
-        if self.reason:
-            data["reason"] = self.reason
-        return data
-
-
-@dataclass
+@dataclass(frozen=True)
 class RunResult:
     """The outcome of `run_pipeline`: exit status, summary (as written) and its path."""
 
@@ -81,289 +50,189 @@ class RunResult:
     summary_path: str
 
 
+@dataclass(frozen=True)
+class Walked:
+    """Every step's report, in pipeline order, and what stopped the run (None: nothing)."""
+
+    reports: dict
+    stop: Stop | None
+    stopped_at: str | None
+
+    @property
+    def exit_code(self) -> int:
+        return self.stop.exit_code if self.stop else EXIT_OK
+
+
 def new_run_id() -> str:
     """A sortable, unique run id: UTC time plus a random suffix."""
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
-def _load_executor(spec: StepSpec):
-    if callable(spec.executor):
-        return spec.executor
-    module_name, _, function = spec.executor.partition(":")
-    return getattr(importlib.import_module(module_name), function)
-
-
-def _step_range(pipeline: Pipeline, from_step: str | None, to_step: str | None) -> tuple:
-    names = [s.name for s in pipeline.steps]
-    first = names.index(pipeline.step(from_step).name) if from_step else 0
-    last = names.index(pipeline.step(to_step).name) if to_step else len(names) - 1
-    if first > last:
-        raise ConfigError(f"--from {from_step} comes after --to {to_step}")
-    return first, last
-
-
-class _Run:
-    """State of one run; `execute` walks the steps."""
-
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        store: MetadataStore,
-        run_id: str,
-        first: int,
-        last: int,
-        lock: RunLock | None = None,
+def partial(pipeline: Pipeline, from_step: str | None, to_step: str | None) -> Pipeline:
+    """The pipeline narrowed to --from / --to; ConfigError when --from comes after --to."""
+    names = [spec.name for spec in pipeline.steps]
+    if (
+        from_step
+        and to_step
+        and names.index(pipeline.step(from_step).name) > names.index(pipeline.step(to_step).name)
     ):
-        self.pipeline = pipeline
-        self.lock = lock or RunLock()
-        self.root = pipeline.root
-        self.store = store
-        self.run_id = run_id
-        self.first, self.last = first, last
-        self.produced: dict = {}  # "step.output" -> Artifact
-        self.reports: dict = {}
-        self.exit_code = EXIT_OK
-        self.stop_message: str | None = None
-        self.contexts = store.run_contexts(run_id, {"pipeline_root": self.root})
+        raise ConfigError(f"--from {from_step} comes after --to {to_step}")
+    if to_step:
+        pipeline = pipeline.to_step(to_step)
+    if from_step:
+        pipeline = pipeline.from_step(from_step)
+    return pipeline
 
-    # ---- inputs ---------------------------------------------------------------------------
-    def _resolve_inputs(self, spec: StepSpec) -> dict:
-        """Input key -> Artifact: producer inputs first, then resolvers, which see those."""
-        inputs = {}
-        for by_producer in (True, False):
-            for key, inp in spec.inputs.items():
-                if (inp.producer is not None) != by_producer:
-                    continue
-                if by_producer:
-                    artifact = self.produced.get(inp.producer)
-                else:
-                    artifact = inp.resolver(self.store, dict(inputs))
-                if artifact is None:
-                    if inp.optional:
-                        continue
-                    raise PipelineError(f"step {spec.name}: required input {key!r} has no artifact")
-                inputs[key] = artifact
-        return {key: inputs[key] for key in spec.inputs if key in inputs}
 
-    @staticmethod
-    def _fingerprint(artifact: Artifact) -> str:
-        props = artifact.properties
-        return str(props.get(layout.CONTENT_DIGEST) or f"id:{artifact.id}")
+# ---- steps before the ones to run -----------------------------------------------------------
+def reuse_latest(launcher: StepLauncher, first: str) -> Reuse:
+    """A run of its own reuses the newest verified outputs of each step before `first`."""
 
-    # ---- cache ----------------------------------------------------------------------------
-    def _verified_outputs(self, spec: StepSpec, execution) -> dict | None:
-        """Output key -> Artifact of a past execution, if every output exists and verifies."""
-        outputs = self.store.outputs_of(execution.id)
-        if set(outputs) != set(spec.outputs):
-            return None
-        result = {}
-        for key, artifact_id in outputs.items():
-            recorded = self.store.artifact(artifact_id)
-            expected = recorded.properties.get(layout.CONTENT_DIGEST)
-            try:
-                ok = expected and directory_digest(recorded.uri) == expected
-            except (OSError, ValueError):
-                ok = False
-            if not ok:
-                log.warning(
-                    "%s: cached output %s at %s is missing or altered; running again",
-                    spec.name,
-                    key,
-                    recorded.uri,
-                )
-                return None
-            result[key] = to_step_artifact(recorded)
-        return result
+    def reuse(spec: StepSpec, position: str, produced: Mapping) -> StepResult:
+        inputs = launcher.resolve_inputs(spec, produced)
+        hit = launcher.find_reusable(spec, None)
+        if hit is None:
+            raise ConfigError(
+                f"--from {first}: step {spec.name} has no completed outputs to start from; run it first"
+            )
+        log.info("%s: skipped (--from), reusing execution %d", position, hit.execution_id)
+        report = StepReport(
+            StepState.SKIPPED,
+            hit.execution_id,
+            {key: a.uri for key, a in hit.outputs.items()},
+            reason="before --from; reused its latest outputs",
+            inputs=inputs,
+        )
+        return StepResult(report, hit.outputs)
 
-    def _find_cached(self, spec: StepSpec, key: str | None) -> tuple | None:
-        """(execution, outputs) of the newest reusable execution; any key when `key` is None."""
-        for execution in self.store.executions_of(spec.name):
-            if execution.last_known_state not in (COMPLETE, CACHED):
-                continue
-            if key is not None and self.store.execution_outcome(execution).get("cache_key") != key:
-                continue
-            outputs = self._verified_outputs(spec, execution)
-            if outputs is not None:
-                return execution, outputs
+    return reuse
+
+
+def reuse_from_record(launcher: StepLauncher, record: RunRecord) -> Reuse:
+    """A call of a recorded run reuses what each earlier step produced in that run."""
+    return lambda spec, position, produced: reuse_recorded(launcher, spec, position, record)
+
+
+# ---- the walk -------------------------------------------------------------------------------
+def _failed_before_launch(spec: StepSpec, error: PipelineError) -> StepResult:
+    log.error("%s: %s", spec.name, one_line(error))
+    report = StepReport(StepState.FAILED, error=one_line(error))
+    return StepResult(report, {}, Stop(f"{spec.name}: {one_line(error)}", error.exit_code))
+
+
+def walk(
+    pipeline: Pipeline, launcher: StepLauncher, reuse: Reuse, lock: RunLock, not_run_reason: str
+) -> Walked:
+    """Reuses the upstream steps, launches `pipeline.steps` until one stops the run, and
+    reports every step (`not_run_reason` for the downstream ones)."""
+    produced: dict = {}  # "step.output" -> Artifact
+    reports: dict = {}
+    stop, stopped_at = None, None
+    upstream = {spec.name for spec in pipeline.upstream}
+    downstream = {spec.name for spec in pipeline.downstream}
+    total = len(pipeline.all_steps)
+    for index, spec in enumerate(pipeline.all_steps):
+        if stop is not None:
+            reports[spec.name] = StepReport(StepState.SKIPPED, reason=AFTER_STOP)
+            continue
+        if spec.name in downstream:
+            reports[spec.name] = StepReport(StepState.SKIPPED, reason=not_run_reason)
+            continue
+        position = f"[{index + 1}/{total}] {spec.name}"
+        try:
+            lock.check()
+            if spec.name in upstream:
+                result = reuse(spec, position, produced)
+            else:
+                result = launcher.launch(spec, position, produced)
+        except PipelineError as e:  # input resolution, --from, a lost store lock
+            result = _failed_before_launch(spec, e)
+        reports[spec.name] = result.report
+        produced.update({f"{spec.name}.{key}": a for key, a in result.outputs.items()})
+        if result.stop is not None:
+            stop, stopped_at = result.stop, spec.name
+    return Walked(reports, stop, stopped_at)
+
+
+# ---- the summary ----------------------------------------------------------------------------
+def build_summary(
+    pipeline: Pipeline, run_id: str, started: datetime, walked: Walked, record: RunRecord | None
+) -> dict:
+    """The run summary: outcome, every step's entry, the steps' own contributions; for a
+    recorded run also its `calls` (each call's steps, times, exit status and stopping step)."""
+    finished = datetime.now(UTC).isoformat(timespec="seconds")
+    summary: dict[str, Any] = {
+        "run_id": run_id,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": finished,
+        "exit_code": walked.exit_code,
+        "status": "completed" if walked.exit_code == EXIT_OK else "failed",
+        "message": walked.stop.message if walked.stop else None,
+        "pipeline_root": pipeline.root,
+        **pipeline.summary_fields,
+        "steps": {name: report.to_json() for name, report in walked.reports.items()},
+    }
+    for spec in pipeline.all_steps:
+        if spec.summary is not None:
+            summary.update(spec.summary(walked.reports[spec.name]))
+    if record is not None:
+        call = {
+            "steps": [spec.name for spec in pipeline.steps],
+            "started": summary["started"],
+            "finished": finished,
+            "exit_code": walked.exit_code,
+            "stopped_at": walked.stopped_at,
+        }
+        summary["started"] = record.summary.get("started", summary["started"])
+        summary["calls"] = [*record.summary.get("calls", []), call]
+    return summary
+
+
+def _call_hook(failed: str, hook: Callable[..., Any] | None, *args: Any) -> Any:
+    """Calls an application hook and returns what it returns; its failure is one warning
+    (`failed`: what did not happen) and never changes the run."""
+    if hook is None:
+        return None
+    try:
+        return hook(*args)
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        log.warning("%s: %s", failed, one_line(e))
+        log.debug("traceback:\n%s", traceback.format_exc())
         return None
 
-    # ---- one step -------------------------------------------------------------------------
-    def _publish(self, spec: StepSpec, outputs: dict) -> None:
-        for key, artifact in outputs.items():
-            self.produced[f"{spec.name}.{key}"] = artifact
 
-    def _run_step(self, spec: StepSpec, index: int) -> StepReport:
-        self.lock.check()
-        inputs = self._resolve_inputs(spec)
-        report = self._execute_step(spec, index, inputs)
-        report.inputs = inputs
-        return report
-
-    def _execute_step(self, spec: StepSpec, index: int, inputs: dict) -> StepReport:
-        position = f"[{index + 1}/{len(self.pipeline.steps)}] {spec.name}"
-        key = cache_key(
-            spec.name, spec.params, spec.code_modules, {k: self._fingerprint(a) for k, a in inputs.items()}
+# ---- a run ----------------------------------------------------------------------------------
+def _open_and_clean(pipeline: Pipeline) -> MetadataStore:
+    """Opens the store (a damaged or unreachable one stops the run before anything changes)
+    and cleans up after an interrupted run: abandoned executions, staging, unrecorded folders."""
+    store = open_store(pipeline.root, pipeline.store)
+    abandoned = store.abandon_running_executions()
+    removed = layout.remove_stale_staging(pipeline.root) + layout.remove_uncommitted(
+        pipeline.root, {spec.name: tuple(spec.outputs) for spec in pipeline.all_steps}, abandoned
+    )
+    if abandoned or removed:
+        log.warning(
+            "cleaned up after an interrupted run: %d execution(s) marked failed, "
+            "%d uncommitted folder(s) removed",
+            len(abandoned),
+            len(removed),
         )
-        input_ids = {k: a.id for k, a in inputs.items() if a.id}
-
-        if index < self.first:
-            found = self._find_cached(spec, None)
-            if found is None:
-                raise ConfigError(
-                    f"--from {self.pipeline.steps[self.first].name}: step {spec.name} "
-                    "has no completed outputs to start from; run it first"
-                )
-            execution, outputs = found
-            self._publish(spec, outputs)
-            log.info("%s: skipped (--from), reusing execution %d", position, execution.id)
-            return StepReport(
-                SKIPPED,
-                execution.id,
-                {k: a.uri for k, a in outputs.items()},
-                reason="before --from; reused its latest outputs",
-            )
-
-        if spec.cacheable:
-            found = self._find_cached(spec, key)
-            if found is not None:
-                execution, outputs = found
-                outcome = self.store.execution_outcome(execution)
-                execution_id = self.store.record_cached(
-                    spec.name,
-                    self.run_id,
-                    key,
-                    self.contexts,
-                    input_ids,
-                    {k: a.id for k, a in outputs.items()},
-                    outcome,
-                )
-                self._publish(spec, outputs)
-                log.info("%s: cached (reusing execution %d)", position, execution.id)
-                report = StepReport(
-                    CACHED_STATE,
-                    execution_id,
-                    {k: a.uri for k, a in outputs.items()},
-                    properties=outcome.get("properties", {}),
-                )
-                self._apply_stop(outcome.get("stop_run"), outcome.get("stop_exit_code", EXIT_FAILURE))
-                return report
-
-        log.info("%s: running", position)
-        resources.reset_peak_rss()
-        started = time.monotonic()
-        execution_id = self.store.start_execution(spec.name, self.run_id, key, self.contexts, input_ids)
-        staging = {out: layout.staging_dir(self.root, spec.name, out, execution_id) for out in spec.outputs}
-        ctx = StepContext(
-            step_name=spec.name,
-            run_id=self.run_id,
-            pipeline_root=self.root,
-            inputs=inputs,
-            outputs=dict(staging),
-            params=spec.params,
-            beam_args=tuple(self.pipeline.beam_args),
-            log=logging.getLogger(f"pipeline.{spec.name}"),
-        )
-        try:
-            outcome = _load_executor(spec)(ctx)
-            if not isinstance(outcome, StepOutcome):
-                raise TypeError(f"executor of {spec.name} returned {type(outcome).__name__}, not StepOutcome")
-            # Another run may hold the pipeline by now: commit nothing without the lock.
-            self.lock.check()
-            committed = self._commit(spec, execution_id, staging, outcome, key)
-        except BaseException as e:
-            for path in staging.values():
-                shutil.rmtree(path, ignore_errors=True)
-            message = _one_line(e)
-            # Without the store (or its lock) the execution stays RUNNING, as after a crash: the
-            # next run marks it abandoned and removes what it committed but never recorded.
-            if not isinstance(e, StoreUnavailableError):
-                self.store.fail_execution(execution_id, message)
-            if not isinstance(e, Exception):
-                raise  # KeyboardInterrupt / SystemExit: recorded, then let it end the process
-            self.exit_code = e.exit_code if isinstance(e, PipelineError) else EXIT_FAILURE
-            self.stop_message = f"{spec.name} failed: {message}"
-            log.error("%s: failed after %.1fs: %s", position, time.monotonic() - started, message)
-            if not isinstance(e, PipelineError):
-                log.debug("traceback:\n%s", traceback.format_exc())
-            return StepReport(
-                FAILED_STATE,
-                execution_id,
-                seconds=time.monotonic() - started,
-                error=message,
-                reason=getattr(e, "__traceback_hint__", None),
-                peak_memory_mib=resources.peak_rss_mb(),
-            )
-        self._publish(spec, committed)
-        seconds = time.monotonic() - started
-        peak = resources.peak_rss_mb()
-        log.info(
-            "%s: ran in %.1fs%s",
-            position,
-            seconds,
-            f" (peak memory {peak:.0f} MiB)" if peak is not None else "",
-        )
-        self._apply_stop(outcome.stop_run, outcome.stop_exit_code)
-        return StepReport(
-            RAN,
-            execution_id,
-            {k: a.uri for k, a in committed.items()},
-            properties=outcome.execution_properties,
-            seconds=seconds,
-            peak_memory_mib=peak,
-        )
-
-    def _commit(
-        self, spec: StepSpec, execution_id: int, staging: dict, outcome: StepOutcome, key: str
-    ) -> dict:
-        """Renames staging dirs to their final names and records them LIVE in one transaction."""
-        records = {}
-        for out, path in staging.items():
-            final = layout.final_dir(self.root, spec.name, out, execution_id)
-            properties = dict(outcome.output_properties.get(out, {}))
-            properties[layout.CONTENT_DIGEST] = directory_digest(path)
-            layout.commit(path, final)
-            records[out] = (spec.outputs[out], final, properties)
-        stored_outcome = {
-            "cache_key": key,
-            "properties": outcome.execution_properties,
-            "stop_run": outcome.stop_run,
-            "stop_exit_code": outcome.stop_exit_code,
-        }
-        ids = self.store.complete_execution(execution_id, records, stored_outcome, self.contexts)
-        return {
-            out: Artifact(
-                uri=records[out][1], type_name=records[out][0], properties=records[out][2], id=ids[out]
-            )
-            for out in records
-        }
-
-    def _apply_stop(self, message: str | None, exit_code: int) -> None:
-        if message:
-            self.stop_message = message
-            self.exit_code = exit_code
-            log.error("run stopped: %s", message)
-
-    # ---- the walk -------------------------------------------------------------------------
-    def execute(self) -> None:
-        for index, spec in enumerate(self.pipeline.steps):
-            if self.stop_message is not None:
-                self.reports[spec.name] = StepReport(
-                    SKIPPED, reason="an earlier step failed or stopped the run"
-                )
-            elif index > self.last:
-                self.reports[spec.name] = StepReport(SKIPPED, reason="after --to")
-            else:
-                try:
-                    self.reports[spec.name] = self._run_step(spec, index)
-                except PipelineError as e:  # input resolution or --from problems
-                    self.exit_code, self.stop_message = e.exit_code, f"{spec.name}: {_one_line(e)}"
-                    log.error("%s: %s", spec.name, _one_line(e))
-                    self.reports[spec.name] = StepReport(FAILED_STATE, error=_one_line(e))
+    return store
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+def _run_config(pipeline: Pipeline) -> dict:
+    return {
+        "pipeline_root": pipeline.root,
+        "lock_timeout_s": pipeline.lock_timeout_s,
+        "beam_args": list(pipeline.beam_args),
+        **pipeline.run_config,
+    }
+
+
+def _checked_record(pipeline: Pipeline, run_id: str) -> RunRecord:
+    record = read_record(pipeline.root, run_id)
+    check_call(record, pipeline, _run_config(pipeline))
+    return record
 
 
 def run_pipeline(
@@ -373,84 +242,60 @@ def run_pipeline(
     summary_json: str | None = None,
     run_id: str | None = None,
 ) -> RunResult:
-    """Runs `pipeline` under the pipeline root's lock and writes the run summary.
+    """Runs `pipeline` (narrowed to --from / --to) under the pipeline root's lock and writes the
+    run summary.
 
+    run_id: None for a run of its own (a fresh id). Given, the call adds to the run recorded
+        under that id (`pipeline.core.run_record`): its steps read that run's outputs, and the
+        call is refused (CallRefused, exit 2) before the lock, and again under it, when the
+        record does not allow it.
     Returns a RunResult whose `exit_code` follows pipeline.core.errors (0 ok, 1 failure, 2 usage,
-    3 data gate, 4 lock timeout). Raises ConfigError for bad --from/--to before taking the lock,
-    LockTimeoutError when another run holds the lock too long, StoreSettingsError when a MySQL
-    store (`pipeline.store`) cannot be reached or opened, and StoreDamagedError when a SQLite
-    store fails its integrity check: then nothing in the root is touched but the lock. A MySQL
-    store lost mid-run fails the step it was in (exit 1; the next run recovers as after a crash).
-    After the summary is written, a SQLite store is backed up beside it (`keep_backup`).
+    3 data gate, 4 lock timeout). Raises ConfigError for bad --from/--to or run id before taking
+    the lock, LockTimeoutError when another run holds the lock too long, StoreSettingsError when
+    a MySQL store (`pipeline.store`) cannot be reached or opened, and StoreDamagedError when a
+    SQLite store fails its integrity check: then nothing in the root is touched but the lock. A
+    MySQL store lost mid-run fails the step it was in (exit 1; the next run recovers as after a
+    crash). After the summary is written the hooks `store_written` (the store's backup) and
+    `after_run` (the report) are called.
     """
-    first, last = _step_range(pipeline, from_step, to_step)
-    root = pipeline.root
-    os.makedirs(root, exist_ok=True)
-    run_id = run_id or new_run_id()
+    pipeline = partial(pipeline, from_step, to_step)
+    recorded = run_id is not None
+    run_id = check_run_id(run_id) if run_id is not None else new_run_id()
+    if recorded:
+        _checked_record(pipeline, run_id)
+    os.makedirs(pipeline.root, exist_ok=True)
     started = datetime.now(UTC)
-    with run_lock(root, pipeline.lock_timeout_s, pipeline.store) as lock:
-        # First of all: a damaged or unreachable store stops the run before anything changes.
-        store = open_store(root, pipeline.store)
-        abandoned = store.abandon_running_executions()
-        removed = layout.remove_stale_staging(root) + layout.remove_uncommitted(
-            root, {spec.name: tuple(spec.outputs) for spec in pipeline.steps}, abandoned
+    with run_lock(pipeline.root, pipeline.lock_timeout_s, pipeline.store) as lock:
+        # Another call of the same run may have gone on while this one waited for the lock.
+        record = _checked_record(pipeline, run_id) if recorded else None
+        store = _open_and_clean(pipeline)
+        run_dir = layout.run_dir(pipeline.root, run_id)
+        write_json_atomic(os.path.join(run_dir, layout.CONFIG_FILE), _run_config(pipeline))
+        log.info("run %s: pipeline root %s", run_id, pipeline.root)
+        scope = RunScope(
+            run_id,
+            pipeline.root,
+            store.run_contexts(run_id, {"pipeline_root": pipeline.root}),
+            tuple(pipeline.beam_args),
+            lock,
         )
-        if abandoned or removed:
-            log.warning(
-                "cleaned up after an interrupted run: %d execution(s) marked failed, "
-                "%d uncommitted folder(s) removed",
-                len(abandoned),
-                len(removed),
+        launcher = StepLauncher(store, scope)
+        if record is not None:
+            walked = walk(
+                pipeline, launcher, reuse_from_record(launcher, record), lock, "not run yet in this run"
             )
-        run_dir = layout.run_dir(root, run_id)
-        run_config = {
-            "pipeline_root": root,
-            "lock_timeout_s": pipeline.lock_timeout_s,
-            "beam_args": list(pipeline.beam_args),
-            **pipeline.run_config,
-        }
-        write_json_atomic(os.path.join(run_dir, layout.CONFIG_FILE), run_config)
-        log.info("run %s: pipeline root %s", run_id, root)
-        state = _Run(pipeline, store, run_id, first, last, lock)
-        state.execute()
-        summary = {
-            "run_id": run_id,
-            "started": started.isoformat(timespec="seconds"),
-            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-            "exit_code": state.exit_code,
-            "status": "completed" if state.exit_code == EXIT_OK else "failed",
-            "message": state.stop_message,
-            "pipeline_root": root,
-            **pipeline.summary_fields,
-            "steps": {name: report.to_json() for name, report in state.reports.items()},
-        }
-        for spec in pipeline.steps:
-            if spec.summary is not None:
-                summary.update(spec.summary(state.reports[spec.name]))
+        else:
+            walked = walk(
+                pipeline, launcher, reuse_latest(launcher, pipeline.steps[0].name), lock, "after --to"
+            )
+        summary = build_summary(pipeline, run_id, started, walked, record)
         summary_path = os.path.join(run_dir, layout.SUMMARY_FILE)
         write_json_atomic(summary_path, summary)
-        if store.path is not None:  # a MySQL store is backed up by its server's tools
-            keep_backup(store.path)
-        extra = _after_run(pipeline, summary, run_dir)
+        _call_hook("store_written hook failed", pipeline.store_written, store)
+        extra = _call_hook("run report not written", pipeline.after_run, summary, run_dir)
         if extra:
             summary["report"] = extra
             write_json_atomic(summary_path, summary)
         if summary_json:
             write_json_atomic(summary_json, summary)
-    return RunResult(state.exit_code, summary, summary_path)
-
-
-def _after_run(pipeline: Pipeline, summary: dict, run_dir: str) -> str | None:
-    """Calls the pipeline's `after_run` hook; returns the path it wrote, or None.
-
-    The hook only describes the run (the report): its failure is one warning and never changes
-    the run's outcome.
-    """
-    if pipeline.after_run is None:
-        return None
-    try:
-        return pipeline.after_run(summary, run_dir)
-    except Exception as e:  # noqa: BLE001 - see the docstring
-        log.warning("run report not written: %s", _one_line(e))
-        log.debug("traceback:\n%s", traceback.format_exc())
-        return None
+    return RunResult(walked.exit_code, summary, summary_path)
