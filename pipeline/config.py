@@ -41,6 +41,10 @@ class DataConfig:
     span: int | None = None
     # How many of the newest spans to train on together (1 = the newest span only).
     window_spans: int = 1
+    # A file each span-N/ folder (or a flat data root) must hold before it is read, e.g.
+    # "_SUCCESS" as Hadoop and Spark write it last; spans without it are still being copied and
+    # are skipped ("" = off: every span is read as soon as its folder exists).
+    span_ready_marker: str = ""
     # Eval split = examples whose hash falls into 1 of `eval_hash_buckets` buckets.
     eval_hash_buckets: int = 12
     num_shards: int = 4
@@ -336,6 +340,13 @@ def validate_config(config: PipelineConfig) -> None:
             raise ConfigError(f"config key {key}: {why}")
 
     require(config.data.window_spans >= 1, "data.window_spans", "must be >= 1")
+    marker = config.data.span_ready_marker
+    require(
+        marker == ""
+        or (marker not in (".", "..") and not set(marker) & {"/", "\\", "\0"} and marker.strip() == marker),
+        "data.span_ready_marker",
+        f"must be a plain file name such as _SUCCESS (no path separators), or empty for off; got {marker!r}",
+    )
     require(config.data.eval_hash_buckets >= 2, "data.eval_hash_buckets", "must be >= 2")
     require(config.data.num_shards >= 1, "data.num_shards", "must be >= 1")
     edges = config.data.ink_density_edges

@@ -79,7 +79,10 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
             example_gen,
             {
                 "raw_data": example_gen.raw_data_input(
-                    config.data.data_root, config.data.span, config.data.window_spans
+                    config.data.data_root,
+                    config.data.span,
+                    config.data.window_spans,
+                    config.data.span_ready_marker,
                 )
             },
             config.data,

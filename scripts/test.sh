@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure_venv.sh
 scripts/ensure_chromium.sh
+scripts/ensure_systemd_analyze.sh
 exec .venv/bin/python -m pytest "$@"

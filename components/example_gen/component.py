@@ -3,6 +3,8 @@ spans to read), its output, and its run-summary entry (`data`); params: a `DataC
 
 from __future__ import annotations
 
+import os
+
 from components.example_gen.spans import raw_data_properties
 from pipeline.core.artifacts import CONTENT_DIGEST
 from pipeline.core.metadata import to_step_artifact
@@ -14,16 +16,17 @@ INPUTS = ("raw_data",)
 OUTPUTS = {"examples": examples_format.ARTIFACT_TYPE}
 
 
-def raw_data_input(data_root: str, span: int | None, window_spans: int) -> InputSpec:
+def raw_data_input(data_root: str, span: int | None, window_spans: int, ready_marker: str = "") -> InputSpec:
     """The `raw_data` input: a resolver registering the spans to read as a `RawData` artifact.
 
-    uri = data_root; properties {"spans", "span_dirs", "fingerprint"} (the raw files' content
-    digest, so new or changed files invalidate the cache). Resolving raises ConfigError /
-    InputDataError (from span discovery) when the data root is unusable.
+    uri = data_root; properties {"spans", "span_dirs", "fingerprint"} (the span numbers and the
+    raw files' content digest, so new or changed files, or a span whose `ready_marker` landed
+    since, invalidate the cache). Resolving raises ConfigError / InputDataError (from span
+    discovery) when the data root is unusable or no complete span is there.
     """
 
     def resolve(store, _resolved) -> Artifact:
-        properties = dict(raw_data_properties(data_root, span, window_spans))
+        properties = dict(raw_data_properties(data_root, span, window_spans, ready_marker))
         # The raw files' fingerprint is what the core compares for this input.
         properties[CONTENT_DIGEST] = properties[idx.FINGERPRINT]
         artifact_id = store.put_external_artifact(idx.RAW_DATA_TYPE, data_root, properties)
@@ -33,7 +36,12 @@ def raw_data_input(data_root: str, span: int | None, window_spans: int) -> Input
 
 
 def summary(report, params) -> dict:
-    """{"data": the data root and the spans this run read ([] when they did not resolve)}."""
+    """{"data": the data root, the spans this run read ([] when they did not resolve) and, once
+    they resolved, the root's "layout": "flat" (the files directly in it) or "spans"}."""
     raw = report.inputs.get("raw_data")
-    spans = list(raw.properties.get(idx.SPANS, [])) if raw is not None else []
-    return {"data": {"data_root": params.data_root, "spans": spans}}
+    if raw is None:
+        return {"data": {"data_root": params.data_root, "spans": []}}
+    dirs = [os.path.normpath(d) for d in raw.properties.get(idx.SPAN_DIRS, [])]
+    layout = "flat" if dirs == [os.path.normpath(raw.uri)] else "spans"
+    spans = list(raw.properties.get(idx.SPANS, []))
+    return {"data": {"data_root": params.data_root, "spans": spans, "layout": layout}}

@@ -2,7 +2,7 @@
 
 Input `raw_data`: Artifact with uri = the data root and properties `spans`, `span_dirs` and
 `fingerprint` (see `spans.raw_data_properties`); when `span_dirs` is absent the spans are
-resolved from the uri with `params.span` / `params.window_spans`.
+resolved from the uri with `params.span` / `params.window_spans` / `params.span_ready_marker`.
 Output `examples`: `Split-train/`, `Split-eval/`, `Split-test/`, each with `params.num_shards`
 gzip TFRecord shards of tf.train.Example (features: see `encode`). With several spans the
 splits hold the examples of all of them.
@@ -38,7 +38,7 @@ def _spans_of(ctx: StepContext, params) -> list:
         raise ConfigError("step example_gen: input 'raw_data' is missing")
     props = dict(raw.properties or {})
     if idx.SPAN_DIRS not in props:
-        return spans_lib.resolve_spans(raw.uri, params.span, params.window_spans)
+        return spans_lib.resolve_spans(raw.uri, params.span, params.window_spans, params.span_ready_marker)
     dirs, numbers = list(props[idx.SPAN_DIRS]), list(props.get(idx.SPANS, []))
     if len(dirs) != len(numbers) or not dirs:
         raise ConfigError(

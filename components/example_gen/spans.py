@@ -6,11 +6,18 @@ newest span, or the one named by `data.span`, together with the `data.window_spa
 before it. ExampleGen's input resolver (`component.raw_data_input`) turns the result into the
 `raw_data` input artifact:
 uri=data_root, properties {"spans": [...], "span_dirs": [...], "fingerprint": "..."}.
+
+With a ready marker (`data.span_ready_marker`, e.g. "_SUCCESS" as Hadoop and Spark write it) a
+span folder (or a flat root) counts only once that file is in it: a delivery still being copied
+is skipped with one log line, and the newest, window and explicit span are chosen among the
+complete spans. The chosen span numbers enter the fingerprint, so a marker that lands later
+changes the cache key and the next run reads the new span.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,6 +28,8 @@ from pipeline.formats import idx
 from pipeline.formats.idx import DATASET_FILES
 
 _SPAN_DIR = re.compile(r"^span-(\d+)$")
+
+log = logging.getLogger(__name__)
 
 
 def list_spans(data_root: str) -> list:
@@ -59,34 +68,81 @@ def list_spans(data_root: str) -> list:
     )
 
 
-def resolve_spans(data_root: str, span: int | None, window: int) -> list:
+def resolve_spans(data_root: str, span: int | None, window: int, ready_marker: str = "") -> list:
     """Returns the spans a run reads: [(span, folder), ...], oldest first, `window` long.
 
     span: the newest span to read (None: the newest there is).
     window: how many spans to read, ending at `span` (>= 1); earlier spans are the ones
         listed before it, whatever their numbers.
+    ready_marker: a file name ("" = off); when set, only spans whose folder holds it are read,
+        and each span without it is logged as not ready (see `ready_spans`).
     Raises ConfigError naming data.data_root / data.span / data.window_spans when the root has
-    no usable layout, `span` does not exist, or fewer than `window` spans end at it.
+    no usable layout, `span` does not exist, or fewer than `window` spans end at it; with a
+    ready marker, InputDataError (the data gate's exit status) when `span` is not ready, no
+    span is, or fewer than `window` complete spans end at the chosen one while enough would
+    once the others are complete.
     """
     if window < 1:
         raise ConfigError(f"config key data.window_spans: must be >= 1, got {window}")
     spans = list_spans(data_root)
     numbers = [n for n, _ in spans]
-    if span is None:
-        end = len(spans)
-    elif span in numbers:
-        end = numbers.index(span) + 1
-    else:
+    if span is not None and span not in numbers:
         raise ConfigError(
             f"config key data.span: no span {span} in {data_root} (available: {', '.join(map(str, numbers))})"
         )
+    everything = spans
+    if ready_marker:
+        spans = ready_spans(data_root, spans, span, ready_marker)
+        numbers = [n for n, _ in spans]
+    end = len(spans) if span is None else numbers.index(span) + 1
     if window > end:
+        # All spans up to the chosen one, complete or not: if they would fill the window, only
+        # spans still being copied stand in its way (not ready), else the setting asks too much.
+        upto = everything[: everything.index(spans[end - 1]) + 1]
+        if window <= len(upto):
+            raise InputDataError(
+                f"{data_root}: {window} spans requested (data.window_spans) ending at span "
+                f"{numbers[end - 1]}, but only {end} of them are complete "
+                f"({', '.join(map(str, numbers[:end]))}; ready marker {ready_marker})"
+            )
         raise ConfigError(
             f"config key data.window_spans: {window} spans requested ending at span "
-            f"{numbers[end - 1]}, but {data_root} has only {end} "
-            f"({', '.join(map(str, numbers[:end]))})"
+            f"{numbers[end - 1]}, but {data_root} has only {len(upto)} "
+            f"({', '.join(str(n) for n, _ in upto)})"
         )
     return spans[end - window : end]
+
+
+def ready_spans(data_root: str, spans: Sequence, span: int | None, ready_marker: str) -> list:
+    """The spans of `spans` ([(span, folder), ...]) whose folder holds the file `ready_marker`.
+
+    Logs one warning per span without it (naming its folder and the marker). Raises
+    InputDataError when `span` (the one asked for, None: any) is not ready, or none is.
+    """
+    ready = []
+    for number, folder in spans:
+        if os.path.isfile(os.path.join(folder, ready_marker)):
+            ready.append((number, folder))
+        else:
+            log.warning("%s: not ready (no %s in it yet); span %d not read", folder, ready_marker, number)
+    if span is not None and span not in [n for n, _ in ready]:
+        folder = dict(spans)[span]
+        raise InputDataError(
+            f"span {span} (data.span) is not ready: {folder} holds no {ready_marker} "
+            f"(data.span_ready_marker); run again once it is complete"
+        )
+    if not ready:
+        flat = [f for _, f in spans] == [data_root]
+        missing = (
+            f"the flat data folder holds no {ready_marker}"
+            if flat
+            else f"no span-N/ folder holds {ready_marker}"
+        )
+        raise InputDataError(
+            f"{data_root}: no complete span: {missing} (data.span_ready_marker); "
+            f"run again once a delivery is complete"
+        )
+    return ready
 
 
 def fingerprint_digests(span_digests: Iterable) -> str:
@@ -126,12 +182,12 @@ def fingerprint_spans(spans: Sequence) -> str:
     return fingerprint_digests((number, span_file_digests(folder)) for number, folder in spans)
 
 
-def raw_data_properties(data_root: str, span: int | None, window: int) -> Mapping:
+def raw_data_properties(data_root: str, span: int | None, window: int, ready_marker: str = "") -> Mapping:
     """The `raw_data` artifact's properties: {"spans", "span_dirs", "fingerprint"}.
 
-    Raises ConfigError (see `resolve_spans`) or InputDataError (see `fingerprint_spans`).
+    Raises ConfigError or InputDataError (see `resolve_spans`, `fingerprint_spans`).
     """
-    spans = resolve_spans(data_root, span, window)
+    spans = resolve_spans(data_root, span, window, ready_marker)
     return {
         idx.SPANS: [number for number, _ in spans],
         idx.SPAN_DIRS: [folder for _, folder in spans],

@@ -88,6 +88,7 @@ def _run_header(summary: dict) -> dict:
     } | {
         "spans": (summary.get("data") or {}).get("spans"),
         "data_root": (summary.get("data") or {}).get("data_root"),
+        "layout": (summary.get("data") or {}).get("layout"),
         "steps": steps,
     }
 

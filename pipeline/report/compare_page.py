@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from pipeline.report.markup import Raw, esc, fmt, is_number, note, table, tag
-from pipeline.report.render import CSP, STYLE
+from pipeline.report.render import CSP, STYLE, spans_read
 from pipeline.report.svg import Series, bar_chart, interval_chart
 
 
@@ -166,7 +166,7 @@ def render_comparison(comparison: dict, generated_at: str = "") -> str:
     meta = [
         f"pipeline root {comparison.get('pipeline_root')}",
         f"data {data.get('data_root')}",
-        f"spans {', '.join(map(str, data.get('spans') or [])) or '-'}",
+        spans_read(data.get("spans"), data.get("layout")),
         f"{comparison.get('test_digits')} test digits",
         f"alpha {fmt(alpha)}",
     ]

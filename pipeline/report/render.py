@@ -82,14 +82,22 @@ SECTIONS = (
 )
 
 
+def spans_read(spans: list | None, layout: str | None) -> str:
+    """What a run read, for a page header, from its summary's `data` entry (spans, layout):
+    "flat data folder (no spans)", "spans 3, 4", or "spans -" when none resolved (summaries
+    written before "layout" was recorded name their span numbers, 0 for a flat folder)."""
+    if spans and layout == "flat":
+        return "flat data folder (no spans)"
+    return f"spans {', '.join(map(str, spans)) if spans else '-'}"
+
+
 def _header(run: dict) -> str:
     ok = run.get("status") == "completed"
     status = badge(f"{run.get('status')} (exit {run.get('exit_code')})", "ok" if ok else "bad")
-    spans = run.get("spans")
     meta = [
         f"started {run.get('started')}",
         f"finished {run.get('finished')}",
-        f"spans {', '.join(map(str, spans)) if spans else '-'}",
+        spans_read(run.get("spans"), run.get("layout")),
         f"data {run.get('data_root')}",
         f"pipeline root {run.get('pipeline_root')}",
         f"serving dir {run.get('serving_dir')}",
