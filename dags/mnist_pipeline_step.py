@@ -129,11 +129,14 @@ def raise_for_exit(status: int, last_line: str, on_data_gate: str) -> None:
     `last_line` (the pipeline's one-line reason) becomes the message. Returns for status 0."""
     if status == EXIT_OK:
         return
-    message = f"{last_line} (exit {status})"
     if status == EXIT_DATA_GATE:
         if on_data_gate == "skip":
-            raise AirflowSkipException(f"stopped by the data gate, skipped (on_data_gate = skip): {message}")
-        raise AirflowFailException(f"stopped by the data gate: {message}")
+            raise AirflowSkipException(
+                f"stopped by the data gate (exit {status}), skipped as on_data_gate = skip: {last_line}"
+            )
+        raise AirflowFailException(f"stopped by the data gate (exit {status}): {last_line}")
     if status == EXIT_LOCKED:
-        raise AirflowException(f"another run holds the pipeline root, retrying later: {message}")
-    raise AirflowFailException(message)
+        raise AirflowException(
+            f"another run holds the pipeline root (exit {status}), retrying later: {last_line}"
+        )
+    raise AirflowFailException(f"step failed (exit {status}): {last_line}")

@@ -67,9 +67,10 @@ class Airflow:
     env: dict
 
     @classmethod
-    def create(cls, executable: str, home: str, variables: dict) -> Airflow:
-        """A fresh AIRFLOW_HOME at `home` (SQLite, migrated), dags_folder = the repo's dags/,
-        no examples; `variables` become Airflow Variables (AIRFLOW_VAR_<KEY> environment)."""
+    def create(cls, executable: str, home: str, variables: dict, migrate: bool = True) -> Airflow:
+        """A fresh AIRFLOW_HOME at `home` (SQLite; its tables made unless not `migrate`),
+        dags_folder = the repo's dags/, no examples, new DAGs unpaused; `variables` become
+        Airflow Variables (AIRFLOW_VAR_<KEY> environment)."""
         os.makedirs(home, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTHON"))}
         env.update(
@@ -85,7 +86,8 @@ class Airflow:
         )
         env.update({f"AIRFLOW_VAR_{k.upper()}": str(v) for k, v in variables.items()})
         airflow = cls(executable, home, env)
-        airflow.cli("db", "migrate")
+        if migrate:
+            airflow.cli("db", "migrate")
         return airflow
 
     def cli(self, *args: str, env: dict | None = None, timeout: float = 300) -> str:
@@ -229,6 +231,18 @@ class Standalone:
         while not self._ready.wait(1):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"airflow standalone did not start:\n{self.log_tail()}")
+
+    def wait_for_run(self, timeout_s: float) -> tuple:
+        """Waits for the first run of mnist_pipeline to end; returns (run_id, run_type, state).
+        Raises RuntimeError with the log's tail when none ended within `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if os.path.exists(os.path.join(self.airflow.home, "airflow.db")):
+                ended = [r for r in self.airflow.dag_runs() if r[2] in ("success", "failed")]
+                if ended:
+                    return ended[0]
+            time.sleep(1)
+        raise RuntimeError(f"no run of {DAG_ID} ended in {timeout_s:g}s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
         with open(self.log_path) as f:
