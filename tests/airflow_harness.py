@@ -115,6 +115,8 @@ class Airflow:
             timeout=timeout,
         )
         [run_id] = set(self.run_ids()) - before
+        with open(os.path.join(self.home, f"dags-test-{len(before) + 1}.log"), "w") as f:
+            f.write(out.stdout)  # for a look after a failure
         return DagsTestResult(out.returncode, out.stdout, run_id)
 
     def query(self, sql: str, *params) -> list:
@@ -171,7 +173,7 @@ def processes_with_home(home: str) -> list:
     return pids
 
 
-def end_processes(home: str, grace_s: float = 20) -> list:
+def end_processes(home: str, grace_s: float = 10) -> list:
     """Ends every process of `home` by PID: SIGTERM, then SIGKILL for any still there after
     `grace_s` (LocalExecutor workers ignore SIGTERM). Returns the PIDs it signalled."""
     signalled: list = []
@@ -202,6 +204,8 @@ class Standalone:
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__CORE__PARALLELISM": "2",
+            # No login, so no generated password in the log.
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         }
         self.process: subprocess.Popen | None = None
         self._ready = threading.Event()
