@@ -74,7 +74,8 @@ def schedule(cron: str, new_span: Asset):
 
 
 repo = variable("repo", CHECKOUT)
-watched_root = os.path.abspath(variable("data_root", os.path.join(repo, "data", "mnist")))
+# A relative data root is relative to the checkout, as for the steps (they run there).
+watched_root = os.path.normpath(os.path.join(repo, variable("data_root", os.path.join("data", "mnist"))))
 new_span = Asset(
     name="mnist_pipeline_new_span",
     uri=f"file://{watched_root}",

@@ -381,6 +381,14 @@ bag = DagBag(dag_folder=sys.argv[1])
 dag = bag.dags["mnist_pipeline"]
 import mnist_pipeline_step as step
 
+
+def outcome(status, on_gate):
+    try:
+        step.raise_for_exit(status, "error: the reason", on_gate)
+    except Exception as e:
+        return [type(e).__name__, str(e)]
+    return None
+
 print(json.dumps({
     "import_errors": {k: str(v) for k, v in bag.import_errors.items()},
     "dags": sorted(bag.dags),
@@ -391,13 +399,15 @@ print(json.dumps({
     "params": sorted(dag.params),
     "retries": {t.retries for t in dag.tasks} == {3},
     "exit_codes": [step.EXIT_OK, step.EXIT_DATA_GATE, step.EXIT_LOCKED],
+    "outcomes": {f"{status} {on_gate}": outcome(status, on_gate)
+                 for status in (0, 1, 2, 3, 4, 137) for on_gate in ("fail", "skip")},
 }))
 """
 
 
 def test_the_dag_loads_in_airflows_venv_without_the_pipeline(tmp_path, airflow_exe):
     """Airflow's venv has no TensorFlow: the DAG only builds commands. Its exit statuses are
-    the pipeline's."""
+    the pipeline's, and each maps to the exception that gives the task its state."""
     from pipeline.core.errors import EXIT_OK
 
     python = os.path.join(os.path.dirname(airflow_exe), "python")
@@ -421,3 +431,24 @@ def test_the_dag_loads_in_airflows_venv_without_the_pipeline(tmp_path, airflow_e
     )
     assert dag["retries"] is True
     assert dag["exit_codes"] == [EXIT_OK, EXIT_DATA_GATE, EXIT_LOCKED]
+    # AirflowFailException: failed, never retried; AirflowException: retried.
+    for on_gate in ("fail", "skip"):
+        outcomes = {status: dag["outcomes"][f"{status} {on_gate}"] for status in (0, 1, 2, 3, 4, 137)}
+        assert outcomes[0] is None
+        for status in (1, 2, 137):
+            assert outcomes[status] == [
+                "AirflowFailException",
+                f"step failed (exit {status}): error: the reason",
+            ]
+        assert outcomes[4] == [
+            "AirflowException",
+            "another run holds the pipeline root (exit 4), retrying later: error: the reason",
+        ]
+    assert dag["outcomes"]["3 fail"] == [
+        "AirflowFailException",
+        "stopped by the data gate (exit 3): error: the reason",
+    ]
+    assert dag["outcomes"]["3 skip"] == [
+        "AirflowSkipException",
+        "stopped by the data gate (exit 3), skipped as on_data_gate = skip: error: the reason",
+    ]
