@@ -396,6 +396,9 @@ print(json.dumps({
     "tasks": [t.task_id for t in dag.topological_sort()],
     "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks},
     "max_active_runs": dag.max_active_runs,
+    "schedule": [type(dag.timetable).__name__, dag.timetable.timetable.expression,
+                 dag.timetable.asset_condition.name,
+                 dag.timetable.asset_condition.watchers[0].trigger.serialize()],
     "params": sorted(dag.params),
     "retries": {t.retries for t in dag.tasks} == {3},
     "exit_codes": [step.EXIT_OK, step.EXIT_DATA_GATE, step.EXIT_LOCKED],
@@ -426,6 +429,14 @@ def test_the_dag_loads_in_airflows_venv_without_the_pipeline(tmp_path, airflow_e
     assert dag["tasks"] == list(STEPS)
     assert dag["upstream"] == {step: ([STEPS[i - 1]] if i else []) for i, step in enumerate(STEPS)}
     assert dag["max_active_runs"] == 1
+    # Hourly, and on each new span of the default data root (no Variables set here).
+    data = os.path.join(REPO, "data", "mnist")
+    assert dag["schedule"] == [
+        "AssetOrTimeSchedule",
+        "0 * * * *",
+        "mnist_pipeline_new_span",
+        ["mnist_span_trigger.SpanReadyTrigger", {"data_root": data, "marker": MARKER, "poke_interval": 10.0}],
+    ]
     assert dag["params"] == sorted(
         ["data_root", "pipeline_root", "serving_dir", "config", "train_steps", "on_data_gate"]
     )
