@@ -33,11 +33,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from components.evaluator import paired_stats
 from pipeline.config import PipelineConfig, load_config
 from pipeline.core.atomic_files import write_json_atomic, write_text_atomic
 from pipeline.core.errors import ConfigError, InputDataError, PipelineError
+from pipeline.core.runner import new_run_id, run_pipeline
+from pipeline.factory import create_pipeline
 from pipeline.formats import evaluation as evaluation_format
 from pipeline.formats.examples import NUM_CLASSES
+from pipeline.report.compare_page import render_comparison
 
 log = logging.getLogger("pipeline.compare")
 
@@ -110,9 +114,6 @@ def run_entries(entries: Sequence[Entry], beam_args: Sequence[str] = ()) -> list
 
     Raises ComparedRunFailed (with that run's exit status) at the first run that fails.
     """
-    from pipeline.core.runner import run_pipeline
-    from pipeline.factory import create_pipeline
-
     summaries = []
     for entry in entries:
         config = entry.config
@@ -138,8 +139,6 @@ def _output(summary: dict, step: str, key: str) -> str:
 
 
 def _model_record(entry: Entry, summary: dict, outcomes: dict, alpha: float) -> dict:
-    from components.evaluator.paired_stats import wilson_interval
-
     correct = outcomes[evaluation_format.CANDIDATE_CORRECT]
     trainer = (summary["steps"].get("trainer") or {}).get("properties") or {}
     module = summary.get("model_module") or {}
@@ -161,7 +160,7 @@ def _model_record(entry: Entry, summary: dict, outcomes: dict, alpha: float) -> 
         "n": int(correct.size),
         "correct": int(correct.sum()),
         "accuracy": float(correct.mean()) if correct.size else None,
-        "accuracy_ci": list(wilson_interval(int(correct.sum()), int(correct.size), alpha)),
+        "accuracy_ci": list(paired_stats.wilson_interval(int(correct.sum()), int(correct.size), alpha)),
         "accuracy_by_label": per_label,
         "training": {
             key: trainer.get(key)
@@ -183,8 +182,6 @@ def paired_comparison(a_correct, b_correct, labels, alpha: float) -> list:
     a_correct, b_correct, labels: aligned 1-D arrays, one row per test digit. A digit with no
     test example gives a slice with n 0 and no statistics (its level still counts in Holm's m).
     """
-    from components.evaluator import paired_stats
-
     tables = paired_stats.tables_by_slice(
         a_correct,
         b_correct,
@@ -276,8 +273,6 @@ def build_comparison(entries: Sequence[Entry], summaries: Sequence[dict]) -> dic
 
 def write_comparison(comparison: dict, out_dir: str) -> str:
     """Writes comparison.html and comparison.json into `out_dir`; returns the page's path."""
-    from pipeline.report.compare_page import render_comparison
-
     write_json_atomic(os.path.join(out_dir, DATA_FILE), comparison)
     path = os.path.join(out_dir, PAGE_FILE)
     write_text_atomic(path, render_comparison(comparison))
@@ -295,8 +290,6 @@ def compare(
 
     Raises ConfigError (configs that cannot be compared), ComparedRunFailed, InputDataError.
     """
-    from pipeline.core.runner import new_run_id
-
     entries = load_entries(config_files, overrides)
     summaries = run_entries(entries, beam_args)
     comparison = build_comparison(entries, summaries)

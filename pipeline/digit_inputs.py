@@ -18,6 +18,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from pipeline.core.errors import InputDataError
 from pipeline.formats.examples import IMAGE_PIXELS, IMAGE_SIDE
@@ -63,8 +64,6 @@ def frame_digit(gray: np.ndarray) -> np.ndarray:
     longer side is 20 pixels, then placed so its centre of mass sits at the frame's centre
     (clamped to stay inside). A blank image gives a blank frame.
     """
-    from PIL import Image
-
     gray = np.asarray(gray, dtype=np.float32)
     peak = float(gray.max()) if gray.size else 0.0
     if peak <= 0:
@@ -92,8 +91,6 @@ def frame_digit(gray: np.ndarray) -> np.ndarray:
 
 def png_digit(raw: bytes, path: str, invert: str = "auto") -> DigitImage:
     """Decodes PNG bytes read from `path` into a DigitImage (see the module docstring)."""
-    from PIL import Image
-
     try:
         image = Image.open(io.BytesIO(raw))
         if image.width * image.height > MAX_PNG_PIXELS:

@@ -1,8 +1,11 @@
 """Builds the MNIST pipeline's DAG from one `PipelineConfig`.
 
-`create_pipeline` is the only place that knows which step feeds which. It takes every path and
-threshold from the config, touches no file and imports no TensorFlow: wiring and configuration
-errors surface here, before anything runs.
+`create_pipeline` is the only place that knows which step feeds which: it wires each input a
+step declares (components/<step>/component.py: its artifact type, whether it is optional) to an
+upstream output or a resolver, and hands each step its own parameter class from the config.
+It takes every path and threshold from the config, touches no file and imports no TensorFlow:
+wiring errors (an input wired to an output of another artifact type) and configuration errors
+surface here, before anything runs.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from components.schema_gen import component as schema_gen
 from components.statistics_gen import component as statistics_gen
 from components.trainer import component as trainer
 from components.trainer.module_contract import check_module_file
-from pipeline import resolvers
+from pipeline import report, resolvers
 from pipeline.config import PipelineConfig, config_to_dict
 from pipeline.core.beam_engines import with_job_server_jar
 from pipeline.core.errors import ConfigError
@@ -94,7 +97,7 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
                 "statistics": _produced("statistics_gen.statistics"),
                 "curated_schema": InputSpec(resolver=curated_schema),
             },
-            config.validation,
+            config.validation.schema_gen(),
         ),
         declare(
             example_validator,
@@ -102,13 +105,13 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
                 "statistics": _produced("statistics_gen.statistics"),
                 "schema": _produced("schema_gen.schema"),
                 "previous_statistics": InputSpec(
-                    resolver=resolvers.statistics_of_previous_span("statistics"), optional=True
+                    resolver=resolvers.statistics_of_previous_span("statistics")
                 ),
                 "reference_statistics": InputSpec(
-                    resolver=resolvers.reference_for_first_span("statistics", reference), optional=True
+                    resolver=resolvers.reference_for_first_span("statistics", reference)
                 ),
             },
-            config.validation,
+            config.validation.example_validator(),
         ),
         declare(
             trainer,
@@ -116,8 +119,7 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
                 "examples": _produced("example_gen.examples"),
                 "schema": _produced("schema_gen.schema"),
                 "base_model": InputSpec(
-                    resolver=resolvers.pushed_model_of_earlier_spans("examples", config.trainer.warm_start),
-                    optional=True,
+                    resolver=resolvers.pushed_model_of_earlier_spans("examples", config.trainer.warm_start)
                 ),
                 "module_file": InputSpec(
                     resolver=external_file(
@@ -133,7 +135,7 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
                 "examples": _produced("example_gen.examples"),
                 "model": _produced("trainer.model"),
                 "baseline_model": InputSpec(
-                    resolver=resolvers.serving_model_unless("model", config.serving_dir), optional=True
+                    resolver=resolvers.serving_model_unless("model", config.serving_dir)
                 ),
             },
             config.evaluator,
@@ -144,9 +146,7 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
                 "model": _produced("trainer.model"),
                 "blessing": _produced("evaluator.blessing"),
                 "examples": _produced("example_gen.examples"),
-                "baseline_model": InputSpec(
-                    resolver=resolvers.serving_model(config.serving_dir), optional=True
-                ),
+                "baseline_model": InputSpec(resolver=resolvers.serving_model(config.serving_dir)),
             },
             dataclasses.replace(config.pusher, serving_dir=config.serving_dir),
         ),
@@ -165,7 +165,5 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
 
 
 def _write_report(summary: dict, run_dir: str):
-    """The run's report.html (imported only when a run ends, so building stays light)."""
-    from pipeline.report import write_report
-
-    return write_report(summary, run_dir)
+    """The run's report.html."""
+    return report.write_report(summary, run_dir)

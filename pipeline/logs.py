@@ -77,7 +77,7 @@ def configure_logging(verbose: bool = False) -> None:
         warnings.filterwarnings("ignore")
         install_tensorflow_teardown_filter()
         try:
-            import absl.logging
+            import absl.logging  # noqa: PLC0415  optional: absl comes with TensorFlow, which may be absent
 
             absl.logging.set_verbosity(absl.logging.ERROR)
         except ImportError:

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.core.digest import directory_digest
 from pipeline.core.errors import ConfigError, ModelIntegrityError, PipelineError
+from pipeline.core.metadata import open_store, store_path
 from pipeline.digit_inputs import DigitImage, read_digits
 from pipeline.formats import pushed_model as pushed_format
 from pipeline.formats.examples import IMAGE_PIXELS, NUM_CLASSES
@@ -84,8 +86,6 @@ def recorded_digest(
     push (or rollback) of that version into that folder. A record whose model has no digest
     gives ("", model id), which never matches.
     """
-    from pipeline.core.metadata import open_store, store_path
-
     if store_settings is None and not os.path.isfile(store_path(pipeline_root)):
         return None
     store = open_store(pipeline_root, store_settings)
@@ -107,8 +107,6 @@ def resolve_served_model(
     Raises ConfigError when nothing is published, ModelIntegrityError when the files do not
     match the recorded digest, or when there is no record and `allow_unverified` is False.
     """
-    from pipeline.core.digest import directory_digest
-
     version = newest_version(serving_dir)
     path = os.path.join(serving_dir, str(version))
     record = recorded_digest(pipeline_root, serving_dir, version, store_settings)
@@ -151,7 +149,7 @@ def classify(
     Returns (class_ids int64 [N], probabilities float32 [N, 10]).
     Raises PipelineError naming `model_dir` when the signature is missing or answers out of contract.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # noqa: PLC0415  TensorFlow (seconds) only to classify, kept out of the CLI start-up
 
     images = np.asarray(images, dtype=np.float32).reshape(-1, IMAGE_PIXELS)
     if model is None:

@@ -31,11 +31,15 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
+from pipeline.cli import main as run_local  # noqa: E402
 from pipeline.config import DEFAULT_DATA_ROOT, DEFAULT_REFERENCE_PATH  # noqa: E402
+from pipeline.core.atomic_files import write_bytes_atomic, write_text_atomic  # noqa: E402
 from pipeline.formats import reference as reference_format  # noqa: E402
 from pipeline.formats import statistics as stats_format  # noqa: E402
 from pipeline.formats.idx import DATASET_FILES, TRAIN_IMAGES, TRAIN_LABELS  # noqa: E402
@@ -58,10 +62,6 @@ def compute_histograms(data_root: str, work_dir: str) -> dict:
     "splits": {split: examples}}. Raises UsageError when the data root is not a folder of the
     four files, RuntimeError when the run fails or a histogram is missing.
     """
-    import numpy as np
-
-    from pipeline.cli import main as run_local
-
     missing = [name for name in DATASET_FILES if not os.path.isfile(os.path.join(data_root, name))]
     if missing:
         raise UsageError(
@@ -161,8 +161,6 @@ def build_reference(data_root: str, name: str | None = None, work_dir: str | Non
 
 def write_reference(out: str, data: bytes) -> str:
     """Writes `data` to `out` and its sha256 into `SHA256SUMS` beside it; returns the digest."""
-    from pipeline.core.atomic_files import write_bytes_atomic, write_text_atomic
-
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
     write_bytes_atomic(out, data)

@@ -19,8 +19,9 @@ import pytest
 from mnist_slices import write_mnist_slice
 from tiny_examples import real_split, step_context, write_examples_artifact
 
-from components.trainer import cluster, cluster_task, executor
+from components.trainer import cluster, executor
 from components.trainer.exporters import choose
+from components.trainer.params import TrainerParams
 from pipeline.config import DEFAULT_SCHEMA_PATH, TrainerConfig, load_config
 from pipeline.core.errors import ConfigError, TrainingError
 from pipeline.core.step import Artifact
@@ -143,11 +144,18 @@ def test_cluster_settings_default_to_one_process_and_accept_a_cluster():
 
 def test_a_task_rebuilds_the_trainer_config_from_its_json_form():
     cfg = dataclasses.replace(TrainerConfig(), workers=2, parameter_servers=1, train_steps=7)
-    rebuilt = cluster_task.trainer_config(json.loads(json.dumps(dataclasses.asdict(cfg))))
+    # The task reads the spec file's params as cluster.train_on_cluster writes them.
+    rebuilt = TrainerParams.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert type(rebuilt) is TrainerParams  # the trainer's own class, no stand-in
     assert dataclasses.asdict(rebuilt) == dataclasses.asdict(cfg)
     assert rebuilt.train_steps == 7 and dataclasses.replace(rebuilt, train_steps=8).train_steps == 8
     with pytest.raises(dataclasses.FrozenInstanceError):
         rebuilt.train_steps = 9
+    # Rebuilding checks every setting again: a spec edited by hand fails naming the key.
+    with pytest.raises(ConfigError, match=r"^config key trainer.optimizer: must be one of adam, sgd"):
+        TrainerParams.from_dict({**cfg.to_dict(), "optimizer": "rmsprop"})
+    with pytest.raises(ConfigError, match=r"unknown config key 'trainer.stale_setting'"):
+        TrainerParams.from_dict({**cfg.to_dict(), "stale_setting": 1})
 
 
 def test_leftovers_of_a_killed_run_are_ended_and_a_reused_pid_is_spared(tmp_path):

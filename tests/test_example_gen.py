@@ -9,6 +9,7 @@ import logging
 import os
 import struct
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -454,8 +455,7 @@ def test_raw_data_properties(tmp_path):
 # ---------------------------------------------------------------------------- download
 
 REAL_LABELS = {
-    name: open(os.path.join(DEFAULT_DATA_ROOT, name), "rb").read()
-    for name in (idx.TRAIN_LABELS, idx.TEST_LABELS)
+    name: Path(DEFAULT_DATA_ROOT, name).read_bytes() for name in (idx.TRAIN_LABELS, idx.TEST_LABELS)
 }
 MIRROR_A, MIRROR_B = "https://mirror-a.invalid/mnist/", "https://mirror-b.invalid/mnist/"
 
@@ -548,7 +548,7 @@ def test_fetch_goes_through_urllib_and_caps_the_size(monkeypatch):
 
 
 def test_download_command_exit_codes(tmp_path, monkeypatch, capsys):
-    table = {MIRROR_A + n: open(os.path.join(DEFAULT_DATA_ROOT, n), "rb").read() for n in idx.DATASET_FILES}
+    table = {MIRROR_A + n: Path(DEFAULT_DATA_ROOT, n).read_bytes() for n in idx.DATASET_FILES}
     _serve(monkeypatch, table)
     assert download.main(["--dest", str(tmp_path / "ok"), "--mirror", MIRROR_A]) == 0
     assert sorted(os.listdir(tmp_path / "ok")) == sorted(idx.DATASET_FILES)

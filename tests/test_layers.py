@@ -11,7 +11,8 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _imports(path: str) -> set:
-    tree = ast.parse(open(path, "rb").read(), filename=path)
+    with open(path, "rb") as f:
+        tree = ast.parse(f.read(), filename=path)
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

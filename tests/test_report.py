@@ -356,7 +356,8 @@ def test_failed_and_skipped_steps_are_explained_and_text_is_escaped(tmp_path):
         "push": {"pushed": 0, "version": 0, "reason": "an earlier step failed or stopped the run"},
     }
     html = write_report(summary, str(tmp_path))
-    text = open(html, encoding="utf-8").read()
+    with open(html, encoding="utf-8") as f:
+        text = f.read()
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert "&lt;b&gt;bad&lt;/b&gt;" in text and "MNIST run r&lt;1&gt;" in text
     assert "trainer was skipped (an earlier step failed or stopped the run); nothing to show" in text
@@ -475,7 +476,7 @@ def test_chromium_renders_sections_and_images_without_network(ws, tmp_path):
     )
     image = Image.open(shot).convert("L")
     assert image.size == (1280, 3000)
-    assert len(set(image.resize((64, 150)).getdata())) > 20  # rendered content, not a blank page
+    assert len(set(image.resize((64, 150)).get_flattened_data())) > 20  # rendered content, not a blank page
     shutil.copy(shot, ws["base"] / "report-screenshot.png")
 
 

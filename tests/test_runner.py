@@ -389,10 +389,11 @@ def test_declare_reads_a_declaration_module_and_checks_its_inputs():
     import types
 
     from pipeline.core.errors import ConfigError
-    from pipeline.core.step import declare
+    from pipeline.core.step import Input, declare
 
     module = types.ModuleType("steps_pkg.counter.component")
-    module.INPUTS, module.OUTPUTS, module.CACHEABLE = ("numbers",), {"count": "Count"}, False
+    module.INPUTS, module.OUTPUTS, module.CACHEABLE = {"numbers": Input("Numbers")}, {"count": "Count"}, False
+    module.PARAMS = dict
     module.summary = lambda report, params: {"count": params["scale"]}
     spec = declare(module, {"numbers": InputSpec(producer="a.numbers")}, {"scale": 2})
     assert (spec.name, spec.executor, spec.code_modules, spec.cacheable) == (

@@ -25,8 +25,17 @@ from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.evaluators import metrics_validator
+from tensorflow_model_analysis.extractors import slice_key_extractor, unbatch_extractor
+from tensorflow_model_analysis.extractors.predictions_extractor import PREDICTIONS_EXTRACTOR_STAGE_NAME
+from tensorflow_model_analysis.utils import config_util
+from tfx_bsl.tfxio import record_based_tfxio
 
-from components.evaluator import slice_metrics
+from components.evaluator import metrics as metrics_lib
+from components.evaluator import model_loading, slice_metrics, tfma_setup
 from pipeline.core.errors import InputDataError, PipelineError
 from pipeline.formats import evaluation as evaluation_format
 from pipeline.formats import examples as examples_format
@@ -75,8 +84,6 @@ def _read_batches(path: str, batch_size: int):
     for its threads; in the evaluator its reads of 10,000 digits took 1.0 to 3.6 s of wall
     time for 0.15 s of CPU, this reader's 0.05 s.
     """
-    import tensorflow as tf
-
     batch, start = [], 0
     try:
         for record in tf.compat.v1.io.tf_record_iterator(
@@ -160,10 +167,6 @@ class DecodeForEvaluation(beam.DoFn):
         self._raw_record_column = raw_record_column
 
     def process(self, batch: SerializedBatch):
-        import pyarrow as pa
-        import tensorflow as tf
-        from tfx_bsl.tfxio import record_based_tfxio
-
         spec = {
             evaluation_format.LABEL: tf.io.FixedLenFeature([], tf.int64),
             evaluation_format.INK_DENSITY_BUCKET: tf.io.FixedLenFeature(
@@ -186,8 +189,6 @@ def _first_bad_example(batch: SerializedBatch, spec: dict, batch_error: str) -> 
     """The InputDataError for the first record of `batch` that `spec` cannot parse (a batch's
     parse error does not say which record it was), naming its file and its index in that file
     (from 0); `batch_error` is TensorFlow's message for the whole batch."""
-    import tensorflow as tf
-
     for record, (path, index) in zip(batch.records, batch.locations):
         try:
             tf.io.parse_single_example(record, spec)
@@ -298,8 +299,6 @@ def batch_outcomes(
 def _pixels(record: bytes, image_key: str) -> list:
     """The `image_key` feature of a serialized tf.Example as ints 0..MAX_PIXEL. Raises
     PipelineError when the example has no such feature."""
-    import tensorflow as tf
-
     feature = tf.train.Example.FromString(record).features.feature
     if image_key not in feature:
         raise PipelineError(
@@ -394,8 +393,6 @@ def write_per_example(combined: dict, output_path: str, with_baseline: bool) -> 
 def _model_names(eval_config) -> tuple:
     """({name TFMA gives the model in its keys: CANDIDATE_ROLE or BASELINE_ROLE}, the baseline's
     name or "") from an EvalConfig as TFMA completes it (a single model's name is "")."""
-    from tensorflow_model_analysis.utils import config_util
-
     completed = config_util.update_eval_config_with_defaults(
         eval_config, has_baseline=any(spec.is_baseline for spec in eval_config.model_specs)
     )
@@ -421,8 +418,6 @@ def EvaluateBatches(
 
     candidate, baseline: the models' names in the extracts (baseline None: a single model).
     """
-    from tensorflow_model_analysis.evaluators import metrics_validator
-
     completed, models, baseline_name = _model_names(eval_config)
     combined = (
         extracts
@@ -448,9 +443,6 @@ def batched_evaluator(
     """The tfma.evaluators.Evaluator that evaluates the batched extracts after TFMA's
     PredictionsExtractor. Raises PipelineError when `eval_config` asks for metrics or slices
     it does not compute."""
-    import tensorflow_model_analysis as tfma
-    from tensorflow_model_analysis.extractors.predictions_extractor import PREDICTIONS_EXTRACTOR_STAGE_NAME
-
     slice_metrics.check_eval_config(eval_config, ROW_FEATURES)
     return tfma.evaluators.Evaluator(
         stage_name=EVALUATOR_STAGE,
@@ -462,9 +454,6 @@ def batched_evaluator(
 def batched_extractors(eval_shared_model, eval_config) -> list:
     """TFMA's default extractors without those that split batches into examples and key them by
     slice: the evaluator slices the combined rows itself."""
-    import tensorflow_model_analysis as tfma
-    from tensorflow_model_analysis.extractors import slice_key_extractor, unbatch_extractor
-
     per_example = {
         unbatch_extractor.UNBATCH_EXTRACTOR_STAGE_NAME,
         slice_key_extractor.SLICE_KEY_EXTRACTOR_STAGE_NAME,
@@ -513,11 +502,6 @@ def run_analysis(
     pass outcomes.npz, mistakes.json and (from TFMA's plots) confusion_matrix.json. Raises
     PipelineError when the outcomes and TFMA's overall confusion matrix disagree on the count.
     """
-    import tensorflow_model_analysis as tfma
-
-    from components.evaluator import metrics as metrics_lib
-    from components.evaluator import model_loading, tfma_setup
-
     eval_config = tfma_setup.build_eval_config(with_baseline=baseline_path is not None)
     models = [model_loading.eval_shared_model(candidate_path, eval_config, tfma_setup.CANDIDATE)]
     if baseline_path is not None:

@@ -1,7 +1,7 @@
 """The evaluator step: verify models, run TFMA, apply the blessing gate, write the decision.
 
 Inputs: `examples` (Examples; the test split is evaluated), `model` (the candidate Model),
-optional `baseline_model` (the latest pushed Model). Params: EvaluatorConfig.
+optional `baseline_model` (the latest pushed Model). Params: `EvaluatorParams`.
 Outputs: `evaluation` (TFMA output, plus outcomes.npz, mistakes.json and confusion_matrix.json:
 see pipeline.formats.evaluation), `blessing` (BLESSED or NOT_BLESSED, plus decision.json).
 Raises ModelIntegrityError before any model is loaded when a digest does not match, and
@@ -15,6 +15,7 @@ import math
 from components.evaluator import blessing, paired_stats, tfma_setup
 from components.evaluator import metrics as metrics_lib
 from components.evaluator.analysis import run_analysis
+from components.evaluator.params import EvaluatorParams
 from pipeline.core.errors import InputDataError, PipelineError
 from pipeline.core.step import StepContext, StepOutcome
 from pipeline.formats import evaluation as evaluation_format
@@ -48,7 +49,7 @@ def _paired_tables(evaluation_uri: str):
     )
 
 
-def run(ctx: StepContext) -> StepOutcome:
+def run(ctx: StepContext[EvaluatorParams]) -> StepOutcome:
     """Evaluates ctx.inputs['model'] (and 'baseline_model') and writes the blessing."""
     params = ctx.params
     candidate = ctx.inputs["model"]

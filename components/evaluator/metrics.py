@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.slicer import slicer_lib
 
 from pipeline.core.errors import PipelineError
 from pipeline.formats.evaluation import OVERALL_SLICE as OVERALL
@@ -57,9 +59,6 @@ def read_metrics(output_path: str, unnamed_model: str) -> dict:
         name out when a single model is evaluated).
     Only scalar (double) metrics are kept; NaN stays NaN (the gate fails closed on it).
     """
-    import tensorflow_model_analysis as tfma
-    from tensorflow_model_analysis.slicer import slicer_lib
-
     result: dict = {}
     for metrics_for_slice in tfma.load_metrics(output_path):
         name = slice_name(slicer_lib.deserialize_slice_key(metrics_for_slice.slice_key))
@@ -111,9 +110,6 @@ def read_confusion_plots(output_path: str, unnamed_model: str, num_classes: int)
     {model: {slice: {"matrix": float [actual][predicted] counts, "threshold": float}}}, at each
     plot's lowest threshold (0: argmax). Feed it to `per_class_from_confusion` and
     `overall_confusion_matrices`."""
-    import tensorflow_model_analysis as tfma
-    from tensorflow_model_analysis.slicer import slicer_lib
-
     result: dict = {}
     for plots_for_slice in tfma.load_plots(output_path):
         name = slice_name(slicer_lib.deserialize_slice_key(plots_for_slice.slice_key))

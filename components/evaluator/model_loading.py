@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
 
 # Arrays above this many elements print as a summary (numpy's default is 1,000).
 PRINT_THRESHOLD = 16
@@ -48,17 +50,12 @@ class SummarizingSignatures:
 
 def load_summarizing_signatures(saved_model_path: str, tags: tuple) -> SummarizingSignatures:
     """Loads the SavedModel at `saved_model_path` (with `tags`) as a SummarizingSignatures."""
-    import tensorflow as tf
-
     return SummarizingSignatures(tf.saved_model.load(saved_model_path, tags=list(tags)))
 
 
 def eval_shared_model(saved_model_path: str, eval_config, model_name: str):
     """TFMA's EvalSharedModel of the serving SavedModel at `saved_model_path`, named
     `model_name` in `eval_config`, loaded by `load_summarizing_signatures`."""
-    import tensorflow as tf
-    import tensorflow_model_analysis as tfma
-
     tags = (tf.saved_model.SERVING,)
     loader = tfma.types.ModelLoader(
         construct_fn=functools.partial(load_summarizing_signatures, saved_model_path, tags), tags=list(tags)

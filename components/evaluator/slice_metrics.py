@@ -25,7 +25,14 @@ is refused (PipelineError) rather than silently left out.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+from tensorflow_model_analysis.metrics import metric_types
+from tensorflow_model_analysis.metrics.multi_class_confusion_matrix_metrics import (
+    Matrices,
+    MatrixEntryKey,
+)
 
 from pipeline.core.errors import PipelineError
 from pipeline.formats import evaluation as evaluation_format
@@ -85,8 +92,6 @@ def check_eval_config(eval_config, row_features) -> None:
     the SUPPORTED_METRICS, unweighted, without binarization, aggregation, query or output names,
     and slices that are overall or on one of `row_features` (the columns of the rows). Metric
     thresholds need nothing more: TFMA's validator checks them on these metrics."""
-    import json
-
     defaults = dict(SUPPORTED_METRICS)
     for spec in eval_config.metrics_specs:
         if (
@@ -147,11 +152,6 @@ def _slices(rows: dict, eval_config) -> list:
 
 def _model_values(rows: dict, model: str, mask: np.ndarray) -> tuple:
     """(count, accuracy, log_loss, Matrices) of `model` on the rows in `mask`."""
-    from tensorflow_model_analysis.metrics.multi_class_confusion_matrix_metrics import (
-        Matrices,
-        MatrixEntryKey,
-    )
-
     count = int(mask.sum())
     correct = np.asarray(rows[f"{model}_correct"])[mask]
     accuracy = np.float32(correct.sum()) / np.float32(count)
@@ -178,8 +178,6 @@ def sliced_results(rows: dict, eval_config, models: dict, baseline: str = "") ->
     (slice key, {PlotKey: MultiClassConfusionMatrixAtThresholds}). A slice without examples
     does not appear (as in TFMA, where no example makes it).
     """
-    from tensorflow_model_analysis.metrics import metric_types
-
     metrics, plots = [], []
     for slice_key, mask in _slices(rows, eval_config):
         if not mask.any():

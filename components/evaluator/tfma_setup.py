@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 
+import tensorflow_model_analysis as tfma
+
 from pipeline.formats import examples as examples_format
 from pipeline.formats import model as model_format
 
@@ -36,7 +38,6 @@ def build_eval_config(with_baseline: bool):
     with `slice_metrics` (which refuses a config asking for anything else); TFMA writes them
     and this config beside them.
     """
-    import tensorflow_model_analysis as tfma
 
     def spec(name: str, is_baseline: bool):
         return tfma.ModelSpec(

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import tensorflow as tf
+from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 
 from pipeline.core.errors import InputDataError
 from pipeline.formats import idx
@@ -130,8 +132,6 @@ def to_record_batch(images: np.ndarray, labels: np.ndarray, edges: Sequence[floa
 def encode_examples(images: np.ndarray, labels: np.ndarray, edges: Sequence[float], encoder=None) -> list:
     """Serialized tf.train.Examples (list of bytes) of N images and labels, in order."""
     if encoder is None:
-        from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
-
         encoder = RecordBatchToExamplesEncoder()
     if len(labels) == 0:
         return []
@@ -227,10 +227,6 @@ class _WriteShardFn(beam.DoFn):
         self._chunk_rows = int(chunk_rows)
 
     def setup(self):
-        import tensorflow as tf  # pylint: disable=import-outside-toplevel
-        from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
-
-        self._tf = tf
         self._encoder = RecordBatchToExamplesEncoder()
         self._cache = collections.OrderedDict()  # (path, sha256) -> array, least recent first
         self._counters = {
@@ -266,7 +262,6 @@ class _WriteShardFn(beam.DoFn):
 
     def process(self, task):
         # `task` is a ShardTask; left unannotated so Beam infers no coder or type check from it.
-        tf = self._tf
         splits = ("train", "eval") if task.source == "train" else ("test",)
         final = {s: shard_path(self._output_dir, s, task.shard, task.num_shards) for s in splits}
         temporary = {

@@ -24,6 +24,7 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from components.example_gen import encode
 from components.example_gen import spans as spans_lib
+from components.example_gen.params import DataParams
 from pipeline.core import errors
 from pipeline.core.errors import ConfigError, InputDataError, PipelineError
 from pipeline.core.step import StepContext, StepOutcome
@@ -31,7 +32,7 @@ from pipeline.formats import examples as examples_format
 from pipeline.formats import idx
 
 
-def _spans_of(ctx: StepContext, params) -> list:
+def _spans_of(ctx: StepContext[DataParams], params: DataParams) -> list:
     """[(span, folder), ...] from the raw_data artifact's properties, or resolved from its uri."""
     raw = ctx.inputs.get("raw_data")
     if raw is None:
@@ -154,13 +155,13 @@ def _check_written(ctx: StepContext, result, out_dir: str, expected: dict, num_s
             raise PipelineError(f"{folder}: {len(shards)} shard files, expected {num_shards}")
 
 
-def run(ctx: StepContext) -> StepOutcome:
+def run(ctx: StepContext[DataParams]) -> StepOutcome:
     """Validates the raw spans and writes the Examples artifact into ctx.outputs["examples"].
 
     Raises ConfigError (bad spans / properties), InputDataError (bad raw files, empty split),
     PipelineError (the Beam pipeline did not write what was validated).
     """
-    params = ctx.params  # a DataConfig
+    params = ctx.params
     out_dir = ctx.outputs["examples"]
     span_list = _spans_of(ctx, params)
     ctx.log.info("reading spans %s", [n for n, _ in span_list])
@@ -177,10 +178,6 @@ def run(ctx: StepContext) -> StepOutcome:
         len(tasks),
         out_dir,
     )
-
-    # The shard writers use TensorFlow's TFRecordWriter. Importing TensorFlow (seconds) is
-    # start-up: done here, before the clock starts, it is shared by in-process workers.
-    import tensorflow  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
 
     started = time.monotonic()
     try:

@@ -22,6 +22,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
+from components.example_gen.params import check_window_spans
 from pipeline.core.digest import file_digest
 from pipeline.core.errors import ConfigError, InputDataError
 from pipeline.formats import idx
@@ -82,8 +83,7 @@ def resolve_spans(data_root: str, span: int | None, window: int, ready_marker: s
     span is, or fewer than `window` complete spans end at the chosen one while enough would
     once the others are complete.
     """
-    if window < 1:
-        raise ConfigError(f"config key data.window_spans: must be >= 1, got {window}")
+    check_window_spans(window)  # DataParams' rule, for callers passing plain arguments
     spans = list_spans(data_root)
     numbers = [n for n, _ in spans]
     if span is not None and span not in numbers:

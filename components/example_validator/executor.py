@@ -5,7 +5,7 @@ one drift baseline: from the second span on `previous_statistics` (the previous 
 statistics); on a pipeline root's first span `reference_statistics` (the reference JSON of
 `pipeline.formats.reference`, an external file registered by content digest), unless
 `reference_check` is off.
-Params: `ValidationConfig` (label_drift_linf and pixel_drift_jsd against the previous span;
+Params: `ExampleValidatorParams` (label_drift_linf and pixel_drift_jsd against the previous span;
 reference_check, reference_label_drift_linf and reference_pixel_drift_jsd against the
 reference).
 Output `anomalies` (see `pipeline.formats.anomalies`):
@@ -22,17 +22,21 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+import tensorflow_data_validation as tfdv
+
+from components.example_validator.anomalies import add_anomaly, add_drift, flag_missing_data
+from components.example_validator.drift_check import Baseline, check_drift, statistics_histograms
+from components.example_validator.params import ExampleValidatorParams
+from components.example_validator.report import failure_summary, format_report
 from pipeline.core.errors import InputDataError, PipelineError
+from pipeline.core.external import CONTENT_DIGEST, read_verified
 from pipeline.core.step import StepContext, StepOutcome
 from pipeline.formats import anomalies as anomalies_format
 from pipeline.formats import schema as schema_format
 from pipeline.formats import statistics as stats_format
 from pipeline.formats.examples import SPLIT_PREFIX
-
-if TYPE_CHECKING:  # drift_check imports the TFMD protos; the executor imports it when it runs
-    from components.example_validator.drift_check import Baseline
+from pipeline.formats.reference import parse_reference
 
 ENVIRONMENT = "TRAINING"
 DRIFT_SPLIT = "train"
@@ -50,7 +54,7 @@ class DriftPlan:
     note: str
 
 
-def run(ctx: StepContext) -> StepOutcome:
+def run(ctx: StepContext[ExampleValidatorParams]) -> StepOutcome:
     """Validates every split; returns StepOutcome with `stop_run` set on any ERROR anomaly.
 
     Raises InputDataError when the schema, a statistics file or the reference is missing,
@@ -58,8 +62,6 @@ def run(ctx: StepContext) -> StepOutcome:
     span's statistics have no train split; PipelineError when `reference_check` is on but
     neither baseline was given (a wiring error: the gate never skips drift silently).
     """
-    from components.example_validator.report import failure_summary, format_report
-
     params = ctx.params
     out_uri = ctx.outputs["anomalies"]
     statistics_uri = ctx.inputs["statistics"].uri
@@ -148,10 +150,6 @@ def validate_splits(split_stats: dict, schema, environment) -> dict:
 
     An empty split, which TFDV only flags with `data_missing`, gets a dataset-level ERROR.
     """
-    import tensorflow_data_validation as tfdv
-
-    from components.example_validator.anomalies import flag_missing_data
-
     results = {}
     for split, stats in split_stats.items():
         results[split] = tfdv.validate_statistics(stats, schema, environment=environment)
@@ -159,7 +157,7 @@ def validate_splits(split_stats: dict, schema, environment) -> dict:
     return results
 
 
-def drift_plan(inputs, params) -> DriftPlan | None:
+def drift_plan(inputs, params: ExampleValidatorParams) -> DriftPlan | None:
     """The baseline drift is measured against: the previous span when there is one, else the
     reference; None only when there is neither and `params.reference_check` is off.
 
@@ -180,9 +178,7 @@ def drift_plan(inputs, params) -> DriftPlan | None:
     return None
 
 
-def _previous_plan(previous, params) -> DriftPlan:
-    from components.example_validator.drift_check import Baseline, statistics_histograms
-
+def _previous_plan(previous, params: ExampleValidatorParams) -> DriftPlan:
     previous_path = stats_format.split_stats_path(previous.uri, DRIFT_SPLIT)
     # A previous artifact without a train split leaves nothing to compare: check_drift reports
     # that as missing control data (an ERROR), it is not skipped.
@@ -205,13 +201,9 @@ def _previous_plan(previous, params) -> DriftPlan:
     )
 
 
-def _reference_plan(reference, params) -> DriftPlan:
+def _reference_plan(reference, params: ExampleValidatorParams) -> DriftPlan:
     """The reference as a baseline; InputDataError when it is unreadable, malformed, or changed
     since the run registered its digest (the cache key would not describe what was read)."""
-    from components.example_validator.drift_check import Baseline
-    from pipeline.core.external import CONTENT_DIGEST, read_verified
-    from pipeline.formats.reference import parse_reference
-
     parsed = parse_reference(read_verified(reference), reference.uri)
     digest = str(reference.properties.get(CONTENT_DIGEST, ""))
     return DriftPlan(
@@ -224,7 +216,7 @@ def _reference_plan(reference, params) -> DriftPlan:
     )
 
 
-def _thresholds(plan: DriftPlan | None, params) -> dict:
+def _thresholds(plan: DriftPlan | None, params: ExampleValidatorParams) -> dict:
     """The limits that applied (those against the previous span when drift was not checked)."""
     label, pixel = (
         (plan.label_threshold, plan.pixel_threshold)
@@ -236,9 +228,6 @@ def _thresholds(plan: DriftPlan | None, params) -> dict:
 
 def _check_drift_into(results: dict, split_stats: dict, statistics_uri: str, plan: DriftPlan):
     """Measures drift of the train split against `plan`'s baseline and records it in `results`."""
-    from components.example_validator.anomalies import add_anomaly, add_drift
-    from components.example_validator.drift_check import check_drift
-
     if DRIFT_SPLIT not in split_stats:
         raise InputDataError(
             f"statistics artifact {statistics_uri}: no {SPLIT_PREFIX}{DRIFT_SPLIT} "

@@ -1,19 +1,30 @@
-"""Pusher's declaration (read by `pipeline.core.step.declare`); params: a `PusherConfig`
-with its serving_dir set."""
+"""Pusher's declaration (read by `pipeline.core.step.declare`); params `PusherParams` with its
+serving_dir set."""
 
 from __future__ import annotations
 
-from pipeline.formats import pushed_model
+from typing import Any
 
-INPUTS = ("model", "blessing", "examples", "baseline_model")
+from components.pusher.params import PusherParams
+from pipeline.core.step import Input
+from pipeline.formats import blessing, examples, model, pushed_model
+
+INPUTS = {
+    "model": Input(model.ARTIFACT_TYPE),
+    "blessing": Input(blessing.ARTIFACT_TYPE),
+    "examples": Input(examples.ARTIFACT_TYPE),
+    # The model serving now (absent before the first push).
+    "baseline_model": Input(model.ARTIFACT_TYPE, optional=True),
+}
 OUTPUTS = {"pushed_model": pushed_model.ARTIFACT_TYPE}
+PARAMS = PusherParams
 # The pusher runs every time: what serves now may have changed since its last run.
 CACHEABLE = False
 
 SUMMARY_KEYS = ("pushed", "version", "reason", "serving_dir")
 
 
-def summary(report, params) -> dict:
+def summary(report: Any, params: PusherParams) -> dict:
     """{"push": what was published}; a pusher that did not run pushed nothing, and says why."""
     if report.properties:
         return {"push": {k: report.properties[k] for k in SUMMARY_KEYS if k in report.properties}}

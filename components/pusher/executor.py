@@ -2,7 +2,7 @@
 
 Inputs: `model` (Model), `blessing` (ModelBlessing), `examples` (test digits the staged copy must
 answer), optional `baseline_model` (the latest pushed model, resolved just before this step).
-Params: PusherConfig with `serving_dir` resolved. Output: `pushed_model` with push.json.
+Params: `PusherParams` with `serving_dir` resolved. Output: `pushed_model` with push.json.
 
 The blessing is read only through `pipeline.formats.blessing.read_blessing`: a decision that is
 missing, malformed or contradicted (by its marker file or the artifact's recorded properties)
@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import time
 
+from components.pusher.params import PusherParams
 from components.pusher.publish import interrupted_push, publish
 from components.pusher.serving_check import make_verify_fn, read_examples
 from pipeline.core.errors import ConfigError, PushError
@@ -96,7 +97,7 @@ def _outcome(
     )
 
 
-def run(ctx: StepContext) -> StepOutcome:
+def run(ctx: StepContext[PusherParams]) -> StepOutcome:
     """Pushes ctx.inputs['model'] to ctx.params.serving_dir when its blessing allows it."""
     params = ctx.params
     if not params.serving_dir:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import tensorflow as tf
+
 from pipeline.core.errors import InputDataError
 from pipeline.formats.examples import split_files
 from pipeline.formats.model import check_serving
@@ -18,8 +20,6 @@ def read_examples(examples_uri: str, count: int, split: str = "test") -> list:
 
     Raises InputDataError when the split has no shards or no records.
     """
-    import tensorflow as tf
-
     files = split_files(examples_uri, split)
     records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)]
     if not records:

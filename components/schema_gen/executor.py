@@ -1,6 +1,6 @@
 """SchemaGen: publishes the curated schema; optionally reports how it differs from an inferred one.
 
-Params: `ValidationConfig` (`infer_schema_report`). Inputs: `curated_schema` (the file at
+Params: `SchemaGenParams` (`infer_schema_report`). Inputs: `curated_schema` (the file at
 `validation.schema_path`, fingerprinted by content) and `statistics` (used only for the report).
 Output `schema`:
   - `schema.pbtxt`: the curated schema file, byte for byte (comments kept), once it parsed and
@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import os
 
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+from components.schema_gen.params import SchemaGenParams
+from components.schema_gen.schema_diff import schema_differences
 from pipeline.core.errors import ConfigError
 from pipeline.core.external import CONTENT_DIGEST, read_verified
 from pipeline.core.step import Artifact, StepContext, StepOutcome
@@ -48,8 +52,6 @@ def check_schema(schema) -> str:
     environment a feature names is a declared `default_environment` (a typo would otherwise
     silently exempt the feature from validation).
     """
-    from tensorflow_metadata.proto.v0 import schema_pb2
-
     if not schema.feature:
         return "declares no feature"
     seen = set()
@@ -69,7 +71,7 @@ def check_schema(schema) -> str:
     return ""
 
 
-def run(ctx: StepContext) -> StepOutcome:
+def run(ctx: StepContext[SchemaGenParams]) -> StepOutcome:
     """Writes the curated schema (and the inferred-schema report) into the `schema` output.
 
     Raises ConfigError for a missing, unparseable or inconsistent curated schema, and
@@ -103,9 +105,7 @@ def run(ctx: StepContext) -> StepOutcome:
 
 def _write_inference_report(ctx: StepContext, curated, out_uri: str) -> tuple:
     """Infers a schema from one split's statistics; writes it and the differences report."""
-    import tensorflow_data_validation as tfdv
-
-    from components.schema_gen.schema_diff import schema_differences
+    import tensorflow_data_validation as tfdv  # noqa: PLC0415  TFDV (seconds) only for the inference report
 
     stats_uri = ctx.inputs["statistics"].uri
     splits = list(split_dirs(stats_uri, "statistics artifact"))

@@ -12,13 +12,22 @@ import json
 import os
 import time
 
+import apache_beam as beam
+import tensorflow_data_validation as tfdv
+from apache_beam.metrics.metric import MetricsFilter
+
+from components.statistics_gen.beam_stats import (
+    METRICS_NAMESPACE,
+    ExamplesToStatistics,
+    examples_read_counter_name,
+)
 from pipeline.core.errors import InputDataError, PipelineError
 from pipeline.core.step import StepContext, StepOutcome
 from pipeline.formats import examples as examples_format
 from pipeline.formats import statistics as stats_format
 
 
-def run(ctx: StepContext) -> StepOutcome:
+def run(ctx: StepContext[None]) -> StepOutcome:
     """Computes and writes the statistics of every split of `ctx.inputs["examples"]`.
 
     Returns execution properties `split_counts` ({split: examples}), `pixel_out_of_range`
@@ -27,11 +36,6 @@ def run(ctx: StepContext) -> StepOutcome:
     that cannot be read as tf.Example, or when the examples' recorded `split_counts` disagree with
     what was read.
     """
-    import apache_beam as beam
-    import tensorflow_data_validation as tfdv
-
-    from components.statistics_gen.beam_stats import ExamplesToStatistics
-
     examples = ctx.inputs["examples"]
     out_uri = ctx.outputs["statistics"]
     splits = examples_format.list_splits(examples.uri)
@@ -116,10 +120,6 @@ _BAD_RECORD_MARKERS = (
 
 def _records_read(result, splits) -> dict:
     """{split: records read} from the Beam counters; {} where the runner reports no metrics."""
-    from apache_beam.metrics.metric import MetricsFilter
-
-    from components.statistics_gen.beam_stats import METRICS_NAMESPACE, examples_read_counter_name
-
     try:
         counters = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]
     except (NotImplementedError, AttributeError, KeyError):

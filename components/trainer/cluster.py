@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 
+from components.trainer.params import TrainerParams
 from components.trainer.result import TrainingResult
 from pipeline.core import errors
 from pipeline.core.atomic_files import write_text_atomic
@@ -340,7 +341,7 @@ def _read_result(path: str, name: str) -> dict:
 
 
 def train_on_cluster(
-    cfg,
+    cfg: TrainerParams,
     examples_uri: str,
     run_dir: str,
     warm_start_checkpoint: str | None,
@@ -348,7 +349,7 @@ def train_on_cluster(
     log: logging.Logger,
     module_digest: str | None = None,
 ) -> TrainingResult:
-    """Trains `cfg` (a TrainerConfig; its `workers` and `parameter_servers` give the cluster) on
+    """Trains `cfg` (its `workers` and `parameter_servers` give the cluster) on
     the Examples artifact at `examples_uri` with `run_dir` as the shared model_dir, and returns
     the chief's `TrainingResult` (its throughput is the whole cluster's, measured on the chief
     from the global step; `train_seconds` is the chief's `train_and_evaluate`).
@@ -368,7 +369,7 @@ def train_on_cluster(
         spec_path,
         json.dumps(
             {
-                "params": dataclasses.asdict(cfg),
+                "params": cfg.to_dict(),
                 "examples_uri": examples_uri,
                 "model_dir": run_dir,
                 "warm_start_checkpoint": warm_start_checkpoint,

@@ -5,7 +5,7 @@
 
 `TF_CONFIG` says which task this is; the spec file (written by `cluster.train_on_cluster`, or
 copied to every machine of a multi-machine cluster) holds what every task trains:
-`params` (the TrainerConfig as a dict), `examples_uri`, `model_dir` (shared by all tasks),
+`params` (the `TrainerParams` as `to_dict` writes it), `examples_uri`, `model_dir` (shared by all tasks),
 `warm_start_checkpoint` (or null), `module_digest` (the sha256 `params["module_file"]` must
 have, or null) and `cluster_dir` (where result files go).
 
@@ -26,26 +26,17 @@ server cannot keep it alive after its work (tensorflow/tensorflow#21305).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
 import sys
 import time
 import traceback
-from typing import Any
 
 from components.trainer import cluster
+from components.trainer.params import TrainerParams
 from pipeline.core.atomic_files import write_text_atomic
 from pipeline.core.errors import PipelineError
-
-
-def trainer_config(params: dict) -> Any:
-    """Rebuilds the TrainerConfig from its `dataclasses.asdict` form: a frozen dataclass of the
-    same name and fields (the step layer does not import the application's config class), so
-    attribute access, `dataclasses.asdict` and `dataclasses.replace` work as on the original."""
-    config_class = dataclasses.make_dataclass("TrainerConfig", [(name, Any) for name in params], frozen=True)
-    return config_class(**params)
 
 
 def _logger() -> logging.Logger:
@@ -72,7 +63,7 @@ def _task() -> tuple:
 
 def _chief_classes():
     """(ClusterProgressHook, EvaluateAfterSave), defined once TensorFlow is imported."""
-    import tensorflow as tf
+    import tensorflow as tf  # noqa: PLC0415 - after main's tie_to_launcher(), not during TF's import
 
     class ClusterProgressHook(tf.compat.v1.train.SessionRunHook):
         """Chief only: logs the cluster's global step every `every_steps` steps and measures the
@@ -185,11 +176,14 @@ def run_task(spec: dict, task_type: str, log: logging.Logger) -> dict:
     """Runs this task's part of `train_and_evaluate` (TF_CONFIG names the task; `task_type`
     is its type); returns what it reports (see the module docstring), except a ps, which never
     returns. Raises PipelineError for failures the pipeline understands."""
-    import tensorflow as tf
+    # TensorFlow (seconds to import) loads only once main() has tied this task to its launcher,
+    # so a launcher that dies meanwhile takes the task with it.
+    import tensorflow as tf  # noqa: PLC0415
 
-    from components.trainer import executor, user_module
+    from components.trainer import executor, user_module  # noqa: PLC0415 - imports TensorFlow
 
-    cfg = trainer_config(spec["params"])
+    # Checked again as it is rebuilt: a spec edited by hand fails here with the key it breaks.
+    cfg = TrainerParams.from_dict(spec["params"])
     # The code the run fingerprinted, or InputDataError; the Estimator then gets this very load.
     user_module.load_module(cfg.module_file, spec.get("module_digest"))
     warm_start = (

@@ -15,7 +15,7 @@ Outputs:
   `model_digest.json`; properties `digest`, `module_file`, `module_digest`.
 - `model_run` (ModelRun): checkpoints, TensorBoard event files (train and eval/), and
   `training_history.json` (one record per evaluation plus the run's summary).
-Params: a `TrainerConfig`.
+Params: `TrainerParams`.
 Execution properties: best_eval_accuracy / _loss / _step (the exported, chosen evaluation),
 top_eval_accuracy / _step (the highest eval accuracy: `choose` with tolerance 0),
 final_eval_accuracy, steps_trained, stopped_early, evaluations_run, train_examples_per_sec,
@@ -49,6 +49,7 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 from components.trainer import cluster, export, inputs, precision
 from components.trainer.exporters import BestAccuracyExporter, EvalHistory, choose
 from components.trainer.hooks import NonFiniteLossHook, ProgressHook
+from components.trainer.params import TrainerParams
 from components.trainer.result import TrainingResult
 from components.trainer.user_module import load_checked, model_fn_for
 from components.trainer.warm_start import warm_start_settings
@@ -114,7 +115,7 @@ def _publish_best_export(best_export_dir: str, model_uri: str, run_dir: str, sam
     return serving_dir
 
 
-def _make_estimator(cfg, run_dir: str, warm_start) -> tf.estimator.Estimator:
+def _make_estimator(cfg: TrainerParams, run_dir: str, warm_start) -> tf.estimator.Estimator:
     """The Estimator: checkpoints every evaluation interval, seeded, optionally warm started."""
     return tf.estimator.Estimator(
         # The module that cfg.module_file names (loaded once per process and digest).
@@ -125,7 +126,7 @@ def _make_estimator(cfg, run_dir: str, warm_start) -> tf.estimator.Estimator:
     )
 
 
-def _run_config(cfg, run_dir: str) -> tf.estimator.RunConfig:
+def _run_config(cfg: TrainerParams, run_dir: str) -> tf.estimator.RunConfig:
     """The RunConfig: checkpoints every evaluation interval, seeded; on a cluster in bfloat16,
     the task's session without Grappler's remapper (see below)."""
     config = tf.estimator.RunConfig(
@@ -146,7 +147,7 @@ def _run_config(cfg, run_dir: str) -> tf.estimator.RunConfig:
     return config
 
 
-def _training_hooks(cfg, estimator, log) -> tuple:
+def _training_hooks(cfg: TrainerParams, estimator, log) -> tuple:
     """(hooks for the TrainSpec, the ProgressHook among them): NaN guard, progress, early stop."""
     progress = ProgressHook(
         cfg.batch_size,
@@ -208,7 +209,9 @@ class Training:
         )
 
 
-def build_training(cfg, examples_uri: str, run_dir: str, warm_start, log, saving_listeners=()) -> Training:
+def build_training(
+    cfg: TrainerParams, examples_uri: str, run_dir: str, warm_start, log, saving_listeners=()
+) -> Training:
     """The Estimator (`_make_estimator`), train spec (NaN guard, progress, early stopping,
     `saving_listeners`) and eval spec (history and best-export exporters) for `cfg` on the
     Examples artifact at `examples_uri`, with checkpoints in `run_dir`. Every cluster task
@@ -237,7 +240,7 @@ def build_training(cfg, examples_uri: str, run_dir: str, warm_start, log, saving
     return Training(estimator, train_spec, eval_spec, progress, history, best_exporter)
 
 
-def _train_in_process(cfg, examples_uri: str, run_dir: str, warm_start, log) -> TrainingResult:
+def _train_in_process(cfg: TrainerParams, examples_uri: str, run_dir: str, warm_start, log) -> TrainingResult:
     """Trains and evaluates in this process (`trainer.workers` = 0)."""
     if os.environ.pop("TF_CONFIG", None) is not None:
         # RunConfig would otherwise make this process a task of whatever cluster it names.
@@ -249,7 +252,7 @@ def _train_in_process(cfg, examples_uri: str, run_dir: str, warm_start, log) -> 
     return training.result(training.train_and_evaluate(examples_uri))
 
 
-def run(ctx: StepContext) -> StepOutcome:
+def run(ctx: StepContext[TrainerParams]) -> StepOutcome:
     """Trains, evaluates and exports the model; see the module docstring for the contract."""
     cfg = ctx.params
     log = ctx.log

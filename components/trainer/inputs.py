@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 
 import tensorflow as tf
+from tensorflow_metadata.proto.v0 import schema_pb2
 
 from pipeline.core.errors import InputDataError
 from pipeline.formats.examples import IMAGE_KEY, IMAGE_PIXELS, LABEL_KEY, split_files
@@ -110,8 +111,6 @@ def check_schema(schema_uri: str) -> None:
     Raises InputDataError naming the schema file and the feature that does not fit, or when it
     cannot be read.
     """
-    from tensorflow_metadata.proto.v0 import schema_pb2
-
     path = schema_path(schema_uri)
     schema = read_schema(schema_uri)
     features = {feature.name: feature for feature in schema.feature}

@@ -22,7 +22,7 @@ copies of each digit (components/trainer/test_time_augmentation.py).
 With `weight_averaging_decay` > 0, TRAIN also updates a moving average of every weight, and EVAL
 and PREDICT restore the averages instead of the weights (components/trainer/weight_averaging.py).
 
-`params` holds the hyperparameters: a mapping or a `TrainerConfig` with the keys in
+`params` holds the hyperparameters: a mapping or a `TrainerParams` with the keys in
 `HYPERPARAMETERS`, and optionally those in `OPTIONAL_HYPERPARAMETERS` (their defaults leave
 training plain: no augmentation, a constant learning rate, float32, no weight averaging).
 """
@@ -36,6 +36,7 @@ from typing import Any
 import tensorflow as tf
 
 from components.trainer import augmentation, precision, test_time_augmentation, weight_averaging
+from components.trainer.params import TrainerParams
 from pipeline.core.errors import ConfigError
 from pipeline.formats.examples import IMAGE_KEY, IMAGE_SIDE, MAX_PIXEL, NUM_CLASSES
 from pipeline.formats.model import CLASS_IDS, PROBABILITIES
@@ -49,7 +50,6 @@ HYPERPARAMETERS = (
     "learning_rate",
     "optimizer",
 )
-OPTIMIZERS = ("adam", "sgd")
 # Optional keys and the values that switch them off.
 OPTIONAL_HYPERPARAMETERS = {
     **augmentation.AUGMENTATION_OFF,  # the augment_* keys (components/trainer/augmentation.py)
@@ -59,8 +59,6 @@ OPTIONAL_HYPERPARAMETERS = {
     "label_smoothing": 0.0,  # train towards (1 - e) on the label + e / 10 on every class
     "test_time_augmentation": "none",  # serve the mean over moved copies of each digit
 }
-DECAYS = ("none", "cosine")
-MAX_LABEL_SMOOTHING = 0.5
 # The learning rate at the end of a cosine decay, as a fraction of the initial one.
 COSINE_FINAL_FRACTION = 0.01
 
@@ -68,7 +66,7 @@ COSINE_FINAL_FRACTION = 0.01
 def hyperparameters(params: Any) -> dict:
     """Returns the network's hyperparameters from `params` (a mapping or a dataclass).
 
-    Raises ConfigError naming the first missing or unusable key.
+    Raises ConfigError naming the first missing or unusable key (`TrainerParams`' checks).
     """
     if dataclasses.is_dataclass(params):
         params = dataclasses.asdict(params)
@@ -79,74 +77,15 @@ def hyperparameters(params: Any) -> dict:
         raise ConfigError(f"model_fn params: missing trainer.{missing[0]}")
     hp = {key: params[key] for key in HYPERPARAMETERS}
     hp.update({key: params.get(key, default) for key, default in OPTIONAL_HYPERPARAMETERS.items()})
-    for key in ("conv1_filters", "conv2_filters", "kernel_size", "dense_units"):
-        if not isinstance(hp[key], int) or hp[key] < 1:
-            raise ConfigError(f"config key trainer.{key}: must be an integer >= 1, got {hp[key]!r}")
-    if not 0.0 <= hp["dropout_rate"] < 1.0:
-        raise ConfigError(f"config key trainer.dropout_rate: must be in [0, 1), got {hp['dropout_rate']!r}")
-    if not hp["learning_rate"] > 0:
-        raise ConfigError(f"config key trainer.learning_rate: must be > 0, got {hp['learning_rate']!r}")
-    if hp["optimizer"] not in OPTIMIZERS:
-        raise ConfigError(
-            f"config key trainer.optimizer: must be one of {OPTIMIZERS}, got {hp['optimizer']!r}"
-        )
-    for key, top in (
-        ("augment_max_shift", 45),
-        ("augment_max_rotation", 45),
-        ("augment_max_scale", 0.5),
-        ("augment_elastic_alpha", 100),
-    ):
-        if not isinstance(hp[key], (int, float)) or not 0 <= hp[key] <= top:
-            raise ConfigError(f"config key trainer.{key}: must be a number in [0, {top}], got {hp[key]!r}")
-    if (
-        not isinstance(hp["augment_elastic_sigma"], (int, float))
-        or not 0.5 <= hp["augment_elastic_sigma"] <= 10
-    ):
-        raise ConfigError(
-            "config key trainer.augment_elastic_sigma: must be a number in [0.5, 10], "
-            f"got {hp['augment_elastic_sigma']!r}"
-        )
-    if hp["learning_rate_decay"] not in DECAYS:
-        raise ConfigError(
-            f"config key trainer.learning_rate_decay: must be one of {DECAYS}, "
-            f"got {hp['learning_rate_decay']!r}"
-        )
+    # The rules of TrainerParams, the one home of every trainer setting's check (a TrainerParams
+    # arrives checked; a plain mapping from a caller of model_fn is checked here by them).
+    hp = {key: TrainerParams.check_setting(key, value) for key, value in hp.items()}
     if hp["learning_rate_decay"] != "none":
-        steps = params.get("train_steps")
-        if not isinstance(steps, int) or steps < 1:
+        if "train_steps" not in params:
             raise ConfigError(
-                f"config key trainer.train_steps: a learning_rate_decay needs an integer >= 1, got {steps!r}"
+                "config key trainer.train_steps: a learning_rate_decay needs train_steps, got none"
             )
-        hp["train_steps"] = steps
-    decay = hp["weight_averaging_decay"]
-    if (
-        not isinstance(decay, (int, float))
-        or isinstance(decay, bool)
-        or not (decay == 0 or weight_averaging.MIN_DECAY <= decay <= weight_averaging.MAX_DECAY)
-    ):
-        raise ConfigError(
-            "config key trainer.weight_averaging_decay: must be 0 (off) or a number in "
-            f"[{weight_averaging.MIN_DECAY}, {weight_averaging.MAX_DECAY}], got {decay!r}"
-        )
-    smoothing = hp["label_smoothing"]
-    if (
-        not isinstance(smoothing, (int, float))
-        or isinstance(smoothing, bool)
-        or not 0 <= smoothing <= MAX_LABEL_SMOOTHING
-    ):
-        raise ConfigError(
-            f"config key trainer.label_smoothing: must be a number in [0, {MAX_LABEL_SMOOTHING}], "
-            f"got {smoothing!r}"
-        )
-    if hp["test_time_augmentation"] not in test_time_augmentation.VIEW_SETS:
-        raise ConfigError(
-            f"config key trainer.test_time_augmentation: must be one of "
-            f"{tuple(test_time_augmentation.VIEW_SETS)}, got {hp['test_time_augmentation']!r}"
-        )
-    if hp["precision"] not in precision.CHOICES:
-        raise ConfigError(
-            f"config key trainer.precision: must be one of {precision.CHOICES}, got {hp['precision']!r}"
-        )
+        hp["train_steps"] = TrainerParams.check_setting("train_steps", params["train_steps"])
     hp["precision"] = precision.resolve(hp["precision"])[0]
     return hp
 

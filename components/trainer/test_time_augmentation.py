@@ -21,12 +21,15 @@ from typing import Any
 import tensorflow as tf
 
 from components.trainer import augmentation
+from components.trainer.params import TEST_TIME_AUGMENTATIONS
 from pipeline.formats.examples import IMAGE_SIDE
 
 # (shift right, shift down in pixels, rotation in degrees) of each copy besides the digit.
 _SHIFTS = ((1.0, 0.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, -1.0, 0.0))
 _ROTATIONS = ((0.0, 0.0, 6.0), (0.0, 0.0, -6.0))
-VIEW_SETS = {"none": (), "shifts": _SHIFTS, "shifts_rotations": _SHIFTS + _ROTATIONS}
+# Keyed by the allowed values of `trainer.test_time_augmentation` (TrainerParams), in their
+# order: "none", "shifts", "shifts_rotations".
+VIEW_SETS = dict(zip(TEST_TIME_AUGMENTATIONS, ((), _SHIFTS, _SHIFTS + _ROTATIONS), strict=True))
 KEY = "test_time_augmentation"
 
 

@@ -126,7 +126,7 @@ def load_module(path: str, expected_digest: str | None = None) -> LoadedModule:
 
 
 def load_checked(cfg, module_artifact: Artifact | None = None) -> LoadedModule:
-    """The module `cfg.module_file` names (a TrainerConfig), its contract checked in a scratch
+    """The module `cfg.module_file` names (a TrainerParams), its contract checked in a scratch
     graph in every mode (`estimator_contract.check_contract`) with params as the Estimator
     gets them.
 
@@ -140,7 +140,7 @@ def load_checked(cfg, module_artifact: Artifact | None = None) -> LoadedModule:
 
 
 def model_fn_for(cfg) -> Callable:
-    """The Estimator model_fn of the module that `cfg.module_file` names (a TrainerConfig): the
+    """The Estimator model_fn of the module that `cfg.module_file` names (a TrainerParams): the
     one this process verified against its recorded digest (`load_module(path, digest)`, which
     the trainer step and every cluster task do first); the file as it is now when none was."""
     verified = _VERIFIED.get(os.path.abspath(cfg.module_file))

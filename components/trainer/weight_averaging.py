@@ -9,7 +9,8 @@ EVAL and PREDICT graphs build the same network and restore each weight *from its
 (a Scaffold whose Saver maps shadow names onto the weights). So the periodic evaluations, the
 best-checkpoint choice and the exported SavedModel all see the averaged weights; the SavedModel's
 variables keep the shadow names, and its own Saver (in the MetaGraph) restores them the same way.
-`decay = 0` switches this off: no shadows, default Scaffold.
+`decay = 0` switches this off: no shadows, default Scaffold. The decays accepted besides 0 are
+`TrainerParams`' rule (components/trainer/params.py).
 
 Why: an average of the last weights sits nearer the middle of the minimum the optimizer circles
 than any single step's weights (Polyak & Juditsky 1992), at the cost of one multiply-add per
@@ -22,8 +23,6 @@ import tensorflow as tf
 
 # The suffix tf.train.ExponentialMovingAverage gives each shadow variable.
 SHADOW_SUFFIX = "/ExponentialMovingAverage"
-# Accepted decays besides 0 (off): below 0.9 the average spans fewer than 10 steps.
-MIN_DECAY, MAX_DECAY = 0.9, 0.99999
 
 
 def is_on(decay: float) -> bool:

@@ -84,9 +84,9 @@ def commit(staging: str, final: str) -> None:
     fsync_path(os.path.dirname(final))
 
 
-def remove_stale_staging(pipeline_root: str) -> list:
+def remove_stale_staging(pipeline_root: str) -> list[str]:
     """Deletes `.staging-*` directories left by failed or killed steps; returns their paths."""
-    removed = []
+    removed: list[str] = []
     if not os.path.isdir(pipeline_root):
         return removed
     for step in os.listdir(pipeline_root):

@@ -85,9 +85,12 @@ def runner_name(beam_args: Sequence[str]) -> str:
     """The class name of the runner Beam builds from the options (FnApiRunner when none is
     named), resolved the way Beam resolves `--runner` ("flink", "FlinkRunner" and
     "flinkrunner" are all FlinkRunner)."""
-    from apache_beam.runners.runner import _RUNNER_MAP  # Beam's own name table (pinned Beam)
+    # Beam's own name table (pinned Beam); Beam (seconds to import) stays out of the CLI's start-up and the report.
+    from apache_beam.runners.runner import _RUNNER_MAP  # noqa: PLC0415
 
-    named = _option_value(with_default_runner(beam_args), "--runner")
+    named = _option_value(beam_args, "--runner")
+    if named is None:
+        named = DEFAULT_BEAM_RUNNER
     qualified = _RUNNER_MAP.get(named.lower(), _RUNNER_MAP.get(named.lower() + "runner", named))
     return qualified.rsplit(".", 1)[-1]
 
@@ -99,7 +102,7 @@ def jar_cache_dir() -> str:
 
 def beam_sdk_version() -> str:
     """The installed Beam SDK's version, which the job server jar must match."""
-    from apache_beam.version import __version__
+    from apache_beam.version import __version__  # noqa: PLC0415  Beam stays out of the CLI's start-up and the report
 
     return __version__
 

@@ -7,6 +7,7 @@ therefore invalidates the cache of the step that reads it and of everything down
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 
@@ -57,8 +58,6 @@ def read_verified(artifact: Artifact) -> bytes:
 def check_content(data: bytes, expected_digest: str | None, path: str) -> str:
     """The sha256 of `data` (the bytes read from `path`); raises InputDataError naming `path`
     when `expected_digest` is given and differs (the file changed after the run resolved it)."""
-    import hashlib
-
     digest = hashlib.sha256(data).hexdigest()
     if expected_digest is not None and digest != expected_digest:
         raise InputDataError(f"{path}: file changed while the run was using it; run again")

@@ -51,7 +51,7 @@ def _module_files(module_name: str) -> list:
     return files
 
 
-def _imported_names(path: str, package: str) -> set:
+def _imported_names(path: str, package: str) -> set[str]:
     """Every module name a source file imports, at any depth of the file (lazy imports too).
 
     `from a.b import c` yields both "a.b" and "a.b.c" (c may be a module); relative imports are
@@ -59,7 +59,7 @@ def _imported_names(path: str, package: str) -> set:
     """
     with open(path, "rb") as f:
         tree = ast.parse(f.read(), filename=path)
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
@@ -81,10 +81,10 @@ def _package_of(path: str, root: str) -> str:
 def _project_root(module_name: str) -> str:
     """The directory holding the top-level package (or module) of `module_name`."""
     top = importlib.util.find_spec(module_name.split(".")[0])
-    if top is None or top.origin is None and not top.submodule_search_locations:
-        raise ModuleNotFoundError(f"cannot fingerprint module {module_name!r}: not found")
-    if top.submodule_search_locations:
+    if top is not None and top.submodule_search_locations:
         return os.path.dirname(os.path.realpath(list(top.submodule_search_locations)[0]))
+    if top is None or top.origin is None:
+        raise ModuleNotFoundError(f"cannot fingerprint module {module_name!r}: not found")
     return os.path.dirname(os.path.realpath(top.origin))
 
 
@@ -154,7 +154,7 @@ def code_fingerprint(module_names: tuple) -> str:
 
 def params_json(params: Any) -> Any:
     """Parameters as JSON-ready data (dataclasses and mappings become dicts)."""
-    if dataclasses.is_dataclass(params):
+    if dataclasses.is_dataclass(params) and not isinstance(params, type):
         params = dataclasses.asdict(params)
     return json.loads(json.dumps(params, sort_keys=True, default=str))
 

@@ -92,7 +92,7 @@ def run_lock(pipeline_root: str, timeout_s: float, settings: MySqlSettings | Non
         if settings is None:
             yield RunLock()
             return
-        from pipeline.core.store_lock import StoreLock
+        from pipeline.core.store_lock import StoreLock  # noqa: PLC0415  pymysql loads only for a MySQL store (not for the embedded one, nor the report)
 
         store_lock = StoreLock(settings, pipeline_identity(settings, pipeline_root))
         store_lock.acquire(max(0.0, timeout_s - (time.monotonic() - started)))

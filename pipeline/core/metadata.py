@@ -153,7 +153,7 @@ class MetadataStore:
         MySQL store cannot be reached or opened.
         """
         if isinstance(location, MySqlSettings):
-            from pipeline.core.mysql_session import check_reachable
+            from pipeline.core.mysql_session import check_reachable  # noqa: PLC0415  pymysql loads only for a MySQL store (not for the embedded one, nor the report)
 
             check_reachable(location)
             self.path: str | None = None

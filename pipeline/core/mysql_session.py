@@ -19,7 +19,7 @@ _DATABASE_NAME = re.compile(r"[A-Za-z0-9_$]{1,64}")
 
 
 def _reason(settings: MySqlSettings, error: Exception) -> str:
-    args = getattr(error, "args", ())
+    args = error.args
     text = str(args[1]) if len(args) > 1 else str(error)
     return settings.scrub(" ".join(text.split())) or type(error).__name__
 

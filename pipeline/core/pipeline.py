@@ -10,12 +10,12 @@ outputs are taken from earlier executions, and the steps after them (`downstream
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.core.errors import ConfigError
-from pipeline.core.step import StepSpec
+from pipeline.core.step import StepSpec, check_wiring
 from pipeline.core.store_settings import MySqlSettings
 
 
@@ -100,26 +100,3 @@ class Pipeline:
                 f"step {name} comes {where} the steps this pipeline runs ({names[0]} .. {names[-1]})"
             )
         return names.index(name)
-
-
-def check_wiring(steps: Sequence[StepSpec]) -> None:
-    """Step names are unique and every producer reference names an earlier step's output.
-
-    Raises ConfigError naming the step and input otherwise.
-    """
-    available: set[str] = set()
-    names: set[str] = set()
-    for spec in steps:
-        if spec.name in names:
-            raise ConfigError(f"step {spec.name!r} is declared twice")
-        names.add(spec.name)
-        for key, inp in spec.inputs.items():
-            if (inp.producer is None) == (inp.resolver is None):
-                raise ConfigError(
-                    f"step {spec.name}: input {key!r} needs exactly one of producer and resolver"
-                )
-            if inp.producer is not None and inp.producer not in available:
-                raise ConfigError(
-                    f"step {spec.name}: input {key!r} reads {inp.producer!r}, which no earlier step produces"
-                )
-        available.update(f"{spec.name}.{out}" for out in spec.outputs)

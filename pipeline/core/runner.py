@@ -33,8 +33,6 @@ from pipeline.core.step_report import StepReport, StepResult, StepState, Stop
 
 log = logging.getLogger("pipeline")
 
-# The summary's state strings, kept importable under their former names.
-RAN, CACHED_STATE, FAILED_STATE, SKIPPED = (s.value for s in StepState)
 AFTER_STOP = "an earlier step failed or stopped the run"
 
 # reuse(spec, position, produced) -> StepResult of a step before the ones to run.

@@ -29,7 +29,7 @@ class StoreLock:
         self.settings = settings
         self.identity = identity
         self.name = lock_name(settings, identity)
-        self._connection = None
+        self._connection: pymysql.connections.Connection | None = None
 
     def _lost(self, why: str) -> StoreUnavailableError:
         return StoreUnavailableError(
@@ -38,6 +38,9 @@ class StoreLock:
         )
 
     def _query(self, sql: str, *args):
+        """The first row of `sql` on the lock's connection; StoreUnavailableError without one."""
+        if self._connection is None:
+            raise self._lost("it was never taken")
         with self._connection.cursor() as cursor:
             cursor.execute(sql, args)
             return cursor.fetchone()

@@ -15,6 +15,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from google.protobuf import message
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+
 from pipeline.core.errors import InputDataError
 from pipeline.formats.examples import split_dir, split_dirs
 from pipeline.formats.files import read_bytes
@@ -46,8 +49,6 @@ class Finding:
 
 
 def _finding(feature: str, info) -> Finding:
-    from tensorflow_metadata.proto.v0 import anomalies_pb2
-
     severity, kind = anomalies_pb2.AnomalyInfo.Severity, anomalies_pb2.AnomalyInfo.Type
     return Finding(
         feature=feature,
@@ -79,9 +80,6 @@ def write_split_anomalies(anomalies_uri: str, results: dict) -> None:
 def read_split_anomalies(anomalies_uri: str) -> dict:
     """{split: Anomalies} of an ExampleAnomalies artifact, by split name (splits without a
     `SchemaDiff.pb` are left out). Raises InputDataError naming a file that does not parse."""
-    from google.protobuf import message
-    from tensorflow_metadata.proto.v0 import anomalies_pb2
-
     result = {}
     for split, folder in split_dirs(anomalies_uri, "anomalies artifact", required=False).items():
         path = os.path.join(folder, ANOMALIES_FILE)

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import zipfile
+from typing import TypeGuard
 
 import numpy as np
 
@@ -140,11 +141,11 @@ def _read_json(path: str):
         raise InputDataError(f"{path}: not valid JSON ({e})") from e
 
 
-def _is_int(value) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_probability(value) -> bool:
+def _is_probability(value: object) -> TypeGuard[float]:
     return (
         isinstance(value, (int, float))
         and not isinstance(value, bool)

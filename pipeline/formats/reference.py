@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -92,7 +93,9 @@ def parse_reference(data: bytes, path: str) -> Reference:
             f"reference statistics {path}: {int(histograms[LABEL_FEATURE].sum())} "
             f"labels counted, but num_examples is {num_examples}"
         )
-    sources = doc.get("sources") if isinstance(doc.get("sources"), dict) else {}
+    sources = doc.get("sources")
+    if not isinstance(sources, dict):
+        sources = {}
     return Reference(
         name=name.strip(),
         num_examples=num_examples,
@@ -117,7 +120,7 @@ def reference_bytes(
     histograms / out_of_range: per feature of FEATURE_BINS, the counts and the values outside
     the bins. Raises ValueError when a histogram is missing or has the wrong number of bins.
     """
-    entries = {}
+    entries: dict[str, dict[str, Any]] = {}  # a JSON object per feature
     for feature, bins in FEATURE_BINS.items():
         if feature not in histograms:
             raise ValueError(f"no histogram of {feature}")
@@ -157,5 +160,5 @@ def format_sums(sums: Mapping[str, str]) -> str:
     return "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
 
 
-def _is_count(value) -> bool:
+def _is_count(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2
+
 from pipeline.core.errors import InputDataError, PipelineError
 
 ARTIFACT_TYPE = "Schema"
@@ -31,9 +34,6 @@ def parse_schema(data: bytes, where: str, error: type[PipelineError] = InputData
     where: how the message names the file. Raises `error` when `data` is not UTF-8 or not a
     Schema text proto.
     """
-    from google.protobuf import text_format
-    from tensorflow_metadata.proto.v0 import schema_pb2
-
     try:
         return text_format.Parse(data.decode("utf-8"), schema_pb2.Schema())
     except (text_format.ParseError, UnicodeDecodeError) as e:

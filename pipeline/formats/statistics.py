@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from google.protobuf import message
+from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from pipeline.core.errors import InputDataError
 from pipeline.formats.examples import IMAGE_KEY, LABEL_KEY, MAX_PIXEL, NUM_CLASSES, split_dir, split_dirs
@@ -50,9 +52,6 @@ def load_stats_file(path: str):
     Raises InputDataError naming the file when it cannot be read, does not parse, or does not
     hold exactly one dataset's statistics.
     """
-    from google.protobuf import message
-    from tensorflow_metadata.proto.v0 import statistics_pb2
-
     data = read_bytes(path, "statistics file")
     try:
         stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(data)

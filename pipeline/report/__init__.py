@@ -23,8 +23,11 @@ import time
 
 from pipeline.core import artifacts as run_layout
 from pipeline.core.artifacts import SUMMARY_FILE
-from pipeline.core.atomic_files import write_text_atomic
+from pipeline.core.atomic_files import write_json_atomic, write_text_atomic
 from pipeline.core.errors import ConfigError
+from pipeline.formats.files import read_json
+from pipeline.report.collect import collect
+from pipeline.report.render import render_report
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +37,6 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
 def build_report(summary: dict) -> str:
     """The report's HTML for the run `summary` (see `collect.collect`)."""
-    from pipeline.report.collect import collect
-    from pipeline.report.render import render_report
-
     return render_report(collect(summary))
 
 
@@ -70,9 +70,6 @@ def rebuild_report(pipeline_root: str, run_id: str | None = None) -> str:
     Adds the report's path to the run's summary.json when it is missing. Returns the path.
     Raises ConfigError for an unknown or malformed run id.
     """
-    from pipeline.core.atomic_files import write_json_atomic
-    from pipeline.formats.files import read_json
-
     runs_dir = run_layout.runs_dir(pipeline_root)
     if run_id is None:
         run_id = _newest_run(runs_dir)

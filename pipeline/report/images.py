@@ -6,6 +6,7 @@ import base64
 import io
 
 import numpy as np
+from PIL import Image
 
 from pipeline.formats.examples import IMAGE_SIDE, MAX_PIXEL
 
@@ -16,8 +17,6 @@ def png_data_uri(pixels) -> str:
     Values are rounded and clipped to 0..255. Raises ValueError for any other size or for
     non-finite values.
     """
-    from PIL import Image
-
     array = np.asarray(pixels, dtype=np.float64)
     if array.size != IMAGE_SIDE * IMAGE_SIDE:
         raise ValueError(f"a digit image has {IMAGE_SIDE * IMAGE_SIDE} pixels, got shape {array.shape}")

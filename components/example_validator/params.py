@@ -1,0 +1,44 @@
+"""ExampleValidator's parameters (the drift half of `[validation]`), checked when an instance
+is built (`pipeline.core.params`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.core.params import ANY, Params, in_range, local_path
+
+# Both distances lie in [0, 1]: a threshold above 1 would switch the drift check off.
+_DISTANCE_LIMIT = in_range(0, 1, low_open=True)
+
+
+@dataclass(frozen=True)
+class ExampleValidatorParams(Params):
+    """Drift limits against the previous span, and against the reference statistics for a
+    first span."""
+
+    SECTION = "validation"
+
+    # The reference: label and pixel histograms as JSON (pipeline.formats.reference), read by
+    # content digest, so editing it reruns the gate (the application supplies the default: the
+    # shipped MNIST training set's).
+    reference_path: str
+    # L-infinity distance between label distributions of this span and the previous one.
+    label_drift_linf: float = 0.05
+    # Jensen-Shannon divergence between the pixel-value histograms of the two spans.
+    pixel_drift_jsd: float = 0.01
+    # A pipeline root's first span has no previous span: compare it with the reference
+    # statistics instead (false: skip drift on the first span, for data that is not MNIST-like).
+    reference_check: bool = True
+    # Limits against the reference. One sample against a population is less noisy than two
+    # spans against each other, but a first span can be small: measured in README "Reliability".
+    reference_label_drift_linf: float = 0.07
+    reference_pixel_drift_jsd: float = 0.02
+
+    CHECKS = {
+        "reference_path": local_path(required=True),
+        "label_drift_linf": _DISTANCE_LIMIT,
+        "pixel_drift_jsd": _DISTANCE_LIMIT,
+        "reference_check": ANY,  # true or false
+        "reference_label_drift_linf": _DISTANCE_LIMIT,
+        "reference_pixel_drift_jsd": _DISTANCE_LIMIT,
+    }
