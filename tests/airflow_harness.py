@@ -158,33 +158,54 @@ def _environ_of(pid: int) -> bytes:
         return b""
 
 
-def processes_with_home(home: str) -> list:
-    """PIDs of live processes whose environment has AIRFLOW_HOME=`home`: every process Airflow
-    started for that home (its children inherit the environment), orphaned ones included."""
+def _state_and_session(pid: int) -> tuple | None:
+    """(state letter, session id) of process `pid`; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[3])
+
+
+def processes_of(home: str, sessions: set) -> list:
+    """PIDs of the live processes started for AIRFLOW_HOME `home`: those whose environment names
+    it (inherited by every child, orphans included), and those in one of `sessions`, because a
+    process may overwrite its environment with its title (setproctitle does, for Airflow's API
+    server and LocalExecutor workers) but keeps its session. Adds to `sessions` each session
+    led by a process found (the steps' commands start sessions of their own); never this
+    process's session."""
     marker = b"\0AIRFLOW_HOME=" + home.encode() + b"\0"
+    own_session = os.getsid(0)
     pids = []
     for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) != os.getpid():
-            if marker in b"\0" + _environ_of(int(name)):
-                with contextlib.suppress(OSError):
-                    with open(f"/proc/{name}/stat") as f:
-                        if f.read().rsplit(")", 1)[1].split()[0] != "Z":  # not a zombie
-                            pids.append(int(name))
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        pid = int(name)
+        stat = _state_and_session(pid)
+        if stat is None or stat[0] == "Z":  # gone, or a zombie (already ended)
+            continue
+        state, session = stat
+        if session in sessions or marker in b"\0" + _environ_of(pid):
+            pids.append(pid)
+            if session == pid and session != own_session:
+                sessions.add(session)
     return pids
 
 
-def end_processes(home: str, grace_s: float = 10) -> list:
-    """Ends every process of `home` by PID: SIGTERM, then SIGKILL for any still there after
-    `grace_s` (LocalExecutor workers ignore SIGTERM). Returns the PIDs it signalled."""
+def end_processes(home: str, sessions: set, grace_s: float = 10) -> list:
+    """Ends every process of `home` (see `processes_of`) by PID: SIGTERM, then SIGKILL for any
+    still there after `grace_s` (LocalExecutor workers ignore SIGTERM). Returns the PIDs it
+    signalled."""
     signalled: list = []
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10)):
-        pids = processes_with_home(home)
+        pids = processes_of(home, sessions)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         signalled += pids
         deadline = time.monotonic() + wait_s
-        while processes_with_home(home) and time.monotonic() < deadline:
+        while processes_of(home, sessions) and time.monotonic() < deadline:
             time.sleep(0.2)
     return sorted(set(signalled))
 
@@ -208,6 +229,7 @@ class Standalone:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         }
         self.process: subprocess.Popen | None = None
+        self.sessions: set = set()  # its own, once started, and those its processes lead
         self._ready = threading.Event()
 
     def start(self, timeout_s: float = 300) -> None:
@@ -221,6 +243,7 @@ class Standalone:
             text=True,
             start_new_session=True,
         )
+        self.sessions.add(self.process.pid)
 
         def pump():
             for line in self.process.stdout:
@@ -254,8 +277,12 @@ class Standalone:
 
     def stop(self) -> list:
         """Ends every process it started, by PID; returns their PIDs."""
-        pids = end_processes(self.airflow.home)
+        pids = end_processes(self.airflow.home, self.sessions)
         if self.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(10)
         return pids
+
+    def leftovers(self) -> list:
+        """PIDs of its processes still alive (none after `stop`)."""
+        return processes_of(self.airflow.home, self.sessions)
