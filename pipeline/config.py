@@ -22,6 +22,7 @@ from typing import Any
 
 from pipeline.core.errors import ConfigError
 from pipeline.formats.blessing import PROMOTION_POLICIES
+from pipeline.formats.examples import DEFAULT_INK_DENSITY_EDGES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_ROOT = PROJECT_ROOT / "data" / "mnist"
@@ -45,7 +46,7 @@ class DataConfig:
     eval_hash_buckets: int = 12
     num_shards: int = 4
     # Bucket edges of the derived `ink_density` feature (fraction of pixels above 127).
-    ink_density_edges: tuple = (0.10, 0.14, 0.18, 0.22)
+    ink_density_edges: tuple = DEFAULT_INK_DENSITY_EDGES
 
 
 @dataclass(frozen=True)

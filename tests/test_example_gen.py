@@ -5,7 +5,6 @@ import dataclasses
 import glob
 import gzip
 import io
-import logging
 import os
 import struct
 import urllib.error
@@ -13,31 +12,29 @@ import urllib.error
 import numpy as np
 import pytest
 from mnist_slices import write_idx, write_mnist_slice
+from step_context import step_context
 
 from components.example_gen import download, encode, executor, spans
 from pipeline.config import DEFAULT_DATA_ROOT, DataConfig
 from pipeline.core.errors import ConfigError, InputDataError, PipelineError
-from pipeline.core.step import Artifact, StepContext
+from pipeline.core.step import Artifact
 from pipeline.formats import idx
+from pipeline.formats.examples import DEFAULT_INK_DENSITY_EDGES
 
-EDGES = DataConfig().ink_density_edges
+EDGES = DEFAULT_INK_DENSITY_EDGES
 
 
 def make_ctx(tmp_path, data_root, params=None, beam_args=(), properties=None, name="out"):
     params = params or DataConfig(data_root=data_root)
     if properties is None:
         properties = spans.raw_data_properties(data_root, params.span, params.window_spans)
-    out = tmp_path / name
-    out.mkdir()
-    return StepContext(
-        step_name="example_gen",
-        run_id="test",
-        pipeline_root=str(tmp_path),
-        inputs={"raw_data": Artifact(uri=data_root, type_name="RawData", properties=properties)},
-        outputs={"examples": str(out)},
+    return step_context(
+        "example_gen",
+        {"raw_data": Artifact(uri=data_root, type_name="RawData", properties=properties)},
+        {"examples": str(tmp_path / name)},
         params=params,
-        beam_args=list(beam_args),
-        log=logging.getLogger("test.example_gen"),
+        beam_args=beam_args,
+        pipeline_root=str(tmp_path),
     )
 
 
