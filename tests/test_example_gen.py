@@ -24,7 +24,7 @@ from pipeline.formats.examples import DEFAULT_INK_DENSITY_EDGES
 EDGES = DEFAULT_INK_DENSITY_EDGES
 
 
-def make_ctx(tmp_path, data_root, params=None, beam_args=(), properties=None, name="out"):
+def make_ctx(tmp_path, data_root, params=None, properties=None, name="out"):
     params = params or DataConfig(data_root=data_root)
     if properties is None:
         properties = spans.raw_data_properties(data_root, params.span, params.window_spans)
@@ -33,7 +33,6 @@ def make_ctx(tmp_path, data_root, params=None, beam_args=(), properties=None, na
         {"raw_data": Artifact(uri=data_root, type_name="RawData", properties=properties)},
         {"examples": str(tmp_path / name)},
         params=params,
-        beam_args=beam_args,
         pipeline_root=str(tmp_path),
     )
 
@@ -306,21 +305,6 @@ def test_window_of_spans_writes_all_their_examples(tmp_path):
     expected = np.concatenate([idx.load_dataset(str(root / f"span-{n}")).train.labels.array for n in (2, 3)])
     assert labels == sorted(expected.tolist())
     assert len(os.listdir(os.path.join(ctx.outputs["examples"], "Split-test"))) == 2
-
-
-def test_multi_processing_direct_runner(tmp_path):
-    root = write_mnist_slice(str(tmp_path / "raw"), 60, 12)
-    ctx = make_ctx(
-        tmp_path,
-        root,
-        params=DataConfig(data_root=root, num_shards=1),
-        beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
-    )
-    outcome = executor.run(ctx)
-    counts = outcome.execution_properties["split_counts"]
-    assert counts["train"] + counts["eval"] == 60 and counts["test"] == 12
-    for split in encode.SPLITS:
-        assert len(read_split(ctx.outputs["examples"], split)) == counts[split]
 
 
 def test_spans_resolved_from_the_uri_when_properties_are_absent(tmp_path):
