@@ -64,3 +64,15 @@ class StoreSettingsError(ConfigError):
 class StoreUnavailableError(PipelineError):
     """A shared metadata store went away mid-run (its connection, or the run lock held on it,
     was lost): the run stops, and the next run recovers as after a crash."""
+
+
+class WriteFaultError(PipelineError):
+    """A folder or file the pipeline must write cannot be written (read-only file system, no
+    space left, no permission). The message names the path and the reason."""
+
+
+def write_fault(what: str, error: OSError) -> WriteFaultError:
+    """A WriteFaultError "[<what>: ]cannot write <path>: <reason>" for `error`, naming the path
+    it failed on (the destination where it names two, as a copy's does)."""
+    path = error.filename2 if error.filename2 is not None else error.filename
+    return WriteFaultError(f"{what + ': ' if what else ''}cannot write {path}: {error.strerror or error}")
