@@ -27,6 +27,7 @@ from components.example_validator.params import ExampleValidatorParams
 from components.pusher.params import PusherParams
 from components.schema_gen.params import SchemaGenParams
 from components.trainer.params import TrainerParams
+from pipeline.core import beam_engines
 from pipeline.core.errors import ConfigError
 from pipeline.core.params import ANY, IN_VALIDATE, Params, at_least, local_path, one_of
 
@@ -162,6 +163,9 @@ class PipelineConfig(Params):
     pipeline_root: str = str(PROJECT_ROOT / "pipeline_output")
     # Extra Apache Beam pipeline options, passed through unchanged (e.g. "--runner=...").
     beam_args: tuple = ()
+    # true: a Beam runner whose results this project never compared with the in-process engine's
+    # (DirectRunner, PrismRunner, a class of your own) may run the data steps. Never DaskRunner.
+    allow_untested_runner: bool = False
     # Seconds a run waits for another run on the same pipeline root before exiting (status 4).
     lock_timeout_s: float = 600.0
     data: DataConfig = field(default_factory=DataConfig)
@@ -174,10 +178,19 @@ class PipelineConfig(Params):
     CHECKS = {
         "pipeline_root": local_path(required=True),
         "beam_args": _beam_options,
+        "allow_untested_runner": ANY,  # true or false; the runner's rule is in validate()
         "lock_timeout_s": at_least(0),
         # Each section checks its own fields when it is built.
         **{name: ANY for name in ("data", "validation", "trainer", "evaluator", "pusher", "metadata")},
     }
+
+    def validate(self) -> None:
+        """The Beam runner `beam_args` selects must be one whose results can be trusted
+        (`pipeline.core.beam_engines.runner_refusal`): DaskRunner never runs, an untested
+        runner only with `allow_untested_runner`."""
+        problem = beam_engines.runner_refusal(self.beam_args, self.allow_untested_runner)
+        if problem:
+            self.fail("beam_args", problem)
 
     @property
     def serving_dir(self) -> str:

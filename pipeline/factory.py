@@ -11,6 +11,7 @@ surface here, before anything runs.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 
 from components.evaluator import component as evaluator
@@ -23,7 +24,7 @@ from components.trainer import component as trainer
 from components.trainer.module_contract import check_module_file
 from pipeline import report, resolvers
 from pipeline.config import PipelineConfig, config_to_dict
-from pipeline.core.beam_engines import with_job_server_jar
+from pipeline.core.beam_engines import runner_warning, with_job_server_jar
 from pipeline.core.errors import ConfigError
 from pipeline.core.external import external_file
 from pipeline.core.pipeline import Pipeline
@@ -32,6 +33,8 @@ from pipeline.formats import module_file as module_file_format
 from pipeline.formats import reference as reference_format
 from pipeline.formats import schema as schema_format
 from pipeline.metadata_settings import back_up_after_run, store_settings
+
+log = logging.getLogger("pipeline.factory")
 
 STEP_NAMES = (
     "example_gen",
@@ -151,11 +154,16 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
             dataclasses.replace(config.pusher, serving_dir=config.serving_dir),
         ),
     )
+    beam_args = tuple(with_job_server_jar(config.beam_args))
+    # The config refused the engines that must not run (pipeline.config.PipelineConfig.validate).
+    engine_warning = runner_warning(config.beam_args, config.allow_untested_runner)
+    if engine_warning:
+        log.warning(engine_warning)
     return Pipeline(
         steps=steps,
         root=config.pipeline_root,
         lock_timeout_s=config.lock_timeout_s,
-        beam_args=tuple(with_job_server_jar(config.beam_args)),
+        beam_args=beam_args,
         run_config=config_to_dict(config),
         summary_fields={"serving_dir": config.serving_dir},
         after_run=_write_report,

@@ -19,12 +19,11 @@ import numpy as np
 from mnist_slices import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, read_real
 
 from pipeline.core.digest import directory_digest
+from pipeline.formats.examples import DEFAULT_INK_DENSITY_EDGES
+from pipeline.formats.model import DIGEST_FILE, SERVING_SUBDIR
 
-INK_DENSITY_EDGES = (0.10, 0.14, 0.18, 0.22)
-SERVING_SUBDIR = "Format-Serving"
 
-
-def digit_features(images: np.ndarray, edges=INK_DENSITY_EDGES):
+def digit_features(images: np.ndarray, edges=DEFAULT_INK_DENSITY_EDGES):
     """Returns (flat int64 pixels N x 784, ink_density float N, ink_density_bucket int64 N)."""
     flat = images.reshape(len(images), 784).astype(np.int64)
     density = (flat > 127).mean(axis=1).astype(np.float32)
@@ -32,7 +31,7 @@ def digit_features(images: np.ndarray, edges=INK_DENSITY_EDGES):
     return flat, density, bucket
 
 
-def serialize_examples(images: np.ndarray, labels: np.ndarray, edges=INK_DENSITY_EDGES) -> list:
+def serialize_examples(images: np.ndarray, labels: np.ndarray, edges=DEFAULT_INK_DENSITY_EDGES) -> list:
     """Returns serialized tf.train.Example bytes with the Examples contract's four features."""
     import tensorflow as tf
 
@@ -144,7 +143,7 @@ def build_model(uri: str, n_train: int = 1000, steps: int = 40, seed: int = 0) -
         },
     )
     digest = directory_digest(export_dir)
-    with open(os.path.join(uri, "model_digest.json"), "w") as f:
+    with open(os.path.join(uri, DIGEST_FILE), "w") as f:
         json.dump({"digest": digest}, f)
     return digest
 

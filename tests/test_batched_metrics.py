@@ -12,6 +12,7 @@ from components.evaluator import analysis, model_loading, slice_metrics, tfma_se
 from pipeline.core.errors import InputDataError, PipelineError
 from pipeline.formats import evaluation
 from pipeline.formats import examples as examples_format
+from pipeline.formats.model import SERVING_SUBDIR
 
 N_TEST = 300
 
@@ -23,8 +24,8 @@ def assets(tmp_path_factory):
     model_fixtures.build_model(str(root / "weak"), steps=2)
     return {
         "examples": model_fixtures.write_examples(str(root / "examples"), N_TEST),
-        "good": str(root / "good" / model_fixtures.SERVING_SUBDIR),
-        "weak": str(root / "weak" / model_fixtures.SERVING_SUBDIR),
+        "good": str(root / "good" / SERVING_SUBDIR),
+        "weak": str(root / "weak" / SERVING_SUBDIR),
     }
 
 

@@ -10,7 +10,6 @@ provide their job-server jar, and are skipped with the script's own reason when 
 
 import hashlib
 import json
-import logging
 import math
 import os
 import shutil
@@ -24,11 +23,12 @@ import pytest
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from mnist_slices import write_mnist_slice
+from step_context import step_context
 
 from pipeline.cli import main
 from pipeline.core import beam_engines
 from pipeline.core.errors import ConfigError
-from pipeline.core.step import Artifact, StepContext
+from pipeline.core.step import Artifact
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(PROJECT, "scripts", "ensure_job_server.sh")
@@ -351,21 +351,15 @@ def _evaluate(base, examples_uri: str, model, beam_args) -> dict:
     from components.evaluator import executor
     from pipeline.config import EvaluatorConfig
 
-    outputs = {
-        "evaluation": os.path.join(str(base), "evaluation"),
-        "blessing": os.path.join(str(base), "blessing"),
-    }
-    for path in outputs.values():
-        os.makedirs(path)
-    ctx = StepContext(
-        step_name="evaluator",
-        run_id="engines",
-        pipeline_root=str(base),
-        inputs={"examples": Artifact(examples_uri, "Examples", {}, 1), "model": model},
-        outputs=outputs,
+    ctx = step_context(
+        "evaluator",
+        {"examples": Artifact(examples_uri, "Examples", {}, 1), "model": model},
+        {
+            "evaluation": os.path.join(str(base), "evaluation"),
+            "blessing": os.path.join(str(base), "blessing"),
+        },
         params=EvaluatorConfig(accuracy_floor=0.0, slice_accuracy_floor=0.0),
-        beam_args=tuple(beam_args),
-        log=logging.getLogger("test_beam_engines"),
+        beam_args=beam_args,
     )
     return executor.run(ctx).execution_properties
 

@@ -1,25 +1,14 @@
 """Which Beam runner the data steps get: the DirectRunner's in-process engine unless one is named."""
 
-import logging
-
 import pytest
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+from step_context import step_context
 
 from pipeline.core.beam_engines import with_default_runner
-from pipeline.core.step import StepContext
 
 
 def _options(beam_args):
-    ctx = StepContext(
-        step_name="example_gen",
-        run_id="r",
-        pipeline_root="/tmp/unused",
-        inputs={},
-        outputs={},
-        params=None,
-        beam_args=tuple(beam_args),
-        log=logging.getLogger("t"),
-    )
+    ctx = step_context("example_gen", {}, {}, beam_args=beam_args, pipeline_root="/tmp/unused")
     return ctx.beam_pipeline_options()
 
 

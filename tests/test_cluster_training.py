@@ -17,7 +17,8 @@ import time
 
 import pytest
 from mnist_slices import write_mnist_slice
-from tiny_examples import real_split, step_context, write_examples_artifact
+from step_context import step_context
+from tiny_examples import real_split, write_examples_artifact
 
 from components.trainer import cluster, executor
 from components.trainer.exporters import choose
@@ -25,6 +26,7 @@ from components.trainer.params import TrainerParams
 from pipeline.config import DEFAULT_SCHEMA_PATH, TrainerConfig, load_config
 from pipeline.core.errors import ConfigError, TrainingError
 from pipeline.core.step import Artifact
+from pipeline.formats.model import SERVING_SUBDIR
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A small network keeps each task to seconds on two shared cores.
@@ -223,7 +225,7 @@ def test_chief_worker_and_ps_train_and_export_with_both_signatures(tmp_path, dat
     assert props["evaluations_run"] >= 3
     assert props["best_eval_accuracy"] > 0.7  # measured about 0.93; chance is 0.1
     assert props["train_examples_per_sec"] > 0
-    serving = os.path.join(ctx.outputs["model"], "Format-Serving")
+    serving = os.path.join(ctx.outputs["model"], SERVING_SUBDIR)
     assert set(tf.saved_model.load(serving).signatures) == {"serving_default", "serving_images"}
     assert outcome.output_properties["model"]["digest"]
     run_dir = ctx.outputs["model_run"]

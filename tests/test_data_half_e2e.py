@@ -2,21 +2,27 @@
 through the CLI, under each Beam running mode (other engines: test_beam_engines); then fully
 cached; then the gate."""
 
+import glob
 import json
 import os
 import time
 
 import pytest
+import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from mnist_slices import write_mnist_slice
 from tensorflow_data_validation.utils.anomalies_util import load_anomalies_binary
 
+from components.example_gen.encode import SPLITS
 from pipeline.cli import main
 
 DATA_STEPS = ["example_gen", "statistics_gen", "schema_gen", "example_validator"]
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION = os.path.join(PROJECT, "tests", "data", "fashion_mnist")  # 1,000 + 200 images, see its README
 SHIPPED = "the shipped MNIST reference"
+# Beam's DirectRunner running modes: in_memory (the default) and multi_processing.
+IN_MEMORY = ("--beam-arg=--direct_running_mode=in_memory", "--beam-arg=--direct_num_workers=2")
+MULTI_PROCESSING = ("--beam-arg=--direct_running_mode=multi_processing", "--beam-arg=--direct_num_workers=2")
 
 
 def run_cli(*args) -> tuple:
@@ -45,8 +51,15 @@ def data_half(tmp_path, data_root, *extra, name="root"):
     )
 
 
+def read_split(examples_uri, split) -> list:
+    """Serialized records of one split of an Examples artifact, over all its shards."""
+    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "data_tfrecord-*-of-*.gz")))
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
 def test_data_half_runs_then_is_fully_cached(tmp_path, small_mnist):
-    code, summary = data_half(tmp_path, small_mnist)
+    # The in_memory running mode, named.
+    code, summary = data_half(tmp_path, small_mnist, *IN_MEMORY)
     assert code == 0, summary and summary.get("message")
     assert [summary["steps"][s]["state"] for s in DATA_STEPS] == ["ran"] * 4
     assert summary["steps"]["trainer"]["state"] == "skipped"
@@ -75,7 +88,7 @@ def test_data_half_runs_then_is_fully_cached(tmp_path, small_mnist):
     validator = summary["steps"]["example_validator"]["properties"]
     assert validator["drift_checked"] is True and validator["drift_baseline"] == SHIPPED
 
-    code, again = data_half(tmp_path, small_mnist)
+    code, again = data_half(tmp_path, small_mnist, *IN_MEMORY)
     assert code == 0
     assert [again["steps"][s]["state"] for s in DATA_STEPS] == ["cached"] * 4
     assert again["steps"]["example_gen"]["outputs"] == summary["steps"]["example_gen"]["outputs"]
@@ -138,14 +151,16 @@ def mode_mnist(tmp_path_factory):
     return write_mnist_slice(str(tmp_path_factory.mktemp("modes")), 1000, 200)
 
 
-@pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
-def test_direct_runner_running_modes(tmp_path, mode_mnist, mode):
-    code, summary = data_half(
-        tmp_path, mode_mnist, f"--beam-arg=--direct_running_mode={mode}", "--beam-arg=--direct_num_workers=2"
-    )
+def test_multi_processing_direct_runner_runs_the_data_half_and_writes_every_record(tmp_path, mode_mnist):
+    code, summary = data_half(tmp_path, mode_mnist, *MULTI_PROCESSING)
     assert code == 0, summary and summary["message"]
     assert [summary["steps"][s]["state"] for s in DATA_STEPS] == ["ran"] * 4
-    assert summary["steps"]["example_gen"]["properties"]["split_counts"]["test"] == 200
+    counts = summary["steps"]["example_gen"]["properties"]["split_counts"]
+    assert counts["train"] + counts["eval"] == 1000 and counts["test"] == 200
+    # The workers' shards hold every record they counted.
+    examples = summary["steps"]["example_gen"]["outputs"]["examples"]
+    for split in SPLITS:
+        assert len(read_split(examples, split)) == counts[split]
 
 
 def _copy_with_config(tmp_path, source, key: str) -> tuple:

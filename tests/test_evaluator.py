@@ -11,13 +11,15 @@ import re
 import model_fixtures
 import numpy as np
 import pytest
+from step_context import step_context
 
 from components.evaluator import analysis, executor
 from pipeline.config import EvaluatorConfig
 from pipeline.core.errors import InputDataError, ModelIntegrityError
-from pipeline.core.step import Artifact, StepContext
+from pipeline.core.step import Artifact
 from pipeline.formats import evaluation
 from pipeline.formats import examples as examples_format
+from pipeline.formats.model import SERVING_SUBDIR
 
 N_TEST = 300
 SLICES = {"overall"} | {f"label={k}" for k in range(10)}
@@ -40,21 +42,11 @@ def model_artifact(uri, digest, artifact_id):
 
 
 def make_ctx(tmp_path, examples_uri, model, baseline=None, **params):
-    outputs = {"evaluation": str(tmp_path / "evaluation"), "blessing": str(tmp_path / "blessing")}
-    for path in outputs.values():
-        os.makedirs(path)
-    inputs = {"examples": Artifact(examples_uri, "Examples", {}, 1), "model": model}
-    if baseline is not None:
-        inputs["baseline_model"] = baseline
-    return StepContext(
-        step_name="evaluator",
-        run_id="test",
-        pipeline_root=str(tmp_path),
-        inputs=inputs,
-        outputs=outputs,
+    return step_context(
+        "evaluator",
+        {"examples": Artifact(examples_uri, "Examples", {}, 1), "model": model, "baseline_model": baseline},
+        {"evaluation": str(tmp_path / "evaluation"), "blessing": str(tmp_path / "blessing")},
         params=EvaluatorConfig(**params),
-        beam_args=(),
-        log=logging.getLogger("test_evaluator"),
     )
 
 
@@ -227,7 +219,7 @@ def model_scores(model_uri, examples_uri):
     parsed = [tf.train.Example.FromString(r).features.feature for r in records]
     pixels = np.array([list(f["image"].int64_list.value) for f in parsed], dtype=np.int64)
     labels = np.array([f["label"].int64_list.value[0] for f in parsed], dtype=np.int64)
-    model = tf.saved_model.load(os.path.join(model_uri, model_fixtures.SERVING_SUBDIR))
+    model = tf.saved_model.load(os.path.join(model_uri, SERVING_SUBDIR))
     probabilities = model.signatures["serving_images"](images=tf.constant(pixels, tf.float32))[
         "probabilities"
     ]
@@ -269,8 +261,8 @@ def test_paired_outcomes_of_one_pass_agree_with_tfma(tmp_path, assets, candidate
     out = str(tmp_path / "evaluation")
     run = analysis.run_analysis(
         examples_format.split_pattern(assets["examples"], "test"),
-        os.path.join(candidate_uri, model_fixtures.SERVING_SUBDIR),
-        os.path.join(baseline_uri, model_fixtures.SERVING_SUBDIR),
+        os.path.join(candidate_uri, SERVING_SUBDIR),
+        os.path.join(baseline_uri, SERVING_SUBDIR),
         out,
         None,
         PipelineOptions([]),
@@ -458,7 +450,7 @@ def test_tampered_model_is_refused_before_tfma(tmp_path, assets, no_tfma, tamper
     candidate = model_artifact(copy if tampered == "candidate" else uri, digest, 41)
     baseline = model_artifact(copy if tampered == "baseline" else uri, digest, 40)
     ctx = make_ctx(tmp_path, assets["examples"], candidate, baseline)
-    with pytest.raises(ModelIntegrityError, match=f"{tampered} model .*copy/Format-Serving"):
+    with pytest.raises(ModelIntegrityError, match=f"{tampered} model .*copy/{SERVING_SUBDIR}"):
         executor.run(ctx)
     assert os.listdir(ctx.outputs["evaluation"]) == [] and os.listdir(ctx.outputs["blessing"]) == []
 

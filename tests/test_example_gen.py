@@ -5,7 +5,6 @@ import dataclasses
 import glob
 import gzip
 import io
-import logging
 import os
 import struct
 import urllib.error
@@ -14,31 +13,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mnist_slices import write_idx, write_mnist_slice
+from step_context import step_context
 
 from components.example_gen import download, encode, executor, spans
 from pipeline.config import DEFAULT_DATA_ROOT, DataConfig
 from pipeline.core.errors import ConfigError, InputDataError, PipelineError
-from pipeline.core.step import Artifact, StepContext
+from pipeline.core.step import Artifact
 from pipeline.formats import idx
+from pipeline.formats.examples import DEFAULT_INK_DENSITY_EDGES
 
-EDGES = DataConfig().ink_density_edges
+EDGES = DEFAULT_INK_DENSITY_EDGES
 
 
-def make_ctx(tmp_path, data_root, params=None, beam_args=(), properties=None, name="out"):
+def make_ctx(tmp_path, data_root, params=None, properties=None, name="out"):
     params = params or DataConfig(data_root=data_root)
     if properties is None:
         properties = spans.raw_data_properties(data_root, params.span, params.window_spans)
-    out = tmp_path / name
-    out.mkdir()
-    return StepContext(
-        step_name="example_gen",
-        run_id="test",
-        pipeline_root=str(tmp_path),
-        inputs={"raw_data": Artifact(uri=data_root, type_name="RawData", properties=properties)},
-        outputs={"examples": str(out)},
+    return step_context(
+        "example_gen",
+        {"raw_data": Artifact(uri=data_root, type_name="RawData", properties=properties)},
+        {"examples": str(tmp_path / name)},
         params=params,
-        beam_args=list(beam_args),
-        log=logging.getLogger("test.example_gen"),
+        pipeline_root=str(tmp_path),
     )
 
 
@@ -310,21 +306,6 @@ def test_window_of_spans_writes_all_their_examples(tmp_path):
     expected = np.concatenate([idx.load_dataset(str(root / f"span-{n}")).train.labels.array for n in (2, 3)])
     assert labels == sorted(expected.tolist())
     assert len(os.listdir(os.path.join(ctx.outputs["examples"], "Split-test"))) == 2
-
-
-def test_multi_processing_direct_runner(tmp_path):
-    root = write_mnist_slice(str(tmp_path / "raw"), 60, 12)
-    ctx = make_ctx(
-        tmp_path,
-        root,
-        params=DataConfig(data_root=root, num_shards=1),
-        beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
-    )
-    outcome = executor.run(ctx)
-    counts = outcome.execution_properties["split_counts"]
-    assert counts["train"] + counts["eval"] == 60 and counts["test"] == 12
-    for split in encode.SPLITS:
-        assert len(read_split(ctx.outputs["examples"], split)) == counts[split]
 
 
 def test_spans_resolved_from_the_uri_when_properties_are_absent(tmp_path):

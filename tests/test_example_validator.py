@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from step_context import step_context
 from tiny_examples import (
     SplitData,
     compute_statistics,
     curated_schema_artifact,
     real_split,
     reference_artifact,
-    step_context,
     write_examples_artifact,
 )
 

@@ -4,18 +4,19 @@ shipped modules in models/, and `run_local.py compare`."""
 
 import dataclasses
 import json
-import logging
 import os
 import re
 
 import pytest
+from step_context import step_context
 from tiny_examples import real_split, write_examples_artifact
 
 from pipeline.cli import main
 from pipeline.config import PROJECT_ROOT, TrainerConfig, load_config
 from pipeline.core.digest import file_digest
 from pipeline.core.errors import ConfigError
-from pipeline.core.step import Artifact, StepContext
+from pipeline.core.step import Artifact
+from pipeline.formats.model import SERVING_SUBDIR
 
 # A model_fn that leaves accuracy and class_ids to the trainer and sizes itself from hparams.
 MODEL_FN_MODULE = """
@@ -79,27 +80,18 @@ def train(tmp_path, inputs, module_path, base_model=None, **overrides):
     """Runs the trainer executor as the runner would (module_file input by content digest)."""
     from components.trainer import executor
 
-    outputs = {key: str(tmp_path / key) for key in ("model", "model_run")}
-    for path in outputs.values():
-        os.makedirs(path)
     examples, schema = inputs
     ctx_inputs = {
         "examples": examples,
         "schema": schema,
         "module_file": Artifact(module_path, "TrainerModule", {"content_digest": file_digest(module_path)}),
+        "base_model": base_model,
     }
-    if base_model is not None:
-        ctx_inputs["base_model"] = base_model
-    params = dataclasses.replace(TrainerConfig(), module_file=module_path, **{**TINY, **overrides})
-    ctx = StepContext(
-        step_name="trainer",
-        run_id="test",
-        pipeline_root=str(tmp_path),
-        inputs=ctx_inputs,
-        outputs=outputs,
-        params=params,
-        beam_args=(),
-        log=logging.getLogger("test.trainer"),
+    ctx = step_context(
+        "trainer",
+        ctx_inputs,
+        {key: str(tmp_path / key) for key in ("model", "model_run")},
+        params=dataclasses.replace(TrainerConfig(), module_file=module_path, **{**TINY, **overrides}),
     )
     return ctx, executor.run(ctx)
 
@@ -128,7 +120,7 @@ def test_a_model_fn_module_trains_exports_and_records_itself(model_fn_run):
     assert [e["step"] for e in history["evaluations"]] == [10, 20]
     assert props["best_eval_accuracy"] > 0.25  # measured 0.43; chance is 0.1 (6 of the 60 eval digits)
     # Both signatures served, checked before the export was moved in (class_ids derived).
-    assert sorted(os.listdir(os.path.join(ctx.outputs["model"], "Format-Serving"))) == [
+    assert sorted(os.listdir(os.path.join(ctx.outputs["model"], SERVING_SUBDIR))) == [
         "saved_model.pb",
         "variables",
     ]
@@ -138,7 +130,7 @@ def test_hparams_reach_the_module(model_fn_run):
     import tensorflow as tf
 
     _, ctx, _ = model_fn_run
-    variables = os.path.join(ctx.outputs["model"], "Format-Serving", "variables", "variables")
+    variables = os.path.join(ctx.outputs["model"], SERVING_SUBDIR, "variables", "variables")
     assert dict(tf.train.list_variables(variables))["hidden/kernel"] == [784, 24]
 
 
@@ -152,7 +144,7 @@ def test_a_keras_module_trains_with_the_trainers_settings(tmp_path, inputs):
     props = outcome.execution_properties
     assert props["model_entry_point"] == "keras_model"
     assert props["best_eval_accuracy"] > 0.25  # measured 0.42 to 0.60 at 60 steps; chance is 0.1
-    variables = os.path.join(ctx.outputs["model"], "Format-Serving", "variables", "variables")
+    variables = os.path.join(ctx.outputs["model"], SERVING_SUBDIR, "variables", "variables")
     shapes = dict(tf.train.list_variables(variables))
     assert shapes["sequential/dense/kernel"] == [784, 12] and shapes["sequential/dense_1/kernel"] == [12, 10]
     # The trainer's optimizer (Adam by default), not the module's, trained it.
@@ -177,7 +169,7 @@ def test_a_keras_module_is_served_with_its_averaged_weights(tmp_path, inputs):
         eval_every_steps=40,
         weight_averaging_decay=0.9,
     )
-    variables = os.path.join(ctx.outputs["model"], "Format-Serving", "variables", "variables")
+    variables = os.path.join(ctx.outputs["model"], SERVING_SUBDIR, "variables", "variables")
     exported = dict(tf.train.list_variables(variables))
     kernel = "sequential/dense/kernel"
     assert exported[kernel + SHADOW_SUFFIX] == [784, 12] and kernel not in exported

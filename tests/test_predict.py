@@ -18,6 +18,7 @@ from pipeline.core.digest import directory_digest
 from pipeline.core.errors import ConfigError, InputDataError, ModelIntegrityError
 from pipeline.core.metadata import open_store
 from pipeline.digit_inputs import frame_digit, read_digits
+from pipeline.formats.model import SERVING_SUBDIR
 from pipeline.predict import classify, predict_files, resolve_served_model
 
 N_DIGITS = 12
@@ -57,7 +58,7 @@ def served(tmp_path_factory):
     for version, steps in ((9, 0), (10, 40)):
         model_uri = str(base / f"model-{version}")
         digest = build_model(model_uri, steps=steps, seed=version)
-        shutil.copytree(os.path.join(model_uri, "Format-Serving"), os.path.join(serving, str(version)))
+        shutil.copytree(os.path.join(model_uri, SERVING_SUBDIR), os.path.join(serving, str(version)))
         _record_push(root, serving, version, digest)
     images = read_real(TEST_IMAGES, N_DIGITS, OFFSET)
     labels = read_real(TEST_LABELS, N_DIGITS, OFFSET)

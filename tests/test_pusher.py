@@ -2,12 +2,12 @@
 
 import errno
 import json
-import logging
 import os
 import shutil
 
 import model_fixtures
 import pytest
+from step_context import step_context
 
 from components.pusher import executor, serving_check
 from components.pusher import publish as publish_lib
@@ -15,7 +15,7 @@ from pipeline import operations
 from pipeline.config import PusherConfig
 from pipeline.core.digest import directory_digest
 from pipeline.core.errors import ConfigError, ModelIntegrityError, PushError
-from pipeline.core.step import Artifact, StepContext
+from pipeline.core.step import Artifact
 from pipeline.formats import blessing as blessing_format
 from pipeline.formats import model as model_format
 from pipeline.formats import pushed_model as pushed_format
@@ -58,24 +58,17 @@ def make_ctx(tmp_path, assets, serving_dir, model=None, blessing=None, baseline=
     uri, digest = assets["good"]
     model = model or Artifact(uri, "Model", {"digest": digest}, 20)
     blessing = blessing or blessing_artifact(str(tmp_path / "blessing"), model.properties.get("digest"))
-    out = tmp_path / "pushed_model"
-    out.mkdir(exist_ok=True)
     inputs = {
         "model": model,
         "blessing": blessing,
         "examples": Artifact(assets["examples"], "Examples", {}, 1),
+        "baseline_model": baseline,
     }
-    if baseline is not None:
-        inputs["baseline_model"] = baseline
-    return StepContext(
-        step_name="pusher",
-        run_id="test",
-        pipeline_root=str(tmp_path),
-        inputs=inputs,
-        outputs={"pushed_model": str(out)},
+    return step_context(
+        "pusher",
+        inputs,
+        {"pushed_model": str(tmp_path / "pushed_model")},
         params=PusherConfig(serving_dir=serving_dir, verify_examples=8),
-        beam_args=(),
-        log=logging.getLogger("test_pusher"),
     )
 
 
@@ -257,7 +250,7 @@ def killed_push(ctx, assets, model_id=20, pipeline_root=None):
     uri, digest = assets["good"]
     record = pushed_format.version_record(pipeline_root or ctx.pipeline_root, "killed", model_id, uri, digest)
     return publish_lib.publish(
-        os.path.join(uri, "Format-Serving"), ctx.params.serving_dir, digest, None, record=record
+        os.path.join(uri, model_format.SERVING_SUBDIR), ctx.params.serving_dir, digest, None, record=record
     )
 
 
@@ -325,7 +318,7 @@ def test_every_version_has_its_record_and_a_record_without_its_version_is_remove
     assert json.load(open(pushed_format.version_record_path(serving, 2)))["run_id"] == "killed"
     with open(pushed_format.version_record_path(serving, 7), "w") as f:
         f.write("{}")
-    assert publish_lib.publish(os.path.join(uri, "Format-Serving"), serving, digest, None) == 3
+    assert publish_lib.publish(os.path.join(uri, model_format.SERVING_SUBDIR), serving, digest, None) == 3
     assert version_records(serving) == [".version-1.json", ".version-2.json"]
 
 
@@ -391,7 +384,7 @@ def test_publish_refuses_a_copy_whose_digest_differs(tmp_path, assets):
     serving = str(tmp_path / "serving")
     uri, _ = assets["good"]
     with pytest.raises(PushError, match="staged copy .* has digest"):
-        publish_lib.publish(os.path.join(uri, "Format-Serving"), serving, "f" * 64, None)
+        publish_lib.publish(os.path.join(uri, model_format.SERVING_SUBDIR), serving, "f" * 64, None)
     assert numbered(serving) == [] and staging(serving) == []
 
 
@@ -419,7 +412,7 @@ def test_stale_staging_is_cleaned_and_odd_names_ignored(tmp_path, assets):
     (serving / "99").write_text("a file, not a version")
     uri, digest = assets["good"]
     version = publish_lib.publish(
-        os.path.join(uri, "Format-Serving"),
+        os.path.join(uri, model_format.SERVING_SUBDIR),
         str(serving),
         digest,
         serving_check.make_verify_fn(assets["records"]),
@@ -435,9 +428,9 @@ def test_publish_waits_for_the_serving_lock(tmp_path, assets):
     with pushed_format.serving_lock(serving):
         with pytest.raises(PushError, match="lock .* not acquired"):
             publish_lib.publish(
-                os.path.join(uri, "Format-Serving"), serving, digest, None, lock_timeout_s=0.3
+                os.path.join(uri, model_format.SERVING_SUBDIR), serving, digest, None, lock_timeout_s=0.3
             )
-    assert publish_lib.publish(os.path.join(uri, "Format-Serving"), serving, digest, None) == 1
+    assert publish_lib.publish(os.path.join(uri, model_format.SERVING_SUBDIR), serving, digest, None) == 1
 
 
 # --- rollback -----------------------------------------------------------------------------------
@@ -447,8 +440,14 @@ def test_rollback_republishes_an_earlier_version(tmp_path, assets):
     serving = str(tmp_path / "serving")
     (good_uri, good_digest), (weak_uri, weak_digest) = assets["good"], assets["weak"]
     verify = serving_check.make_verify_fn(assets["records"])
-    assert publish_lib.publish(os.path.join(good_uri, "Format-Serving"), serving, good_digest, verify) == 1
-    assert publish_lib.publish(os.path.join(weak_uri, "Format-Serving"), serving, weak_digest, verify) == 2
+    assert (
+        publish_lib.publish(os.path.join(good_uri, model_format.SERVING_SUBDIR), serving, good_digest, verify)
+        == 1
+    )
+    assert (
+        publish_lib.publish(os.path.join(weak_uri, model_format.SERVING_SUBDIR), serving, weak_digest, verify)
+        == 2
+    )
 
     assert operations.republish(serving) == 3
     assert directory_digest(os.path.join(serving, "3")) == good_digest != weak_digest
@@ -465,8 +464,8 @@ def test_rollback_republishes_an_earlier_version(tmp_path, assets):
 def test_rollback_copy_failure_publishes_nothing(tmp_path, assets, monkeypatch):
     serving = str(tmp_path / "serving")
     (good_uri, good_digest), (weak_uri, weak_digest) = assets["good"], assets["weak"]
-    publish_lib.publish(os.path.join(good_uri, "Format-Serving"), serving, good_digest, None)
-    publish_lib.publish(os.path.join(weak_uri, "Format-Serving"), serving, weak_digest, None)
+    publish_lib.publish(os.path.join(good_uri, model_format.SERVING_SUBDIR), serving, good_digest, None)
+    publish_lib.publish(os.path.join(weak_uri, model_format.SERVING_SUBDIR), serving, weak_digest, None)
     fail_on_second_copy(monkeypatch)
     with pytest.raises(PushError, match="rollback to version 1: .*No space left"):
         operations.republish(serving)
@@ -478,10 +477,10 @@ def test_rollback_errors_name_the_version(tmp_path, assets):
     with pytest.raises(ConfigError, match="does not exist"):
         operations.republish(serving)
     uri, digest = assets["good"]
-    publish_lib.publish(os.path.join(uri, "Format-Serving"), serving, digest, None)
+    publish_lib.publish(os.path.join(uri, model_format.SERVING_SUBDIR), serving, digest, None)
     with pytest.raises(ConfigError, match="need at least two"):
         operations.republish(serving)
-    publish_lib.publish(os.path.join(uri, "Format-Serving"), serving, digest, None)
+    publish_lib.publish(os.path.join(uri, model_format.SERVING_SUBDIR), serving, digest, None)
     with pytest.raises(ConfigError, match="version 9 not found .*versions: 1, 2"):
         operations.republish(serving, to_version=9)
     with pytest.raises(ConfigError, match="version 2 is already the newest"):

@@ -23,7 +23,6 @@ import ast
 import dataclasses
 import errno
 import json
-import logging
 import os
 import shutil
 import signal
@@ -35,6 +34,7 @@ import model_fixtures
 import numpy as np
 import pytest
 from mnist_slices import TEST_IMAGES, TRAIN_IMAGES, write_idx, write_mnist_slice
+from step_context import step_context
 
 from pipeline.cli import main
 from pipeline.config import PusherConfig, load_config
@@ -44,6 +44,8 @@ from pipeline.core.errors import ConfigError, ModelIntegrityError, PushError
 from pipeline.core.pipeline import Pipeline
 from pipeline.core.runner import run_pipeline
 from pipeline.core.step import Artifact, InputSpec, StepContext, StepOutcome, StepSpec
+from pipeline.formats import examples as examples_format
+from pipeline.formats.model import SERVING_SUBDIR
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(PROJECT, "tests")
@@ -233,7 +235,7 @@ def saved_model(tmp_path_factory):
     """(Format-Serving dir, digest, its files) of a real small SavedModel."""
     uri = str(tmp_path_factory.mktemp("reliability_model") / "model")
     digest = model_fixtures.build_model(uri, n_train=300, steps=5)
-    model_dir = os.path.join(uri, model_fixtures.SERVING_SUBDIR)
+    model_dir = os.path.join(uri, SERVING_SUBDIR)
     files = sorted(
         os.path.relpath(os.path.join(d, n), model_dir) for d, _, names in os.walk(model_dir) for n in names
     )
@@ -606,20 +608,17 @@ def _blessing(path: str, digest: str, baseline_id: int, marker: bool = True) -> 
 def _pusher_ctx(
     tmp_path, model: Artifact, blessing: Artifact, examples: str, serving: str, baseline=None
 ) -> StepContext:
-    out = tmp_path / f"pushed_model_{len(os.listdir(tmp_path))}"
-    out.mkdir()
-    inputs = {"model": model, "blessing": blessing, "examples": Artifact(examples, "Examples", {}, 1)}
-    if baseline is not None:
-        inputs["baseline_model"] = baseline
-    return StepContext(
-        step_name="pusher",
-        run_id="test",
-        pipeline_root=str(tmp_path),
-        inputs=inputs,
-        outputs={"pushed_model": str(out)},
+    inputs = {
+        "model": model,
+        "blessing": blessing,
+        "examples": Artifact(examples, "Examples", {}, 1),
+        "baseline_model": baseline,
+    }
+    return step_context(
+        "pusher",
+        inputs,
+        {"pushed_model": str(tmp_path / f"pushed_model_{len(os.listdir(tmp_path))}")},
         params=PusherConfig(serving_dir=serving, verify_examples=4),
-        beam_args=(),
-        log=logging.getLogger("test_reliability"),
     )
 
 
@@ -1026,7 +1025,7 @@ def _float_typed_split(dest: str, count: int, feature: str) -> None:
             feats["ink_density"] = tf.train.Feature(float_list=tf.train.FloatList(value=[density]))
             feats["ink_density_bucket"] = tf.train.Feature(
                 int64_list=tf.train.Int64List(
-                    value=[int(np.digitize(density, model_fixtures.INK_DENSITY_EDGES))]
+                    value=[int(np.digitize(density, examples_format.DEFAULT_INK_DENSITY_EDGES))]
                 )
             )
             w.write(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
@@ -1034,7 +1033,7 @@ def _float_typed_split(dest: str, count: int, feature: str) -> None:
 
 def test_label_and_image_of_the_wrong_type_stop_the_run(tmp_path):
     """The curated schema wants INT label and image: float-typed values are ERROR anomalies."""
-    from tiny_examples import compute_statistics, curated_schema_artifact, step_context
+    from tiny_examples import compute_statistics, curated_schema_artifact
 
     from components.example_validator.executor import run as validate
     from components.schema_gen.executor import run as schema_gen
@@ -1223,7 +1222,7 @@ def test_fault_a_tampered_serving_model_is_refused_by_the_evaluator(faults):
     assert step_states(summary)["evaluator"] == "failed"
     assert step_states(summary)["pusher"] == "skipped"
     error = summary["steps"]["evaluator"]["error"]
-    assert error.startswith(f"baseline model {serving_model}/Format-Serving (artifact id ")
+    assert error.startswith(f"baseline model {serving_model}/{SERVING_SUBDIR} (artifact id ")
     assert "does not match the recorded" in error
     assert summary["message"] == f"evaluator failed: {error}"
     assert summary["push"]["pushed"] == 0

@@ -22,6 +22,7 @@ from PIL import Image
 
 from pipeline.cli import main
 from pipeline.formats import evaluation as evaluation_format
+from pipeline.formats.model import SERVING_SUBDIR
 from pipeline.report import build_report, write_report
 from pipeline.report.collect import collect
 from pipeline.report.images import png_data_uri
@@ -310,7 +311,7 @@ def test_report_failure_is_one_warning_and_keeps_the_exit_code(ws, monkeypatch):
 
 def test_report_never_reads_the_model_even_a_tampered_one(ws):
     expected = collect(ws["first"])["analysis"]
-    model_dir = os.path.join(ws["first"]["steps"]["trainer"]["outputs"]["model"], "Format-Serving")
+    model_dir = os.path.join(ws["first"]["steps"]["trainer"]["outputs"]["model"], SERVING_SUBDIR)
     variables = os.path.join(model_dir, "variables")
     path = os.path.join(
         variables, sorted(n for n in os.listdir(variables) if n.startswith("variables.data"))[0]

@@ -3,7 +3,8 @@
 import os
 
 import pytest
-from tiny_examples import compute_statistics, real_split, step_context, write_examples_artifact
+from step_context import step_context
+from tiny_examples import compute_statistics, real_split, write_examples_artifact
 
 from components.schema_gen.executor import run
 from components.schema_gen.schema_diff import schema_differences
@@ -11,6 +12,7 @@ from pipeline.config import DEFAULT_SCHEMA_PATH, ValidationConfig
 from pipeline.core.digest import file_digest
 from pipeline.core.errors import ConfigError
 from pipeline.core.step import Artifact
+from pipeline.formats.examples import DEFAULT_INK_DENSITY_EDGES
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +79,7 @@ def test_curated_schema_choices():
     assert (image.value_count.min, image.value_count.max, image.presence.min_fraction) == (784, 784, 1.0)
     density = features["ink_density"].float_domain
     assert (density.min, density.max, density.disallow_nan, density.disallow_inf) == (0.0, 1.0, True, True)
-    assert features["ink_density_bucket"].int_domain.max == 4  # len(DataConfig.ink_density_edges)
+    assert features["ink_density_bucket"].int_domain.max == len(DEFAULT_INK_DENSITY_EDGES)
     assert schema.dataset_constraints.min_examples_count == 50
     assert list(schema.default_environment) == ["TRAINING", "SERVING"]
 

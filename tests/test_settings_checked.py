@@ -36,6 +36,7 @@ MYSQL = {"metadata": {"backend": "mysql", "user": "mlmd"}}
 BAD = {
     "pipeline_root": Bad("gs://bucket/root", "only local paths"),
     "beam_args": Bad(["runner=DirectRunner"], "'--name=value' option"),
+    "allow_untested_runner": Bad("yes", "expected bool", kind=TYPE_ONLY),
     "lock_timeout_s": Bad(-1, "must be >= 0"),
     "data.data_root": Bad("", "must name a local path"),
     "data.span": Bad(-1, "must be >= 0 or unset"),

@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pyarrow as pa
 import pytest
-from tiny_examples import SplitData, compute_statistics, real_split, step_context, write_examples_artifact
+from step_context import step_context
+from tiny_examples import SplitData, compute_statistics, real_split, write_examples_artifact
 
 from components.statistics_gen.executor import run
 from components.statistics_gen.histograms import ValueHistogramGenerator

@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import logging
 import os
 import shutil
 
@@ -11,12 +10,14 @@ import pytest
 import tensorflow as tf
 from mnist_slices import TRAIN_IMAGES, TRAIN_LABELS, read_real
 from model_fixtures import serialize_examples, tamper_with_variables
+from step_context import step_context
 
 from components.trainer import executor, precision
 from pipeline.config import TrainerConfig
 from pipeline.core.digest import directory_digest
 from pipeline.core.errors import ConfigError, InputDataError, ModelIntegrityError, TrainingError
-from pipeline.core.step import Artifact, StepContext
+from pipeline.core.step import Artifact
+from pipeline.formats.model import DIGEST_FILE, SERVING_SUBDIR
 
 N_TRAIN, N_EVAL = 600, 200
 # A small network keeps each run to seconds on two shared cores.
@@ -65,21 +66,12 @@ def schema(tmp_path_factory):
 
 
 def make_ctx(tmp_path, examples, schema, base_model=None, **overrides):
-    outputs = {key: str(tmp_path / key) for key in ("model", "model_run")}
-    for path in outputs.values():
-        os.makedirs(path)
-    inputs = {"examples": examples, "schema": schema}
-    if base_model is not None:
-        inputs["base_model"] = base_model
-    return StepContext(
-        step_name="trainer",
-        run_id="test",
-        pipeline_root=str(tmp_path),
-        inputs=inputs,
-        outputs=outputs,
+    """The trainer's context: the SMALL network with `overrides`, outputs under `tmp_path`."""
+    return step_context(
+        "trainer",
+        {"examples": examples, "schema": schema, "base_model": base_model},
+        {key: str(tmp_path / key) for key in ("model", "model_run")},
         params=dataclasses.replace(TrainerConfig(), **{**SMALL, **overrides}),
-        beam_args=(),
-        log=logging.getLogger("test.trainer"),
     )
 
 
@@ -160,8 +152,8 @@ def test_model_run_holds_checkpoints_and_tensorboard_events(trained):
 def test_export_layout_and_digest(trained):
     ctx, outcome = trained
     model_uri = ctx.outputs["model"]
-    assert sorted(os.listdir(model_uri)) == ["Format-Serving", "model_digest.json"]
-    serving = os.path.join(model_uri, "Format-Serving")
+    assert sorted(os.listdir(model_uri)) == sorted([SERVING_SUBDIR, DIGEST_FILE])
+    serving = os.path.join(model_uri, SERVING_SUBDIR)
     assert sorted(os.listdir(serving)) == ["saved_model.pb", "variables"]
     digest = directory_digest(serving)
     from pipeline.config import DEFAULT_MODULE_FILE
@@ -175,13 +167,13 @@ def test_export_layout_and_digest(trained):
             "module_digest": file_digest(str(DEFAULT_MODULE_FILE)),
         }
     }
-    with open(os.path.join(model_uri, "model_digest.json")) as f:
+    with open(os.path.join(model_uri, DIGEST_FILE)) as f:
         assert json.load(f) == {"digest": digest, "algorithm": "sha256-tree"}
 
 
 def test_exported_model_is_the_best_evaluation_and_serves_both_signatures(trained):
     ctx, outcome = trained
-    loaded = tf.saved_model.load(os.path.join(ctx.outputs["model"], "Format-Serving"))
+    loaded = tf.saved_model.load(os.path.join(ctx.outputs["model"], SERVING_SUBDIR))
     assert {"serving_default", "serving_images"} <= set(loaded.signatures)
     by_examples = loaded.signatures["serving_default"]
     by_images = loaded.signatures["serving_images"]
@@ -213,14 +205,14 @@ def test_exported_model_is_the_best_evaluation_and_serves_both_signatures(traine
 
 def poison_logits_bias(model_uri):
     """Rewrites the model's variables with a NaN logits bias; returns the new digest."""
-    prefix = os.path.join(model_uri, "Format-Serving", "variables", "variables")
+    prefix = os.path.join(model_uri, SERVING_SUBDIR, "variables", "variables")
     values = {name: tf.train.load_variable(prefix, name) for name, _ in tf.train.list_variables(prefix)}
     values["logits/bias"] = np.full_like(values["logits/bias"], np.nan)
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         variables = [tf.compat.v1.Variable(value, name=name) for name, value in values.items()]
         session.run(tf.compat.v1.global_variables_initializer())
         tf.compat.v1.train.Saver(variables).save(session, prefix, write_meta_graph=False, write_state=False)
-    return directory_digest(os.path.join(model_uri, "Format-Serving"))
+    return directory_digest(os.path.join(model_uri, SERVING_SUBDIR))
 
 
 def test_nan_loss_raises_training_error_and_exports_nothing(tmp_path, trained, examples, schema):
@@ -307,7 +299,7 @@ def test_early_stopping_when_accuracy_cannot_improve(tmp_path, examples, schema)
     assert props["stopped_early"] is True
     assert 30 <= props["steps_trained"] < 50
     assert props["best_eval_step"] == 10  # tolerance 0: the earliest of equal evaluations
-    assert os.path.isdir(os.path.join(ctx.outputs["model"], "Format-Serving"))
+    assert os.path.isdir(os.path.join(ctx.outputs["model"], SERVING_SUBDIR))
 
 
 def test_a_tolerance_exports_the_latest_of_equal_evaluations(tmp_path, examples, schema):

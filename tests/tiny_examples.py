@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from mnist_slices import TRAIN_IMAGES, TRAIN_LABELS, read_real
+from step_context import TEST_BEAM_ARGS, step_context
 
-INK_EDGES = (0.10, 0.14, 0.18, 0.22)
+from pipeline.formats.examples import DEFAULT_INK_DENSITY_EDGES
 
 
 @dataclass
@@ -53,7 +54,7 @@ def _example(image: np.ndarray, label: int, dropped: set):
         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
         "ink_density": tf.train.Feature(float_list=tf.train.FloatList(value=[density])),
         "ink_density_bucket": tf.train.Feature(
-            int64_list=tf.train.Int64List(value=[int(np.digitize(density, INK_EDGES))])
+            int64_list=tf.train.Int64List(value=[int(np.digitize(density, DEFAULT_INK_DENSITY_EDGES))])
         ),
     }
     for name in dropped:
@@ -78,31 +79,6 @@ def write_examples_artifact(dest: str, splits: dict[str, SplitData]) -> str:
             for i, (image, label) in enumerate(zip(data.images, data.labels)):
                 writer.write(_example(image, label, dropped_at.get(i, set())).SerializeToString())
     return dest
-
-
-# No --runner: executors get the pipeline's own default (pipeline.core.beam_engines.with_default_runner), the
-# engine users get too.
-TEST_BEAM_ARGS = ("--direct_running_mode=in_memory",)
-
-
-def step_context(name: str, inputs: dict, outputs: dict, params=None, beam_args=TEST_BEAM_ARGS):
-    """A StepContext for calling an executor directly; every output directory is created empty."""
-    import logging
-
-    from pipeline.core.step import StepContext
-
-    for path in outputs.values():
-        os.makedirs(path)
-    return StepContext(
-        step_name=name,
-        run_id="test",
-        pipeline_root=os.path.dirname(next(iter(outputs.values()))),
-        inputs=inputs,
-        outputs=outputs,
-        params=params,
-        beam_args=list(beam_args),
-        log=logging.getLogger(f"test.{name}"),
-    )
 
 
 def compute_statistics(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.params import Params, at_least, local_path, unset_or
+from pipeline.formats.examples import DEFAULT_INK_DENSITY_EDGES
 
 
 def _increasing_numbers(edges: tuple) -> str | None:
@@ -52,7 +53,7 @@ class DataParams(Params):
     eval_hash_buckets: int = 12
     num_shards: int = 4
     # Bucket edges of the derived `ink_density` feature (fraction of pixels above 127).
-    ink_density_edges: tuple = (0.10, 0.14, 0.18, 0.22)
+    ink_density_edges: tuple = DEFAULT_INK_DENSITY_EDGES
 
     CHECKS = {
         "data_root": local_path(required=True),

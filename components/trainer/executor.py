@@ -38,8 +38,10 @@ nothing is written into `model`.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import re
 import shutil
 import time
 
@@ -54,7 +56,7 @@ from components.trainer.result import TrainingResult
 from components.trainer.user_module import load_checked, model_fn_for
 from components.trainer.warm_start import settings as warm_start_from
 from components.trainer.warm_start import verified_starts
-from pipeline.core.errors import InputDataError, TrainingError
+from pipeline.core.errors import InputDataError, TrainingError, WriteFaultError, write_fault
 from pipeline.core.step import StepContext, StepOutcome
 from pipeline.formats import examples as examples_format
 from pipeline.formats import model as model_format
@@ -83,8 +85,27 @@ def _first_line(error: Exception) -> str:
     return type(error).__name__
 
 
+# How TensorFlow's file system reports a failed write: "<path>; <strerror>" on a line of its own.
+_TF_WRITE_FAULT = re.compile(
+    r"^(?P<path>/.*); (?P<reason>"
+    + "|".join(
+        re.escape(os.strerror(n)) for n in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EIO)
+    )
+    + r")$",
+    re.M,
+)
+
+
+def _tf_write_fault(error: tf.errors.OpError) -> WriteFaultError | None:
+    """A WriteFaultError naming the file and the reason when `error` is TensorFlow failing to
+    write a file (a checkpoint, the export); None for any other error."""
+    found = _TF_WRITE_FAULT.search(getattr(error, "message", None) or str(error))
+    return WriteFaultError(f"cannot write {found['path']}: {found['reason']}") if found else None
+
+
 def _train_and_evaluate(estimator, train_spec, eval_spec, examples_uri: str) -> None:
-    """Runs tf.estimator.train_and_evaluate, turning data errors into InputDataError."""
+    """Runs tf.estimator.train_and_evaluate, turning data errors into InputDataError and a file
+    it cannot write (a checkpoint, the export: full disk, read-only) into WriteFaultError."""
     try:
         tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
     except tf.errors.DataLossError as e:
@@ -97,6 +118,11 @@ def _train_and_evaluate(estimator, train_spec, eval_spec, examples_uri: str) -> 
                 f"features (image int64 x 784, label int64 0..9): {message}"
             ) from e
         raise TrainingError(f"training failed: {message}") from e
+    except tf.errors.OpError as e:
+        fault = _tf_write_fault(e)
+        if fault is None:
+            raise
+        raise fault from e
 
 
 def _publish_best_export(best_export_dir: str, model_uri: str, run_dir: str, sample) -> str:
@@ -104,14 +130,19 @@ def _publish_best_export(best_export_dir: str, model_uri: str, run_dir: str, sam
     images) on both, then moves it to `<model_uri>/Format-Serving`; returns that path.
 
     Checking before the move keeps `model` empty when the export is broken (TrainingError).
-    The exporter's then empty folder (`<run_dir>/export`) is removed.
+    The exporter's then empty folder (`<run_dir>/export`) is removed. Raises WriteFaultError
+    naming the file when the model cannot be written where it goes (the launcher then removes
+    the step's staging folders).
     """
     export.rename_signatures(
         best_export_dir, {export.ESTIMATOR_IMAGES_SIGNATURE: model_format.IMAGES_SIGNATURE}
     )
     export.verify_serving_model(best_export_dir, *sample)
     serving_dir = os.path.join(model_uri, model_format.SERVING_SUBDIR)
-    shutil.move(best_export_dir, serving_dir)
+    try:
+        export.move_tree(best_export_dir, serving_dir)
+    except OSError as e:  # e.g. no space left where the model goes: one line naming the file
+        raise write_fault("", e) from e
     shutil.rmtree(os.path.join(run_dir, "export"))
     return serving_dir
 

@@ -12,7 +12,9 @@ contract name in the SavedModel proto, which leaves the graph and variables unto
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from collections.abc import Mapping
 
 import numpy as np
@@ -86,6 +88,29 @@ def rename_signatures(export_dir: str, renames: Mapping[str, str]) -> None:
     with open(tmp_path, "wb") as f:
         f.write(saved_model.SerializeToString())
     os.replace(tmp_path, path)
+
+
+def move_tree(src: str, dst: str) -> None:
+    """Moves folder `src` to `dst` (which must not exist): a rename on one file system; across
+    two, a copy of every file, then `src` removed.
+
+    Raises OSError as the copy meets it (e.g. ENOSPC), naming the file it failed on; unlike
+    shutil.move, which gathers a copy's errors into one shutil.Error without a path or reason.
+    """
+    try:
+        os.rename(src, dst)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    for root, dirs, files in os.walk(src):
+        rel = os.path.relpath(root, src)
+        target = dst if rel == "." else os.path.join(dst, rel)
+        os.mkdir(target)
+        dirs.sort()
+        for name in sorted(files):
+            shutil.copy2(os.path.join(root, name), os.path.join(target, name))
+    shutil.rmtree(src)
 
 
 def _check_spec(where: str, spec, dtype, shape) -> None:

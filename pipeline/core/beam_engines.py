@@ -6,8 +6,16 @@ Beam would download that jar itself from Maven Central's web address on first us
 network only reaches Maven Central through `mvn`, `scripts/ensure_job_server.sh flink|spark`
 fetches it into the cache folder named here and this module hands its path to the runner.
 
+It also decides which engines may run the pipeline at all. A gate that runs on an engine that
+silently drops records is not a gate: Beam's DaskRunner accepts the pipeline's options and
+gives wrong answers without an error (docs/engines.md), so it is refused. The engines whose
+results tests/test_beam_engines.py compares field by field with the in-process engine's run;
+Flink, Spark and Dataflow, which cannot be tried on this project's machines, run with a
+warning; any other runner only when the config sets `allow_untested_runner = true`.
+
 In: the Beam options of a run (`--runner=...`, `--flink_job_server_jar=...`, ...).
-Out: the runner's name, and the options with the cached jar added where the user named none.
+Out: the runner's name, whether it may run (and the warning it runs with), and the options
+with the cached jar added where the user named none.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.ports import LOOPBACK, free_loopback_port
@@ -33,6 +42,51 @@ DEFAULT_JAR_CACHE = os.path.join("~", ".cache", "mnist-tfx-pipeline", "jars")
 # The Flink minor version the Flink job server is built for (Beam 2.72 offers 1.17 to 1.20).
 FLINK_VERSION_ENV = "MNIST_PIPELINE_FLINK_VERSION"
 DEFAULT_FLINK_VERSION = "1.20"
+
+# Beam 2.72's table of runner names (apache_beam.runners.runner._RUNNER_MAP: lower-case class
+# name -> class), copied so that checking a config does not import Beam (seconds);
+# tests/test_engine_guard.py checks the copy against the installed Beam's.
+_BEAM_RUNNER_MODULES = {
+    "DataflowRunner": "apache_beam.runners.dataflow.dataflow_runner",
+    "BundleBasedDirectRunner": "apache_beam.runners.direct.direct_runner",
+    "DirectRunner": "apache_beam.runners.direct.direct_runner",
+    "SwitchingDirectRunner": "apache_beam.runners.direct.direct_runner",
+    "InteractiveRunner": "apache_beam.runners.interactive.interactive_runner",
+    "FlinkRunner": "apache_beam.runners.portability.flink_runner",
+    "FnApiRunner": "apache_beam.runners.portability.fn_api_runner",
+    "PortableRunner": "apache_beam.runners.portability.portable_runner",
+    "PrismRunner": "apache_beam.runners.portability.prism_runner",
+    "SparkRunner": "apache_beam.runners.portability.spark_runner",
+    "TestDirectRunner": "apache_beam.runners.test",
+    "TestDataflowRunner": "apache_beam.runners.test",
+    "PythonRPCDirectRunner": "apache_beam.runners.experimental.python_rpc_direct.python_rpc_direct_runner",
+}
+BEAM_RUNNER_MAP = {name.lower(): f"{module}.{name}" for name, module in _BEAM_RUNNER_MODULES.items()}
+
+# The engines tests/test_beam_engines.py runs on every run of the suite and compares, field by
+# field, with the in-process engine (Beam's local job service speaks the portable protocol).
+COMPARED_RUNNERS = ("FnApiRunner", "PortableRunner")
+# The engines that test compares only where their job server can be had, or never (Dataflow
+# needs a Google Cloud project): they run, with one warning.
+UNTRIED_RUNNERS = ("FlinkRunner", "SparkRunner", "DataflowRunner")
+# What was measured on a real dask cluster (docs/engines.md#dask): refused, whatever the config.
+DASK_REFUSAL = (
+    "Beam's DaskRunner gives wrong results without an error (measured: TFDV counted 2,973 of "
+    "3,000 examples and TFMA wrote no metrics file; see docs/engines.md#dask), and "
+    "allow_untested_runner does not change that"
+)
+# The config key that lets any other runner run (pipeline/config.py).
+OPT_IN_KEY = "allow_untested_runner"
+
+
+class Engine(Enum):
+    """What this project knows of a runner's results."""
+
+    COMPARED = "compared"  # equal to the in-process engine's, on every run of the tests
+    UNTRIED = "untried"  # cannot be tried here: runs with a warning
+    UNTESTED = "untested"  # never compared: runs only with the opt-in, and a warning
+    WRONG = "wrong"  # known to give wrong results: never runs
+    UNKNOWN = "unknown"  # Beam would refuse the name itself when the first step starts
 
 
 @dataclass(frozen=True)
@@ -59,14 +113,16 @@ def job_servers() -> dict:
 
 
 def _option_value(beam_args: Sequence[str], name: str) -> str | None:
-    """The value of option `--name` in `beam_args` (either `--name=v` or `--name v`), or None."""
+    """The value of option `--name` in `beam_args` (either `--name=v` or `--name v`), or None;
+    the last one when it is given more than once, as Beam's argument parser takes it."""
     args = list(beam_args)
+    value = None
     for i, arg in enumerate(args):
         if arg.startswith(name + "="):
-            return arg[len(name) + 1 :]
-        if arg == name and i + 1 < len(args):
-            return args[i + 1]
-    return None
+            value = arg[len(name) + 1 :]
+        elif arg == name and i + 1 < len(args):
+            value = args[i + 1]
+    return value
 
 
 def with_default_runner(beam_args: Sequence[str]) -> list:
@@ -81,18 +137,75 @@ def with_default_runner(beam_args: Sequence[str]) -> list:
     return [f"--runner={DEFAULT_BEAM_RUNNER}"] + args
 
 
-def runner_name(beam_args: Sequence[str]) -> str:
-    """The class name of the runner Beam builds from the options (FnApiRunner when none is
-    named), resolved the way Beam resolves `--runner` ("flink", "FlinkRunner" and
-    "flinkrunner" are all FlinkRunner)."""
-    # Beam's own name table (pinned Beam); Beam (seconds to import) stays out of the CLI's start-up and the report.
-    from apache_beam.runners.runner import _RUNNER_MAP  # noqa: PLC0415
-
+def _runner_class(beam_args: Sequence[str]) -> str:
+    """The runner class Beam builds from the options: "module.Class" (FnApiRunner's when none
+    is named), resolved the way Beam 2.72's `create_runner` resolves `--runner` ("flink",
+    "FlinkRunner" and "flinkrunner" are all FlinkRunner; a dotted name is taken as it is). A
+    name Beam does not know comes back as it is, without a dot."""
     named = _option_value(beam_args, "--runner")
     if named is None:
         named = DEFAULT_BEAM_RUNNER
-    qualified = _RUNNER_MAP.get(named.lower(), _RUNNER_MAP.get(named.lower() + "runner", named))
-    return qualified.rsplit(".", 1)[-1]
+    return BEAM_RUNNER_MAP.get(named.lower(), BEAM_RUNNER_MAP.get(named.lower() + "runner", named))
+
+
+def runner_name(beam_args: Sequence[str]) -> str:
+    """The class name of the runner Beam builds from the options (FnApiRunner when none is
+    named; see `_runner_class`)."""
+    return _runner_class(beam_args).rsplit(".", 1)[-1]
+
+
+def classify_runner(beam_args: Sequence[str]) -> Engine:
+    """What is known of the results of the runner the options select (see `Engine`)."""
+    qualified = _runner_class(beam_args)
+    name = qualified.rsplit(".", 1)[-1]
+    if name.lower() in ("dask", "daskrunner"):  # any spelling, the module path included
+        return Engine.WRONG
+    if "." not in qualified:
+        return Engine.UNKNOWN
+    if qualified in (BEAM_RUNNER_MAP[n.lower()] for n in COMPARED_RUNNERS):
+        return Engine.COMPARED
+    if qualified in (BEAM_RUNNER_MAP[n.lower()] for n in UNTRIED_RUNNERS):
+        return Engine.UNTRIED
+    return Engine.UNTESTED
+
+
+def runner_refusal(beam_args: Sequence[str], allow_untested_runner: bool) -> str | None:
+    """Why the runner the options select must not run the pipeline, in one line; None when it
+    may (it may still come with `runner_warning`)."""
+    engine = classify_runner(beam_args)
+    named = _option_value(beam_args, "--runner")
+    if engine is Engine.WRONG:
+        return f"--runner={named} is refused: {DASK_REFUSAL}"
+    if engine is Engine.UNKNOWN:
+        known = ", ".join(sorted(_BEAM_RUNNER_MODULES))
+        return f"Beam knows no runner {named!r} (known: {known}; or a module.ClassName)"
+    if engine is Engine.UNTESTED and not allow_untested_runner:
+        return (
+            f"--runner={named} is refused: this project has not compared its results with the "
+            f"in-process engine's (compared: {', '.join(COMPARED_RUNNERS)}; run with a warning: "
+            f"{', '.join(UNTRIED_RUNNERS)}); leave --runner out for the in-process engine, or set "
+            f"{OPT_IN_KEY} = true to run on it anyway"
+        )
+    return None
+
+
+def runner_warning(beam_args: Sequence[str], allow_untested_runner: bool) -> str | None:
+    """The one warning a run on an engine whose results were not compared here starts with;
+    None for the compared engines (and for refused ones: see `runner_refusal`)."""
+    engine = classify_runner(beam_args)
+    name = runner_name(beam_args)
+    if engine is Engine.UNTRIED:
+        return (
+            f"{name} runs the data steps, but its results have not been compared with the "
+            f"in-process engine's on this project's machines (docs/engines.md#same-results-on-every-engine); "
+            f"check its split counts and statistics against an in-process run"
+        )
+    if engine is Engine.UNTESTED and allow_untested_runner:
+        return (
+            f"{name} runs the data steps ({OPT_IN_KEY} = true); this project has never compared "
+            f"its results with the in-process engine's"
+        )
+    return None
 
 
 def jar_cache_dir() -> str:

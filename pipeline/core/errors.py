@@ -70,6 +70,18 @@ class StoreUnavailableError(PipelineError):
     was lost): the run stops, and the next run recovers as after a crash."""
 
 
+class WriteFaultError(PipelineError):
+    """A folder or file the pipeline must write cannot be written (read-only file system, no
+    space left, no permission). The message names the path and the reason."""
+
+
+def write_fault(what: str, error: OSError) -> WriteFaultError:
+    """A WriteFaultError "[<what>: ]cannot write <path>: <reason>" for `error`, naming the path
+    it failed on (the destination where it names two, as a copy's does)."""
+    path = error.filename2 if error.filename2 is not None else error.filename
+    return WriteFaultError(f"{what + ': ' if what else ''}cannot write {path}: {error.strerror or error}")
+
+
 # A run stopped by a signal ends with 128 + the signal's number, as a shell reports it.
 EXIT_SIGNAL_BASE = 128
 

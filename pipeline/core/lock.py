@@ -14,7 +14,7 @@ import logging
 import os
 import time
 
-from pipeline.core.errors import LockTimeoutError
+from pipeline.core.errors import LockTimeoutError, write_fault
 from pipeline.core.store_settings import MySqlSettings, pipeline_identity
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,14 @@ def exclusive_lock(path: str, timeout_s: float, poll_s: float = 0.5, what: str =
     """Holds an exclusive lock on `path` for the `with` block.
 
     Waits up to `timeout_s` seconds for another holder, then raises LockTimeoutError naming the
-    lock file and the holder's pid (as it wrote it).
+    lock file and the holder's pid (as it wrote it). Raises WriteFaultError when the lock file
+    cannot be created (a read-only or full file system).
     """
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # a read-only or full root: one line, before anything else is tried
+        raise write_fault(what, e) from e
     try:
         deadline = time.monotonic() + timeout_s
         announced = False

@@ -30,7 +30,7 @@ from typing import Any
 from pipeline.core import artifacts as layout
 from pipeline.core import interrupts
 from pipeline.core.atomic_files import write_json_atomic
-from pipeline.core.errors import EXIT_OK, ConfigError, Interrupted, PipelineError
+from pipeline.core.errors import EXIT_OK, ConfigError, Interrupted, PipelineError, write_fault
 from pipeline.core.launcher import RunScope, StepLauncher, one_line
 from pipeline.core.lock import RunLock, run_lock
 from pipeline.core.metadata import MetadataStore, open_store
@@ -314,7 +314,8 @@ def run_pipeline(
     Returns a RunResult whose `exit_code` follows pipeline.core.errors (0 ok, 1 failure, 2 usage,
     3 data gate, 4 lock timeout). Raises ConfigError for bad --from/--to or run id before taking
     the lock, LockTimeoutError when another run holds the lock too long, StoreSettingsError when
-    a MySQL store (`pipeline.store`) cannot be reached or opened, and StoreDamagedError when a
+    a MySQL store (`pipeline.store`) cannot be reached or opened, WriteFaultError when the root or
+    its lock file cannot be written (read-only, full), and StoreDamagedError when a
     SQLite store fails its integrity check: then nothing in the root is touched but the lock. A
     MySQL store lost mid-run fails the step it was in (exit 1; the next run recovers as after a
     crash). After the summary is written the hooks `store_written` (the store's backup) and
@@ -327,7 +328,10 @@ def run_pipeline(
     run_id = check_run_id(run_id) if run_id is not None else new_run_id()
     if recorded:
         _checked_record(pipeline, run_id)
-    os.makedirs(pipeline.root, exist_ok=True)
+    try:
+        os.makedirs(pipeline.root, exist_ok=True)
+    except OSError as e:  # a read-only or full parent: one line, nothing else tried
+        raise write_fault("pipeline root", e) from e
     started = datetime.now(UTC)
     with run_lock(pipeline.root, pipeline.lock_timeout_s, pipeline.store) as lock:
         store = None

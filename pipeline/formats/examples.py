@@ -35,6 +35,9 @@ IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
 MAX_PIXEL = 255
 # The label domain: digits 0..9 (also the width of the model's probabilities).
 NUM_CLASSES = 10
+# The default edges of `ink_density_bucket` (data.ink_density_edges): the bucket is
+# np.digitize(ink_density, edges), so 0..len(edges).
+DEFAULT_INK_DENSITY_EDGES = (0.10, 0.14, 0.18, 0.22)
 
 SPLIT_PREFIX = "Split-"
 SHARD_GLOB = "data_tfrecord-*.gz"

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pipeline.core import interrupts
 from pipeline.core.atomic_files import fsync_path
 from pipeline.core.digest import directory_digest
-from pipeline.core.errors import ConfigError, LockTimeoutError, PushError
+from pipeline.core.errors import ConfigError, LockTimeoutError, PushError, WriteFaultError
 from pipeline.core.lock import exclusive_lock
 from pipeline.formats.files import read_json_object
 
@@ -262,6 +262,8 @@ def serving_lock(serving_dir: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterato
                 f"serving dir {serving_dir}: lock {LOCK_FILE} not acquired within "
                 f"{timeout_s:.0f}s (another push is running?)"
             ) from e
+        except WriteFaultError as e:  # "serving dir: cannot write <dir>/.push.lock: <reason>"
+            raise PushError(str(e)) from e
         except OSError as e:
             raise PushError(f"serving dir {serving_dir}: cannot lock {LOCK_FILE}: {e.strerror or e}") from e
         yield
@@ -335,6 +337,16 @@ def copy_tree_durably(src: str, dst: str) -> int:
     return copied
 
 
+def _failure_detail(e: Exception) -> str:
+    """One line for what failed: "<Type>: <reason>", for a file system error with the path it
+    failed on ("OSError: /srv/models/.staging-3-x/saved_model.pb: No space left on device"),
+    the destination where the error names two (a copy)."""
+    if isinstance(e, OSError) and e.strerror:
+        path = e.filename2 if e.filename2 is not None else e.filename
+        return f"{type(e).__name__}: {path}: {e.strerror}" if path else f"{type(e).__name__}: {e.strerror}"
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+
+
 def stage_and_commit(
     model_dir: str,
     serving_dir: str,
@@ -386,8 +398,7 @@ def stage_and_commit(
     except PushError:
         raise
     except Exception as e:  # any failure must leave nothing half-published
-        detail = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).splitlines() or [""])[0]
-        raise PushError(f"push to {serving_dir} failed at '{step}': {type(e).__name__}: {detail}") from e
+        raise PushError(f"push to {serving_dir} failed at '{step}': {_failure_detail(e)}") from e
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
