@@ -141,6 +141,8 @@ def test_the_on_failure_unit_reports_the_failed_runs_exit_status(tmp_path):
         (1, "failed"),
         (EXIT_LOCKED, "did not start: another run holds the pipeline lock"),
         (137, "ended abnormally"),
+        (143, "was stopped (SIGINT 130, SIGTERM 143)"),
+        (130, "was stopped (SIGINT 130, SIGTERM 143)"),
     ],
 )
 def test_the_on_call_line_names_the_exit_status(status, words):
