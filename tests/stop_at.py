@@ -1,6 +1,6 @@
 """A three-step fake pipeline that sends itself SIGTERM at a chosen point, for test_signals.py.
 
-    python stop_at.py POINT ROOT     POINT: none | step | held | backup | stuck
+    python stop_at.py POINT ROOT [RUN_ID]     POINT: none | step | held | backup | stuck
 
 step: inside the second step's executor, after it wrote part of its output; held: the same,
 inside an `interrupts.held()` section (the stop waits for the next checkpoint); backup: inside
@@ -80,7 +80,7 @@ def main() -> int:
     pipeline = Pipeline(steps=steps, root=sys.argv[2], lock_timeout_s=1.0, store_written=backup)
     try:
         with stop_on_signals():
-            return run_pipeline(pipeline).exit_code
+            return run_pipeline(pipeline, run_id=sys.argv[3] if len(sys.argv) > 3 else None).exit_code
     except Interrupted as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

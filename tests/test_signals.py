@@ -250,11 +250,29 @@ def test_sigint_during_a_multi_processing_data_step_ends_its_beam_workers(tmp_pa
     assert end["live"]["Examples"] == 1
 
 
+def test_sigterm_during_cluster_training_ends_every_task(tmp_path, data_and_config):
+    data, config = data_and_config
+    cluster_config = tmp_path / "cluster.toml"
+    cluster_config.write_text(
+        open(config).read().replace("[trainer]", "[trainer]\nworkers = 1\nparameter_servers = 1", 1)
+    )
+    root = tmp_path / "root"
+    run = start(data, str(cluster_config), root, "--to", "trainer")
+    registry = os.path.join(str(root), "trainer", ".cluster-tasks.json")
+    # Chief, worker and parameter server are up, each in a process group of its own.
+    wait_until(run, lambda: os.path.exists(registry) and len(process_tree(run.pid)) >= 3)
+    tree, code, seconds, out = stop(run, signal.SIGTERM)
+    assert len(tree) >= 3
+    assert_stopped_cleanly(root, run, tree, code, seconds, out, signal.SIGTERM, "trainer")
+    assert all(survivors({}, pid) == [] for pid in tree)  # no task's group has a member left
+    assert not os.path.exists(registry)
+
+
 # ---- at exact points, on a fake pipeline that signals itself (tests/stop_at.py) --------------
-def stop_at(point: str, root) -> subprocess.CompletedProcess:
+def stop_at(point: str, root, *run_id: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=PROJECT)
     return subprocess.run(
-        [sys.executable, os.path.join(PROJECT, "tests", "stop_at.py"), point, str(root)],
+        [sys.executable, os.path.join(PROJECT, "tests", "stop_at.py"), point, str(root), *run_id],
         env=env,
         capture_output=True,
         text=True,
@@ -338,3 +356,22 @@ def test_a_cleanup_that_never_ends_is_cut_short_by_the_watchdog_and_the_next_run
     assert again.returncode == 0, again.stderr[-3000:]
     assert "cleaned up after an interrupted run: 1 execution(s) marked failed" in again.stderr
     assert glob.glob(os.path.join(str(root), "**", ".staging-*"), recursive=True) == []
+
+
+def test_a_stopped_call_of_a_recorded_run_is_retried_as_the_same_call(tmp_path):
+    # A scheduler's retry of the task it stopped: the same --run-id, the same steps.
+    root = tmp_path / "root"
+    run_id = "manual__2026-12-07T22:00:00+00:00"
+    done = stop_at("step", root, run_id)
+    assert done.returncode == 143, done.stderr[-3000:]
+    assert f"during statistics_gen (run {run_id})" in error_line(done)
+
+    again = stop_at("none", root, run_id)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.load(open(os.path.join(str(root), "runs", run_id, "summary.json")))
+    assert [call["exit_code"] for call in summary["calls"]] == [0]  # the stopped call wrote none
+    assert {step: entry["state"] for step, entry in summary["steps"].items()} == {
+        "example_gen": "cached",
+        "statistics_gen": "ran",
+        "example_validator": "ran",
+    }
