@@ -144,11 +144,6 @@ def _handle(signum: int, frame) -> None:
         raise Interrupted(signum)
 
 
-def stop_requested() -> int | None:
-    """The signal a stop was requested with, or None."""
-    return _state.signum
-
-
 def checkpoint() -> None:
     """Raises `Interrupted` for a stop request that came while held, once."""
     if _state.signum is not None and not _state.raised and _state.held == 0:
