@@ -4,6 +4,7 @@ The pure functions on tiny arrays (threshold edges included), then the data half
 real digits: salted with exact test digits, salted with slightly altered ones, and clean.
 """
 
+import glob
 import json
 import os
 
@@ -20,6 +21,7 @@ from components.example_validator.leakage import (
     find_leakage,
 )
 from pipeline.cli import main
+from pipeline.core.metadata import open_store
 
 # ---------------------------------------------------------------- pure functions
 
@@ -79,7 +81,7 @@ def test_candidates_match_brute_force():
     def as_void(a):
         return np.ascontiguousarray(a).view(np.dtype((np.void, 2))).ravel()
 
-    rows, test_rows = leakage._candidates(as_void(keys), as_void(test_keys))
+    rows, test_rows = leakage.candidate_pairs(as_void(keys), as_void(test_keys))
     found = sorted(zip(rows.tolist(), test_rows.tolist()))
     expected = [(i, j) for i in range(200) for j in range(60) if (keys[i] == test_keys[j]).all()]
     assert found == expected and expected
@@ -165,6 +167,18 @@ def test_exact_test_digits_in_the_training_files_stop_the_gate(tmp_path):
     report = open(os.path.join(anomalies, "report.txt")).read()
     assert "FAILED" in report and f"exact duplicates: {SALTED} (limit 0)" in report
     assert json.load(open(os.path.join(anomalies, "leakage.json")))["exact_duplicates"] == SALTED
+    [html] = glob.glob(str(tmp_path / "root" / "runs" / "*" / "report.html"))
+    page = open(html, encoding="utf-8").read()
+    assert "train/test leakage (" in page and first[0] in page
+    # ML Metadata: on the anomalies artifact and in the validator's execution outcome
+    store = open_store(str(tmp_path / "root"))
+    [execution] = store.executions_of("example_validator")
+    [artifact_id] = store.outputs_of(execution.id).values()
+    properties = store.artifact(artifact_id).properties
+    assert properties["leakage_exact"] == SALTED and properties["leakage_near"] == 0
+    assert properties["passed"] == 0
+    recorded = store.execution_outcome(execution)
+    assert json.dumps(recorded).count(f'"exact_duplicates": {SALTED}') == 1, recorded
 
 
 def _few_pixels_and_brighter(digit: np.ndarray, k: int) -> np.ndarray:
