@@ -87,6 +87,16 @@ def test_candidates_match_brute_force():
     assert found == expected and expected
 
 
+def test_block_signatures_count_the_inked_pixels_of_each_block():
+    images = _random_digits(40, 8)
+    inked = (images > leakage.INK_LEVEL).reshape(-1, 7, 4, 7, 4).sum(axis=(2, 4)).reshape(-1, 49)
+    expected = inked // leakage.COUNT_STEP
+    blocks = np.arange(49)
+    for table, keys in enumerate(leakage.block_signatures(images)):
+        subset = expected[:, blocks % leakage.TABLES != table].astype(np.uint8)
+        assert [bytes(k) for k in keys] == [row.tobytes() for row in subset]
+
+
 def test_limits_are_exceeded_only_strictly_above():
     result = LeakageResult(checked={"train": 900, "eval": 100}, test_digits=10)
     result.exact.update({"train": [3, 5], "eval": [1]})

@@ -3,24 +3,25 @@
 A digit is an image of IMAGE_PIXELS uint8 pixels (row-major 28 x 28); labels play no part (a
 test image under another label still shows the gate the answer).
 
-- exact duplicate: the same 784 bytes as a test digit (found by hashing every image);
+- exact duplicate: the same 784 bytes as a test digit;
 - near duplicate: not exact, but at most NEAR_MAX_PIXELS pixels differ from a test digit by more
   than PIXEL_TOLERANCE grey levels: a few pixels painted over, noise of a few grey levels, a
   brightness change of up to PIXEL_TOLERANCE. A one-pixel shift is not one (it moves every stroke
   edge: far more than NEAR_MAX_PIXELS pixels) and is not caught.
 
-Near duplicates are found without comparing every pair: each digit's 7 x 7 grid of 4 x 4 blocks
+Both are found without comparing every pair: each digit's 7 x 7 grid of 4 x 4 blocks
 is reduced to the number of inked pixels (above INK_LEVEL) per block, in steps of COUNT_STEP;
 the blocks are dealt into TABLES interleaved subsets (each block sits in all but one), and digits
-sharing one subset's values exactly are candidates, compared pixel by pixel. A change confined to
+sharing one subset's values exactly are candidates, compared pixel by pixel. A byte-equal copy
+shares every subset, so no exact duplicate is missed. A change confined to
 the blocks one subset leaves out is always a candidate; a change that moves some block's count
 across a step in every subset goes unseen (measured on MNIST test digits: about 1 in 100 with 5
-random pixels repainted, 6 in 100 with noise of +-10 grey levels, 11 in 100 made 10% darker).
+random pixels repainted, 6 in 100 with noise of +-10 grey levels, 11 in 100 made 10% darker:
+benchmarks/bench_leakage.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,11 +100,6 @@ def check_images(images: np.ndarray) -> np.ndarray:
     return array
 
 
-def digests(images: np.ndarray) -> list[bytes]:
-    """A 16-byte blake2b digest of each image's bytes."""
-    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in images]
-
-
 def block_signatures(images: np.ndarray) -> list[np.ndarray]:
     """TABLES arrays of per-image keys (np.void): the inked-pixel steps of interleaved block subsets."""
     side = IMAGE_SIDE // BLOCK
@@ -143,11 +139,13 @@ def candidate_pairs(keys: np.ndarray, test_keys: np.ndarray) -> tuple[np.ndarray
     return rows, order[starts + np.arange(len(rows))]
 
 
-def near_duplicates(images: np.ndarray, test: np.ndarray, exclude: np.ndarray) -> np.ndarray:
-    """Sorted indexes of `images` rows within NEAR_MAX_PIXELS differing pixels of a `test` row.
-
-    exclude: bool [N], rows not to report (the exact duplicates).
-    """
+def duplicates(images: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(exact, near): sorted indexes of `images` rows equal to a `test` row byte for byte, and of
+    the other rows within NEAR_MAX_PIXELS differing pixels of one (both uint8 [N, IMAGE_PIXELS])."""
+    is_exact = np.zeros(len(images), dtype=bool)
+    is_near = np.zeros(len(images), dtype=bool)
+    if not len(images) or not len(test):
+        return np.flatnonzero(is_exact), np.flatnonzero(is_near)
     pairs = [
         candidate_pairs(keys, test_keys)
         for keys, test_keys in zip(block_signatures(images), block_signatures(test))
@@ -155,18 +153,19 @@ def near_duplicates(images: np.ndarray, test: np.ndarray, exclude: np.ndarray) -
     # A pair sharing several subsets is compared once.
     codes = np.unique(np.concatenate([rows * len(test) + test_rows for rows, test_rows in pairs]))
     rows, test_rows = codes // len(test), codes % len(test)
-    keep = ~exclude[rows]
-    rows, test_rows = rows[keep], test_rows[keep]
     # Most candidates are other writers' digits: a quarter of the pixels already holds more than
     # NEAR_MAX_PIXELS differing ones (a count over a subset never exceeds the full count).
     sample, test_sample = images[:, ::_SAMPLE_STRIDE].copy(), test[:, ::_SAMPLE_STRIDE].copy()
-    found = np.zeros(len(images), dtype=bool)
     for start in range(0, len(rows), _COMPARE_BATCH):
         r, t = rows[start : start + _COMPARE_BATCH], test_rows[start : start + _COMPARE_BATCH]
         close = differing_pixels(sample[r], test_sample[t]) <= NEAR_MAX_PIXELS
         r, t = r[close], t[close]
-        found[r[differing_pixels(images[r], test[t]) <= NEAR_MAX_PIXELS]] = True
-    return np.flatnonzero(found)
+        close = differing_pixels(images[r], test[t]) <= NEAR_MAX_PIXELS
+        r, t = r[close], t[close]
+        same = (images[r] == test[t]).all(axis=1)
+        is_exact[r[same]] = True
+        is_near[r[~same]] = True
+    return np.flatnonzero(is_exact), np.flatnonzero(is_near & ~is_exact)
 
 
 def find_leakage(splits: dict[str, np.ndarray], test: np.ndarray) -> LeakageResult:
@@ -175,13 +174,10 @@ def find_leakage(splits: dict[str, np.ndarray], test: np.ndarray) -> LeakageResu
     images and test: uint8 [N, IMAGE_PIXELS] (ValueError otherwise).
     """
     test = check_images(test)
-    test_digests = set(digests(test))
     exact, near = {}, {}
     for split, images in splits.items():
-        images = check_images(images)
-        is_exact = np.fromiter((d in test_digests for d in digests(images)), dtype=bool, count=len(images))
-        exact[split] = np.flatnonzero(is_exact).tolist()
-        near[split] = near_duplicates(images, test, is_exact).tolist() if len(test) else []
+        found_exact, found_near = duplicates(check_images(images), test)
+        exact[split], near[split] = found_exact.tolist(), found_near.tolist()
     return LeakageResult(
         checked={s: len(v) for s, v in splits.items()}, test_digits=len(test), exact=exact, near=near
     )
