@@ -220,3 +220,19 @@ def test_a_clean_real_slice_passes_with_zero_counts_recorded(tmp_path):
     assert sum(found["checked"].values()) == N_TRAIN and found["test_digits"] == N_TEST
     assert found["max_exact"] == 0 and found["max_near_rate"] == 0.001
     assert "exact duplicates: 0 (limit 0)" in open(os.path.join(anomalies, "report.txt")).read()
+
+
+def test_read_images_keeps_record_order_and_refuses_bad_pixels(tmp_path):
+    from tiny_examples import SplitData, real_split, write_examples_artifact
+
+    from pipeline.core.errors import InputDataError
+    from pipeline.formats.examples import read_images
+
+    digits = real_split(30)
+    bad = SplitData(images=[im.copy() for im in digits.images], labels=digits.labels.copy())
+    bad.images[7][100] = 300
+    uri = write_examples_artifact(str(tmp_path / "examples"), {"train": digits, "broken": bad})
+    images = read_images(uri, "train")
+    assert images.dtype == np.uint8 and np.array_equal(images, np.stack(digits.images))
+    with pytest.raises(InputDataError, match=r"Split-broken: a pixel outside 0\.\.255"):
+        read_images(uri, "broken")
