@@ -106,6 +106,7 @@ def create_pipeline(config: PipelineConfig) -> Pipeline:
             example_validator,
             {
                 "statistics": _produced("statistics_gen.statistics"),
+                "examples": _produced("example_gen.examples"),
                 "schema": _produced("schema_gen.schema"),
                 "previous_statistics": InputSpec(
                     resolver=resolvers.statistics_of_previous_span("statistics")

@@ -159,7 +159,16 @@ def corpus(tmp_path_factory):
         params=ValidationConfig(infer_schema_report=False),
     )
     schema_gen_run(schema_ctx)
-    return {"stats": str(root / "statistics"), "schema": Artifact(str(root / "schema"), "Schema")}
+    # The validator also reads the span's examples for train/test leakage: real digits, no
+    # test digit among the training ones (tests/test_leakage.py salts them).
+    leak_free = write_examples_artifact(
+        str(root / "leak_free_examples"), {"train": real_split(200, 5000), "test": real_split(50, 6000)}
+    )
+    return {
+        "stats": str(root / "statistics"),
+        "schema": Artifact(str(root / "schema"), "Schema"),
+        "examples": Artifact(leak_free, "Examples"),
+    }
 
 
 def _stats_artifact(corpus, dest, **splits) -> Artifact:
@@ -174,6 +183,7 @@ def _validate(tmp_path, corpus, current: dict, previous: dict = None, reference:
     `previous`) gets the shipped reference, unless `reference` is False."""
     inputs = {
         "statistics": _stats_artifact(corpus, tmp_path / "current", **current),
+        "examples": corpus["examples"],
         "schema": corpus["schema"],
     }
     if previous is not None:
@@ -311,6 +321,7 @@ def test_a_reference_changed_after_the_run_resolved_it_is_refused(tmp_path, corp
         "example_validator",
         {
             "statistics": _stats_artifact(corpus, tmp_path / "cur", train="clean"),
+            "examples": corpus["examples"],
             "schema": corpus["schema"],
             "reference_statistics": artifact,
         },
@@ -446,6 +457,7 @@ def test_previous_statistics_without_histograms_fail_closed(tmp_path, corpus):
         "example_validator",
         {
             "statistics": _stats_artifact(corpus, tmp_path / "cur", train="clean"),
+            "examples": corpus["examples"],
             "schema": corpus["schema"],
             "previous_statistics": previous,
         },

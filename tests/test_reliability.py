@@ -1033,7 +1033,7 @@ def _float_typed_split(dest: str, count: int, feature: str) -> None:
 
 def test_label_and_image_of_the_wrong_type_stop_the_run(tmp_path):
     """The curated schema wants INT label and image: float-typed values are ERROR anomalies."""
-    from tiny_examples import compute_statistics, curated_schema_artifact
+    from tiny_examples import compute_statistics, curated_schema_artifact, real_split, write_examples_artifact
 
     from components.example_validator.executor import run as validate
     from components.schema_gen.executor import run as schema_gen
@@ -1056,6 +1056,13 @@ def test_label_and_image_of_the_wrong_type_stop_the_run(tmp_path):
             "example_validator",
             {
                 "statistics": Artifact(str(tmp_path / "statistics"), "ExampleStatistics"),
+                # The leakage check reads a span's train and test digits: real ones, none shared.
+                "examples": Artifact(
+                    write_examples_artifact(
+                        str(tmp_path / "leak_free"), {"train": real_split(100), "test": real_split(50, 500)}
+                    ),
+                    "Examples",
+                ),
                 "schema": Artifact(str(tmp_path / "schema"), "Schema"),
             },
             # Only the type check is under test: these splits have no train split to measure drift on.

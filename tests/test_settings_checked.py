@@ -53,6 +53,8 @@ BAD = {
     "validation.reference_check": Bad("no", "expected bool", kind=TYPE_ONLY),
     "validation.reference_label_drift_linf": Bad(0, "must be in (0, 1]"),
     "validation.reference_pixel_drift_jsd": Bad(2, "must be in (0, 1]"),
+    "validation.leakage_max_exact": Bad(-1, "must be >= 0"),
+    "validation.leakage_max_near_rate": Bad(1.5, "must be in [0, 1]"),
     "trainer.module_file": Bad("", "must name a local path"),
     "trainer.hparams": Bad("deep", "expected dict", kind=TYPE_ONLY),
     "trainer.train_steps": Bad(0, "must be >= 1"),

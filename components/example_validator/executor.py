@@ -1,19 +1,22 @@
 """ExampleValidator: the data gate. Statistics against the curated schema, and drift.
 
-Inputs: `statistics` (`Split-<split>/FeatureStats.pb`), `schema` (`schema.pbtxt`) and at most
+Inputs: `statistics` (`Split-<split>/FeatureStats.pb`), `examples` (read for train/test
+leakage: every split's digits against those of `test`), `schema` (`schema.pbtxt`) and at most
 one drift baseline: from the second span on `previous_statistics` (the previous span's
 statistics); on a pipeline root's first span `reference_statistics` (the reference JSON of
 `pipeline.formats.reference`, an external file registered by content digest), unless
 `reference_check` is off.
 Params: `ExampleValidatorParams` (label_drift_linf and pixel_drift_jsd against the previous span;
 reference_check, reference_label_drift_linf and reference_pixel_drift_jsd against the
-reference).
+reference); leakage_max_exact and leakage_max_near_rate.
 Output `anomalies` (see `pipeline.formats.anomalies`):
   - `Split-<split>/SchemaDiff.pb`: binary tensorflow_metadata Anomalies per split; the train
     split's also carries the drift measurements (`drift_skew_info`) and drift anomalies;
   - `drift.json`: the drift figures, thresholds and baseline, or why drift was not checked;
+  - `leakage.json`: training and eval digits found in the test split, and the limits;
   - `report.txt`: every anomaly by split, feature and type, then the drift figures.
-Any ERROR anomaly stops the run (exit status 3); the outputs are written first.
+Any ERROR anomaly, or leakage above a limit, stops the run (exit status 3); the outputs are
+written first.
 """
 
 from __future__ import annotations
@@ -21,18 +24,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import tensorflow_data_validation as tfdv
 
 from components.example_validator.anomalies import add_anomaly, add_drift, flag_missing_data
 from components.example_validator.drift_check import Baseline, check_drift, statistics_histograms
+from components.example_validator.leakage import LeakageResult, exceeded, find_leakage
 from components.example_validator.params import ExampleValidatorParams
 from components.example_validator.report import failure_summary, format_report
 from pipeline.core.errors import InputDataError, PipelineError
 from pipeline.core.external import CONTENT_DIGEST, read_verified
 from pipeline.core.step import StepContext, StepOutcome
 from pipeline.formats import anomalies as anomalies_format
+from pipeline.formats import examples as examples_format
 from pipeline.formats import schema as schema_format
 from pipeline.formats import statistics as stats_format
 from pipeline.formats.examples import SPLIT_PREFIX
@@ -40,6 +46,8 @@ from pipeline.formats.reference import parse_reference
 
 ENVIRONMENT = "TRAINING"
 DRIFT_SPLIT = "train"
+# The split the evaluator measures the candidate on: no other split may hold its digits.
+TEST_SPLIT = "test"
 PREVIOUS_SPAN, REFERENCE = "previous_span", "reference"
 
 
@@ -58,8 +66,9 @@ def run(ctx: StepContext[ExampleValidatorParams]) -> StepOutcome:
     """Validates every split; returns StepOutcome with `stop_run` set on any ERROR anomaly.
 
     Raises InputDataError when the schema, a statistics file or the reference is missing,
-    unreadable or changed since the run resolved it, or when drift must be checked but this
-    span's statistics have no train split; PipelineError when `reference_check` is on but
+    unreadable or changed since the run resolved it, when drift must be checked but this
+    span's statistics have no train split, or when the examples have no test split or cannot
+    be read in full; PipelineError when `reference_check` is on but
     neither baseline was given (a wiring error: the gate never skips drift silently).
     """
     params = ctx.params
@@ -78,6 +87,17 @@ def run(ctx: StepContext[ExampleValidatorParams]) -> StepOutcome:
     else:
         drift, drift_note = _check_drift_into(results, split_stats, statistics_uri, plan), plan.note
 
+    leakage, read_seconds, leakage_seconds = _check_leakage(ctx.inputs["examples"])
+    leakage_failure = exceeded(leakage, params.leakage_max_exact, params.leakage_max_near_rate)
+    leakage_json = {
+        **leakage.to_json(),
+        "max_exact": params.leakage_max_exact,
+        "max_near_rate": params.leakage_max_near_rate,
+        "exceeded": leakage_failure is not None,
+        "seconds": round(leakage_seconds, 3),
+        "read_seconds": round(read_seconds, 3),
+    }
+
     split_findings = {split: anomalies_format.findings(anomalies) for split, anomalies in results.items()}
     split_counts = {split: int(stats.datasets[0].num_examples) for split, stats in split_stats.items()}
     _write_outputs(
@@ -86,6 +106,7 @@ def run(ctx: StepContext[ExampleValidatorParams]) -> StepOutcome:
         drift,
         drift_note,
         plan,
+        leakage_json,
         format_report(
             statistics_uri=statistics_uri,
             schema_path=schema_path,
@@ -95,6 +116,7 @@ def run(ctx: StepContext[ExampleValidatorParams]) -> StepOutcome:
             drift=drift,
             drift_split=DRIFT_SPLIT,
             drift_note=drift_note,
+            leakage=leakage_json,
         ),
     )
 
@@ -109,7 +131,10 @@ def run(ctx: StepContext[ExampleValidatorParams]) -> StepOutcome:
                 "+".join(f.reasons),
                 f.description,
             )
-    summary = failure_summary(split_findings)
+    summary = (
+        "; ".join(line for line in (failure_summary(split_findings), leakage_failure) if line is not None)
+        or None
+    )
     properties = {
         "passed": summary is None,
         "environment": environment,
@@ -122,6 +147,7 @@ def run(ctx: StepContext[ExampleValidatorParams]) -> StepOutcome:
         "drift_baseline_kind": plan.kind if plan else None,
         "drift": {f"{m.feature}_{m.metric}": round(m.value, 6) for m in drift.measurements} if drift else {},
         "drift_thresholds": _thresholds(plan, params),
+        "leakage": leakage_json,
     }
     outcome = StepOutcome(
         execution_properties=properties,
@@ -129,6 +155,8 @@ def run(ctx: StepContext[ExampleValidatorParams]) -> StepOutcome:
             "anomalies": {
                 anomalies_format.SPLIT_NAMES: sorted(results),
                 anomalies_format.PASSED: int(summary is None),
+                anomalies_format.LEAKAGE_EXACT: leakage.exact_count,
+                anomalies_format.LEAKAGE_NEAR: leakage.near_count,
             }
         },
     )
@@ -138,11 +166,34 @@ def run(ctx: StepContext[ExampleValidatorParams]) -> StepOutcome:
         ctx.log.error("%s", outcome.stop_run)
     else:
         ctx.log.info(
-            "data validation passed for splits %s (drift %s)",
+            "data validation passed for splits %s (drift %s; test digits in %s: %d exact, %d near)",
             ", ".join(sorted(results)),
             f"against {drift.baseline}" if drift else "not checked",
+            "+".join(leakage.checked),
+            leakage.exact_count,
+            leakage.near_count,
         )
     return outcome
+
+
+def _check_leakage(examples) -> tuple[LeakageResult, float, float]:
+    """Every split's digits of the Examples artifact `examples` against its test split; returns
+    the result, the seconds spent reading the examples, and the seconds of the whole check.
+
+    Raises InputDataError when there is no test split, or a split cannot be read in full (see
+    `examples_format.read_images`, `check_recorded_counts`).
+    """
+    started = time.monotonic()
+    splits = examples_format.split_dirs(examples.uri, "examples artifact")
+    if TEST_SPLIT not in splits:
+        raise InputDataError(
+            f"examples artifact {examples.uri}: no {SPLIT_PREFIX}{TEST_SPLIT} to check train/test leakage against"
+        )
+    images = {split: examples_format.read_images(examples.uri, split) for split in splits}
+    examples_format.check_recorded_counts(examples, {split: len(a) for split, a in images.items()})
+    read_seconds = time.monotonic() - started
+    test = images.pop(TEST_SPLIT)
+    return find_leakage(images, test), read_seconds, time.monotonic() - started
 
 
 def validate_splits(split_stats: dict, schema, environment) -> dict:
@@ -250,9 +301,15 @@ def _check_drift_into(results: dict, split_stats: dict, statistics_uri: str, pla
 
 
 def _write_outputs(
-    out_uri: str, results: dict, drift, drift_note: str, plan: DriftPlan | None, report: str
+    out_uri: str,
+    results: dict,
+    drift,
+    drift_note: str,
+    plan: DriftPlan | None,
+    leakage_json: dict,
+    report: str,
 ) -> None:
-    """Writes Split-*/SchemaDiff.pb, drift.json and report.txt."""
+    """Writes Split-*/SchemaDiff.pb, drift.json, leakage.json and report.txt."""
     anomalies_format.write_split_anomalies(out_uri, results)
     drift_json = {
         "checked": drift is not None,
@@ -268,6 +325,10 @@ def _write_outputs(
     _write_text(
         os.path.join(out_uri, anomalies_format.DRIFT_FILE),
         json.dumps(drift_json, indent=1, sort_keys=True) + "\n",
+    )
+    _write_text(
+        os.path.join(out_uri, anomalies_format.LEAKAGE_FILE),
+        json.dumps(leakage_json, indent=1, sort_keys=True) + "\n",
     )
     _write_text(os.path.join(out_uri, anomalies_format.REPORT_FILE), report)
 

@@ -1,11 +1,11 @@
-"""ExampleValidator's parameters (the drift half of `[validation]`), checked when an instance
+"""ExampleValidator's parameters (the drift and leakage half of `[validation]`), checked when an instance
 is built (`pipeline.core.params`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.core.params import ANY, Params, in_range, local_path
+from pipeline.core.params import ANY, Params, at_least, in_range, local_path
 
 # Both distances lie in [0, 1]: a threshold above 1 would switch the drift check off.
 _DISTANCE_LIMIT = in_range(0, 1, low_open=True)
@@ -33,6 +33,13 @@ class ExampleValidatorParams(Params):
     # spans against each other, but a first span can be small: measured in README "Reliability".
     reference_label_drift_linf: float = 0.07
     reference_pixel_drift_jsd: float = 0.02
+    # Train/test leakage (components/example_validator/leakage.py): training and eval digits
+    # equal to a test digit. Exact duplicates allowed (the shipped MNIST has none).
+    leakage_max_exact: int = 0
+    # Near duplicates (at most 10 pixels differ by more than 32 grey levels) allowed, as a
+    # fraction of the training and eval digits. The full MNIST has none (11 of 60,000 within 15
+    # pixels: benchmarks/bench_leakage.py); 0.001 lets a span of 1,000 digits hold one by chance.
+    leakage_max_near_rate: float = 0.001
 
     CHECKS = {
         "reference_path": local_path(required=True),
@@ -41,4 +48,6 @@ class ExampleValidatorParams(Params):
         "reference_check": ANY,  # true or false
         "reference_label_drift_linf": _DISTANCE_LIMIT,
         "reference_pixel_drift_jsd": _DISTANCE_LIMIT,
+        "leakage_max_exact": at_least(0),
+        "leakage_max_near_rate": in_range(0, 1),
     }

@@ -16,20 +16,24 @@ def format_report(
     drift: DriftResult | None,
     drift_split: str,
     drift_note: str,
+    leakage: dict | None = None,
 ) -> str:
     """Returns report.txt: one line per anomaly naming split, feature, severity and reasons.
 
     split_counts / split_findings: per split, examples counted and the anomalies found (drift
     anomalies included). drift: the drift result (naming its baseline), or None when drift was
-    not checked, with `drift_note` saying why (or which file was compared with).
+    not checked, with `drift_note` saying why (or which file was compared with). leakage: the
+    leakage.json content (counts, first indexes, limits), or None when not checked.
     """
     errors = sum(f.is_error for items in split_findings.values() for f in items)
+    leaked = bool(leakage and leakage.get("exceeded"))
     lines = [
         "ExampleValidator report",
         f"statistics:  {statistics_uri}",
         f"schema:      {schema_path}",
         f"environment: {environment or '(all features)'}",
-        f"result:      {'FAILED' if errors else 'PASSED'} ({errors} ERROR anomalies)",
+        f"result:      {'FAILED' if errors or leaked else 'PASSED'} ({errors} ERROR anomalies"
+        f"{', train/test leakage above its limits' if leaked else ''})",
         "",
     ]
     for split in sorted(split_findings, key=_split_order):
@@ -62,7 +66,26 @@ def format_report(
                 "it, set validation.reference_check = false or point validation.reference_path at a "
                 "reference of that data: scripts/make_reference.py)"
             )
+    if leakage is not None:
+        lines += ["", *leakage_lines(leakage)]
     return "\n".join(lines) + "\n"
+
+
+def leakage_lines(leakage: dict) -> list[str]:
+    """report.txt's lines on train/test leakage, from the leakage.json content."""
+    checked = leakage["checked"]
+    lines = [
+        f"train/test leakage ({' + '.join(f'{s} {n}' for s, n in checked.items())} digits against "
+        f"{leakage['test_digits']} test digits, {leakage['seconds']:.2f} s): "
+        f"{'EXCEEDED' if leakage['exceeded'] else 'ok'}",
+        f"  exact duplicates: {leakage['exact_duplicates']} (limit {leakage['max_exact']})"
+        + (f", first {', '.join(leakage['first_exact'])}" if leakage["first_exact"] else ""),
+        f"  near duplicates:  {leakage['near_duplicates']}, rate {leakage['near_duplicate_rate']:.4%} "
+        f"(limit {leakage['max_near_rate']:.4%}; at most {leakage['near_max_pixels']} pixels differ "
+        f"by more than {leakage['pixel_tolerance']} grey levels)"
+        + (f", first {', '.join(leakage['first_near'])}" if leakage["first_near"] else ""),
+    ]
+    return lines
 
 
 def failure_summary(split_findings: dict[str, list[Finding]]) -> str | None:

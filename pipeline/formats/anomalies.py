@@ -2,8 +2,10 @@
 
 Files: `Split-<split>/SchemaDiff.pb` (binary tensorflow_metadata Anomalies, loadable with
 `tensorflow_data_validation.utils.anomalies_util.load_anomalies_binary`), `drift.json` (the drift
-figures and thresholds, or why drift was not checked), `report.txt` (every anomaly in words).
-Properties: `split_names`, `passed` (1 when no ERROR anomaly was found).
+figures and thresholds, or why drift was not checked), `leakage.json` (training and eval digits
+found in the test split), `report.txt` (every anomaly in words).
+Properties: `split_names`, `passed` (1 when no ERROR anomaly and no leakage above its limits was
+found), `leakage_exact` and `leakage_near` (the counts).
 
 TFDV reports one `AnomalyInfo` per feature (keyed by the feature's serialized path) plus one
 for the dataset. `findings` reads them as plain `Finding`s; severity UNKNOWN counts as an error
@@ -27,7 +29,12 @@ SPLIT_NAMES = "split_names"
 PASSED = "passed"
 
 ANOMALIES_FILE = "SchemaDiff.pb"
+# Properties: training and eval digits equal (exact) or nearly equal to a test digit.
+LEAKAGE_EXACT = "leakage_exact"
+LEAKAGE_NEAR = "leakage_near"
 DRIFT_FILE = "drift.json"
+# The leakage counts, first record indexes and limits (components/example_validator/leakage.py).
+LEAKAGE_FILE = "leakage.json"
 REPORT_FILE = "report.txt"
 # The `feature` of a dataset-level finding.
 DATASET = "<dataset>"

@@ -119,3 +119,42 @@ def check_recorded_counts(examples, counts: Mapping[str, int]) -> None:
                 f"examples artifact {examples.uri}: split {split} holds {count} examples, "
                 f"but example_gen recorded {recorded[split]} (a shard is truncated or was rewritten)"
             )
+
+
+def read_images(uri: str, split: str, batch_size: int = 4096):
+    """The `image` feature of every example of `split`, in shard and record order, as uint8
+    [N, IMAGE_PIXELS] (index i is the split's i-th record).
+
+    Raises InputDataError naming the split folder when it has no shard, a record does not parse
+    or lacks the feature, or a pixel lies outside 0..MAX_PIXEL.
+    """
+    import numpy as np  # noqa: PLC0415  kept with TensorFlow: most readers of this module need neither
+    import tensorflow as tf  # noqa: PLC0415  the CLI and the report read this module without TensorFlow
+
+    files = split_files(uri, split)
+    spec = {IMAGE_KEY: tf.io.FixedLenFeature([IMAGE_PIXELS], tf.int64)}
+
+    def parse(records):
+        pixels = tf.io.parse_example(records, spec)[IMAGE_KEY]
+        in_range = tf.reduce_all((pixels >= 0) & (pixels <= MAX_PIXEL))
+        return tf.cast(pixels, tf.uint8), in_range
+
+    # Parsing in parallel keeps the batches in order (tf.data's map is deterministic): index i
+    # is still the i-th record of the sorted shards.
+    dataset = (
+        tf.data.TFRecordDataset(files, compression_type="GZIP")
+        .batch(batch_size)
+        .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(2)
+    )
+    parts = []
+    try:
+        for batch, in_range in dataset.as_numpy_iterator():
+            if not in_range:
+                raise InputDataError(f"examples {split_dir(uri, split)}: a pixel outside 0..{MAX_PIXEL}")
+            parts.append(batch)
+    except tf.errors.OpError as e:
+        raise InputDataError(
+            f"examples {split_dir(uri, split)}: unreadable records ({e.message.splitlines()[0]})"
+        ) from e
+    return np.concatenate(parts) if parts else np.zeros((0, IMAGE_PIXELS), dtype=np.uint8)

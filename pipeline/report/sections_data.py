@@ -93,6 +93,33 @@ def statistics_html(section: dict) -> str:
     return "".join(parts)
 
 
+def _leakage_html(leakage) -> str:
+    """The train/test leakage counts (leakage.json), or "" for an artifact written without them."""
+    if not leakage:
+        return ""
+    rows = [
+        [
+            "exact",
+            leakage.get("exact_duplicates"),
+            f"{leakage.get('max_exact')} digits",
+            ", ".join(leakage.get("first_exact") or []) or "-",
+        ],
+        [
+            "near",
+            f"{leakage.get('near_duplicates')} ({leakage.get('near_duplicate_rate', 0):.4%})",
+            f"{leakage.get('max_near_rate', 0):.4%}",
+            ", ".join(leakage.get("first_near") or []) or "-",
+        ],
+    ]
+    checked = " + ".join(f"{s} {n}" for s, n in (leakage.get("checked") or {}).items())
+    verdict = badge("exceeded", "bad") if leakage.get("exceeded") else badge("ok", "ok")
+    return tag(
+        "p",
+        esc(f"train/test leakage ({checked} digits against {leakage.get('test_digits')} test digits): ")
+        + verdict,
+    ) + table(["duplicates", "found", "limit", "first records"], rows)
+
+
 def _drift_html(drift) -> str:
     if not drift:
         return ""
@@ -171,6 +198,7 @@ def anomalies_html(section: dict) -> str:
     else:
         parts.append(tag("p", esc(f"no anomalies in splits {', '.join(anomalies['splits']) or '(none)'}")))
     parts.append(_drift_html(anomalies.get("drift")))
+    parts.append(_leakage_html(anomalies.get("leakage")))
     if anomalies.get("report"):
         parts.append(tag("details", tag("summary", "report.txt") + tag("pre", esc(anomalies["report"]))))
     return "".join(parts)

@@ -72,7 +72,7 @@ def read_statistics(statistics_uri: str) -> dict:
 
 def read_anomalies(anomalies_uri: str) -> dict:
     """An ExampleAnomalies artifact: {"splits": {split: [finding dicts]}, "drift": drift.json
-    content or None, "report": report.txt text or None}.
+    content or None, "leakage": leakage.json content or None, "report": report.txt text or None}.
 
     A finding dict: feature, severity (ERROR, WARNING, UNKNOWN), reasons, short_description,
     description. Raises InputDataError naming a SchemaDiff.pb that does not parse.
@@ -91,6 +91,7 @@ def read_anomalies(anomalies_uri: str) -> dict:
         for split, anomalies in anomalies_format.read_split_anomalies(anomalies_uri).items()
     }
     drift_path = os.path.join(anomalies_uri, anomalies_format.DRIFT_FILE)
+    leakage_path = os.path.join(anomalies_uri, anomalies_format.LEAKAGE_FILE)
     report_path = os.path.join(anomalies_uri, anomalies_format.REPORT_FILE)
     report = None
     if os.path.isfile(report_path):
@@ -99,6 +100,7 @@ def read_anomalies(anomalies_uri: str) -> dict:
     return {
         "splits": _by_split_order(splits),
         "drift": read_json(drift_path) if os.path.isfile(drift_path) else None,
+        "leakage": read_json(leakage_path) if os.path.isfile(leakage_path) else None,
         "report": report,
     }
 
