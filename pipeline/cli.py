@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -246,7 +247,7 @@ def cmd_status(argv: Sequence[str]) -> int:
 
 def cmd_download(argv: Sequence[str]) -> int:
 
-    return download.main(list(argv))
+    return download.main(list(argv), prog="run_local.py download")
 
 
 def cmd_predict(argv: Sequence[str]) -> int:
@@ -422,6 +423,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_SIGNAL_BASE + signal.SIGINT
+    except BrokenPipeError:
+        # The reader went away (`predict ... | head`): stop quietly, as a Unix filter does, and
+        # point stdout at /dev/null so the interpreter's final flush raises nothing either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_SIGNAL_BASE + signal.SIGPIPE
     except Exception as e:  # noqa: BLE001 - one clear line first, then the detail
         print(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
         traceback.print_exc()

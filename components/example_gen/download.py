@@ -137,9 +137,10 @@ def download_all(dest: str, mirrors: Sequence[str] = MIRRORS, force: bool = Fals
     return {name: download_file(name, dest, mirrors, force) for name in DATASET_FILES}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m components.example_gen.download") -> int:
+    """Command line of the download (`prog` is the name its help shows); returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m components.example_gen.download",
+        prog=prog,
         description="Download the MNIST IDX files and verify their pinned checksums.",
     )
     parser.add_argument("--dest", required=True, help="folder to put the four .gz files in")
