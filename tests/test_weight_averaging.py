@@ -12,6 +12,7 @@ from test_trainer import FROZEN, examples, make_ctx, model_artifact, schema  # n
 
 from components.trainer import executor, model, warm_start, weight_averaging
 from pipeline.core.errors import ConfigError
+from pipeline.formats.model import SERVING_SUBDIR
 
 DECAY = 0.9
 
@@ -69,7 +70,7 @@ def test_training_keeps_a_shadow_of_every_weight_that_differs_from_it(averaged):
 
 def test_the_export_serves_the_averaged_weights(averaged):
     ctx, outcome = averaged
-    serving = os.path.join(ctx.outputs["model"], "Format-Serving")
+    serving = os.path.join(ctx.outputs["model"], SERVING_SUBDIR)
     exported = checkpoint_values(os.path.join(serving, "variables", "variables"))
     assert "logits/kernel" + weight_averaging.SHADOW_SUFFIX in exported
     assert "logits/kernel" not in exported
@@ -143,7 +144,7 @@ def test_a_warm_start_with_averaging_starts_every_shadow_at_the_base_weight(aver
     """Every time: the graph's initializers run in no fixed order, and a shadow left to its own
     initializer copied its weight before or after the warm start had set it (about 1 in 4)."""
     ctx, _ = averaged
-    checkpoint = os.path.join(ctx.outputs["model"], "Format-Serving", "variables", "variables")
+    checkpoint = os.path.join(ctx.outputs["model"], SERVING_SUBDIR, "variables", "variables")
     params = dataclasses.asdict(ctx.params)
     shapes, variables = warm_start.train_graph_variables(params, model.model_fn)
     starts = warm_start.starting_values(warm_start.check_compatible(checkpoint, shapes), variables)

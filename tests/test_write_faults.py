@@ -22,6 +22,7 @@ from pipeline.cli import main
 from pipeline.core.digest import directory_digest
 from pipeline.core.lock import exclusive_lock, pipeline_lock_path
 from pipeline.formats import pushed_model
+from pipeline.formats.model import SERVING_SUBDIR
 
 # lock_timeout_s = 0: a lock a failed run left held makes the next run exit 4 at once.
 CONFIG = "lock_timeout_s = 0\n" + small_lenient(train_steps=60)
@@ -129,7 +130,7 @@ def _assert_published_as_a_clean_run(root, serving) -> None:
         record = json.load(f)
     assert record["model_uri"] == model_uri and record["version"] == 1
     assert directory_digest(os.path.join(serving, "1")) == record["model_digest"]
-    assert directory_digest(os.path.join(model_uri, "Format-Serving")) == record["model_digest"]
+    assert directory_digest(os.path.join(model_uri, SERVING_SUBDIR)) == record["model_digest"]
     assert _staging_left(root, serving) == []
     _assert_locks_free(root, serving)
 
@@ -242,14 +243,14 @@ def test_the_exports_move_across_file_systems_copies_or_names_the_file_it_could_
     with tmpfs(tmp_path / "small", "size=256k") as small, tmpfs(tmp_path / "big", "size=4m") as big:
         src = export("fits")
         digest = directory_digest(str(src))
-        move_tree(str(src), str(big / "Format-Serving"))
-        assert not src.exists() and directory_digest(str(big / "Format-Serving")) == digest
+        move_tree(str(src), str(big / SERVING_SUBDIR))
+        assert not src.exists() and directory_digest(str(big / SERVING_SUBDIR)) == digest
 
         src = export("does-not-fit")
         with pytest.raises(OSError) as failed:
-            move_tree(str(src), str(small / "Format-Serving"))
+            move_tree(str(src), str(small / SERVING_SUBDIR))
         assert failed.value.strerror == "No space left on device"
         assert failed.value.filename2 == str(
-            small / "Format-Serving" / "variables" / "variables.data-00000-of-00001"
+            small / SERVING_SUBDIR / "variables" / "variables.data-00000-of-00001"
         )
         assert src.exists()  # the source stays until the copy is whole
