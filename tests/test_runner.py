@@ -1,5 +1,6 @@
 """The runner on fake steps: order, caching, commit-on-completion, gates, partial runs, lock."""
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -639,3 +640,31 @@ def test_a_run_of_its_own_keeps_its_summary_shape_and_takes_no_calls(tmp_path):
     assert "calls" not in own.summary
     with pytest.raises(CallRefused, match="holds a run made by one call, which takes no more calls"):
         call(fake_pipeline(tmp_path), "statistics_gen", run_id=own.summary["run_id"])
+
+
+def train_on_report(ctx):
+    CALLS.append(ctx.step_name)
+    with open(os.path.join(ctx.outputs["model"], "model.txt"), "w") as f:
+        f.write("trained")
+    return StepOutcome()
+
+
+def test_from_a_step_after_a_gate_that_stopped_its_run_stops_again(tmp_path):
+    """The gate's stop is part of what a later `--from` reuses: nothing trains on refused data."""
+
+    def with_trainer(pipeline: Pipeline) -> Pipeline:
+        trainer = StepSpec(
+            "trainer",
+            {"report": InputSpec(producer="example_validator.report")},
+            {"model": "Model"},
+            train_on_report,
+            {},
+        )
+        return dataclasses.replace(pipeline, steps=(*pipeline.steps, trainer))
+
+    assert run_pipeline(with_trainer(fake_pipeline(tmp_path, gate_stop=True))).exit_code == 3
+    CALLS.clear()
+    again = run_pipeline(with_trainer(fake_pipeline(tmp_path, gate_stop=True)), from_step="trainer")
+    assert again.exit_code == 3
+    assert "total too small" in again.summary["message"]
+    assert states(again)["trainer"] == "skipped" and CALLS == []

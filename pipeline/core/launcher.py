@@ -109,11 +109,14 @@ def _uris(outputs: Mapping[str, Artifact]) -> dict:
     return {key: artifact.uri for key, artifact in outputs.items()}
 
 
-def _stop(message: str | None, exit_code: int) -> Stop | None:
+def recorded_stop(outcome: Mapping) -> Stop | None:
+    """The stop an execution's recorded `outcome` asked for (a data gate's), or None: a step
+    reused from an earlier execution stops the run as that execution did."""
+    message = outcome.get("stop_run")
     if not message:
         return None
     log.error("run stopped: %s", message)
-    return Stop(message, exit_code)
+    return Stop(message, outcome.get("stop_exit_code", EXIT_FAILURE))
 
 
 class StepLauncher:
@@ -294,7 +297,8 @@ class StepLauncher:
             peak_memory_mib=peak,
             inputs=prepared.inputs,
         )
-        return StepResult(report, outputs, _stop(outcome.stop_run, outcome.stop_exit_code))
+        stop = recorded_stop({"stop_run": outcome.stop_run, "stop_exit_code": outcome.stop_exit_code})
+        return StepResult(report, outputs, stop)
 
     def publish_cached(self, prepared: Prepared) -> StepResult:
         """Records a CACHED execution of this run linking the cache hit's outputs."""
@@ -317,8 +321,7 @@ class StepLauncher:
             properties=hit.outcome.get("properties", {}),
             inputs=prepared.inputs,
         )
-        stop = _stop(hit.outcome.get("stop_run"), hit.outcome.get("stop_exit_code", EXIT_FAILURE))
-        return StepResult(report, hit.outputs, stop)
+        return StepResult(report, hit.outputs, recorded_stop(hit.outcome))
 
     def fail(self, prepared: Prepared, started: Started, error: BaseException) -> StepResult:
         """Removes the staging directories and records the execution FAILED; returns the

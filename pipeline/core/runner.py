@@ -31,7 +31,7 @@ from pipeline.core import artifacts as layout
 from pipeline.core import interrupts
 from pipeline.core.atomic_files import write_json_atomic
 from pipeline.core.errors import EXIT_OK, ConfigError, Interrupted, PipelineError, write_fault
-from pipeline.core.launcher import RunScope, StepLauncher, one_line
+from pipeline.core.launcher import RunScope, StepLauncher, one_line, recorded_stop
 from pipeline.core.lock import RunLock, run_lock
 from pipeline.core.metadata import MetadataStore, open_store
 from pipeline.core.pipeline import Pipeline
@@ -109,7 +109,9 @@ def reuse_latest(launcher: StepLauncher, first: str) -> Reuse:
             reason="before --from; reused its latest outputs",
             inputs=inputs,
         )
-        return StepResult(report, hit.outputs)
+        # A data gate that stopped the run it ran in stops this one too: `--from trainer` after
+        # exit 3 must not train on the data it refused.
+        return StepResult(report, hit.outputs, recorded_stop(hit.outcome))
 
     return reuse
 
