@@ -1,6 +1,7 @@
 """The runner on fake steps: order, caching, commit-on-completion, gates, partial runs, lock."""
 
 import dataclasses
+import errno
 import json
 import multiprocessing
 import os
@@ -11,6 +12,7 @@ import pytest
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from pipeline.core import artifacts
 from pipeline.core.errors import InputDataError, LockTimeoutError
 from pipeline.core.lock import exclusive_lock
 from pipeline.core.pipeline import Pipeline
@@ -668,3 +670,42 @@ def test_from_a_step_after_a_gate_that_stopped_its_run_stops_again(tmp_path):
     assert again.exit_code == 3
     assert "total too small" in again.summary["message"]
     assert states(again)["trainer"] == "skipped" and CALLS == []
+
+
+def numbers_and_a_copy(ctx):
+    CALLS.append(ctx.step_name)
+    for out in ("numbers", "copy"):
+        with open(os.path.join(ctx.outputs[out], "numbers.txt"), "w") as f:
+            f.write(NUMBERS["text"])
+    return StepOutcome()
+
+
+def test_a_failure_between_two_commit_renames_leaves_no_output_folder(tmp_path, monkeypatch):
+    """The second output's rename fails (a full disk): the first, already renamed but never
+    recorded, is removed with the staging folders; the step fails in one line, exit 1."""
+    real_commit = artifacts.commit
+    renamed: list = []
+
+    def commit(staging, final):
+        renamed.append(final)
+        if len(renamed) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), final)
+        real_commit(staging, final)
+
+    monkeypatch.setattr(artifacts, "commit", commit)
+    pipeline = fake_pipeline(tmp_path)
+    two = dataclasses.replace(
+        pipeline.steps[0], outputs={"numbers": "Numbers", "copy": "Numbers"}, executor=numbers_and_a_copy
+    )
+    result = run_pipeline(
+        dataclasses.replace(pipeline, steps=(two, *pipeline.steps[1:])), to_step="example_gen"
+    )
+    assert result.exit_code == 1 and states(result)["example_gen"] == "failed"
+    assert len(renamed) == 2 and not any(os.path.exists(path) for path in renamed)
+    leftovers = [
+        name
+        for out in ("numbers", "copy")
+        if os.path.isdir(tmp_path / "root" / "example_gen" / out)
+        for name in os.listdir(tmp_path / "root" / "example_gen" / out)
+    ]
+    assert leftovers == []

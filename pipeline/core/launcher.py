@@ -329,12 +329,23 @@ class StepLauncher:
         A stop request waits until this is done."""
         message = one_line(error)
         with interrupts.held():
-            for path in started.staging.values():
+            for out, path in started.staging.items():
                 shutil.rmtree(path, ignore_errors=True)
+                # A failure between the commit renames and their record (a second output's
+                # rename, the store's write) leaves renamed folders nothing records: remove them.
+                final = layout.final_dir(self.scope.root, prepared.spec.name, out, started.execution_id)
+                shutil.rmtree(final, ignore_errors=True)
             # Without the store (or its lock) the execution stays RUNNING, as after a crash: the
             # next run marks it abandoned and removes what it committed but never recorded.
             if not isinstance(error, StoreUnavailableError):
-                self.store.fail_execution(started.execution_id, message)
+                try:
+                    self.store.fail_execution(started.execution_id, message)
+                except Exception as record_error:  # noqa: BLE001 - the step's own error is the one to report
+                    log.warning(
+                        "%s: could not record the failure (%s); the next run cleans up after it",
+                        prepared.position,
+                        one_line(record_error),
+                    )
         if not isinstance(error, Exception):
             raise error
         seconds = time.monotonic() - started.started
