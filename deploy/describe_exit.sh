@@ -10,6 +10,7 @@ case $status in
   2) what="refused its configuration (bad setting or data root)" ;;
   3) what="was stopped by the data gate (bad data, drift, or no complete span yet); nothing was pushed" ;;
   4) what="did not start: another run holds the pipeline lock" ;;
+  141) what="lost the reader of its output (SIGPIPE); only the printed output was cut short" ;;
   130|143) what="was stopped (SIGINT 130, SIGTERM 143); the step it interrupted committed nothing, the next run resumes" ;;
   *) what="ended abnormally (killed, or a crash outside the pipeline)" ;;
 esac

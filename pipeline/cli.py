@@ -12,7 +12,7 @@
 
 Exit status: 0 completed, 1 failure, 2 bad usage or configuration, 3 stopped by the data
 validation gate, 4 another run holds the pipeline root, 128 + N stopped by signal N (143
-SIGTERM, 130 SIGINT; `pipeline.core.interrupts`).
+SIGTERM, 130 SIGINT; `pipeline.core.interrupts`; 141 SIGPIPE: the reader of the output went away).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ DEFAULT_DATA_ROOT = PROJECT_ROOT / "data" / "mnist"
 DEFAULT_SCHEMA_PATH = PROJECT_ROOT / "schema" / "schema.pbtxt"
 # Label and pixel histograms of the 60,000 MNIST training digits (scripts/make_reference.py).
 DEFAULT_REFERENCE_PATH = PROJECT_ROOT / "data" / "reference" / "mnist_train_statistics.json"
-# The network the trainer builds unless the config names another module (README "Bring your own model").
+# The network the trainer builds unless the config names another module (docs/models.md).
 DEFAULT_MODULE_FILE = PROJECT_ROOT / "models" / "classic_cnn.py"
 
 
@@ -102,7 +102,7 @@ MYSQL_PASSWORD_ENV = "MLMD_MYSQL_PASSWORD"
 
 @dataclass(frozen=True)
 class MetadataConfig(Params):
-    """`[metadata]`: where ML Metadata lives (README "Shared metadata store (MySQL/MariaDB)")."""
+    """`[metadata]`: where ML Metadata lives (docs/shared-metadata-store.md)."""
 
     SECTION = "metadata"
 

@@ -19,17 +19,12 @@ import subprocess
 import threading
 import time
 
+from pipeline.factory import STEP_NAMES
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DAG_ID = "mnist_pipeline"
-STEPS = (
-    "example_gen",
-    "statistics_gen",
-    "schema_gen",
-    "example_validator",
-    "trainer",
-    "evaluator",
-    "pusher",
-)
+# The pipeline's steps in order, from the one list the DAG is checked against.
+STEPS = STEP_NAMES
 
 
 def ensure_airflow_venv() -> str:

@@ -20,9 +20,12 @@ import pytest
 from mnist_slices import write_mnist_slice
 from run_configs import small_lenient
 
+from pipeline.factory import STEP_NAMES
+
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = small_lenient(train_steps=60)
-STEPS = ("example_gen", "statistics_gen", "schema_gen", "example_validator", "trainer", "evaluator", "pusher")
+# The pipeline's steps in order, from the one list the DAG is checked against.
+STEPS = STEP_NAMES
 # Everything the commands of this module printed, for the password check at the end.
 OUTPUTS: list = []
 

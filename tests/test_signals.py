@@ -22,18 +22,12 @@ from run_configs import small_lenient
 from pipeline.core.interrupts import HARD_STOP_S
 from pipeline.core.lock import pipeline_lock_path
 from pipeline.core.metadata import FAILED, RUNNING, open_store
+from pipeline.factory import STEP_NAMES
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MULTI_PROCESSING = ["--beam-arg=--direct_running_mode=multi_processing", "--beam-arg=--direct_num_workers=2"]
-STEPS = (
-    "example_gen",
-    "statistics_gen",
-    "schema_gen",
-    "example_validator",
-    "trainer",
-    "evaluator",
-    "pusher",
-)
+# The pipeline's steps in order, from the one list the DAG is checked against.
+STEPS = STEP_NAMES
 
 
 @pytest.fixture(scope="module")

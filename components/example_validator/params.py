@@ -30,7 +30,7 @@ class ExampleValidatorParams(Params):
     # statistics instead (false: skip drift on the first span, for data that is not MNIST-like).
     reference_check: bool = True
     # Limits against the reference. One sample against a population is less noisy than two
-    # spans against each other, but a first span can be small: measured in README "Reliability".
+    # spans against each other, but a first span can be small: measured in docs/reliability.md.
     reference_label_drift_linf: float = 0.07
     reference_pixel_drift_jsd: float = 0.02
     # Train/test leakage (components/example_validator/leakage.py): training and eval digits

@@ -152,7 +152,7 @@ class TrainerParams(Params):
     # Start from the weights of the latest blessed model, when there is one.
     warm_start: bool = False
     random_seed: int = 42
-    # Training on a local TensorFlow cluster (README "Training on a TensorFlow cluster"): a
+    # Training on a local TensorFlow cluster (docs/cluster-training.md): a
     # chief, this many workers and `parameter_servers` parameter servers, each a process on a
     # loopback port. 0 = one process (no cluster).
     workers: int = 0

@@ -52,7 +52,7 @@ BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
 MIN_SPEEDUP = 1.15
 PROBE_SIZE = 768
 # The median of 9 paired ratios varied 1.40x to 1.48x over 8 probes on a busy 2-core EPYC where
-# the former best-of-3 rates per precision varied 1.03x to 1.76x (README, "Precision").
+# the former best-of-3 rates per precision varied 1.03x to 1.76x (benchmarks/RESULTS.md, "Accuracy and speed of the default recipe").
 PROBE_ROUNDS = 9
 PROBE_PRODUCTS = 4
 # Where the per-machine decisions are recorded, unless MNIST_PIPELINE_PRECISION_RECORD names a file.

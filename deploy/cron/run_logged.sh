@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One scheduled pipeline run for cron: appends the run's output to LOG_FILE and prints one line
 # (which cron mails to MAILTO) only when the run needs a person: exit 1 (failure), 2 (bad
-# config), 3 (the data gate stopped the run). Exit 4 (another run holds the lock) skips this
-# run with a line in the log only. Exits with the run's own status.
+# config), 3 (the data gate stopped the run), or a crash. Exit 4 (another run holds the lock)
+# and 130 / 143 (stopped on purpose by SIGINT / SIGTERM, as systemd counts a stop) are a line in
+# the log only. Exits with the run's own status.
 # usage: run_logged.sh LOG_FILE [run_local.py options...]
 set -uo pipefail
 if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then
@@ -20,7 +21,7 @@ status=$?
 cat "$output" >>"$log"
 case $status in
   0) ;;
-  4) "$repo/deploy/describe_exit.sh" 4 >>"$log" ;;
+  4 | 130 | 143) "$repo/deploy/describe_exit.sh" "$status" >>"$log" ;;
   *)
     error=$(grep '^error: ' "$output" | tail -n 1)
     "$repo/deploy/describe_exit.sh" "$status" "${error:+$error; }log $log"

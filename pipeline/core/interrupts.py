@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from pipeline.core.errors import Interrupted
+from pipeline.core.errors import EXIT_SIGNAL_BASE, Interrupted
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # After a stop request the process exits within this many seconds, cleanup done or not.
@@ -123,7 +123,7 @@ def _watchdog(signum: int, hard_stop_s: float) -> None:
         "exiting now, the next run cleans up as after a crash"
     )
     end_descendants()
-    os._exit(128 + signum)
+    os._exit(EXIT_SIGNAL_BASE + signum)
 
 
 def _handle(signum: int, frame) -> None:

@@ -24,7 +24,7 @@ from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 from pipeline.core.beam_engines import runner_name, with_default_runner
-from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.core.errors import EXIT_DATA_GATE, ConfigError, PipelineError
 
 P = TypeVar("P")
 
@@ -96,7 +96,7 @@ class StepOutcome:
     execution_properties: dict = field(default_factory=dict)
     output_properties: dict = field(default_factory=dict)
     stop_run: str | None = None
-    stop_exit_code: int = 3
+    stop_exit_code: int = EXIT_DATA_GATE
 
 
 # resolver(store, resolved) -> Artifact or None. `store` is the run's metadata store
