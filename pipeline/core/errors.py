@@ -75,11 +75,17 @@ class WriteFaultError(PipelineError):
     space left, no permission). The message names the path and the reason."""
 
 
+def failed_path(error: OSError) -> str | None:
+    """The path a file system error failed on: the destination where it names two (a copy's)."""
+    return error.filename2 if error.filename2 is not None else error.filename
+
+
 def write_fault(what: str, error: OSError) -> WriteFaultError:
     """A WriteFaultError "[<what>: ]cannot write <path>: <reason>" for `error`, naming the path
-    it failed on (the destination where it names two, as a copy's does)."""
-    path = error.filename2 if error.filename2 is not None else error.filename
-    return WriteFaultError(f"{what + ': ' if what else ''}cannot write {path}: {error.strerror or error}")
+    it failed on (`failed_path`)."""
+    return WriteFaultError(
+        f"{what + ': ' if what else ''}cannot write {failed_path(error)}: {error.strerror or error}"
+    )
 
 
 # A run stopped by a signal ends with 128 + the signal's number, as a shell reports it.

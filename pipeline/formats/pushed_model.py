@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pipeline.core import interrupts
 from pipeline.core.atomic_files import fsync_path
 from pipeline.core.digest import directory_digest
-from pipeline.core.errors import ConfigError, LockTimeoutError, PushError, WriteFaultError
+from pipeline.core.errors import ConfigError, LockTimeoutError, PushError, WriteFaultError, failed_path
 from pipeline.core.lock import exclusive_lock
 from pipeline.formats.files import read_json_object
 
@@ -342,7 +342,7 @@ def _failure_detail(e: Exception) -> str:
     failed on ("OSError: /srv/models/.staging-3-x/saved_model.pb: No space left on device"),
     the destination where the error names two (a copy)."""
     if isinstance(e, OSError) and e.strerror:
-        path = e.filename2 if e.filename2 is not None else e.filename
+        path = failed_path(e)
         return f"{type(e).__name__}: {path}: {e.strerror}" if path else f"{type(e).__name__}: {e.strerror}"
     return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
 
