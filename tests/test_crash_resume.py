@@ -6,50 +6,20 @@ import glob
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-from mnist_slices import write_mnist_slice
+from pipeline_process import slice_and_config, start
 from run_configs import small_lenient
 
 from pipeline.core.digest import directory_digest
 
-PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = small_lenient(train_steps=120)
+CONFIG = small_lenient(train_steps=120)  # the slice_and_config fixture's config
 
 
 @pytest.fixture(scope="module")
 def data_and_config(tmp_path_factory):
-    base = tmp_path_factory.mktemp("crash")
-    data = write_mnist_slice(str(base / "data"), 1000, 200)
-    config = base / "config.toml"
-    config.write_text(CONFIG)
-    return data, str(config)
-
-
-def start(data, config, root, *extra):
-    env = dict(os.environ, PYTHONPATH=PROJECT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            os.path.join(PROJECT, "run_local.py"),
-            "--config",
-            config,
-            "--data-root",
-            data,
-            "--pipeline-root",
-            str(root),
-            "--summary-json",
-            str(root) + ".summary.json",
-            *extra,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return slice_and_config(tmp_path_factory.mktemp("crash"))
 
 
 def kill_when(process, pattern: str, timeout: float = 300) -> bool:

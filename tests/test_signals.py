@@ -16,15 +16,14 @@ import sys
 import time
 
 import pytest
-from mnist_slices import write_mnist_slice
-from run_configs import small_lenient
+from pipeline_process import PROJECT, slice_and_config
+from pipeline_process import start as start_run
 
 from pipeline.core.interrupts import HARD_STOP_S
 from pipeline.core.lock import pipeline_lock_path
 from pipeline.core.metadata import FAILED, RUNNING, open_store
 from pipeline.factory import STEP_NAMES
 
-PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MULTI_PROCESSING = ["--beam-arg=--direct_running_mode=multi_processing", "--beam-arg=--direct_num_workers=2"]
 # The pipeline's steps in order, from the one list the DAG is checked against.
 STEPS = STEP_NAMES
@@ -32,36 +31,12 @@ STEPS = STEP_NAMES
 
 @pytest.fixture(scope="module")
 def data_and_config(tmp_path_factory):
-    base = tmp_path_factory.mktemp("signals")
-    data = write_mnist_slice(str(base / "data"), 1000, 200)
-    config = base / "config.toml"
-    config.write_text(small_lenient(train_steps=120))
-    return data, str(config)
+    return slice_and_config(tmp_path_factory.mktemp("signals"))
 
 
 def start(data, config, root, *extra) -> subprocess.Popen:
     """`run_local.py` on `root`, in a session (and process group) of its own."""
-    env = dict(os.environ, PYTHONPATH=PROJECT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            os.path.join(PROJECT, "run_local.py"),
-            "--config",
-            config,
-            "--data-root",
-            data,
-            "--pipeline-root",
-            str(root),
-            "--summary-json",
-            str(root) + ".summary.json",
-            *extra,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    return start_run(data, config, root, *extra, new_session=True)
 
 
 def _stat(pid) -> list | None:
