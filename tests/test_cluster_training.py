@@ -273,7 +273,7 @@ def test_a_cluster_warm_starts_from_an_averaged_base_as_one_process_does(tmp_pat
     base = Artifact(base_ctx.outputs["model"], "Model", dict(base_outcome.output_properties["model"]), id=5)
     frozen = dict(optimizer="sgd", learning_rate=1e-12)
     ctx = trainer_ctx(
-        tmp_path / "warm", data, train_steps=5, eval_every_steps=5, warm_start=True, **averaging, **frozen
+        tmp_path / "warm", data, warm_start_steps=5, eval_every_steps=5, warm_start=True, **averaging, **frozen
     )
     ctx.inputs["base_model"] = base
     props = executor.run(ctx).execution_properties

@@ -235,7 +235,7 @@ def test_warm_start_across_an_unchanged_module_loads_its_weights(tmp_path, input
         hparams={"hidden": 24},
         optimizer="sgd",
         learning_rate=1e-12,
-        train_steps=5,
+        warm_start_steps=5,
         eval_every_steps=5,
     )[1]
     assert warm.execution_properties["warm_started"] is True

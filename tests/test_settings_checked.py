@@ -82,6 +82,7 @@ BAD = {
     "trainer.best_checkpoint_tolerance": Bad(1.5, "must be in [0, 1]"),
     "trainer.keep_checkpoints": Bad(0, "must be >= 1"),
     "trainer.warm_start": Bad("yes", "expected bool", kind=TYPE_ONLY),
+    "trainer.warm_start_steps": Bad(-1, "must be >= 0"),
     # Any int64 seeds TensorFlow; beyond it the graph cannot hold the seed.
     "trainer.random_seed": Bad(2**63, "must be a 64-bit integer"),
     "trainer.workers": Bad(-1, "must be >= 0"),

@@ -222,7 +222,7 @@ def test_nan_loss_raises_training_error_and_exports_nothing(tmp_path, trained, e
     digest = poison_logits_bias(base_uri)
     base = Artifact(uri=base_uri, type_name="Model", properties={"digest": digest}, id=9)
     nan_ctx = make_ctx(
-        tmp_path, examples, schema, base_model=base, warm_start=True, train_steps=50, eval_every_steps=25
+        tmp_path, examples, schema, base_model=base, warm_start=True, warm_start_steps=50, eval_every_steps=25
     )
     with pytest.raises(TrainingError, match=r"^NaN loss at step 1 of training"):
         executor.run(nan_ctx)
@@ -239,12 +239,14 @@ def test_warm_start_loads_the_base_weights(tmp_path, trained, examples, schema):
         schema,
         base_model=base,
         warm_start=True,
-        train_steps=5,
+        warm_start_steps=5,
         eval_every_steps=5,
         **FROZEN,
     )
     warm = executor.run(warm_ctx).execution_properties
     assert warm["warm_started"] is True
+    # Its own schedule: warm_start_steps, not the config's train_steps.
+    assert warm["steps_trained"] == 5 != warm_ctx.params.train_steps
     assert warm["best_eval_accuracy"] == pytest.approx(
         outcome.execution_properties["best_eval_accuracy"], abs=1e-6
     )

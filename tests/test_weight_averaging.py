@@ -126,7 +126,7 @@ def test_warm_start_loads_the_averaged_weights_the_base_served(
         schema,
         base_model=base,
         warm_start=True,
-        train_steps=5,
+        warm_start_steps=5,
         eval_every_steps=5,
         weight_averaging_decay=decay,
         **FROZEN,

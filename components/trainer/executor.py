@@ -19,7 +19,7 @@ Params: `TrainerParams`.
 Execution properties: best_eval_accuracy / _loss / _step (the exported, chosen evaluation),
 top_eval_accuracy / _step (the highest eval accuracy: `choose` with tolerance 0),
 final_eval_accuracy, steps_trained, stopped_early, evaluations_run, train_examples_per_sec,
-train_seconds, warm_started, precision (what `trainer.precision` resolved to: float32 or
+train_seconds, warm_started (a warm start trains `trainer.warm_start_steps` steps), precision (what `trainer.precision` resolved to: float32 or
 mixed_bfloat16) and precision_reason (why, e.g. the probe's measured speedup), module_file,
 module_digest, model_entry_point; with `trainer.workers` > 0 also `cluster`
 ({"chief": 1, "worker": N, "ps": M}).
@@ -307,7 +307,13 @@ def run(ctx: StepContext[TrainerParams]) -> StepOutcome:
         base = ctx.inputs["base_model"]
         # (checkpoint, {variable: base name}): the same for one process and every cluster task.
         warm_start = verified_starts(base, dataclasses.asdict(cfg), module)
-        log.info("warm starting from model %s (id %s)", base.uri, base.id)
+        cfg = cfg.for_warm_start()
+        log.info(
+            "warm starting from model %s (id %s): its own schedule of %d steps (trainer.warm_start_steps)",
+            base.uri,
+            base.id,
+            cfg.train_steps,
+        )
     elif cfg.warm_start:
         log.info("trainer.warm_start is set but there is no base model yet; training from scratch")
 

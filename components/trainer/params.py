@@ -149,8 +149,13 @@ class TrainerParams(Params):
     # best); 0 = the best itself (ties: lower loss); 1 = the last evaluation.
     best_checkpoint_tolerance: float = 0.001
     keep_checkpoints: int = 3
-    # Start from the weights of the latest blessed model, when there is one.
+    # Start from the weights of the latest pushed model of earlier spans, when there is one.
     warm_start: bool = False
+    # A warm-started run's own schedule: this many steps (the learning rate rises back to
+    # learning_rate and decays over them as learning_rate_decay says) instead of train_steps;
+    # 0 = the whole train_steps schedule. The default, about a sixth of a cold training, is
+    # non-inferior to a cold model of the same spans (docs/models.md#warm-start).
+    warm_start_steps: int = 2000
     random_seed: int = 42
     # Training on a local TensorFlow cluster (docs/cluster-training.md): a
     # chief, this many workers and `parameter_servers` parameter servers, each a process on a
@@ -186,6 +191,7 @@ class TrainerParams(Params):
         ),
         "keep_checkpoints": at_least(1),
         "warm_start": ANY,  # true or false
+        "warm_start_steps": at_least(0),
         "random_seed": _seed,
         "workers": lambda value: None if value >= 0 else "must be >= 0 (0 = one process, no cluster)",
         "parameter_servers": at_least(0),
@@ -204,6 +210,13 @@ class TrainerParams(Params):
                 "parameter_servers",
                 "must be 0 when trainer.workers = 0 (one process has no parameter servers)",
             )
+
+    def for_warm_start(self) -> TrainerParams:
+        """These settings as a warm-started run trains: its own `warm_start_steps` schedule in place
+        of train_steps (unchanged when warm_start_steps is 0)."""
+        if self.warm_start_steps == 0:
+            return self
+        return dataclasses.replace(self, train_steps=self.warm_start_steps)
 
     def cache_key_params(self) -> dict:
         """These settings as the trainer's cache key holds them: precision "auto" as this machine

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.core.atomic_files import write_bytes_atomic
 from pipeline.core.errors import InputDataError
 from pipeline.formats.examples import IMAGE_SIDE, NUM_CLASSES
 from pipeline.formats.files import read_bytes
@@ -196,6 +197,25 @@ class MnistDataset:
             os.path.basename(f.path): f.sha256
             for f in (self.train.images, self.train.labels, self.test.images, self.test.labels)
         }
+
+
+def write_idx(path: str, array: np.ndarray) -> None:
+    """Writes `array` as a gzip IDX file: labels (1-D) or images (N x rows x cols; `parse_idx`
+    accepts 28 x 28 only, so tests can write the wrong size), uint8 values. Written whole under a
+    temporary name and renamed, never half a file.
+
+    Raises ValueError for another number of dimensions or values outside 0..255.
+    """
+    array = np.asarray(array)
+    if array.ndim not in (1, 3):
+        raise ValueError(f"{path}: expected labels [N] or images [N, rows, cols], got shape {array.shape}")
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise ValueError(f"{path}: values must be in 0..255")
+    magic = LABELS_MAGIC if array.ndim == 1 else IMAGES_MAGIC
+    header = struct.pack(">i", magic) + b"".join(struct.pack(">i", d) for d in array.shape)
+    # mtime=0: the same digits give the same bytes (and the same data fingerprint) on every write.
+    payload = gzip.compress(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes(), mtime=0)
+    write_bytes_atomic(path, payload)
 
 
 def load_dataset(folder: str) -> MnistDataset:
