@@ -117,3 +117,12 @@ def test_promotion_policy_defaults():
         evaluator.non_inferiority_margin,
         evaluator.min_gain,
     ) == ("superiority", 0.05, 0.005, 0.0)
+
+
+def test_a_warm_start_trains_its_own_schedule_never_longer_than_a_cold_one():
+    cold = load_config().trainer
+    assert (cold.train_steps, cold.warm_start_steps) == (11500, 2000)
+    assert cold.for_warm_start().train_steps == 2000
+    assert load_config(overrides={"trainer": {"train_steps": 30}}).trainer.for_warm_start().train_steps == 30
+    whole = load_config(overrides={"trainer": {"warm_start_steps": 0}}).trainer
+    assert whole.for_warm_start() == whole

@@ -151,10 +151,10 @@ class TrainerParams(Params):
     keep_checkpoints: int = 3
     # Start from the weights of the latest pushed model of earlier spans, when there is one.
     warm_start: bool = False
-    # A warm-started run's own schedule: this many steps (the learning rate rises back to
-    # learning_rate and decays over them as learning_rate_decay says) instead of train_steps;
-    # 0 = the whole train_steps schedule. The default, about a sixth of a cold training, is
-    # non-inferior to a cold model of the same spans (docs/models.md#warm-start).
+    # A warm-started run's own schedule: this many steps, never more than train_steps (the
+    # learning rate rises back to learning_rate and decays over them as learning_rate_decay
+    # says); 0 = the whole train_steps schedule. The default is about a sixth of a cold
+    # training's (docs/models.md#warm-start has the evidence).
     warm_start_steps: int = 2000
     random_seed: int = 42
     # Training on a local TensorFlow cluster (docs/cluster-training.md): a
@@ -212,11 +212,11 @@ class TrainerParams(Params):
             )
 
     def for_warm_start(self) -> TrainerParams:
-        """These settings as a warm-started run trains: its own `warm_start_steps` schedule in place
-        of train_steps (unchanged when warm_start_steps is 0)."""
+        """These settings as a warm-started run trains: its own schedule of `warm_start_steps`
+        (at most train_steps) in place of train_steps; unchanged when warm_start_steps is 0."""
         if self.warm_start_steps == 0:
             return self
-        return dataclasses.replace(self, train_steps=self.warm_start_steps)
+        return dataclasses.replace(self, train_steps=min(self.train_steps, self.warm_start_steps))
 
     def cache_key_params(self) -> dict:
         """These settings as the trainer's cache key holds them: precision "auto" as this machine
