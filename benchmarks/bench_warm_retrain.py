@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
+import shutil
 import tempfile
 
 import common
@@ -96,12 +98,12 @@ def write_spans(dataset: idx.MnistDataset, sequence: SpanSequence, data_root: st
     open(done, "w").close()
 
 
-def run_config(directory: str, spans: int, warm_start_steps: int | None) -> str:
-    """A config reading the newest `spans` spans and warm starting (with `warm_start_steps`
-    when given); returns its path."""
-    path = os.path.join(directory, f"spans-{spans}.toml")
+def run_config(directory: str, span: int, warm_start_steps: int | None) -> str:
+    """A config reading spans 0..`span` (the window ends at `span`, not at the newest span) and
+    warm starting (with `warm_start_steps` when given); returns its path."""
+    path = os.path.join(directory, f"span-{span}.toml")
     with open(path, "w") as f:
-        f.write(f"[data]\nwindow_spans = {spans}\n[trainer]\nwarm_start = true\n")
+        f.write(f"[data]\nspan = {span}\nwindow_spans = {span + 1}\n[trainer]\nwarm_start = true\n")
         if warm_start_steps:
             f.write(f"warm_start_steps = {warm_start_steps}\n")
     return path
@@ -122,11 +124,11 @@ def one_run(pipeline_root: str, extra: list[str], images, labels) -> dict:
     trainer = steps["trainer"]
     correct = score(trainer["outputs"]["model"], images, labels)
     props = trainer["properties"]
-    return {
+    figures = {
         "test_accuracy": float(correct.mean()),
-        "correct": correct,
         "trainer_seconds": trainer["seconds"],
         "train_seconds": props["train_seconds"],
+        "train_examples_per_sec": props["train_examples_per_sec"],
         "steps_trained": props["steps_trained"],
         "warm_started": props["warm_started"],
         "best_eval_accuracy": props["best_eval_accuracy"],
@@ -134,6 +136,26 @@ def one_run(pipeline_root: str, extra: list[str], images, labels) -> dict:
         "blessed": steps.get("evaluator", {}).get("properties", {}).get("blessed"),
         "wall_seconds": round(run.wall_seconds, 1),
     }
+    return {**figures, "correct": correct}
+
+
+def cold_run(work: str, budget: list[str], images, labels) -> dict:
+    """The cold comparison: a default run on all training digits into `work`/cold. Its figures
+    (outcomes included) are kept in `work`/cold/figures.json and read back by a later call with
+    the same work dir, so an interrupted benchmark does not train it again."""
+    saved = os.path.join(work, "cold", "figures.json")
+    if os.path.exists(saved):
+        with open(saved) as f:
+            figures = json.load(f)
+        print(f"cold: the run of {saved} (kept from an earlier call)", flush=True)
+        return {**figures, "correct": np.array(figures["correct"], dtype=bool)}
+    print("cold: a default run on all 60,000 training digits", flush=True)
+    root = os.path.join(work, "cold", "root")
+    shutil.rmtree(root, ignore_errors=True)
+    figures = one_run(root, budget, images, labels)
+    with open(saved, "w") as f:
+        json.dump({**figures, "correct": figures["correct"].astype(int).tolist()}, f)
+    return figures
 
 
 def against_cold(warm_correct: np.ndarray, cold_correct: np.ndarray) -> dict:
@@ -170,8 +192,7 @@ def main() -> int:
     dataset, images, labels = load_mnist()
     budget = ["--train-steps", str(args.train_steps)] if args.train_steps else []
 
-    print("cold: a default run on all 60,000 training digits", flush=True)
-    cold = one_run(os.path.join(work, "cold", "root"), budget, images, labels)
+    cold = cold_run(work, budget, images, labels)
     figures: dict = {"cold": {k: v for k, v in cold.items() if k != "correct"}, "sequences": {}}
     failures = []
     for name in args.sequences:
@@ -179,10 +200,11 @@ def main() -> int:
         data_root = os.path.join(work, name, "data")
         write_spans(dataset, sequence, data_root)
         root = os.path.join(work, name, "root")
+        shutil.rmtree(root, ignore_errors=True)  # a sequence runs whole, from its first span
         generations = []
         for span in range(len(sequence.sizes)):
             print(f"{name}: span {span} ({sequence.sizes[span]:,} new digits)", flush=True)
-            config = run_config(os.path.join(work, name), span + 1, args.warm_start_steps)
+            config = run_config(os.path.join(work, name), span, args.warm_start_steps)
             extra = ["--data-root", data_root, *budget]
             gen = one_run(root, [*extra, "--config", config], images, labels)
             gen["versus_cold"] = against_cold(gen.pop("correct"), cold["correct"])
