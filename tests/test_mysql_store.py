@@ -6,6 +6,13 @@ run resumed; a lost connection failing the run cleanly; bad settings refused bef
 with one line and exit 2; and the password in no file the runs wrote and no line they logged.
 
 The tests of this module run in order and share one database: each builds on the last.
+
+Last, scripts/ensure_mariadb.sh with a second private server on the machine: when another
+checkout's server (here the session's own, from the `mariadb` fixture) holds the port, a new
+server takes the next free one and says so; a running server is reused on its own port; a
+MARIADB_PORT that is taken is refused in one line before any server or datadir is created.
+Every test of the `mariadb` fixture lives in this module, so that one pytest-xdist worker
+(`--dist loadfile`) starts that server once and sets its test account's password once.
 """
 
 import glob
@@ -16,7 +23,9 @@ import subprocess
 import sys
 import time
 
+import pymysql
 import pytest
+from mariadb_server import ENSURE
 from mnist_slices import write_mnist_slice
 from run_configs import small_lenient
 
@@ -340,3 +349,74 @@ def test_the_password_is_in_no_file_the_runs_wrote_and_no_line_they_logged(ws):
             assert password.encode() not in f.read(), path
     assert len(OUTPUTS) >= 10
     assert not [out for out in OUTPUTS if password in out]
+
+
+# ---- scripts/ensure_mariadb.sh beside the session's server ------------------------------------
+
+
+def _ensure(directory, password, port=None):
+    env = dict(
+        os.environ, MARIADB_DIR=str(directory), MLMD_MYSQL_PASSWORD=password, MARIADB_TEST_USER="mlmd_second"
+    )
+    env.pop("MARIADB_PORT", None)
+    if port is not None:
+        env["MARIADB_PORT"] = str(port)
+    return subprocess.run([ENSURE], env=env, capture_output=True, text=True, timeout=600)
+
+
+def _settings(result) -> dict:
+    return dict(item.split("=", 1) for item in result.stdout.strip().splitlines()[-1].split())
+
+
+def _stop(directory) -> None:
+    pid_file = directory / "mariadbd.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text().strip())
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(120):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.25)
+    os.kill(pid, signal.SIGKILL)
+
+
+def test_a_second_server_takes_a_free_port_and_is_reused_on_it(mariadb, tmp_path):
+    directory = tmp_path / "second"
+    try:
+        first = _ensure(directory, "pw-second-1")
+        assert first.returncode == 0, first.stderr
+        port = int(_settings(first)["MARIADB_PORT"])
+        pid = (directory / "mariadbd.pid").read_text().strip()
+        assert port != mariadb.port
+        with pymysql.connect(host="127.0.0.1", port=port, user="mlmd_second", password="pw-second-1") as conn:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT @@datadir")
+                assert cursor.fetchone()[0].startswith(str(directory))
+
+        again = _ensure(directory, "pw-second-2")
+        assert again.returncode == 0, again.stderr
+        assert int(_settings(again)["MARIADB_PORT"]) == port
+        assert (directory / "mariadbd.pid").read_text().strip() == pid  # the same server, not a new one
+        with pymysql.connect(host="127.0.0.1", port=port, user="mlmd_second", password="pw-second-2") as conn:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                assert cursor.fetchone()[0] == 1
+    finally:
+        _stop(directory)
+
+
+def test_a_taken_mariadb_port_is_refused_in_one_line_before_any_server_or_datadir_is_created(
+    mariadb, tmp_path
+):
+    directory = tmp_path / "third"
+    result = _ensure(directory, "pw-third", port=mariadb.port)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: MARIADB_PORT={mariadb.port} is already in use on 127.0.0.1 "
+        "(unset MARIADB_PORT to take a free port)"
+    )
+    assert not (directory / "data").exists()
+    assert not (directory / "mariadbd.pid").exists()
