@@ -13,9 +13,9 @@ with the same folder rebuilds nothing; the 16x root takes about 200 MB there.
 
 What runs, per Beam setting, in one pipeline root of its own (fresh each time):
 - each size, smallest first: `run_local.py --to statistics_gen` with `--data-root` the size's
-  root and `data.window_spans` = its spans (every span read together); the smallest size runs
-  `--to trainer --train-steps 300` instead, which trains the one model every size's evaluator
-  then scores (its figures are the model's, not the data steps': not measured);
+  root and `data.window_spans` = its spans (every span read together); after the smallest size,
+  `--from schema_gen --to trainer --train-steps 300` trains the one model every size's evaluator
+  then scores (not measured);
 - then `run_local.py --from evaluator --to evaluator`: the evaluator on the test split of the
   size just written (10,000 digits per span), one model, no baseline (nothing is pushed, so
   none serves).
@@ -38,6 +38,7 @@ import argparse
 import math
 import os
 import shutil
+import subprocess
 import tempfile
 
 import common
@@ -91,6 +92,24 @@ def step_figures(summary: dict, step: str, process: common.PipelineRun) -> dict:
     }
 
 
+def code_version() -> str:
+    """The checkout's commit, with "+changes" when the pipeline's code differs from it (the
+    figures belong to the code that ran); "unknown" outside a git checkout."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=common.PROJECT_ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "components", "pipeline", "run_local.py"],
+            cwd=common.PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (commit or "unknown") + ("+changes" if changed else "")
+
+
 def write_config(work: str, label: str, spans: int) -> str:
     """A config file reading all `spans` spans of a data root together; returns its path."""
     path = os.path.join(work, f"config-{label}.toml")
@@ -111,16 +130,20 @@ def measure(root: str, roots: dict, steps: tuple, beam_args: list, train_steps: 
         data, spans = roots[size]
         base = ["--data-root", data, "--config", write_config(os.path.dirname(root), label, spans), *beam]
         load = os.getloadavg()[0]
-        # Up to the last data step measured (ExampleGen runs in any case: it writes the size's examples).
-        to = ["--to", "statistics_gen" if "statistics_gen" in steps else "example_gen"]
-        if "evaluator" in steps and not trained:
-            to = ["--to", "trainer", "--train-steps", str(train_steps)]
+        # Up to the last data step measured; ExampleGen runs in any case (it writes the size's
+        # examples), StatisticsGen too where the model is trained after it.
+        to = "statistics_gen" if {"statistics_gen", "evaluator"} & set(steps) else "example_gen"
         print(f"\n== {label}: {data} ({spans} span(s)), beam args {beam_args or 'none'}", flush=True)
-        run = common.run_pipeline(root, [*base, *to], sample_tree=True)
-        trained = trained or "trainer" in to
+        run = common.run_pipeline(root, [*base, "--to", to], sample_tree=True)
         for step in DATA_STEPS:
             if step in steps:
                 figures[step][label] = {**step_figures(run.summary, step, run), "load_before": round(load, 2)}
+        if "evaluator" in steps and not trained:
+            # The one model every size's evaluator scores, trained on the smallest size (not measured).
+            common.run_pipeline(
+                root, [*base, "--from", "schema_gen", "--to", "trainer", "--train-steps", str(train_steps)]
+            )
+            trained = True
         if "evaluator" in steps:
             load = os.getloadavg()[0]
             run = common.run_pipeline(
@@ -234,7 +257,11 @@ def main() -> int:
     modes = {"main": args.beam_arg}
     if args.compare_beam_arg:
         modes["compared"] = args.compare_beam_arg
-    record: dict = {"sizes": [scaled_mnist.size_label(s) for s in sizes], "train_steps": args.train_steps}
+    record: dict = {
+        "code": code_version(),
+        "sizes": [scaled_mnist.size_label(s) for s in sizes],
+        "train_steps": args.train_steps,
+    }
     results = {}
     for name, beam_args in modes.items():
         figures = measure(os.path.join(work, f"pipeline-{name}"), roots, steps, beam_args, args.train_steps)
