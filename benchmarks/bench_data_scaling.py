@@ -156,12 +156,28 @@ def measure(root: str, roots: dict, steps: tuple, beam_args: list, train_steps: 
     return figures
 
 
+def marginal_rates(rows: list) -> list:
+    """Examples/s between consecutive sizes: (extra examples) / (extra seconds), None where the
+    wall did not grow. Start-up cancels out: a step whose time grows faster than its data has a
+    falling marginal rate even where a fixed start-up keeps its fitted exponent low."""
+    rates = []
+    for small, large in zip(rows, rows[1:]):
+        extra = large["seconds"] - small["seconds"]
+        rates.append(round((large["examples"] - small["examples"]) / extra, 1) if extra > 0 else None)
+    return rates
+
+
 def scaling(figures: dict) -> dict:
-    """{step: {"exponent", "memory_ratio", "exponent_met", "memory_met"}} over the sizes measured."""
+    """{step: {"exponent", "memory_ratio", "marginal_examples_per_second", "exponent_met",
+    "memory_met"}} over the sizes measured."""
     result = {}
     for step, by_size in figures.items():
         rows = list(by_size.values())  # smallest size first
-        entry: dict = {"exponent": None, "memory_ratio": None}
+        entry: dict = {
+            "exponent": None,
+            "memory_ratio": None,
+            "marginal_examples_per_second": marginal_rates(rows),
+        }
         if len(rows) >= 2:
             entry["exponent"] = round(
                 fit_exponent([r["examples"] for r in rows], [r["seconds"] for r in rows]), 3
@@ -204,10 +220,11 @@ def print_mode(title: str, figures: dict, fitted: dict) -> None:
                 "met" if entry["exponent_met"] else "not met",
                 f"{entry['memory_ratio']}x" if entry["memory_ratio"] is not None else None,
                 "met" if entry["memory_met"] else "not met",
+                " / ".join(str(r) for r in entry["marginal_examples_per_second"]),
             ]
             for step, entry in fitted.items()
         ],
-        ["step", "wall exponent", "", "peak ratio", ""],
+        ["step", "wall exponent", "", "peak ratio", "", "marginal ex/s between sizes"],
     )
 
 

@@ -51,11 +51,19 @@ def test_scaling_reports_goals_per_step():
     assert fitted["linear"] == {
         "exponent": 1.0,
         "memory_ratio": 1.2,
+        "marginal_examples_per_second": [50.0],
         "exponent_met": True,
         "memory_met": True,
     }
     assert fitted["quadratic"]["exponent"] == 2.0 and fitted["quadratic"]["memory_ratio"] == 1.3
     assert not fitted["quadratic"]["exponent_met"] and not fitted["quadratic"]["memory_met"]
+
+
+def test_marginal_rates_cancel_a_fixed_start_up():
+    rows = [{"examples": n, "seconds": 5.0 + n / 1000} for n in (1000, 4000, 16000)]
+    assert bench_data_scaling.marginal_rates(rows) == [1000.0, 1000.0]
+    rows.append({"examples": 20000, "seconds": rows[-1]["seconds"]})
+    assert bench_data_scaling.marginal_rates(rows)[-1] is None
 
 
 def test_sizes_are_fractions_or_whole_numbers():
