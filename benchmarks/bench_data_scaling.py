@@ -9,7 +9,7 @@ MNIST and every other span each digit moved by its own small rotation, shift and
 digit is a byte copy of another span's; a fraction below 1 is one span of the first part of
 the shipped digits (`--sizes 0.1 0.4` is a quick check that the benchmark works). The data
 roots are kept in `--work-dir` (default a temporary folder, removed at the end), so a rerun
-with the same folder rebuilds nothing; the 16x root takes about 200 MB there.
+with the same folder rebuilds nothing; the 16x root takes about 250 MB there.
 
 What runs, per Beam setting, in one pipeline root of its own (fresh each time):
 - each size, smallest first: `run_local.py --to statistics_gen` with `--data-root` the size's
@@ -26,7 +26,8 @@ process during the step (as the launcher records it); per process, the sampled p
 process with every process it started (Beam's multi_processing workers are processes of their
 own). Then per step: b of wall = a * examples^b, least squares on log-log over the sizes, and
 the peak memory at the largest size over that at the smallest. Goals: b <= 1.1 and the ratio
-<= 1.25 for every step. With `--compare-beam-arg`, every size also runs with those Beam options
+<= 1.25 for every step. A fixed start-up lowers b; the marginal rate between consecutive sizes
+(extra examples / extra seconds), also reported, is free of it. With `--compare-beam-arg`, every size also runs with those Beam options
 (e.g. `--compare-beam-arg=--direct_running_mode=multi_processing
 --compare-beam-arg=--direct_num_workers=2`) in a root of its own, and the speed-up of each step
 (its wall with `--beam-arg` over its wall with `--compare-beam-arg`) is reported.
