@@ -13,6 +13,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -93,15 +94,79 @@ def write_json(name: str, figures: dict, path: str | None = None) -> Path:
 
 @dataclass
 class PipelineRun:
-    """One run_local.py process: its run summary and its wall time (start-up included)."""
+    """One run_local.py process: its run summary and its wall time (start-up included);
+    `tree_peak_mib`: the largest summed resident memory of the process and every process it
+    started, sampled (None unless asked for)."""
 
     summary: dict
     wall_seconds: float
+    tree_peak_mib: float | None = None
 
 
-def run_pipeline(pipeline_root: str, extra: Iterable[str] = ()) -> PipelineRun:
+class TreeMemorySampler:
+    """Samples the summed resident memory (VmRSS) of process `pid` and all its descendants
+    every `interval` seconds in a thread, keeping the largest sum: the memory of a pipeline
+    whose Beam workers are processes of their own, which its in-process peak does not count.
+    Pages shared between processes are counted once per process; a peak shorter than the
+    interval can be missed. Linux (/proc); elsewhere `peak_mib` stays None."""
+
+    def __init__(self, pid: int, interval: float = 0.5):
+        self._pid = pid
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.peak_mib: float | None = None
+
+    def __enter__(self) -> TreeMemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            total = tree_rss_mib(self._pid)
+            if total is not None:
+                self.peak_mib = max(self.peak_mib or 0.0, total)
+            if self._stop.wait(self._interval):
+                return
+
+
+def tree_rss_mib(pid: int) -> float | None:
+    """Summed VmRSS of `pid` and its descendants in MiB; None when /proc cannot tell."""
+    parents = {}
+    try:
+        names = [n for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return None
+    for name in names:
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                # The command name (field 2) may hold spaces; the parent id follows its ")".
+                parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier and p not in tree]
+        tree.update(children)
+        frontier = children
+    total_kib = 0
+    for member in tree:
+        try:
+            with open(f"/proc/{member}/status") as f:
+                total_kib += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+        except (OSError, ValueError, IndexError):
+            continue
+    return round(total_kib / 1024, 1) if total_kib else None
+
+
+def run_pipeline(pipeline_root: str, extra: Iterable[str] = (), sample_tree: bool = False) -> PipelineRun:
     """Runs run_local.py with `extra` arguments into `pipeline_root` as a subprocess (its memory
-    and start-up are its own, as for a user). Raises RuntimeError when it fails."""
+    and start-up are its own, as for a user); with `sample_tree`, also samples the memory of
+    its process tree (`TreeMemorySampler`). Raises RuntimeError when it fails."""
     summary_path = Path(pipeline_root) / "bench_summary.json"
     Path(pipeline_root).mkdir(parents=True, exist_ok=True)
     command = [
@@ -114,11 +179,18 @@ def run_pipeline(pipeline_root: str, extra: Iterable[str] = ()) -> PipelineRun:
         *extra,
     ]
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=PROJECT_ROOT)
+    tree_peak = None
+    with subprocess.Popen(command, cwd=PROJECT_ROOT) as process:
+        if sample_tree:
+            with TreeMemorySampler(process.pid) as sampler:
+                returncode = process.wait()
+            tree_peak = sampler.peak_mib
+        else:
+            returncode = process.wait()
     wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited with {done.returncode}")
-    return PipelineRun(json.loads(summary_path.read_text()), wall)
+    if returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited with {returncode}")
+    return PipelineRun(json.loads(summary_path.read_text()), wall, tree_peak)
 
 
 def examples_uri(pipeline_root: str) -> str:

@@ -559,13 +559,39 @@ def test_shard_plan_covers_every_row_of_every_span_once():
     tasks = encode.plan_shards([(1, dataset("s1", 103, 7)), (2, dataset("s2", 50, 20))], 4)
     assert [(t.source, t.shard) for t in tasks] == [(s, i) for s in ("train", "test") for i in range(4)]
     for source, totals in (("train", {1: 103, 2: 50}), ("test", {1: 7, 2: 20})):
-        for span, total in totals.items():
-            rows = [r for t in tasks if t.source == source for r in t.ranges if r.span == span]
-            covered = [i for r in rows for i in range(r.start, r.end)]
-            assert covered == list(range(total))
-            assert max(r.end - r.start for r in rows) - min(r.end - r.start for r in rows) <= 1
+        shards = [t for t in tasks if t.source == source]
+        # Shard after shard, the rows are every span's rows once, span after span: each shard
+        # reads only the spans its rows lie in.
+        covered = [(r.span, i) for t in shards for r in t.ranges for i in range(r.start, r.end)]
+        assert covered == [(span, i) for span, total in totals.items() for i in range(total)]
+        sizes = [sum(r.end - r.start for r in t.ranges) for t in shards]
+        assert max(sizes) - min(sizes) <= 1
+        assert all(r.total == totals[r.span] for t in shards for r in t.ranges)
     with pytest.raises(ValueError, match="num_shards"):
         encode.plan_shards([(1, dataset("s1", 3, 3))], 0)
+
+
+def test_a_worker_decodes_each_span_once_however_many_spans_its_shards_cover(tmp_path, monkeypatch):
+    roots = [write_mnist_slice(str(tmp_path / f"span-{k}"), 30, 10, offset=40 * k) for k in range(3)]
+    validated = [(k, idx.load_dataset(root).facts()) for k, root in enumerate(roots)]
+    # The worker may keep one span's training pair decoded, no more.
+    monkeypatch.setattr(encode, "_CACHE_BYTES", 30 * 28 * 28 + 30)
+    parsed = collections.Counter()
+    real_parse = idx.parse_idx
+
+    def counting_parse(raw, path, kind):
+        parsed[path] += 1
+        return real_parse(raw, path, kind)
+
+    monkeypatch.setattr(idx, "parse_idx", counting_parse)
+    fn = encode._WriteShardFn(str(tmp_path / "out"), 12, EDGES)
+    fn.setup()
+    written = collections.Counter()
+    for task in encode.plan_shards(validated, 2):
+        for split, n in fn.process(task):
+            written[split] += n
+    assert dict(parsed) == {os.path.join(root, name): 1 for root in roots for name in idx.DATASET_FILES}
+    assert written["train"] + written["eval"] == 90 and written["test"] == 30
 
 
 def test_a_shard_failing_mid_write_leaves_neither_a_final_nor_a_temporary_file(tmp_path, monkeypatch):

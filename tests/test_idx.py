@@ -1,8 +1,9 @@
-"""The IDX parser: every defect is a one-line InputDataError naming the file; valid files round-trip."""
+"""The IDX parser and writer: every defect is a one-line InputDataError naming the file; valid files round-trip."""
 
 import gzip
 import hashlib
 import os
+import re
 import struct
 
 import numpy as np
@@ -191,3 +192,45 @@ def test_valid_generated_files_round_trip(tmp_path_factory, n, seed):
     np.testing.assert_array_equal(pair.images.array, images)
     np.testing.assert_array_equal(pair.labels.array, labels)
     assert pair.count == n
+
+
+# ---------------------------------------------------------------------------- the writer
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 12), seed=st.integers(0, 2**32 - 1))
+def test_written_files_read_back_equal_with_the_digest_of_their_bytes(tmp_path_factory, n, seed):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+    folder = tmp_path_factory.mktemp("written")
+    idx.write_idx(str(folder / "i.gz"), images)
+    idx.write_idx(str(folder / "l.gz"), labels)
+    pair = idx.load_pair(str(folder / "i.gz"), str(folder / "l.gz"))
+    np.testing.assert_array_equal(pair.images.array, images)
+    np.testing.assert_array_equal(pair.labels.array, labels)
+    assert pair.images.sha256 == hashlib.sha256((folder / "i.gz").read_bytes()).hexdigest()
+    assert [p.name for p in folder.iterdir()] in (["i.gz", "l.gz"], ["l.gz", "i.gz"])  # no temporary left
+
+
+def test_encoding_is_deterministic_and_level_independent_on_read():
+    images = np.arange(3 * 784, dtype=np.uint32).astype(np.uint8).reshape(3, 28, 28)
+    assert idx.encode_idx(images) == idx.encode_idx(images.copy())
+    for level in (1, 9):
+        np.testing.assert_array_equal(idx.parse_idx(idx.encode_idx(images, level), PATH, "images"), images)
+
+
+@pytest.mark.parametrize(
+    "array, fragment",
+    [
+        (np.zeros((2, 28, 28), np.int64), "uint8"),
+        (np.zeros((2, 28, 27), np.uint8), "(2, 28, 27)"),
+        (np.zeros((2, 3), np.uint8), "(2, 3)"),
+        (np.array([1, 10], np.uint8), "labels must be 0..9, got 10"),
+        (np.zeros((0,), np.uint8), "at least one record"),
+    ],
+)
+def test_writer_refuses_what_the_reader_would_refuse(tmp_path, array, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        idx.write_idx(str(tmp_path / "x.gz"), array)
+    assert list(tmp_path.iterdir()) == []

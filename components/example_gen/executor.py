@@ -8,7 +8,9 @@ gzip TFRecord shards of tf.train.Example (features: see `encode`). With several 
 splits hold the examples of all of them.
 
 Every raw file of every span is validated before the Beam pipeline starts, so a bad input
-(InputDataError, one line naming the file) leaves the output folder empty.
+(InputDataError, one line naming the file) leaves the output folder empty. Memory does not grow
+with the number of spans: validation holds one span's digits at a time, and each shard task
+reads the spans its rows lie in one after the other (`encode.plan_shards`).
 """
 
 from __future__ import annotations
@@ -50,12 +52,13 @@ def _spans_of(ctx: StepContext[DataParams], params: DataParams) -> list:
 
 
 def _validate(ctx: StepContext, span_list: list, eval_hash_buckets: int):
-    """Validates every file of every span; returns (datasets, expected split counts).
+    """Validates every file of every span, one span in memory at a time; returns
+    ([(span, idx.DatasetFacts), ...], expected split counts).
 
     Raises InputDataError naming the first faulty file, or the data root when the files are
     not the ones the run fingerprinted.
     """
-    datasets, counts = [], dict.fromkeys(encode.SPLITS, 0)
+    validated, counts = [], dict.fromkeys(encode.SPLITS, 0)
     for number, folder in span_list:
         started = time.monotonic()
         dataset = idx.load_dataset(folder)
@@ -71,10 +74,13 @@ def _validate(ctx: StepContext, span_list: list, eval_hash_buckets: int):
             dataset.test.count,
             time.monotonic() - started,
         )
-        datasets.append((number, dataset))
+        # Only the files' facts are kept: the workers read the digits themselves, and a window
+        # of many spans must not hold every span's arrays at once (about 55 MB per span).
+        validated.append((number, dataset.facts()))
+        del dataset, pair
     expected_fp = (ctx.inputs["raw_data"].properties or {}).get(idx.FINGERPRINT)
     if expected_fp:
-        actual_fp = spans_lib.fingerprint_digests((n, d.file_digests()) for n, d in datasets)
+        actual_fp = spans_lib.fingerprint_digests((n, d.file_digests()) for n, d in validated)
         if actual_fp != expected_fp:
             raise InputDataError(
                 f"{ctx.inputs['raw_data'].uri}: raw files changed since the run "
@@ -85,7 +91,7 @@ def _validate(ctx: StepContext, span_list: list, eval_hash_buckets: int):
         raise InputDataError(
             f"{span_list[-1][1]}: split {empty[0]} would hold no examples (split counts {counts})"
         )
-    return datasets, counts
+    return validated, counts
 
 
 # How a worker's PipelineError reads inside the text of the runner's own exception.
@@ -166,9 +172,8 @@ def run(ctx: StepContext[DataParams]) -> StepOutcome:
     span_list = _spans_of(ctx, params)
     ctx.log.info("reading spans %s", [n for n, _ in span_list])
     validation_started = time.monotonic()
-    datasets, expected = _validate(ctx, span_list, params.eval_hash_buckets)
-    tasks = encode.plan_shards(datasets, params.num_shards)
-    del datasets  # the workers read the files themselves; free the driver's copies
+    validated, expected = _validate(ctx, span_list, params.eval_hash_buckets)
+    tasks = encode.plan_shards(validated, params.num_shards)
     validation_seconds = time.monotonic() - validation_started
     total = sum(expected.values())
     ctx.log.info(
