@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gzip
 import os
+import struct
 
 import numpy as np
 
 from pipeline.config import DEFAULT_DATA_ROOT
-from pipeline.formats.idx import write_idx
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
@@ -24,6 +24,15 @@ def read_real(name: str, count: int, offset: int = 0) -> np.ndarray:
         f.read(offset * record)
         data = np.frombuffer(f.read(count * record), dtype=np.uint8)
     return data.reshape(count, 28, 28) if "images" in name else data
+
+
+def write_idx(path: str, array: np.ndarray) -> None:
+    """Writes `array` (uint8, 1-D labels or N x rows x cols images) as a gzipped IDX file, as
+    it is: unlike pipeline.formats.idx.write_idx it writes the broken files tests feed readers."""
+    magic = 0x00000801 if array.ndim == 1 else 0x00000803
+    header = struct.pack(">i", magic) + b"".join(struct.pack(">i", d) for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
 def write_mnist_slice(dest: str, n_train: int, n_test: int, offset: int = 0) -> str:

@@ -276,25 +276,6 @@ class MnistDataset:
         return self.facts().file_digests()
 
 
-def write_idx(path: str, array: np.ndarray) -> None:
-    """Writes `array` as a gzip IDX file: labels (1-D) or images (N x rows x cols; `parse_idx`
-    accepts 28 x 28 only, so tests can write the wrong size), uint8 values. Written whole under a
-    temporary name and renamed, never half a file.
-
-    Raises ValueError for another number of dimensions or values outside 0..255.
-    """
-    array = np.asarray(array)
-    if array.ndim not in (1, 3):
-        raise ValueError(f"{path}: expected labels [N] or images [N, rows, cols], got shape {array.shape}")
-    if array.size and (array.min() < 0 or array.max() > 255):
-        raise ValueError(f"{path}: values must be in 0..255")
-    magic = LABELS_MAGIC if array.ndim == 1 else IMAGES_MAGIC
-    header = struct.pack(">i", magic) + b"".join(struct.pack(">i", d) for d in array.shape)
-    # mtime=0: the same digits give the same bytes (and the same data fingerprint) on every write.
-    payload = gzip.compress(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes(), mtime=0)
-    write_bytes_atomic(path, payload)
-
-
 def load_dataset(folder: str) -> MnistDataset:
     """Reads and validates the four MNIST files in `folder`.
 
