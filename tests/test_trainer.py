@@ -2,7 +2,9 @@
 
 import dataclasses
 import json
+import logging
 import os
+import re
 import shutil
 
 import numpy as np
@@ -273,15 +275,32 @@ def test_warm_start_refuses_a_base_model_without_digest(tmp_path, trained, examp
         executor.run(make_ctx(tmp_path, examples, schema, base_model=base, warm_start=True))
 
 
-def test_warm_start_refuses_another_architecture(tmp_path, trained, examples, schema):
+def test_a_base_model_of_another_architecture_is_not_warm_started_from_and_says_why(
+    tmp_path, trained, examples, schema, caplog
+):
     ctx, outcome = trained
     wider = make_ctx(
-        tmp_path, examples, schema, base_model=model_artifact(ctx, outcome), warm_start=True, dense_units=128
+        tmp_path,
+        examples,
+        schema,
+        base_model=model_artifact(ctx, outcome),
+        warm_start=True,
+        dense_units=128,
+        train_steps=6,
+        warm_start_steps=3,
+        eval_every_steps=6,
     )
-    with pytest.raises(
-        ConfigError, match=r"trainer.warm_start: .* dense/bias of shape \[64\], this config needs \[128\]"
-    ):
-        executor.run(wider)
+    with caplog.at_level(logging.WARNING):
+        props = executor.run(wider).execution_properties
+    reason = r"base model .* has dense/bias of shape \[64\], this config needs \[128\]"
+    assert props["warm_started"] is False and re.fullmatch(reason, props["warm_start_skipped"])
+    assert props["steps_trained"] == 6  # the cold schedule, not warm_start_steps
+    assert any(
+        re.fullmatch(
+            rf"not warm starting \(trainer.warm_start\): {reason}; training from scratch", r.getMessage()
+        )
+        for r in caplog.records
+    )
 
 
 def test_early_stopping_when_accuracy_cannot_improve(tmp_path, examples, schema):

@@ -19,7 +19,9 @@ Params: `TrainerParams`.
 Execution properties: best_eval_accuracy / _loss / _step (the exported, chosen evaluation),
 top_eval_accuracy / _step (the highest eval accuracy: `choose` with tolerance 0),
 final_eval_accuracy, steps_trained, stopped_early, evaluations_run, train_examples_per_sec,
-train_seconds, warm_started (a warm start trains `trainer.warm_start_steps` steps), precision (what `trainer.precision` resolved to: float32 or
+train_seconds, warm_started (a warm start trains `trainer.warm_start_steps` steps),
+warm_start_skipped (why a base model's weights did not fit, so training started from scratch;
+None otherwise), precision (what `trainer.precision` resolved to: float32 or
 mixed_bfloat16) and precision_reason (why, e.g. the probe's measured speedup), module_file,
 module_digest, model_entry_point; with `trainer.workers` > 0 also `cluster`
 ({"chief": 1, "worker": N, "ps": M}).
@@ -29,7 +31,7 @@ this process publishes as in one process). A cluster task that fails fails the s
 line naming it.
 Raises TrainingError (NaN/Inf loss, no evaluation, broken export), ModelIntegrityError (base
 model digest), ConfigError (a module that does not import or breaks the Estimator contract,
-checked before any training step; base model from another module or architecture),
+checked before any training step),
 InputDataError (a module file that changed during the run, missing or empty
 split, a schema without the trainer's features, records that do not parse). On any error
 nothing is written into `model`.
@@ -54,8 +56,8 @@ from components.trainer.hooks import NonFiniteLossHook, ProgressHook
 from components.trainer.params import TrainerParams
 from components.trainer.result import TrainingResult
 from components.trainer.user_module import load_checked, model_fn_for
+from components.trainer.warm_start import BaseModelMismatch, verified_starts
 from components.trainer.warm_start import settings as warm_start_from
-from components.trainer.warm_start import verified_starts
 from pipeline.core.errors import InputDataError, TrainingError, WriteFaultError, write_fault
 from pipeline.core.step import StepContext, StepOutcome
 from pipeline.formats import examples as examples_format
@@ -302,18 +304,23 @@ def run(ctx: StepContext[TrainerParams]) -> StepOutcome:
     module = load_checked(cfg, ctx.inputs.get("module_file"))
     log.info("model: %s of %s (sha256 %s)", module.entry_point, module.path, module.digest[:12])
 
-    warm_start = None
+    warm_start, warm_start_skipped = None, None
     if cfg.warm_start and "base_model" in ctx.inputs:
         base = ctx.inputs["base_model"]
-        # (checkpoint, {variable: base name}): the same for one process and every cluster task.
-        warm_start = verified_starts(base, dataclasses.asdict(cfg), module)
-        cfg = cfg.for_warm_start()
-        log.info(
-            "warm starting from model %s (id %s): its own schedule of %d steps (trainer.warm_start_steps)",
-            base.uri,
-            base.id,
-            cfg.train_steps,
-        )
+        try:
+            # (checkpoint, {variable: base name}): the same for one process and every cluster task.
+            warm_start = verified_starts(base, dataclasses.asdict(cfg), module)
+        except BaseModelMismatch as e:
+            warm_start_skipped = str(e)
+            log.warning("not warm starting (trainer.warm_start): %s; training from scratch", e)
+        else:
+            cfg = cfg.for_warm_start()
+            log.info(
+                "warm starting from model %s (id %s): its own schedule of %d steps (trainer.warm_start_steps)",
+                base.uri,
+                base.id,
+                cfg.train_steps,
+            )
     elif cfg.warm_start:
         log.info("trainer.warm_start is set but there is no base model yet; training from scratch")
 
@@ -372,6 +379,7 @@ def run(ctx: StepContext[TrainerParams]) -> StepOutcome:
         "train_examples_per_sec": round(rate, 1) if rate else None,
         "train_seconds": round(result.train_seconds, 2),
         "warm_started": warm_start is not None,
+        "warm_start_skipped": warm_start_skipped,
         "precision": resolved_precision,
         "precision_reason": why,
         "module_file": module.path,

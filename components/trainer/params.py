@@ -149,8 +149,9 @@ class TrainerParams(Params):
     # best); 0 = the best itself (ties: lower loss); 1 = the last evaluation.
     best_checkpoint_tolerance: float = 0.001
     keep_checkpoints: int = 3
-    # Start from the weights of the latest pushed model of earlier spans, when there is one.
-    warm_start: bool = False
+    # Start from the weights of the latest pushed model of earlier spans, when there is one and
+    # its weights fit this network (same module file, same shapes); from scratch otherwise.
+    warm_start: bool = True
     # A warm-started run's own schedule: this many steps, never more than train_steps (the
     # learning rate rises back to learning_rate and decays over them as learning_rate_decay
     # says); 0 = the whole train_steps schedule. The default is about a sixth of a cold

@@ -27,6 +27,13 @@ from pipeline.formats.examples import IMAGE_KEY, IMAGE_PIXELS
 from pipeline.formats.model import MODULE_DIGEST, MODULE_FILE, verify_model
 
 
+class BaseModelMismatch(ConfigError):
+    """The base model's weights do not fit this run's network (trained from another module, or
+    a variable missing or of another shape): the trainer trains from scratch instead and says
+    why. Unlike a base model whose files fail their digest (ModelIntegrityError), this is not a
+    fault, only a warm start that cannot be."""
+
+
 def base_checkpoint(base_model: Artifact) -> str:
     """Returns the checkpoint prefix of `base_model` after checking its recorded digest.
 
@@ -50,17 +57,16 @@ def train_graph_variables(params: Any, model_fn) -> tuple[dict[str, list], froze
 
 
 def check_same_module(base_model: Artifact, module) -> None:
-    """Raises ConfigError when `base_model` records a module digest other than `module`'s (a
+    """Raises BaseModelMismatch when `base_model` records a module digest other than `module`'s (a
     `user_module.LoadedModule`); a base model without a recorded module passes."""
     recorded = (base_model.properties or {}).get(MODULE_DIGEST)
     if recorded is None or recorded == module.digest:
         return
     trained_with = (base_model.properties or {}).get(MODULE_FILE, "an unnamed module")
-    raise ConfigError(
-        f"config key trainer.warm_start: base model {base_model.uri} was trained with "
-        f"{trained_with} (sha256 {str(recorded)[:12]}), this run's trainer.module_file "
-        f"{module.path} has sha256 {module.digest[:12]}: the weights of another module "
-        "would not fit its network; set trainer.warm_start = false to train from scratch"
+    raise BaseModelMismatch(
+        f"base model {base_model.uri} was trained with {trained_with} (sha256 "
+        f"{str(recorded)[:12]}), this run's trainer.module_file {module.path} has sha256 "
+        f"{module.digest[:12]}: the weights of another module would not fit its network"
     )
 
 
@@ -69,8 +75,8 @@ def check_compatible(checkpoint: str, shapes: dict[str, list]) -> dict[str, str]
     the network, given as {name: shape} (the shadow name where the base model served averaged
     weights).
 
-    Raises ConfigError when the base checkpoint lacks a variable the network needs or has it
-    with another shape (the architecture changed since the base model was trained)."""
+    Raises BaseModelMismatch when the base checkpoint lacks a variable the network needs or has
+    it with another shape (the architecture changed since the base model was trained)."""
     try:
         available = dict(tf.train.list_variables(checkpoint))
     except (tf.errors.OpError, ValueError) as e:
@@ -82,15 +88,11 @@ def check_compatible(checkpoint: str, shapes: dict[str, list]) -> dict[str, str]
         elif name in available:
             names[name] = name
         else:
-            raise ConfigError(
-                f"config key trainer.warm_start: base model {checkpoint} has no "
-                f"variable {name!r}; set trainer.warm_start = false to train from scratch"
-            )
+            raise BaseModelMismatch(f"base model {checkpoint} has no variable {name!r}")
         if list(available[names[name]]) != shape:
-            raise ConfigError(
-                f"config key trainer.warm_start: base model {checkpoint} has {name} of "
-                f"shape {list(available[names[name]])}, this config needs {shape}; set "
-                "trainer.warm_start = false or restore the base architecture"
+            raise BaseModelMismatch(
+                f"base model {checkpoint} has {name} of shape {list(available[names[name]])}, "
+                f"this config needs {shape}"
             )
     return names
 
@@ -129,7 +131,8 @@ def verified_starts(base_model: Artifact, params: Any, module) -> tuple[str, dic
     `user_module.LoadedModule`, builds) and returns (its checkpoint prefix, `starting_values`):
     all its trainable weights, and the shadows of them a run with weight averaging keeps.
 
-    Raises ModelIntegrityError (digest) or ConfigError (another module, incompatible architecture).
+    Raises ModelIntegrityError (digest) or BaseModelMismatch (another module, incompatible
+    architecture).
     """
     checkpoint = base_checkpoint(base_model)
     check_same_module(base_model, module)
