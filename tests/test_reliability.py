@@ -1220,7 +1220,16 @@ def test_fault_a_tampered_serving_model_is_refused_by_the_evaluator(faults):
     model_fixtures.tamper_with_variables(serving_model)  # the artifact the baseline is read from
     write_mnist_slice(str(faults["base"] / "data" / "span-2"), 1000, 200, offset=1000)
     try:
+        # Warm start (on by default) reads the serving model first: the trainer refuses it.
         code, summary = run_faults(faults)
+        assert code == 1 and summary["data"]["spans"] == [2]
+        assert step_states(summary)["trainer"] == "failed"
+        error = summary["steps"]["trainer"]["error"]
+        assert error.startswith(f"base model {serving_model}/{SERVING_SUBDIR} (artifact id ")
+        assert "does not match the recorded" in error
+        assert numbered(faults["base"] / "root" / "serving") == ["1"]
+        # Without warm start the evaluator, reading it as the baseline, refuses it.
+        code, summary = run_faults(faults, {"trainer": {"warm_start": False}})
     finally:
         model_fixtures.tamper_with_variables(serving_model)  # flips the byte back
     assert code == 1
@@ -1245,7 +1254,8 @@ def test_fault_no_thresholds_blesses_nothing_and_says_why(faults):
     span2 = faults["base"] / "data" / "span-2"
     if not span2.exists():
         write_mnist_slice(str(span2), 1000, 200, offset=1000)
-    code, summary = run_faults(faults, NO_THRESHOLDS)
+    # Without warm start, as the tampering test trained span 2: its model is a cache hit.
+    code, summary = run_faults(faults, NO_THRESHOLDS, {"trainer": {"warm_start": False}})
     assert code == 0, summary["message"]  # evaluated, not blessed, nothing pushed: a normal outcome
     assert summary["data"]["spans"] == [2]
     if faults.get("span2_trained"):  # trained before the evaluator refused; still verifies
