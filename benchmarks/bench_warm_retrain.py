@@ -111,11 +111,11 @@ def run_config(directory: str, span: int, warm_start_steps: int | None) -> str:
     than the serving one (the non-inferiority gate: each retrain serves and is the next one's
     base, a chain); returns its path."""
     path = os.path.join(directory, f"span-{span}.toml")
+    steps = f"warm_start_steps = {warm_start_steps}\n" if warm_start_steps else ""
     with open(path, "w") as f:
-        f.write(f"[data]\nspan = {span}\nwindow_spans = {span + 1}\n[trainer]\nwarm_start = true\n")
+        f.write(f"[data]\nspan = {span}\nwindow_spans = {span + 1}\n")
+        f.write(f"[trainer]\nwarm_start = true\n{steps}")
         f.write('[evaluator]\npromotion_policy = "non_inferiority"\n')
-        if warm_start_steps:
-            f.write(f"warm_start_steps = {warm_start_steps}\n")
     return path
 
 
