@@ -224,6 +224,29 @@ def test_noop_report_is_fast_and_loads_no_tensorflow(ws):
     assert len(_Page(fast).all("img")) == len(_Page(_html(ws["noop"])).all("img")) > 0
 
 
+def test_a_noop_rerun_as_its_own_process_loads_no_tensorflow(ws):
+    """Every step cached: the pusher still runs (it re-checks what serves) but publishes
+    nothing, so nothing in the run may import TensorFlow (seconds of start-up)."""
+    script = (
+        "import sys\n"
+        "from pipeline.cli import main\n"
+        f"code = main(['--config', {ws['config']!r}, '--data-root', {ws['data']!r}, "
+        f"'--pipeline-root', {ws['root']!r}, '--summary-json', {str(ws['base'] / 'noop2.json')!r}])\n"
+        "print(code, 'tensorflow' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["0", "False"], out.stdout[-2000:]
+    summary = json.loads((ws["base"] / "noop2.json").read_text())
+    assert {name: step["state"] for name, step in summary["steps"].items()} == {
+        **{name: "cached" for name in summary["steps"] if name != "pusher"},
+        "pusher": "ran",
+    }
+    assert summary["push"]["pushed"] == 0
+
+
 def test_report_command_rebuilds_without_tensorflow(ws):
     script = (
         "import sys\n"
