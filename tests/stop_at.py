@@ -3,7 +3,8 @@
     python stop_at.py POINT ROOT [RUN_ID]     POINT: none | step | held | backup | stuck
 
 step: inside the second step's executor, after it wrote part of its output; held: the same,
-inside an `interrupts.held()` section (the stop waits for the next checkpoint); backup: inside
+inside an `interrupts.held()` section (the stop waits for the next checkpoint), and a second
+SIGTERM then, which is ignored; backup: inside
 the store_written hook; stuck: inside a held section that never ends (the watchdog's case).
 Prints the error line and exits as run_local.py does.
 """
@@ -43,6 +44,10 @@ def second(ctx):
         if POINT in ("held", "stuck"):
             with held():
                 os.kill(os.getpid(), signal.SIGTERM)
+                if POINT == "held":
+                    # A second one while the first is pending: handled in this thread before
+                    # the next line runs, so it surely comes while the run is stopping.
+                    os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(0.5 if POINT == "held" else 600)
     return StepOutcome()
 

@@ -181,7 +181,10 @@ def test_sigterm_during_training_stops_cleanly_a_second_one_is_ignored_and_the_n
     run = start(data, config, root)
     wait_until(run, staging_exists(root, "trainer"))
     tree, code, seconds, out = stop_twice(run, "run stopped by SIGTERM during trainer")
-    assert "SIGTERM ignored: already stopping" in out
+    # The second SIGTERM changes nothing: the first one's exit status and clean stop. Whether it
+    # is also said ("SIGTERM ignored: already stopping") depends on whether the run was still
+    # running Python when it came, or already exiting, which this test cannot pin: the fake
+    # pipeline's "held" point proves the line deterministically.
     assert_stopped_cleanly(root, run, tree, code, seconds, out, signal.SIGTERM, "trainer")
     assert not os.path.exists(os.path.join(str(root), "serving"))
 
@@ -288,6 +291,8 @@ def test_a_stop_at_each_point_says_what_it_left_and_the_next_run_completes(
     done = stop_at(point, root)
     assert done.returncode == 143, done.stderr[-3000:]
     assert re.fullmatch("error: " + line, error_line(done))
+    # "held" signals twice: the second one, while stopping, is ignored and said so.
+    assert done.stderr.count("SIGTERM ignored: already stopping") == (1 if point == "held" else 0)
     stopped_run = re.search(r"\(run (\S+)\)", error_line(done)).group(1)
     assert glob.glob(os.path.join(str(root), "**", ".staging-*"), recursive=True) == []
     with open(pipeline_lock_path(str(root))) as lock:
