@@ -170,12 +170,7 @@ def cold_run(work: str, budget: list[str], images, labels) -> dict:
 
 def against_cold(warm_correct: np.ndarray, cold_correct: np.ndarray) -> dict:
     """Warm minus cold on the same test digits: difference, 95% Newcombe interval, verdict."""
-    table = paired_stats.PairedTable(
-        both_correct=int(np.sum(warm_correct & cold_correct)),
-        candidate_only=int(np.sum(warm_correct & ~cold_correct)),
-        baseline_only=int(np.sum(~warm_correct & cold_correct)),
-        both_wrong=int(np.sum(~warm_correct & ~cold_correct)),
-    )
+    table = paired_stats.PairedTable.from_correctness(warm_correct, cold_correct)
     low, high = paired_stats.newcombe_difference_interval(table, ALPHA)
     return {
         "difference": float(warm_correct.mean() - cold_correct.mean()),
